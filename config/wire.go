@@ -1,0 +1,116 @@
+package config
+
+// CONTRACT: the types and names in this file are how the control plane, the
+// store and the sidecars talk to each other (JetStream messages, KV entries,
+// NATS subjects, HTTP bodies). Change them only together with every user.
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Op is what a Change does to one flag.
+type Op string
+
+const (
+	OpPut    Op = "put"
+	OpDelete Op = "delete"
+)
+
+// Change is one flag put or delete inside a changeset.
+type Change struct {
+	Flag string `json:"flag"`
+	Op   Op     `json:"op"`
+	// Definition is the flag's full JSON definition (flagd format plus pennon
+	// fields) for puts; absent for deletes.
+	Definition json.RawMessage `json:"definition,omitempty"`
+	// BaseVersion is the environment version at which the writer saw this
+	// flag last change (0: the writer believes the flag does not exist).
+	BaseVersion uint64 `json:"baseVersion"`
+}
+
+// Changeset is one atomic change to an environment. It is the payload of one
+// message in the environment's JetStream stream, whose sequence is Version.
+type Changeset struct {
+	Env         string    `json:"env"`
+	Version     uint64    `json:"version"`
+	PrevVersion uint64    `json:"prevVersion"`
+	Author      string    `json:"author"`
+	Time        time.Time `json:"time"` // UTC; RFC 3339 with nanoseconds on the wire
+	Reason      string    `json:"reason,omitempty"`
+	Emergency   bool      `json:"emergency,omitempty"`
+	// ChangeRequest is the approved change request this came from, if any.
+	ChangeRequest string `json:"changeRequest,omitempty"`
+	// RollbackTo is set when this changeset restores the state at that version.
+	RollbackTo uint64 `json:"rollbackTo,omitempty"`
+	// PromotedFrom names the environment (and version) a promotion copied from.
+	PromotedFrom string `json:"promotedFrom,omitempty"`
+	Changes      []Change `json:"changes"`
+	// Metadata, when non-nil, replaces the flag-set metadata; Evaluators, when
+	// non-nil, replaces `$evaluators`. Both are rare and validated like flags.
+	Metadata   map[string]any             `json:"metadata,omitempty"`
+	Evaluators map[string]json.RawMessage `json:"evaluators,omitempty"`
+}
+
+// SnapshotRecord is the full flag set of an environment at one version, as
+// kept in the snapshots KV bucket and served to sidecars that bootstrap or
+// poll. Document is a complete flag document (what Parse accepts).
+type SnapshotRecord struct {
+	Env      string          `json:"env"`
+	Version  uint64          `json:"version"`
+	Time     time.Time       `json:"time"`     // commit time of Version
+	Hash     string          `json:"hash"`     // DocumentHash(Document)
+	Document json.RawMessage `json:"document"` // canonical JSON
+	// FlagVersions is, per flag, the version at which it last changed.
+	FlagVersions map[string]uint64 `json:"flagVersions"`
+}
+
+// Heartbeat is what the control plane publishes every second per environment.
+// A sidecar that hears it and serves Version with Hash holds a freshness lease.
+type Heartbeat struct {
+	Env     string    `json:"env"`
+	Version uint64    `json:"version"`
+	Hash    string    `json:"hash"`
+	Time    time.Time `json:"time"`
+}
+
+// SidecarReport is what a sidecar publishes about itself (on change and every
+// few heartbeats) so the control plane can answer "who serves what".
+type SidecarReport struct {
+	ID        string    `json:"id"` // pod name or host:pid
+	Env       string    `json:"env"`
+	Version   uint64    `json:"version"`
+	Hash      string    `json:"hash"`
+	State     string    `json:"state"` // push, polling, disk, defaults, starting
+	AppliedAt time.Time `json:"appliedAt"`
+	Time      time.Time `json:"time"`
+}
+
+// NATS names. Env names match EnvNamePattern, so they are safe as subject
+// tokens and stream names.
+const (
+	EnvNamePattern = `^[a-z0-9][a-z0-9-]{0,62}$`
+	// SnapshotBucket is the JetStream KV bucket of SnapshotRecords, key = env.
+	SnapshotBucket = "pennon-snapshots"
+	// AuditStream holds the audit hash chain.
+	AuditStream  = "PENNON_AUDIT"
+	AuditSubject = "pennon.audit"
+)
+
+// StreamName is the JetStream stream holding env's changesets.
+func StreamName(env string) string { return "PENNON_ENV_" + env }
+
+// LogSubject is the subject changesets are committed to (with an expected
+// last sequence). Sidecars must never subscribe to it: a plain subscriber also
+// sees messages JetStream rejected.
+func LogSubject(env string) string { return "pennon." + env + ".log" }
+
+// LiveSubject is where the stream republishes committed changesets, with
+// Nats-Sequence and Nats-Last-Sequence headers. Sidecars subscribe here.
+func LiveSubject(env string) string { return "pennon." + env + ".live" }
+
+// HeartbeatSubject carries Heartbeats for env.
+func HeartbeatSubject(env string) string { return "pennon." + env + ".heartbeat" }
+
+// SidecarSubject carries SidecarReports for env.
+func SidecarSubject(env string) string { return "pennon." + env + ".sidecars" }
