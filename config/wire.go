@@ -44,7 +44,7 @@ type Changeset struct {
 	// RollbackTo is set when this changeset restores the state at that version.
 	RollbackTo uint64 `json:"rollbackTo,omitempty"`
 	// PromotedFrom names the environment (and version) a promotion copied from.
-	PromotedFrom string `json:"promotedFrom,omitempty"`
+	PromotedFrom string   `json:"promotedFrom,omitempty"`
 	Changes      []Change `json:"changes"`
 	// Metadata, when non-nil, replaces the flag-set metadata; Evaluators, when
 	// non-nil, replaces `$evaluators`. Both are rare and validated like flags.

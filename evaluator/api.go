@@ -31,13 +31,13 @@ type ErrorCode string
 
 // Error codes, as OpenFeature and OFREP spell them. The empty code means success.
 const (
-	CodeNone               ErrorCode = ""
-	CodeFlagNotFound       ErrorCode = "FLAG_NOT_FOUND"
-	CodeParseError         ErrorCode = "PARSE_ERROR"
-	CodeTypeMismatch       ErrorCode = "TYPE_MISMATCH"
+	CodeNone                ErrorCode = ""
+	CodeFlagNotFound        ErrorCode = "FLAG_NOT_FOUND"
+	CodeParseError          ErrorCode = "PARSE_ERROR"
+	CodeTypeMismatch        ErrorCode = "TYPE_MISMATCH"
 	CodeTargetingKeyMissing ErrorCode = "TARGETING_KEY_MISSING"
-	CodeInvalidContext     ErrorCode = "INVALID_CONTEXT"
-	CodeGeneral            ErrorCode = "GENERAL"
+	CodeInvalidContext      ErrorCode = "INVALID_CONTEXT"
+	CodeGeneral             ErrorCode = "GENERAL"
 )
 
 // Propagation is how a sidecar keeps one flag fresh (pennon's `propagation` field).
