@@ -60,7 +60,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	total := newHist()
 	win := &window{hist: newHist(), codes: res.StatusCodes}
-	tick := time.NewTicker(time.Second)
+	// Ticks fall every second during warm-up and then every second from
+	// the start of measuring, so timeline points are whole seconds.
+	nextTick := func(now time.Time) time.Duration {
+		if now.Before(p.measureStart) {
+			return min(time.Second, p.measureStart.Sub(now))
+		}
+		since := now.Sub(p.measureStart)
+		return time.Second - since%time.Second
+	}
+	tick := time.NewTimer(nextTick(start))
 	defer tick.Stop()
 	prev := p.measureStart
 	flush := func(now time.Time) {
@@ -72,7 +81,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if res.FirstError == "" {
 			res.FirstError = win.first
 		}
-		if now.Before(p.measureStart) {
+		if !now.After(p.measureStart.Add(time.Millisecond)) {
 			if o.Progress != nil {
 				fmt.Fprintf(o.Progress, "[%5.1fs] %s %s %s: warming up\n", now.Sub(start).Seconds(), label, mode, o.Scenario.Name)
 			}
@@ -106,6 +115,7 @@ loop:
 		select {
 		case now := <-tick.C:
 			flush(now)
+			tick.Reset(nextTick(time.Now()))
 		case <-done:
 			break loop
 		case <-ctx.Done():

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pennon-dev/pennon/bench"
+)
+
+func init() {
+	register(command{
+		name:    "bench",
+		summary: "load-test an OFREP endpoint (pennon, flagd, GO Feature Flag) or measure scale",
+		run:     runBench,
+	})
+}
+
+// benchSubcommands are `pennon bench <name>`; the default is the load test.
+var benchSubcommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"scale": runBenchScale,
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		if sub, ok := benchSubcommands[args[0]]; ok {
+			return sub(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fs := newFlagSet("bench", "pennon bench [scale] [flags]",
+		"Sends OFREP evaluations to one or more targets, one after the other, and reports\n"+
+			"latency percentiles and throughput as a table, JSON and PNG plots.\n"+
+			"Targets: url (--url: pennon, flagd or GO Feature Flag relay proxy), bare (an\n"+
+			"in-process fasthttp handler with a fixed 40-byte body: the ceiling).\n"+
+			"Scenarios: "+scenarioList()+".\n"+
+			"`pennon bench scale` measures memory, start-up and update cost for 1k-100k flags.", stderr)
+	var (
+		_           = fs.String("config", "", "YAML file with settings")
+		targetURL   = fs.String("url", "http://127.0.0.1:8016", "base URL of the OFREP server for target url")
+		targets     = fs.String("target", "url", "comma-separated targets to run in order: url, bare")
+		scenario    = fs.String("scenario", "static", "scenario: "+strings.Join(bench.ScenarioNames(), ", "))
+		conns       = fs.Int("connections", 16, "concurrent connections")
+		rate        = fs.Float64("rate", 0, "open loop at this many requests/s in total (latency corrected for coordinated omission); 0 = closed loop")
+		duration    = fs.Duration("duration", 10*time.Second, "measured duration per target (0 = bounded by --requests only)")
+		requests    = fs.Int64("requests", 0, "measured requests per target (0 = bounded by --duration only)")
+		warmup      = fs.Duration("warmup", 2*time.Second, "warm-up before measuring, per target")
+		timeout     = fs.Duration("timeout", 2*time.Second, "timeout of one request")
+		jsonFile    = fs.String("json", "", "write the report as JSON to this file")
+		plotDir     = fs.String("plot-dir", "", "write PNG plots (latency percentiles, throughput, p99 over time) to this directory")
+		allowRemote = fs.Bool("allow-remote", false, "allow a target URL that is not a loopback address")
+		seed        = fs.Uint64("seed", 1, "seed for generated contexts")
+		quiet       = fs.Bool("quiet", false, "no progress lines on stderr")
+		keyStatic   = fs.String("flag-static", bench.DefaultFlagKeys.Static, "flag key for the static scenario")
+		keyTarget   = fs.String("flag-targeting", bench.DefaultFlagKeys.Targeting, "flag key for the targeting and unique scenarios")
+		keyFrac     = fs.String("flag-fractional", bench.DefaultFlagKeys.Fractional, "flag key for the fractional scenario")
+	)
+	if err := parseSettings(fs, args); err != nil {
+		return err
+	}
+	sc, err := bench.NewScenario(*scenario, bench.FlagKeys{Static: *keyStatic, Targeting: *keyTarget, Fractional: *keyFrac})
+	if err != nil {
+		return err
+	}
+	names, err := parseTargets(*targets)
+	if err != nil {
+		return err
+	}
+	var progress io.Writer = stderr
+	if *quiet {
+		progress = nil
+	}
+	rep := bench.NewReport(time.Now())
+	var runErr error
+	for _, name := range names {
+		url, label, stop, err := startBenchTarget(name, *targetURL)
+		if err != nil {
+			return err
+		}
+		res, err := bench.Run(ctx, bench.Options{
+			URL: url, Label: label, Scenario: sc, Connections: *conns, Rate: *rate,
+			Duration: *duration, Requests: *requests, Warmup: *warmup, Timeout: *timeout,
+			AllowRemote: *allowRemote, Seed: *seed, Progress: progress,
+		})
+		if serr := stop(); serr != nil && err == nil {
+			err = serr
+		}
+		if res != nil {
+			rep.Results = append(rep.Results, res)
+		}
+		if err != nil {
+			runErr = fmt.Errorf("target %s: %w", label, err)
+			break
+		}
+	}
+	if len(rep.Results) == 0 {
+		return runErr
+	}
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	if *jsonFile != "" {
+		if err := writeReportJSON(*jsonFile, rep); err != nil {
+			return err
+		}
+	}
+	if *plotDir != "" {
+		paths, err := rep.WritePlots(*plotDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "plots: %s\n", strings.Join(paths, ", "))
+	}
+	return runErr
+}
+
+func scenarioList() string {
+	var b strings.Builder
+	for _, n := range bench.ScenarioNames() {
+		sc, _ := bench.NewScenario(n, bench.FlagKeys{})
+		fmt.Fprintf(&b, "\n  %-10s %s", n, sc.Description)
+	}
+	return b.String()
+}
+
+// benchTargets are the in-process or external targets `--target` accepts.
+var benchTargets = []string{"url", "bare"}
+
+func parseTargets(s string) ([]string, error) {
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			continue
+		}
+		ok := false
+		for _, known := range benchTargets {
+			ok = ok || t == known
+		}
+		if !ok {
+			return nil, fmt.Errorf("target: unknown %q (allowed: %s)", t, strings.Join(benchTargets, ", "))
+		}
+		out = append(out, t)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("target: empty (allowed: " + strings.Join(benchTargets, ", ") + ")")
+	}
+	return out, nil
+}
+
+// startBenchTarget returns the URL to load for a target name, starting it
+// in-process when it is one of ours, and a stop function.
+func startBenchTarget(name, url string) (string, string, func() error, error) {
+	switch name {
+	case "bare":
+		t, err := bench.StartBare()
+		if err != nil {
+			return "", "", nil, err
+		}
+		return t.URL, t.Label, t.Close, nil
+	default:
+		return url, "url " + strings.TrimPrefix(url, "http://"), func() error { return nil }, nil
+	}
+}
+
+func writeReportJSON(path string, rep *bench.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("json: %w", err)
+	}
+	err = rep.WriteJSON(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("json: write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pennon-dev/pennon/bench"
+)
+
+func TestBenchCommandBare(t *testing.T) {
+	dir := t.TempDir()
+	jsonFile := filepath.Join(dir, "r.json")
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"bench", "--target", "bare,bare", "--scenario", "targeting",
+		"--requests", "200", "--warmup", "0s", "--connections", "2", "--json", jsonFile, "--plot-dir", dir}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "targeting") || !strings.Contains(out.String(), "plots: ") {
+		t.Errorf("stdout:\n%s", out.String())
+	}
+	data, err := os.ReadFile(jsonFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Results) != 2 || rep.Results[0].Requests != 200 || rep.Schema != bench.SchemaVersion {
+		t.Fatalf("report: %s", data)
+	}
+	for _, f := range []string{"targeting-latency.png", "targeting-throughput.png", "targeting-p99.png"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestBenchCommandErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown target", []string{"bench", "--target", "nope"}, `target: unknown "nope" (allowed: url, bare)`},
+		{"unknown scenario", []string{"bench", "--scenario", "nope"}, `scenario: unknown "nope"`},
+		{"no bound", []string{"bench", "--target", "bare", "--duration", "0"}, "set at least one bound"},
+		{"remote", []string{"bench", "--url", "http://192.0.2.7:8016", "--requests", "1"}, "not a loopback address"},
+		{"scale sizes", []string{"bench", "scale", "--sizes", "10,abc"}, `sizes: "abc" is not a flag count`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if code := run(context.Background(), tc.args, &out, &errOut); code == 0 {
+				t.Fatalf("exit 0, want failure")
+			}
+			if !strings.Contains(errOut.String(), tc.want) {
+				t.Errorf("stderr %q, want it to contain %q", errOut.String(), tc.want)
+			}
+		})
+	}
+}
