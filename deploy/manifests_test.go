@@ -1,13 +1,16 @@
 package deploy
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/pennon-dev/pennon/deploy/inject"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
@@ -153,5 +156,48 @@ func TestInvariantsCatchMistakes(t *testing.T) {
 				t.Errorf("invariant errors do not mention %q:\n%s", tc.want, errs)
 			}
 		})
+	}
+}
+
+// TestInjectMatchesExample: `pennon inject` with default options must add
+// exactly the sidecar and volumes that deploy/k8s/example-app.yaml shows, so
+// the example documents what inject does and both pass the same invariants.
+func TestInjectMatchesExample(t *testing.T) {
+	example := &objects{}
+	b, err := os.ReadFile(filepath.Join("k8s", "example-app.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeAll(t, example, "example-app.yaml", b)
+	in := `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: example-app}
+spec:
+  selector: {matchLabels: {app: x}}
+  template:
+    metadata: {labels: {app: x}}
+    spec:
+      containers: [{name: app, image: x}]
+`
+	var out bytes.Buffer
+	if _, err := inject.Inject(strings.NewReader(in), &out, inject.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	injected := &objects{}
+	decodeAll(t, injected, "injected", out.Bytes())
+	want, got := example.deployments[0].Spec.Template, injected.deployments[0].Spec.Template
+	if !reflect.DeepEqual(want.Spec.Containers[1], got.Spec.Containers[1]) {
+		t.Errorf("injected sidecar differs from example-app.yaml's:\n got  %+v\n want %+v", got.Spec.Containers[1], want.Spec.Containers[1])
+	}
+	if !reflect.DeepEqual(want.Spec.Volumes, got.Spec.Volumes) {
+		t.Errorf("injected volumes %+v, example has %+v", got.Spec.Volumes, want.Spec.Volumes)
+	}
+	for k, v := range want.Annotations {
+		if got.Annotations[k] != v {
+			t.Errorf("annotation %s: got %q, example has %q", k, got.Annotations[k], v)
+		}
+	}
+	if got.Labels["pennon.dev/sidecar"] != "true" {
+		t.Errorf("labels %v", got.Labels)
 	}
 }

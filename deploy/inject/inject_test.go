@@ -1,0 +1,124 @@
+package inject
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+func TestInjectGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		want Stats
+	}{
+		{"workloads", Options{}, Stats{Documents: 10, Workloads: 8, Injected: 7, Skipped: 1}},
+		{"workloads-staging", Options{Env: "staging", Image: "registry.local/pennon:v0.1.0", Server: "http://pennon-control.flags:8080",
+			NATS: "nats://nats.flags:4222", MemoryLimit: "128Mi"}, Stats{Documents: 10, Workloads: 8, Injected: 7, Skipped: 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in, err := os.ReadFile(filepath.Join("testdata", "workloads.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			st, err := Inject(bytes.NewReader(in), &out, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st != tc.want {
+				t.Errorf("stats %+v, want %+v", st, tc.want)
+			}
+			golden := filepath.Join("testdata", tc.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out.Bytes(), want) {
+				t.Errorf("output differs from %s (run with -update to accept):\n%s", golden, out.String())
+			}
+			// Second run: nothing to do, byte for byte the same.
+			var again bytes.Buffer
+			st2, err := Inject(bytes.NewReader(out.Bytes()), &again, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st2.Injected != 0 || !bytes.Equal(again.Bytes(), out.Bytes()) {
+				t.Errorf("second run injected %d and changed the output:\n%s", st2.Injected, again.String())
+			}
+		})
+	}
+}
+
+func TestInjectPreservesComments(t *testing.T) {
+	in, _ := os.ReadFile(filepath.Join("testdata", "workloads.yaml"))
+	var out bytes.Buffer
+	if _, err := Inject(bytes.NewReader(in), &out, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"# A Deployment with comments", "# inline comment", "# pinned", "# Opted out"} {
+		if !strings.Contains(out.String(), c) {
+			t.Errorf("comment %q lost", c)
+		}
+	}
+}
+
+func TestInjectErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		opts Options
+		want string
+	}{
+		{"bad yaml", "kind: Deployment\n  bad: [", Options{}, "document 1:"},
+		{"no template", "kind: Deployment\nmetadata: {name: x}\nspec: {}\n", Options{}, "document 1 (Deployment x): no [spec template] mapping"},
+		{"containers not a list", "kind: Pod\nmetadata: {name: p}\nspec: {containers: {}}\n", Options{}, "spec.containers must be a list"},
+		{"no spec", "kind: Pod\nmetadata: {name: p}\n", Options{}, "pod template has no spec"},
+		{"second doc", "kind: ConfigMap\n---\nkind: Job\nspec: {template: 3}\n", Options{}, "document 2 (Job (unnamed))"},
+		{"bad env", "", Options{Env: "Prod"}, `env: "Prod" must match`},
+		{"bad quantity", "", Options{MemoryLimit: "lots"}, `memory-limit: "lots" is not a Kubernetes quantity`},
+		{"bad server", "", Options{Server: "pennon-control"}, `server: "pennon-control" must be an http(s) URL`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Inject(strings.NewReader(tc.in), &bytes.Buffer{}, tc.opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzInject(f *testing.F) {
+	seed, _ := os.ReadFile(filepath.Join("testdata", "workloads.yaml"))
+	f.Add(string(seed))
+	f.Add("kind: Pod\nspec:\n  containers: []\n")
+	f.Add("kind: CronJob\nspec: {jobTemplate: {spec: {template: {spec: {containers: [{name: pennon}]}}}}}\n")
+	f.Add("kind: List\nitems: [1, {kind: Pod}]\n")
+	f.Add("- a\n- b\n---\n'x'\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		var out bytes.Buffer
+		if _, err := Inject(strings.NewReader(in), &out, Options{}); err != nil {
+			return
+		}
+		var again bytes.Buffer
+		st, err := Inject(bytes.NewReader(out.Bytes()), &again, Options{})
+		if err != nil {
+			t.Fatalf("second run failed on first run's output: %v\n%s", err, out.String())
+		}
+		if st.Injected != 0 || !bytes.Equal(out.Bytes(), again.Bytes()) {
+			t.Fatalf("not idempotent:\n--- first\n%s\n--- second\n%s", out.String(), again.String())
+		}
+	})
+}
