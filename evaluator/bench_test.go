@@ -1,0 +1,78 @@
+package evaluator
+
+import "testing"
+
+// Measured on the 2-core dev machine (go test -bench . -benchmem ./evaluator):
+// see bench/results/evaluator.md for the latest table.
+
+func BenchmarkEvaluateStatic(b *testing.B) {
+	s := snap(b, map[string]string{"f": `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}`})
+	ctx := ctxOf(b, `{"targetingKey":"u1"}`)
+	f := s.Flag("f")
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := s.EvaluateFlag(f, ctx); r.Variant != "on" {
+			b.Fatal(r)
+		}
+	}
+}
+
+// BenchmarkEvaluateTargeting5 runs a rule with the five clause kinds the
+// issue names: string equality, an in list, ends_with, a numeric compare and
+// sem_ver, all of which match (so every clause runs).
+func BenchmarkEvaluateTargeting5(b *testing.B) {
+	s := snap(b, map[string]string{"f": `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off",
+		"targeting":{"if":[{"and":[
+			{"==":[{"var":"plan"},"premium"]},
+			{"in":[{"var":"country"},["US","CA","GB","DE","FR","NL","SE","NO","DK","FI","IE","ES"]]},
+			{"ends_with":[{"var":"email"},"@example.com"]},
+			{">=":[{"var":"age"},18]},
+			{"sem_ver":[{"var":"appVersion"},">=","2.3.0"]}
+		]},"on","off"]}}`})
+	ctx := ctxOf(b, `{"targetingKey":"u1","plan":"premium","country":"SE","email":"ann@example.com","age":33,"appVersion":"2.10.1"}`)
+	f := s.Flag("f")
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := s.EvaluateFlag(f, ctx); r.Variant != "on" {
+			b.Fatal(r)
+		}
+	}
+}
+
+func BenchmarkEvaluateFractional(b *testing.B) {
+	s := snap(b, map[string]string{"f": `{"state":"ENABLED","variants":{"a":"a","b":"b","c":"c"},"defaultVariant":"a",
+		"targeting":{"fractional":[["a",50],["b",30],["c",20]]}}`})
+	ctx := ctxOf(b, `{"targetingKey":"user-12345"}`)
+	f := s.Flag("f")
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := s.EvaluateFlag(f, ctx); r.Variant == "" {
+			b.Fatal(r)
+		}
+	}
+}
+
+// context200 is a realistic ~200-byte evaluation context.
+var context200 = []byte(`{"targetingKey":"user-8f14e45f","email":"ann.lee@example.com","plan":"premium","country":"SE","age":33,"appVersion":"2.10.1","beta":true,"device":{"os":"ios","model":"iPhone15,2"},"tags":["a","b"]}`)
+
+func BenchmarkDecodeContext200B(b *testing.B) {
+	c := NewContext()
+	b.SetBytes(int64(len(context200)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Decode(context200, Limits{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAppendCacheKey(b *testing.B) {
+	s := snap(b, map[string]string{"f": rule(`{"if": [{"==": [{"var": "plan"}, "premium"]}, "red", "green"]}`)})
+	ctx := ctxOf(b, string(context200))
+	f := s.Flag("f")
+	buf := make([]byte, 0, 128)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = f.AppendCacheKey(buf[:0], ctx)
+	}
+}

@@ -1,0 +1,504 @@
+package evaluator
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// DefaultLimits are the context limits used when a Limits field is zero.
+var DefaultLimits = Limits{MaxBytes: 64 << 10, MaxDepth: 16, MaxKeys: 1024}
+
+// Context is a decoded evaluation context. Reusable: Reset it and decode the
+// next request into it (pool them to keep the request path cheap). Not safe
+// for concurrent use.
+type Context struct {
+	m   map[string]any
+	env env // per-evaluation scratch, kept here so evaluation does not allocate
+}
+
+// NewContext returns an empty context.
+func NewContext() *Context { return &Context{m: make(map[string]any, 8)} }
+
+// ContextFromMap builds a context from decoded JSON (tests, the CLI).
+// Numbers may be json.Number, ints or floats.
+func ContextFromMap(m map[string]any) *Context {
+	c := NewContext()
+	for k, v := range m {
+		c.m[k] = normalize(v)
+	}
+	return c
+}
+
+// Reset empties c for reuse, keeping its memory.
+func (c *Context) Reset() {
+	if c.m == nil {
+		c.m = make(map[string]any, 8)
+	}
+	clear(c.m)
+}
+
+// Map returns the decoded context (read-only).
+func (c *Context) Map() map[string]any { return c.m }
+
+// TargetingKey returns the context's targetingKey when it is a string.
+func (c *Context) TargetingKey() (string, bool) {
+	s, ok := c.m["targetingKey"].(string)
+	return s, ok
+}
+
+// ContextError is a context that could not be decoded.
+type ContextError struct {
+	Code   ErrorCode // CodeParseError or CodeInvalidContext
+	Detail string
+}
+
+func (e *ContextError) Error() string { return string(e.Code) + ": " + e.Detail }
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultLimits.MaxBytes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultLimits.MaxDepth
+	}
+	if l.MaxKeys <= 0 {
+		l.MaxKeys = DefaultLimits.MaxKeys
+	}
+	return l
+}
+
+// Decode replaces c with the JSON object in data. Malformed JSON gives a
+// *ContextError with CodeParseError; a non-object or a context past lim gives
+// CodeInvalidContext. On error c is left empty.
+func (c *Context) Decode(data []byte, lim Limits) error {
+	c.Reset()
+	lim = lim.withDefaults()
+	if len(data) > lim.MaxBytes {
+		return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("context is %d bytes, the limit is %d", len(data), lim.MaxBytes)}
+	}
+	d := decoder{data: data, src: string(data), lim: lim}
+	d.skipSpace()
+	if d.pos < len(d.data) && d.data[d.pos] != '{' {
+		v, err := d.value(0)
+		if err == nil {
+			err = &ContextError{Code: CodeInvalidContext, Detail: "context must be a JSON object, got " + typeName(v)}
+		}
+		return err
+	}
+	if err := d.objectInto(c.m, 0); err != nil {
+		c.Reset()
+		return err
+	}
+	if err := d.end(); err != nil {
+		c.Reset()
+		return err
+	}
+	return nil
+}
+
+// DecodeField is Decode for member `field` of the JSON object in data (the
+// OFREP request body is `{"context": {...}}`). A missing or null member gives
+// an empty context; anything else that is not an object is CodeInvalidContext.
+func (c *Context) DecodeField(data []byte, field string, lim Limits) error {
+	c.Reset()
+	lim = lim.withDefaults()
+	if len(data) > lim.MaxBytes {
+		return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("request body is %d bytes, the limit is %d", len(data), lim.MaxBytes)}
+	}
+	d := decoder{data: data, src: string(data), lim: lim}
+	d.skipSpace()
+	if d.pos >= len(d.data) || d.data[d.pos] != '{' {
+		if d.pos >= len(d.data) {
+			return d.fail("empty body, expected a JSON object")
+		}
+		if _, err := d.value(0); err != nil {
+			return err
+		}
+		return &ContextError{Code: CodeParseError, Detail: "request body must be a JSON object"}
+	}
+	d.pos++
+	d.skipSpace()
+	if d.peek() == '}' {
+		d.pos++
+		return d.end()
+	}
+	for {
+		d.skipSpace()
+		key, err := d.str()
+		if err != nil {
+			return err
+		}
+		d.skipSpace()
+		if d.peek() != ':' {
+			return d.fail("expected ':' after object key")
+		}
+		d.pos++
+		d.skipSpace()
+		if key == field {
+			switch d.peek() {
+			case '{':
+				if err := d.objectInto(c.m, 1); err != nil {
+					c.Reset()
+					return err
+				}
+			case 'n':
+				if _, err := d.value(1); err != nil {
+					return err
+				}
+			default:
+				v, err := d.value(1)
+				if err != nil {
+					return err
+				}
+				return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("%s must be a JSON object, got %s", field, typeName(v))}
+			}
+		} else if _, err := d.value(1); err != nil {
+			return err
+		}
+		d.skipSpace()
+		switch d.peek() {
+		case ',':
+			d.pos++
+		case '}':
+			d.pos++
+			if err := d.end(); err != nil {
+				c.Reset()
+				return err
+			}
+			return nil
+		default:
+			c.Reset()
+			return d.fail("expected ',' or '}' in object")
+		}
+	}
+}
+
+// decoder is a small JSON parser producing the evaluator's value types
+// directly, with limits on depth and key count. It exists because
+// encoding/json into map[string]any costs several microseconds for a typical
+// 200-byte context; this is a fraction of that.
+type decoder struct {
+	data []byte
+	src  string // data as one string: unescaped strings are slices of it, not copies
+	pos  int
+	keys int
+	lim  Limits
+}
+
+func (d *decoder) fail(msg string) error {
+	return &ContextError{Code: CodeParseError, Detail: fmt.Sprintf("invalid JSON at offset %d: %s", d.pos, msg)}
+}
+
+func (d *decoder) peek() byte {
+	if d.pos < len(d.data) {
+		return d.data[d.pos]
+	}
+	return 0
+}
+
+func (d *decoder) skipSpace() {
+	for d.pos < len(d.data) {
+		switch d.data[d.pos] {
+		case ' ', '\t', '\n', '\r':
+			d.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (d *decoder) end() error {
+	d.skipSpace()
+	if d.pos != len(d.data) {
+		return d.fail("unexpected data after the JSON value")
+	}
+	return nil
+}
+
+func (d *decoder) value(depth int) (any, error) {
+	if depth > d.lim.MaxDepth {
+		return nil, &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("context nests deeper than %d levels", d.lim.MaxDepth)}
+	}
+	d.skipSpace()
+	switch c := d.peek(); {
+	case c == '{':
+		m := make(map[string]any)
+		if err := d.objectInto(m, depth); err != nil {
+			return nil, err
+		}
+		return m, nil
+	case c == '[':
+		return d.array(depth)
+	case c == '"':
+		s, err := d.str()
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	case c == 't':
+		return trueVal, d.literal("true")
+	case c == 'f':
+		return falseVal, d.literal("false")
+	case c == 'n':
+		return nil, d.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return d.number()
+	case c == 0:
+		return nil, d.fail("unexpected end of input")
+	default:
+		return nil, d.fail(fmt.Sprintf("unexpected character %q", c))
+	}
+}
+
+func (d *decoder) literal(word string) error {
+	if len(d.data)-d.pos < len(word) || string(d.data[d.pos:d.pos+len(word)]) != word {
+		return d.fail("invalid literal, expected " + word)
+	}
+	d.pos += len(word)
+	return nil
+}
+
+func (d *decoder) number() (any, error) {
+	start := d.pos
+	if d.peek() == '-' {
+		d.pos++
+	}
+	digits := func() int {
+		n := 0
+		for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' {
+			d.pos++
+			n++
+		}
+		return n
+	}
+	if d.peek() == '0' {
+		d.pos++
+	} else if digits() == 0 {
+		return nil, d.fail("invalid number")
+	}
+	if d.peek() == '.' {
+		d.pos++
+		if digits() == 0 {
+			return nil, d.fail("invalid number: digits expected after '.'")
+		}
+	}
+	if c := d.peek(); c == 'e' || c == 'E' {
+		d.pos++
+		if c := d.peek(); c == '+' || c == '-' {
+			d.pos++
+		}
+		if digits() == 0 {
+			return nil, d.fail("invalid number: digits expected in exponent")
+		}
+	}
+	text := d.src[start:d.pos]
+	if len(text) <= 3 && text[0] != '-' && !strings.ContainsAny(text, ".eE") {
+		n := 0
+		for i := 0; i < len(text); i++ {
+			n = n*10 + int(text[i]-'0')
+		}
+		if n < len(smallInts) {
+			return smallInts[n], nil // pre-boxed: no allocation
+		}
+	}
+	f, err := strconv.ParseFloat(text, 64)
+	if err != nil {
+		return nil, &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("number at offset %d is out of range", start)}
+	}
+	return f, nil
+}
+
+func (d *decoder) str() (string, error) {
+	if d.peek() != '"' {
+		return "", d.fail("expected a string")
+	}
+	d.pos++
+	start := d.pos
+	// fast path: no escapes
+	for d.pos < len(d.data) {
+		c := d.data[d.pos]
+		if c == '"' {
+			s := d.src[start:d.pos]
+			d.pos++
+			if !utf8.ValidString(s) {
+				return "", d.fail("string is not valid UTF-8")
+			}
+			return s, nil
+		}
+		if c == '\\' {
+			break
+		}
+		if c < 0x20 {
+			return "", d.fail("control character in string")
+		}
+		d.pos++
+	}
+	buf := append([]byte(nil), d.data[start:d.pos]...)
+	for d.pos < len(d.data) {
+		c := d.data[d.pos]
+		switch {
+		case c == '"':
+			d.pos++
+			if !utf8.Valid(buf) {
+				return "", d.fail("string is not valid UTF-8")
+			}
+			return string(buf), nil
+		case c < 0x20:
+			return "", d.fail("control character in string")
+		case c != '\\':
+			buf = append(buf, c)
+			d.pos++
+			continue
+		}
+		d.pos++
+		switch d.peek() {
+		case '"', '\\', '/':
+			buf = append(buf, d.data[d.pos])
+		case 'b':
+			buf = append(buf, '\b')
+		case 'f':
+			buf = append(buf, '\f')
+		case 'n':
+			buf = append(buf, '\n')
+		case 'r':
+			buf = append(buf, '\r')
+		case 't':
+			buf = append(buf, '\t')
+		case 'u':
+			r, ok := d.hex4(d.pos + 1)
+			if !ok {
+				return "", d.fail("invalid \\u escape")
+			}
+			d.pos += 4
+			if utf16.IsSurrogate(r) {
+				r2, ok2 := rune(0), false
+				if d.pos+2 < len(d.data) && d.data[d.pos+1] == '\\' && d.data[d.pos+2] == 'u' {
+					r2, ok2 = d.hex4(d.pos + 3)
+				}
+				if ok2 {
+					if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+						r = dec
+						d.pos += 6
+					} else {
+						r = utf8.RuneError
+					}
+				} else {
+					r = utf8.RuneError
+				}
+			}
+			buf = utf8.AppendRune(buf, r)
+		default:
+			return "", d.fail("invalid escape in string")
+		}
+		d.pos++
+	}
+	return "", d.fail("unterminated string")
+}
+
+func (d *decoder) hex4(at int) (rune, bool) {
+	if at+4 > len(d.data) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range d.data[at : at+4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+func (d *decoder) objectInto(m map[string]any, depth int) error {
+	if depth > d.lim.MaxDepth {
+		return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("context nests deeper than %d levels", d.lim.MaxDepth)}
+	}
+	d.pos++ // '{'
+	d.skipSpace()
+	if d.peek() == '}' {
+		d.pos++
+		return nil
+	}
+	for {
+		d.skipSpace()
+		key, err := d.str()
+		if err != nil {
+			return err
+		}
+		d.keys++
+		if d.keys > d.lim.MaxKeys {
+			return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("context has more than %d keys", d.lim.MaxKeys)}
+		}
+		d.skipSpace()
+		if d.peek() != ':' {
+			return d.fail("expected ':' after object key")
+		}
+		d.pos++
+		v, err := d.value(depth + 1)
+		if err != nil {
+			return err
+		}
+		m[key] = v
+		d.skipSpace()
+		switch d.peek() {
+		case ',':
+			d.pos++
+		case '}':
+			d.pos++
+			return nil
+		default:
+			return d.fail("expected ',' or '}' in object")
+		}
+	}
+}
+
+func (d *decoder) array(depth int) (any, error) {
+	d.pos++ // '['
+	out := []any{}
+	d.skipSpace()
+	if d.peek() == ']' {
+		d.pos++
+		return out, nil
+	}
+	for {
+		v, err := d.value(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+		d.keys++
+		if d.keys > d.lim.MaxKeys {
+			return nil, &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("context has more than %d keys and elements", d.lim.MaxKeys)}
+		}
+		d.skipSpace()
+		switch d.peek() {
+		case ',':
+			d.pos++
+		case ']':
+			d.pos++
+			return out, nil
+		default:
+			return nil, d.fail("expected ',' or ']' in array")
+		}
+	}
+}
+
+// smallInts are boxed float64s for 0..255, the most common numbers in
+// contexts (ages, counts, flags as 0/1), so decoding them does not allocate.
+var smallInts = func() [256]any {
+	var out [256]any
+	for i := range out {
+		out[i] = float64(i)
+	}
+	return out
+}()

@@ -1,0 +1,661 @@
+package evaluator
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+var (
+	trueVal  any = true
+	falseVal any = false
+)
+
+func boolVal(b bool) any {
+	if b {
+		return trueVal
+	}
+	return falseVal
+}
+
+// --- data access -----------------------------------------------------------
+
+func (c *compiler) compileVar(op string, raw any, path string) node {
+	a := args(raw)
+	if len(a) == 0 {
+		return c.varPath(nil, path)
+	}
+	var def node
+	if len(a) > 1 {
+		def = c.compile(a[1], joinPath(path, "var[1]"))
+	}
+	var get node
+	switch p := a[0].(type) {
+	case string:
+		get = c.varPath(p, path)
+	case float64:
+		get = c.varPath(formatNumber(p), path)
+	case nil:
+		get = c.varPath("", path)
+	case map[string]any:
+		// A computed path: which attributes are read is unknown until run time.
+		if c.depth == 0 {
+			c.dynamic = true
+		}
+		pn := c.compile(p, joinPath(path, "var[0]"))
+		get = func(e *env) any {
+			return lookup(e.data(c.depth > 0), splitPath(toString(pn(e))))
+		}
+	default:
+		c.problem(joinPath(path, "var[0]"), "var path must be a string or number, got %s", typeName(p))
+		return constNode(nil)
+	}
+	if def == nil {
+		return get
+	}
+	return func(e *env) any {
+		if v := get(e); v != nil {
+			return v
+		}
+		return def(e)
+	}
+}
+
+func (e *env) data(inScope bool) any {
+	if inScope {
+		return e.scope
+	}
+	return e.root
+}
+
+func splitPath(p string) []string {
+	if p == "" {
+		return nil
+	}
+	return strings.Split(p, ".")
+}
+
+// varPath compiles a constant var path.
+func (c *compiler) varPath(p any, path string) node {
+	s, _ := p.(string)
+	inScope := c.depth > 0
+	if s == "" {
+		if !inScope {
+			c.dynamic = true // the whole context
+		}
+		return func(e *env) any { return e.data(inScope) }
+	}
+	if !inScope {
+		switch {
+		case s == "$flagd.flagKey":
+			var key any = c.flagKey
+			return constNode(key)
+		case s == "$flagd.timestamp":
+			c.clock = true
+			return func(e *env) any { return float64(e.now().Unix()) }
+		case s == "$flagd" || strings.HasPrefix(s, "$flagd."):
+			c.clock = true
+			rest := splitPath(strings.TrimPrefix(strings.TrimPrefix(s, "$flagd"), "."))
+			return func(e *env) any {
+				m := map[string]any{"flagKey": e.flagKey, "timestamp": float64(e.now().Unix())}
+				return lookup(m, rest)
+			}
+		}
+		c.reads[s] = struct{}{}
+	}
+	segs := splitPath(s)
+	if len(segs) == 1 {
+		k := segs[0]
+		return func(e *env) any {
+			if m, ok := e.data(inScope).(map[string]any); ok {
+				return m[k]
+			}
+			return lookup(e.data(inScope), segs)
+		}
+	}
+	return func(e *env) any { return lookup(e.data(inScope), segs) }
+}
+
+// lookup walks a dotted path through objects and arrays.
+func lookup(v any, segs []string) any {
+	for _, s := range segs {
+		switch x := v.(type) {
+		case map[string]any:
+			var ok bool
+			if v, ok = x[s]; !ok {
+				return nil
+			}
+		case []any:
+			i, err := strconv.Atoi(s)
+			if err != nil || i < 0 || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+func (c *compiler) compileMissing(op string, raw any, path string) node {
+	c.noteDynamicKeys(raw)
+	ns := c.compileArgs(op, raw, path)
+	inScope := c.depth > 0
+	return func(e *env) any {
+		var keys []any
+		if len(ns) > 0 {
+			if arr, ok := ns[0](e).([]any); ok {
+				keys = arr
+			}
+		}
+		if keys == nil {
+			keys = make([]any, len(ns))
+			for i, n := range ns {
+				keys[i] = n(e)
+			}
+		}
+		missing := []any{}
+		for _, k := range keys {
+			v := lookup(e.data(inScope), splitPath(toString(k)))
+			if v == nil || v == "" {
+				missing = append(missing, k)
+			}
+		}
+		return missing
+	}
+}
+
+// noteDynamicKeys records the attributes missing/missing_some read when
+// they are literal, and marks the flag uncacheable when they are computed.
+func (c *compiler) noteDynamicKeys(raw any) {
+	if c.depth > 0 {
+		return
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case string:
+			c.reads[x] = struct{}{}
+		case float64:
+			c.reads[formatNumber(x)] = struct{}{}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		case map[string]any:
+			c.dynamic = true
+		}
+	}
+	walk(raw)
+}
+
+func (c *compiler) compileMissingSome(op string, raw any, path string) node {
+	a := args(raw)
+	if len(a) != 2 {
+		c.problem(joinPath(path, op), "missing_some takes [minimum, [keys]], got %d arguments", len(a))
+		return constNode(nil)
+	}
+	c.noteDynamicKeys(a[1])
+	minN := c.compile(a[0], joinPath(path, op+"[0]"))
+	keysN := c.compile(a[1], joinPath(path, op+"[1]"))
+	inScope := c.depth > 0
+	return func(e *env) any {
+		need := toNumber(minN(e))
+		keys, _ := keysN(e).([]any)
+		missing := []any{}
+		found := 0
+		for _, k := range keys {
+			v := lookup(e.data(inScope), splitPath(toString(k)))
+			if v == nil || v == "" {
+				missing = append(missing, k)
+			} else {
+				found++
+			}
+		}
+		if float64(found) >= need {
+			return []any{}
+		}
+		return missing
+	}
+}
+
+// --- logic -------------------------------------------------------------------
+
+func (c *compiler) compileIf(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	return func(e *env) any {
+		i := 0
+		for ; i+1 < len(ns); i += 2 {
+			if truthy(ns[i](e)) {
+				return ns[i+1](e)
+			}
+		}
+		if i < len(ns) {
+			return ns[i](e)
+		}
+		return nil
+	}
+}
+
+func (c *compiler) compileAnd(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	return func(e *env) any {
+		var v any
+		for _, n := range ns {
+			if v = n(e); !truthy(v) {
+				return v
+			}
+		}
+		return v
+	}
+}
+
+func (c *compiler) compileOr(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	return func(e *env) any {
+		var v any
+		for _, n := range ns {
+			if v = n(e); truthy(v) {
+				return v
+			}
+		}
+		return v
+	}
+}
+
+func binary(f func(a, b any) bool) opCompiler {
+	return func(c *compiler, op string, raw any, path string) node {
+		ns := c.compileArgs(op, raw, path)
+		if len(ns) < 2 {
+			c.problem(joinPath(path, op), "%s needs 2 arguments, got %d", op, len(ns))
+			return constNode(nil)
+		}
+		a, b := ns[0], ns[1]
+		return func(e *env) any { return boolVal(f(a(e), b(e))) }
+	}
+}
+
+func unaryBool(f func(any) bool) opCompiler {
+	return func(c *compiler, op string, raw any, path string) node {
+		ns := c.compileArgs(op, raw, path)
+		if len(ns) == 0 {
+			return constNode(boolVal(f(nil)))
+		}
+		a := ns[0]
+		return func(e *env) any { return boolVal(f(a(e))) }
+	}
+}
+
+// comparison supports the two-argument form and JSON Logic's three-argument
+// "between" form for < and <= (a < b < c).
+func comparison(f func(a, b any) bool) opCompiler {
+	return func(c *compiler, op string, raw any, path string) node {
+		ns := c.compileArgs(op, raw, path)
+		switch {
+		case len(ns) == 2:
+			a, b := ns[0], ns[1]
+			return func(e *env) any { return boolVal(f(a(e), b(e))) }
+		case len(ns) == 3 && (op == "<" || op == "<="):
+			a, b, d := ns[0], ns[1], ns[2]
+			return func(e *env) any {
+				mid := b(e)
+				return boolVal(f(a(e), mid) && f(mid, d(e)))
+			}
+		}
+		c.problem(joinPath(path, op), "%s needs 2 arguments (or 3 for the between form of < and <=), got %d", op, len(ns))
+		return constNode(nil)
+	}
+}
+
+// --- strings and arrays --------------------------------------------------------
+
+// smallSet is how many constant strings an `in` list needs before a hash set
+// beats a linear scan.
+const smallSet = 8
+
+func (c *compiler) compileIn(op string, raw any, path string) node {
+	a := args(raw)
+	if len(a) != 2 {
+		c.problem(joinPath(path, op), "in needs 2 arguments [needle, haystack], got %d", len(a))
+		return constNode(nil)
+	}
+	needle := c.compile(a[0], joinPath(path, "in[0]"))
+	if list, ok := a[1].([]any); ok && len(list) >= smallSet {
+		set := make(map[string]struct{}, len(list))
+		allStrings := true
+		for _, v := range list {
+			s, ok := v.(string)
+			if !ok {
+				allStrings = false
+				break
+			}
+			set[s] = struct{}{}
+		}
+		if allStrings {
+			return func(e *env) any {
+				s, ok := needle(e).(string)
+				if !ok {
+					return falseVal
+				}
+				_, hit := set[s]
+				return boolVal(hit)
+			}
+		}
+	}
+	hay := c.compile(a[1], joinPath(path, "in[1]"))
+	return func(e *env) any {
+		n := needle(e)
+		switch h := hay(e).(type) {
+		case string:
+			if s, ok := n.(string); ok {
+				return boolVal(strings.Contains(h, s))
+			}
+			return boolVal(strings.Contains(h, toString(n)))
+		case []any:
+			for _, v := range h {
+				if strictEqual(n, v) {
+					return trueVal
+				}
+			}
+		}
+		return falseVal
+	}
+}
+
+func (c *compiler) compileCat(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	return func(e *env) any {
+		var b strings.Builder
+		for _, n := range ns {
+			v := n(e)
+			if s, ok := v.(string); ok {
+				b.WriteString(s)
+			} else if v != nil {
+				b.WriteString(toString(v))
+			}
+		}
+		return b.String()
+	}
+}
+
+func (c *compiler) compileSubstr(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	if len(ns) < 2 || len(ns) > 3 {
+		c.problem(joinPath(path, op), "substr takes [string, start] or [string, start, length], got %d arguments", len(ns))
+		return constNode(nil)
+	}
+	return func(e *env) any {
+		s := toString(ns[0](e))
+		r := []rune(s)
+		start := int(toNumber(ns[1](e)))
+		if start < 0 {
+			start = max(len(r)+start, 0)
+		}
+		start = min(start, len(r))
+		end := len(r)
+		if len(ns) == 3 {
+			l := int(toNumber(ns[2](e)))
+			if l < 0 {
+				end = max(len(r)+l, start)
+			} else {
+				end = min(start+l, len(r))
+			}
+		}
+		if !utf8.ValidString(s) {
+			return s
+		}
+		return string(r[start:end])
+	}
+}
+
+func stringOp(f func(s, affix string) bool) opCompiler {
+	return func(c *compiler, op string, raw any, path string) node {
+		ns := c.compileArgs(op, raw, path)
+		if len(ns) != 2 {
+			// flagd loads such rules and answers null (the default variant).
+			return constNode(nil)
+		}
+		a, b := ns[0], ns[1]
+		// flagd returns null (not false) when an argument is not a string, so a
+		// bad context falls back to the default variant instead of matching "else".
+		return func(e *env) any {
+			s, ok1 := a(e).(string)
+			affix, ok2 := b(e).(string)
+			if !ok1 || !ok2 {
+				return nil
+			}
+			return boolVal(f(s, affix))
+		}
+	}
+}
+
+func (c *compiler) compileMerge(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	return func(e *env) any {
+		out := []any{}
+		for _, n := range ns {
+			v := n(e)
+			if arr, ok := v.([]any); ok {
+				out = append(out, arr...)
+			} else {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+}
+
+// --- arithmetic ---------------------------------------------------------------
+
+func (c *compiler) compilePlus(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	return func(e *env) any {
+		sum := 0.0
+		for _, n := range ns {
+			sum += toNumber(n(e))
+		}
+		return sum
+	}
+}
+
+func (c *compiler) compileTimes(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	return func(e *env) any {
+		p := 1.0
+		for _, n := range ns {
+			p *= toNumber(n(e))
+		}
+		return p
+	}
+}
+
+func (c *compiler) compileMinus(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	switch len(ns) {
+	case 1:
+		return func(e *env) any { return -toNumber(ns[0](e)) }
+	case 2:
+		return func(e *env) any { return toNumber(ns[0](e)) - toNumber(ns[1](e)) }
+	}
+	c.problem(joinPath(path, op), "- takes 1 or 2 arguments, got %d", len(ns))
+	return constNode(nil)
+}
+
+func arith(f func(a, b float64) float64) opCompiler {
+	return func(c *compiler, op string, raw any, path string) node {
+		ns := c.compileArgs(op, raw, path)
+		if len(ns) != 2 {
+			c.problem(joinPath(path, op), "%s needs 2 arguments, got %d", op, len(ns))
+			return constNode(nil)
+		}
+		return func(e *env) any { return f(toNumber(ns[0](e)), toNumber(ns[1](e))) }
+	}
+}
+
+func jsMod(a, b float64) float64 { return math.Mod(a, b) }
+
+func (c *compiler) compileMinMax(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	isMax := op == "max"
+	return func(e *env) any {
+		if len(ns) == 0 {
+			return nil
+		}
+		best := 0.0
+		for i, n := range ns {
+			v := toNumber(n(e))
+			if math.IsNaN(v) {
+				return nil
+			}
+			if i == 0 || (isMax && v > best) || (!isMax && v < best) {
+				best = v
+			}
+		}
+		return best
+	}
+}
+
+// --- array iteration ----------------------------------------------------------
+
+// scoped compiles the per-item expression of map/filter/... with var reading
+// the item rather than the context.
+func (c *compiler) scoped(v any, path string) node {
+	c.depth++
+	n := c.compile(v, path)
+	c.depth--
+	return n
+}
+
+func (c *compiler) iterArgs(op string, raw any, path string, min int) (node, node, []any, bool) {
+	a := args(raw)
+	if len(a) < min {
+		c.problem(joinPath(path, op), "%s needs at least %d arguments, got %d", op, min, len(a))
+		return nil, nil, nil, false
+	}
+	arr := c.compile(a[0], joinPath(path, op+"[0]"))
+	var body node = constNode(nil)
+	if len(a) > 1 {
+		body = c.scoped(a[1], joinPath(path, op+"[1]"))
+	}
+	return arr, body, a, true
+}
+
+func withScope(e *env, item any, f node) any {
+	saved := e.scope
+	e.scope = item
+	v := f(e)
+	e.scope = saved
+	return v
+}
+
+func (c *compiler) compileMap(op string, raw any, path string) node {
+	arr, body, _, ok := c.iterArgs(op, raw, path, 2)
+	if !ok {
+		return constNode(nil)
+	}
+	return func(e *env) any {
+		in, _ := arr(e).([]any)
+		out := make([]any, 0, len(in))
+		for _, it := range in {
+			out = append(out, withScope(e, it, body))
+		}
+		return out
+	}
+}
+
+func (c *compiler) compileFilter(op string, raw any, path string) node {
+	arr, body, _, ok := c.iterArgs(op, raw, path, 2)
+	if !ok {
+		return constNode(nil)
+	}
+	return func(e *env) any {
+		in, _ := arr(e).([]any)
+		out := make([]any, 0, len(in))
+		for _, it := range in {
+			if truthy(withScope(e, it, body)) {
+				out = append(out, it)
+			}
+		}
+		return out
+	}
+}
+
+func (c *compiler) compileReduce(op string, raw any, path string) node {
+	arr, body, a, ok := c.iterArgs(op, raw, path, 2)
+	if !ok {
+		return constNode(nil)
+	}
+	var initial node = constNode(nil)
+	if len(a) > 2 {
+		initial = c.compile(a[2], joinPath(path, "reduce[2]"))
+	}
+	return func(e *env) any {
+		in, _ := arr(e).([]any)
+		acc := initial(e)
+		for _, it := range in {
+			acc = withScope(e, map[string]any{"current": it, "accumulator": acc}, body)
+		}
+		return acc
+	}
+}
+
+func quantifier(c *compiler, op string, raw any, path string, emptyResult bool, decide func(hits, n int) bool) node {
+	arr, body, _, ok := c.iterArgs(op, raw, path, 2)
+	if !ok {
+		return constNode(nil)
+	}
+	return func(e *env) any {
+		in, _ := arr(e).([]any)
+		if len(in) == 0 {
+			return boolVal(emptyResult)
+		}
+		hits := 0
+		for _, it := range in {
+			if truthy(withScope(e, it, body)) {
+				hits++
+			}
+		}
+		return boolVal(decide(hits, len(in)))
+	}
+}
+
+func (c *compiler) compileAll(op string, raw any, path string) node {
+	return quantifier(c, op, raw, path, false, func(h, n int) bool { return h == n })
+}
+
+func (c *compiler) compileSome(op string, raw any, path string) node {
+	return quantifier(c, op, raw, path, false, func(h, n int) bool { return h > 0 })
+}
+
+func (c *compiler) compileNone(op string, raw any, path string) node {
+	return quantifier(c, op, raw, path, true, func(h, n int) bool { return h == 0 })
+}
+
+func (c *compiler) compileLog(op string, raw any, path string) node {
+	ns := c.compileArgs(op, raw, path)
+	if len(ns) == 0 {
+		return constNode(nil)
+	}
+	return ns[0] // pennon never logs from the evaluator; log is the identity
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "boolean"
+	case float64:
+		return "number"
+	case string:
+		return "string"
+	case []any:
+		return "array"
+	case map[string]any:
+		return "object"
+	}
+	return "unknown"
+}
+

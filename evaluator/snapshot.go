@@ -1,0 +1,513 @@
+package evaluator
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Snapshot is an immutable, compiled flag set at one version. Safe for
+// concurrent use by any number of goroutines.
+type Snapshot struct {
+	version uint64
+	flags   map[string]*Flag
+	keys    []string
+	now     func() time.Time
+}
+
+// Flag is one compiled flag inside a Snapshot.
+type Flag struct {
+	key         string
+	disabled    bool
+	variants    map[string]*variant
+	def         *variant // nil: code default
+	rule        node     // nil: no targeting
+	propagation Propagation
+	failMode    FailMode
+	safe        *variant
+	prereqs     []prereq
+	reads       []string // context paths the answer depends on, incl. prerequisites'
+	readsTime   bool
+	dynamic     bool // reads the context in ways that cannot be enumerated
+
+	metadata     map[string]any
+	metadataJSON []byte
+}
+
+type variant struct {
+	name  string
+	value any    // for Result.Value: bool, string, int64, float64, map, slice
+	json  []byte // encoded value
+}
+
+type prereq struct {
+	flag     *Flag
+	key      string
+	want     string
+	metadata map[string]any // flag metadata + the failure, precomputed
+	metaJSON []byte
+}
+
+// String formats a problem as `path: reason`.
+func (p Problem) String() string {
+	if p.Path == "" {
+		return p.Reason
+	}
+	return p.Path + ": " + p.Reason
+}
+
+// NewSnapshot compiles specs into a snapshot at version. It reports every
+// problem at once and returns a nil snapshot if there are any.
+func NewSnapshot(version uint64, specs []FlagSpec, opts SnapshotOptions) (*Snapshot, []Problem) {
+	s := &Snapshot{version: version, flags: make(map[string]*Flag, len(specs)), now: opts.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	var problems []Problem
+	bySpec := make(map[string]*FlagSpec, len(specs))
+	for i := range specs {
+		sp := &specs[i]
+		base := "flags." + sp.Key
+		if sp.Key == "" {
+			problems = append(problems, Problem{Path: "flags", Reason: "flag key must not be empty"})
+			continue
+		}
+		if _, dup := s.flags[sp.Key]; dup {
+			problems = append(problems, Problem{Path: base, Reason: "duplicate flag key"})
+			continue
+		}
+		f, ps := compileFlag(sp, base)
+		problems = append(problems, ps...)
+		s.flags[sp.Key] = f
+		bySpec[sp.Key] = sp
+		s.keys = append(s.keys, sp.Key)
+	}
+	sort.Strings(s.keys)
+	// Resolve prerequisites once every flag exists.
+	for _, key := range s.keys {
+		f, sp := s.flags[key], bySpec[key]
+		names := make([]string, 0, len(sp.Prerequisites))
+		for k := range sp.Prerequisites {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, pk := range names {
+			want := sp.Prerequisites[pk]
+			path := "flags." + key + ".prerequisites." + pk
+			pf, ok := s.flags[pk]
+			switch {
+			case !ok:
+				problems = append(problems, Problem{Path: path, Reason: fmt.Sprintf("prerequisite flag %q does not exist", pk)})
+				continue
+			case pk == key:
+				problems = append(problems, Problem{Path: path, Reason: "a flag cannot be its own prerequisite"})
+				continue
+			}
+			if _, ok := pf.variants[want]; !ok {
+				problems = append(problems, Problem{Path: path, Reason: fmt.Sprintf("%q is not a variant of %s (have: %s)", want, pk, strings.Join(pf.variantNames(), ", "))})
+				continue
+			}
+			md := make(map[string]any, len(f.metadata)+2)
+			for k, v := range f.metadata {
+				md[k] = v
+			}
+			md["prerequisiteFailed"] = pk
+			md["prerequisiteRequired"] = want
+			mj, _ := json.Marshal(md)
+			f.prereqs = append(f.prereqs, prereq{flag: pf, key: pk, want: want, metadata: md, metaJSON: mj})
+		}
+	}
+	if cyc := findCycle(s); cyc != nil {
+		problems = append(problems, Problem{Path: "flags." + cyc[0] + ".prerequisites", Reason: "cycle " + strings.Join(cyc, " → ")})
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	for _, key := range s.keys {
+		collectReads(s.flags[key], map[*Flag]bool{})
+	}
+	return s, nil
+}
+
+// findCycle returns the first prerequisite cycle found, as a → b → a.
+func findCycle(s *Snapshot) []string {
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := map[string]int{}
+	var stack []string
+	var visit func(k string) []string
+	visit = func(k string) []string {
+		color[k] = grey
+		stack = append(stack, k)
+		for _, p := range s.flags[k].prereqs {
+			switch color[p.key] {
+			case grey:
+				i := len(stack) - 1
+				for stack[i] != p.key {
+					i--
+				}
+				return append(append([]string{}, stack[i:]...), p.key)
+			case white:
+				if c := visit(p.key); c != nil {
+					return c
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		color[k] = black
+		return nil
+	}
+	for _, k := range s.keys {
+		if color[k] == white {
+			if c := visit(k); c != nil {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// collectReads folds prerequisites' reads into a flag's own.
+func collectReads(f *Flag, seen map[*Flag]bool) {
+	if seen[f] {
+		return
+	}
+	seen[f] = true
+	set := map[string]struct{}{}
+	for _, r := range f.reads {
+		set[r] = struct{}{}
+	}
+	for _, p := range f.prereqs {
+		collectReads(p.flag, seen)
+		for _, r := range p.flag.reads {
+			set[r] = struct{}{}
+		}
+		f.readsTime = f.readsTime || p.flag.readsTime
+		f.dynamic = f.dynamic || p.flag.dynamic
+	}
+	f.reads = f.reads[:0]
+	for r := range set {
+		f.reads = append(f.reads, r)
+	}
+	sort.Strings(f.reads)
+}
+
+func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
+	f := &Flag{
+		key:         sp.Key,
+		disabled:    sp.Disabled,
+		variants:    make(map[string]*variant, len(sp.Variants)),
+		propagation: sp.Propagation,
+		failMode:    sp.FailMode,
+		metadata:    sp.Metadata,
+	}
+	var problems []Problem
+	if len(sp.Variants) == 0 {
+		problems = append(problems, Problem{Path: base + ".variants", Reason: "a flag needs at least one variant"})
+	}
+	kinds := map[string]string{}
+	for _, v := range sp.Variants {
+		vr, err := newVariant(v.Name, v.Value)
+		if err != nil {
+			problems = append(problems, Problem{Path: base + ".variants." + v.Name, Reason: err.Error()})
+			continue
+		}
+		f.variants[v.Name] = vr
+		kinds[v.Name] = valueKind(vr.value)
+	}
+	if k := mixedKinds(kinds); k != "" {
+		problems = append(problems, Problem{Path: base + ".variants", Reason: "variants must share one type (" + k + ")"})
+	}
+	if sp.HasDefaultVariant {
+		if f.def = f.variants[sp.DefaultVariant]; f.def == nil {
+			problems = append(problems, Problem{Path: base + ".defaultVariant", Reason: fmt.Sprintf("%q is not a variant (have: %s)", sp.DefaultVariant, strings.Join(f.variantNames(), ", "))})
+		}
+	}
+	if sp.SafeVariant != "" {
+		if f.safe = f.variants[sp.SafeVariant]; f.safe == nil {
+			problems = append(problems, Problem{Path: base + ".safeVariant", Reason: fmt.Sprintf("%q is not a variant (have: %s)", sp.SafeVariant, strings.Join(f.variantNames(), ", "))})
+		}
+	}
+	if !isEmptyRule(sp.Targeting) {
+		c := newCompiler(sp.Key)
+		f.rule = c.compile(normalize(sp.Targeting), "")
+		for _, p := range c.problems {
+			problems = append(problems, Problem{Path: joinPath(base+".targeting", p.Path), Reason: p.Reason})
+		}
+		for r := range c.reads {
+			f.reads = append(f.reads, r)
+		}
+		sort.Strings(f.reads)
+		f.readsTime = c.clock
+		f.dynamic = c.dynamic
+	}
+	if f.metadata == nil {
+		f.metadata = map[string]any{}
+	}
+	mj, err := json.Marshal(f.metadata)
+	if err != nil {
+		problems = append(problems, Problem{Path: base + ".metadata", Reason: err.Error()})
+	}
+	f.metadataJSON = mj
+	return f, problems
+}
+
+func (f *Flag) variantNames() []string {
+	names := make([]string, 0, len(f.variants))
+	for n := range f.variants {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// newVariant precomputes a variant's Go value and its JSON. Integers stay
+// integers (1 is served as 1, not 1.0) because OFREP clients type-check them.
+func newVariant(name string, v any) (*variant, error) {
+	var goVal any
+	switch x := v.(type) {
+	case json.Number:
+		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
+			goVal = i
+		} else if fl, err := x.Float64(); err == nil && !math.IsInf(fl, 0) {
+			goVal = fl
+		} else {
+			return nil, fmt.Errorf("number %s is out of range", x)
+		}
+	case float64:
+		if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
+			goVal = int64(x)
+		} else {
+			goVal = x
+		}
+	case int:
+		goVal = int64(x)
+	case int64:
+		goVal = x
+	case nil:
+		return nil, fmt.Errorf("a variant value must not be null")
+	default:
+		goVal = v
+	}
+	j, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("cannot encode value: %v", err)
+	}
+	return &variant{name: name, value: goVal, json: j}, nil
+}
+
+func valueKind(v any) string {
+	switch v.(type) {
+	case bool:
+		return "boolean"
+	case string:
+		return "string"
+	case int64, float64:
+		return "number"
+	default:
+		return "object"
+	}
+}
+
+// mixedKinds describes the variant kinds when they differ, "" when one kind.
+func mixedKinds(kinds map[string]string) string {
+	seen := map[string]bool{}
+	for _, k := range kinds {
+		seen[k] = true
+	}
+	if len(seen) <= 1 {
+		return ""
+	}
+	names := make([]string, 0, len(kinds))
+	for n := range kinds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n + ": " + kinds[n]
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Version is the flag-set version this snapshot was built at.
+func (s *Snapshot) Version() uint64 { return s.version }
+
+// Len is the number of flags.
+func (s *Snapshot) Len() int { return len(s.flags) }
+
+// Keys returns the flag keys in sorted order (shared; do not modify).
+func (s *Snapshot) Keys() []string { return s.keys }
+
+// Flag returns the compiled flag, or nil when there is none with that key.
+func (s *Snapshot) Flag(key string) *Flag { return s.flags[key] }
+
+// Evaluate evaluates flag key for ctx (nil means an empty context). An unknown
+// key gives reason ERROR with CodeFlagNotFound.
+func (s *Snapshot) Evaluate(key string, ctx *Context) Result {
+	f := s.flags[key]
+	if f == nil {
+		return Result{Key: key, Reason: ReasonError, ErrorCode: CodeFlagNotFound,
+			ErrorDetails: "flag '" + key + "' was not found", MetadataJSON: emptyObject}
+	}
+	return s.EvaluateFlag(f, ctx)
+}
+
+var emptyObject = []byte("{}")
+
+// EvaluateFlag is Evaluate for a flag already looked up with Flag.
+func (s *Snapshot) EvaluateFlag(f *Flag, ctx *Context) Result {
+	if ctx == nil {
+		ctx = NewContext()
+	}
+	return s.eval(f, ctx, 0)
+}
+
+func (s *Snapshot) eval(f *Flag, ctx *Context, depth int) Result {
+	if f.disabled {
+		return f.result(f.def, ReasonDisabled)
+	}
+	for i := range f.prereqs {
+		p := &f.prereqs[i]
+		pr := s.eval(p.flag, ctx, depth+1)
+		if p.flag.disabled || pr.Variant != p.want {
+			r := f.result(f.def, ReasonDefault)
+			r.Metadata, r.MetadataJSON = p.metadata, p.metaJSON
+			return r
+		}
+	}
+	if f.rule == nil {
+		return f.result(f.def, ReasonStatic)
+	}
+	e := &ctx.env
+	*e = env{root: ctx.m, flagKey: f.key, now: s.now}
+	out := f.rule(e)
+	*e = env{}
+	var name string
+	switch x := out.(type) {
+	case nil:
+		return f.result(f.def, ReasonDefault)
+	case string:
+		name = x
+	case bool:
+		if x {
+			name = "true"
+		} else {
+			name = "false"
+		}
+	case float64:
+		name = formatNumber(x)
+	default:
+		return f.errResult(CodeGeneral, "targeting returned "+typeName(out)+", expected a variant name")
+	}
+	v := f.variants[name]
+	if v == nil {
+		return f.errResult(CodeGeneral, fmt.Sprintf("targeting returned variant %q, which flag %s does not have", name, f.key))
+	}
+	return f.result(v, ReasonTargetingMatch)
+}
+
+func (f *Flag) result(v *variant, reason Reason) Result {
+	r := Result{Key: f.key, Reason: reason, Metadata: f.metadata, MetadataJSON: f.metadataJSON}
+	if v != nil {
+		r.Variant, r.HasValue, r.Value, r.ValueJSON = v.name, true, v.value, v.json
+	}
+	return r
+}
+
+func (f *Flag) errResult(code ErrorCode, details string) Result {
+	return Result{Key: f.key, Reason: ReasonError, ErrorCode: code, ErrorDetails: details,
+		Metadata: f.metadata, MetadataJSON: f.metadataJSON}
+}
+
+// Key is the flag's key.
+func (f *Flag) Key() string { return f.key }
+
+// Propagation is the flag's propagation strategy.
+func (f *Flag) Propagation() Propagation { return f.propagation }
+
+// FailMode is the flag's fail mode.
+func (f *Flag) FailMode() FailMode { return f.failMode }
+
+// ReadsTime reports whether the flag's answer can depend on the clock
+// ($flagd.timestamp), directly or through a prerequisite. Such answers must
+// not be cached.
+func (f *Flag) ReadsTime() bool { return f.readsTime }
+
+// Reads lists the context paths the flag's answer depends on (shared).
+func (f *Flag) Reads() []string { return f.reads }
+
+// AppendCacheKey appends to dst an encoding of exactly the context values the
+// flag's answer depends on (its own rules and its prerequisites'), so that two
+// contexts with equal keys get equal answers. ok is false when the flag cannot
+// be cached (reads the clock, or reads the context in a way that cannot be
+// enumerated, such as a computed var path).
+func (f *Flag) AppendCacheKey(dst []byte, ctx *Context) ([]byte, bool) {
+	if f.readsTime || f.dynamic {
+		return dst, false
+	}
+	var m map[string]any
+	if ctx != nil {
+		m = ctx.m
+	}
+	for _, r := range f.reads {
+		dst = append(dst, r...)
+		dst = append(dst, 0)
+		dst = appendKeyValue(dst, lookupPath(m, r))
+		dst = append(dst, 0)
+	}
+	return dst, true
+}
+
+func lookupPath(m map[string]any, path string) any {
+	if v, ok := m[path]; ok || !strings.Contains(path, ".") {
+		return v
+	}
+	return lookup(m, strings.Split(path, "."))
+}
+
+// appendKeyValue appends a type-tagged, unambiguous encoding of v.
+func appendKeyValue(dst []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(dst, 'n')
+	case bool:
+		if x {
+			return append(dst, 't')
+		}
+		return append(dst, 'f')
+	case float64:
+		dst = append(dst, 'd')
+		return strconv.AppendFloat(dst, x, 'g', -1, 64)
+	case string:
+		dst = append(dst, 's')
+		dst = strconv.AppendInt(dst, int64(len(x)), 10)
+		dst = append(dst, ':')
+		return append(dst, x...)
+	default:
+		b, _ := json.Marshal(x) // maps marshal with sorted keys: deterministic
+		dst = append(dst, 'j')
+		dst = strconv.AppendInt(dst, int64(len(b)), 10)
+		dst = append(dst, ':')
+		return append(dst, b...)
+	}
+}
+
+// SafeResult is the answer for failMode closed: the flag's safeVariant (or
+// the code default when it has none) with reason ERROR, CodeGeneral and the
+// given details.
+func (f *Flag) SafeResult(details string) Result {
+	r := f.result(f.safe, ReasonError)
+	r.ErrorCode, r.ErrorDetails = CodeGeneral, details
+	return r
+}
+
+// HasSafeVariant reports whether the flag names a safeVariant.
+func (f *Flag) HasSafeVariant() bool { return f.safe != nil }
