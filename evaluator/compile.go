@@ -200,4 +200,3 @@ func knownOperators() []string {
 	sort.Strings(out)
 	return out
 }
-

@@ -148,8 +148,8 @@ func TestFractional(t *testing.T) {
 		"fractional-flag": `{"state":"ENABLED","variants":{"clubs":"clubs","diamonds":"diamonds","hearts":"hearts","spades":"spades","wild":"wild"},"defaultVariant":"wild",
 			"targeting":{"fractional": [{"cat": [{"var": "$flagd.flagKey"}, {"var": "user.name"}]}, ["clubs", 25], ["diamonds", 25], ["hearts", 25], ["spades", 25]]}}`,
 		"fractional-flag-shorthand": `{"state":"ENABLED","variants":{"heads":"heads","tails":"tails"},"defaultVariant":"heads","targeting":{"fractional": [["heads"], ["tails", 1]]}}`,
-		"zero":      `{"state":"ENABLED","variants":{"one":"1","two":"2"},"defaultVariant":"one","targeting":{"fractional": [{"var": "targetingKey"}, ["one", 0], ["two", 0]]}}`,
-		"negative":  `{"state":"ENABLED","variants":{"one":"1","two":"2"},"defaultVariant":"one","targeting":{"fractional": [{"var": "targetingKey"}, ["one", -50], ["two", 100]]}}`,
+		"zero":                      `{"state":"ENABLED","variants":{"one":"1","two":"2"},"defaultVariant":"one","targeting":{"fractional": [{"var": "targetingKey"}, ["one", 0], ["two", 0]]}}`,
+		"negative":                  `{"state":"ENABLED","variants":{"one":"1","two":"2"},"defaultVariant":"one","targeting":{"fractional": [{"var": "targetingKey"}, ["one", -50], ["two", 100]]}}`,
 	})
 	for name, want := range map[string]string{"jack": "hearts", "queen": "spades", "ten": "clubs", "nine": "diamonds", "3": "clubs"} {
 		r := s.Evaluate("fractional-flag", ctxOf(t, `{"user":{"name":"`+name+`"}}`))

@@ -658,4 +658,3 @@ func typeName(v any) string {
 	}
 	return "unknown"
 }
-
