@@ -16,10 +16,11 @@ import (
 // series without a plotting library (gonum/plot would add a large
 // dependency tree for three plots). Text uses the 7×13 X11 fixed font.
 type chart struct {
-	title  string
-	xLabel string
-	yLabel string
-	series []series
+	title    string
+	subtitle string // load shape, under the title
+	xLabel   string
+	yLabel   string
+	series   []series
 	// xTicks, when set, replaces the automatic x ticks (the percentile
 	// curve labels its "nines" axis itself).
 	xTicks []tick
@@ -106,8 +107,13 @@ func (c *chart) render(w, h int) *image.RGBA {
 		}
 	}
 
-	drawText(img, left, 30, c.title, colText, 2)
-	drawText(img, left-60, top-10, c.yLabel, colText, 1)
+	scale := 2
+	if textWidth(c.title)*2 > w-left-right {
+		scale = 1 // a long title at 1× rather than cut off
+	}
+	drawText(img, left, 28, c.title, colText, scale)
+	drawText(img, left, 44, c.subtitle, colText, 1)
+	drawText(img, 10, top-6, c.yLabel, colText, 1)
 	drawText(img, plot.Min.X+plot.Dx()/2-textWidth(c.xLabel)/2, h-15, c.xLabel, colText, 1)
 	// Legend, top-left inside the plot, on a white box so lines never hide it.
 	lw := 0

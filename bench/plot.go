@@ -27,16 +27,16 @@ func (r *Report) WritePlots(dir string) ([]string, error) {
 	if first.Mode == "open" {
 		shape = fmt.Sprintf("open loop at %.0f req/s", first.Rate)
 	}
-	shape += fmt.Sprintf(", %d connections", first.Connections)
+	shape += fmt.Sprintf(", %d connections; latency from intended send time (corrected for coordinated omission) in open loop", first.Connections)
 
 	lat := &chart{
-		title:  fmt.Sprintf("Latency by percentile: %s (%s)", first.Scenario, shape),
+		title: "Latency by percentile: " + first.Scenario, subtitle: shape,
 		xLabel: "percentile", yLabel: "latency (us)",
 		xTicks: []tick{{0, "0%"}, {1, "90%"}, {2, "99%"}, {3, "99.9%"}, {4, "99.99%"}, {5, "99.999%"}},
 		xMax:   5,
 	}
-	thr := &chart{title: fmt.Sprintf("Throughput: %s (%s)", first.Scenario, shape), xLabel: "seconds", yLabel: "requests/s"}
-	p99 := &chart{title: fmt.Sprintf("p99 latency over time: %s (%s)", first.Scenario, shape), xLabel: "seconds", yLabel: "p99 (us)"}
+	thr := &chart{title: "Throughput: " + first.Scenario, subtitle: shape, xLabel: "seconds", yLabel: "requests/s"}
+	p99 := &chart{title: "p99 latency over time: " + first.Scenario, subtitle: shape, xLabel: "seconds", yLabel: "p99 (us)"}
 	for _, res := range r.Results {
 		var ls, ts, ps series
 		ls.name = res.Label

@@ -72,30 +72,40 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	tick := time.NewTimer(nextTick(start))
 	defer tick.Stop()
 	prev := p.measureStart
-	flush := func(now time.Time) {
-		win.ok, win.errs = 0, 0
-		win.hist.Reset()
+	// flush drains the workers' tallies. The window accumulates until it
+	// spans a quarter second or more, so ticks that fall just after
+	// measuring began (or the final flush right after a tick) do not make
+	// sliver points with meaningless rates.
+	flush := func(now time.Time, final bool) {
 		for _, r := range recs {
 			r.drainInto(win)
 		}
 		if res.FirstError == "" {
 			res.FirstError = win.first
 		}
-		if !now.After(p.measureStart.Add(time.Millisecond)) {
+		if now.Before(p.measureStart) {
 			if o.Progress != nil {
 				fmt.Fprintf(o.Progress, "[%5.1fs] %s %s %s: warming up\n", now.Sub(start).Seconds(), label, mode, o.Scenario.Name)
 			}
 			return
 		}
-		total.Merge(win.hist)
+		span := now.Sub(prev).Seconds()
+		emit := span >= 0.25 || (final && len(res.Timeline) == 0)
+		if !emit && !final {
+			return
+		}
 		n := win.ok + win.errs
+		total.Merge(win.hist)
 		res.Requests += n
 		res.Errors += win.errs
-		span := now.Sub(prev).Seconds()
-		prev = now
-		if n == 0 && span < 0.05 {
-			return // the final flush right after a tick: nothing to add
+		defer func() {
+			win.ok, win.errs = 0, 0
+			win.hist.Reset()
+		}()
+		if !emit {
+			return
 		}
+		prev = now
 		pt := TimelinePoint{Second: now.Sub(p.measureStart).Seconds(), Requests: n, Errors: win.errs}
 		if span > 0 {
 			pt.Throughput = float64(n) / span
@@ -114,7 +124,7 @@ loop:
 	for {
 		select {
 		case now := <-tick.C:
-			flush(now)
+			flush(now, false)
 			tick.Reset(nextTick(time.Now()))
 		case <-done:
 			break loop
@@ -128,7 +138,7 @@ loop:
 		runErr = ctx.Err() // cancelled while the workers were finishing
 	}
 	end := time.Now()
-	flush(end)
+	flush(end, true)
 	if end.After(p.measureStart) {
 		res.ElapsedSec = end.Sub(p.measureStart).Seconds()
 	}
