@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -38,6 +39,9 @@ type Options struct {
 	Seed uint64
 	// Progress, when non-nil, receives one line per second while running.
 	Progress io.Writer
+	// Headers are added to every request, as "Name: value" (an API key for
+	// a peer that wants one). They are never logged or reported.
+	Headers []string
 	// Label names the target in reports (default: the URL's host).
 	Label string
 	// Resolver is used for the loopback check; nil means net.DefaultResolver.
@@ -78,6 +82,11 @@ func (o Options) validate(ctx context.Context) (string, error) {
 	}
 	if o.Scenario.Name == "" || o.Scenario.next == nil {
 		errs = append(errs, errors.New("scenario: not set (use a Scenario from NewScenario)"))
+	}
+	for i, h := range o.Headers {
+		if name, _, ok := strings.Cut(h, ":"); !ok || strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t\r\n") {
+			errs = append(errs, fmt.Errorf("headers[%d]: want \"Name: value\"", i))
+		}
 	}
 	hostport, err := checkTarget(ctx, o.URL, o.AllowRemote, o.Resolver)
 	if err != nil {

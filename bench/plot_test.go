@@ -20,7 +20,7 @@ func TestWritePlots(t *testing.T) {
 	sc, _ := NewScenario("mix", FlagKeys{})
 	rep := NewReport(time.Now())
 	for _, target := range []*Target{bare, tg} {
-		res, err := Run(context.Background(), Options{URL: target.URL, Label: target.Label, Scenario: sc, Connections: 2, Requests: 300})
+		res, err := Run(context.Background(), Options{URL: target.URL, Label: target.Label, Scenario: sc, Connections: 2, Requests: 300, Headers: []string{"X-Api-Key: secret"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -182,6 +183,10 @@ func (p *plan) work(ctx context.Context, w int, rec *recorder) {
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
 	req.Header.SetHost(p.addr)
+	for _, h := range p.opts.Headers {
+		name, value, _ := strings.Cut(h, ":")
+		req.Header.Set(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
 	c := newConn(p.addr, p.opts.Timeout)
 	defer c.close()
 	g := newGenerator(p.opts.Seed, w, p.opts.Scenario.poolSize())

@@ -37,6 +37,11 @@ func startResponder(t *testing.T, fail bool) (*Target, *ofrepResponder) {
 			Context map[string]any `json:"context"`
 		}
 		path := string(ctx.Path())
+		if string(ctx.Request.Header.Peek("X-Api-Key")) != "secret" {
+			r.bad.Add(1)
+			ctx.SetStatusCode(401)
+			return
+		}
 		if !ctx.IsPost() || json.Unmarshal(ctx.PostBody(), &body) != nil || body.Context["targetingKey"] == nil {
 			r.bad.Add(1)
 			ctx.SetStatusCode(400)
@@ -83,7 +88,7 @@ func TestRunScenarios(t *testing.T) {
 				var progress bytes.Buffer
 				res, err := Run(context.Background(), Options{
 					URL: tg.URL, Scenario: sc, Connections: 4, Rate: rate,
-					Requests: 300, Duration: time.Minute, Progress: &progress,
+					Requests: 300, Duration: time.Minute, Progress: &progress, Headers: []string{"X-Api-Key: secret"},
 				})
 				if err != nil {
 					t.Fatal(err)
@@ -125,7 +130,7 @@ func modeName(rate float64) string {
 func TestRunCountsErrors(t *testing.T) {
 	tg, _ := startResponder(t, true)
 	sc, _ := NewScenario("static", FlagKeys{})
-	res, err := Run(context.Background(), Options{URL: tg.URL, Scenario: sc, Connections: 2, Requests: 50})
+	res, err := Run(context.Background(), Options{URL: tg.URL, Scenario: sc, Connections: 2, Requests: 50, Headers: []string{"X-Api-Key: secret"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +213,7 @@ func TestOptionsErrors(t *testing.T) {
 		{"conns", Options{URL: "http://127.0.0.1:1", Scenario: sc, Requests: 1, Connections: -1}, "connections: must be between"},
 		{"rate", Options{URL: "http://127.0.0.1:1", Scenario: sc, Requests: 1, Rate: -5}, "rate: must be"},
 		{"scenario", Options{URL: "http://127.0.0.1:1", Requests: 1}, "scenario: not set"},
+		{"header", Options{URL: "http://127.0.0.1:1", Scenario: sc, Requests: 1, Headers: []string{"X-Api-Key abc"}}, `headers[0]: want "Name: value"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

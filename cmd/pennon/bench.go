@@ -54,10 +54,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		allowRemote = fs.Bool("allow-remote", false, "allow a target URL that is not a loopback address")
 		seed        = fs.Uint64("seed", 1, "seed for generated contexts")
 		quiet       = fs.Bool("quiet", false, "no progress lines on stderr")
+		headers     headerList
 		keyStatic   = fs.String("flag-static", bench.DefaultFlagKeys.Static, "flag key for the static scenario")
 		keyTarget   = fs.String("flag-targeting", bench.DefaultFlagKeys.Targeting, "flag key for the targeting and unique scenarios")
 		keyFrac     = fs.String("flag-fractional", bench.DefaultFlagKeys.Fractional, "flag key for the fractional scenario")
 	)
+	fs.Var(&headers, "header", "add \"Name: value\" to every request (repeatable; e.g. an API key)")
 	if err := parseSettings(fs, args); err != nil {
 		return err
 	}
@@ -83,7 +85,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		res, err := bench.Run(ctx, bench.Options{
 			URL: url, Label: label, Scenario: sc, Connections: *conns, Rate: *rate,
 			Duration: *duration, Requests: *requests, Warmup: *warmup, Timeout: *timeout,
-			AllowRemote: *allowRemote, Seed: *seed, Progress: progress,
+			AllowRemote: *allowRemote, Seed: *seed, Progress: progress, Headers: headers,
 		})
 		if serr := stop(); serr != nil && err == nil {
 			err = serr
@@ -178,5 +180,16 @@ func writeReportJSON(path string, rep *bench.Report) error {
 	if err != nil {
 		return fmt.Errorf("json: write %s: %w", path, err)
 	}
+	return nil
+}
+
+// headerList is a repeatable --header flag. String never shows values: a
+// header may carry an API key, and --help prints defaults.
+type headerList []string
+
+func (h *headerList) String() string { return "" }
+
+func (h *headerList) Set(v string) error {
+	*h = append(*h, v)
 	return nil
 }
