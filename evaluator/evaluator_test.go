@@ -195,8 +195,8 @@ func TestFlagBasics(t *testing.T) {
 		code                ErrorCode
 	}{
 		{"static", "on", "true", ReasonStatic, ""},
-		{"disabled", "off", "false", ReasonDisabled, ""},
-		{"nodef", "", "", ReasonStatic, ""},
+		{"disabled", "", "", ReasonDisabled, ""},
+		{"nodef", "", "", ReasonDefault, ""},
 		{"num", "a", "1", ReasonStatic, ""},
 		{"child", "on", "true", ReasonDefault, ""},
 		{"nope", "", "", ReasonError, CodeFlagNotFound},

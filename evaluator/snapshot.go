@@ -372,7 +372,8 @@ func (s *Snapshot) EvaluateFlag(f *Flag, ctx *Context) Result {
 
 func (s *Snapshot) eval(f *Flag, ctx *Context, depth int) Result {
 	if f.disabled {
-		return f.result(f.def, ReasonDisabled)
+		// flagd answers a disabled flag with the caller's code default.
+		return f.result(nil, ReasonDisabled)
 	}
 	for i := range f.prereqs {
 		p := &f.prereqs[i]
@@ -384,6 +385,9 @@ func (s *Snapshot) eval(f *Flag, ctx *Context, depth int) Result {
 		}
 	}
 	if f.rule == nil {
+		if f.def == nil {
+			return f.result(nil, ReasonDefault) // code default, as flagd reports it
+		}
 		return f.result(f.def, ReasonStatic)
 	}
 	e := &ctx.env
