@@ -8,12 +8,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Metric names the alerts and the dashboard rely on. Keep in sync with
-// docs/deploy.md (and the sidecar/control metrics, once they exist).
+// Metric names the alerts and the dashboard rely on. pennon_evaluation* come
+// from proxy/metrics.go; pennon_sync_*, pennon_expired_flag_* and
+// pennon_control_* are proposed in docs/deploy.md for sync and control.
 var wantMetrics = []string{
-	"pennon_sidecar_sync_state", "pennon_sidecar_staleness_seconds",
-	"pennon_sidecar_evaluations_total", "pennon_sidecar_request_duration_seconds_bucket",
-	"pennon_sidecar_expired_flag_evaluations_total", "pennon_control_emergency_changes_total",
+	"pennon_sync_state", "pennon_sync_staleness_seconds",
+	"pennon_evaluations_total", "pennon_evaluation_errors_total", "pennon_evaluation_duration_seconds_bucket",
+	"pennon_expired_flag_evaluations_total", "pennon_control_emergency_changes_total",
 }
 
 var wantAlerts = []string{
