@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/pennon-dev/pennon/evaluator"
+)
+
+// bulkETag identifies a bulk answer: it changes when the flag set changes
+// AND when the request body (the context) differs, so a client can never get
+// a 304 for answers computed for another context. (Keying only on the flag
+// set version is a known bug elsewhere: a client switching users would keep
+// the previous user's flags.)
+func bulkETag(snap *evaluator.Snapshot, body []byte) string {
+	h := sha256.New()
+	var v [8]byte
+	n := snap.Version()
+	for i := range v {
+		v[i] = byte(n >> (8 * i))
+	}
+	h.Write(v[:])
+	h.Write(bytes.TrimSpace(body))
+	sum := h.Sum(nil)
+	return `"` + strconv.FormatUint(n, 10) + "-" + hex.EncodeToString(sum[:12]) + `"`
+}
+
+func (s *Server) metricsHandler(ctx *fasthttp.RequestCtx) {
+	fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))(ctx)
+}
+
+// Status is the /v1/status document.
+type Status struct {
+	Ready      bool       `json:"ready"`
+	Version    uint64     `json:"version"`
+	Flags      int        `json:"flags"`
+	Source     string     `json:"source"`
+	LastChange *time.Time `json:"lastChange,omitempty"`
+	Uptime     string     `json:"uptime"`
+	Cache      CacheStats `json:"cache"`
+	Sync       any        `json:"sync,omitempty"`
+}
+
+func (s *Server) statusHandler(ctx *fasthttp.RequestCtx) {
+	snap := s.src.Current()
+	st := Status{Source: s.o.SourceName, Uptime: time.Since(s.started).Round(time.Second).String(), Cache: s.cacheStats()}
+	if snap != nil {
+		st.Ready, st.Version, st.Flags = true, snap.Version(), snap.Len()
+		s.noteVersion(snap.Version())
+		if ns := s.lastChange.Load(); ns > 0 {
+			t := time.Unix(0, ns).UTC()
+			st.LastChange = &t
+		}
+	}
+	if s.status != nil {
+		st.Sync = s.status.Status()
+		if st.Ready {
+			st.Ready, _ = s.status.Ready()
+		}
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	ctx.SetContentType(contentType)
+	ctx.SetBody(b)
+}
+
+// noteVersion records when the served version last changed.
+func (s *Server) noteVersion(v uint64) {
+	if old := s.lastVersion.Swap(v); old != v {
+		s.lastChange.Store(time.Now().UnixNano())
+	}
+}
+
+// stream is the OFREP change stream: one SSE event per new snapshot, with
+// the version as etag, and a comment every KeepAlive so idle proxies keep
+// the connection open. It ends when the client goes away or the server stops.
+func (s *Server) stream(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("text/event-stream")
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	changed := s.src.Changed()
+	stop := s.stop
+	keepAlive := s.o.KeepAlive
+	src := s.src
+	gauge := s.m.sseConns
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		gauge.Inc()
+		defer gauge.Dec()
+		if _, err := w.WriteString("retry: 2000\n: connected\n\n"); err != nil || w.Flush() != nil {
+			return
+		}
+		tick := time.NewTicker(keepAlive)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := w.WriteString(": keep-alive\n\n"); err != nil || w.Flush() != nil {
+					return
+				}
+			case <-changed:
+				changed = src.Changed()
+				snap := src.Current()
+				if snap == nil {
+					continue
+				}
+				v := strconv.FormatUint(snap.Version(), 10)
+				msg := "id: " + v + "\nevent: message\ndata: {\"type\":\"refetchEvaluation\",\"etag\":\"" + v +
+					"\",\"lastModified\":" + strconv.FormatInt(time.Now().Unix(), 10) + "}\n\n"
+				if _, err := w.WriteString(msg); err != nil || w.Flush() != nil {
+					return
+				}
+			}
+		}
+	})
+}
+
+// trackEvent is OpenFeature's tracking call as pennon accepts it.
+type trackEvent struct {
+	Key     string         `json:"key"`
+	Context map[string]any `json:"context"`
+	Details map[string]any `json:"details"`
+}
+
+// track accepts tracking events (experiment metrics) and counts them. pennon
+// keeps no event store in the sidecar; the count is exported per event key
+// for the bounded set of known flag keys, others are counted as "other".
+func (s *Server) track(ctx *fasthttp.RequestCtx) {
+	if !s.checkContentType(ctx, "") {
+		return
+	}
+	var ev trackEvent
+	if err := json.Unmarshal(ctx.PostBody(), &ev); err != nil {
+		s.writeError(ctx, fasthttp.StatusBadRequest, "", "PARSE_ERROR", "tracking event must be a JSON object {key, context, details}: "+err.Error())
+		return
+	}
+	if ev.Key == "" {
+		s.writeError(ctx, fasthttp.StatusBadRequest, "", "PARSE_ERROR", "tracking event needs a non-empty \"key\"")
+		return
+	}
+	s.m.requests.WithLabelValues("track", "202").Inc()
+	ctx.SetStatusCode(fasthttp.StatusAccepted)
+	ctx.SetContentType(contentType)
+	ctx.SetBodyString(`{"accepted":true}`)
+}

@@ -1,0 +1,595 @@
+// Package proxy is the sidecar's HTTP server: OpenFeature's Remote
+// Evaluation Protocol (OFREP) on localhost, a change stream (SSE), health,
+// readiness, Prometheus metrics and status. It serves immutable evaluator
+// snapshots from a Source and never imports NATS: sync reaches it only
+// through the interfaces in source.go.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/pennon-dev/pennon/evaluator"
+)
+
+// Options configure a Server. Zero values take the defaults noted.
+type Options struct {
+	// Addr to listen on; default 127.0.0.1:8016. Non-loopback addresses are
+	// refused unless AllowRemote: the sidecar is meant for its own pod.
+	Addr        string
+	AllowRemote bool
+	// Source supplies snapshots. Required.
+	Source Source
+	// SourceName describes the source in /v1/status (e.g. "file:flags.json").
+	SourceName string
+	Logger     *zap.Logger
+	// Registry receives the metrics and is served on /metrics; default a new one.
+	Registry *prometheus.Registry
+	// MaxBodyBytes bounds request bodies; default 64 KiB.
+	MaxBodyBytes int
+	// Limits bound the decoded evaluation context.
+	Limits evaluator.Limits
+	// CacheBytes sizes the response cache; default 16 MiB, negative disables it.
+	CacheBytes int64
+	// DrainTimeout bounds graceful shutdown; default 5s.
+	DrainTimeout time.Duration
+	// KeepAlive is the SSE comment interval; default 15s.
+	KeepAlive time.Duration
+	// FreshTimeout bounds FreshSource.Fresh per request; default 250ms.
+	FreshTimeout time.Duration
+}
+
+// Server is the sidecar's HTTP server.
+type Server struct {
+	o       Options
+	log     *zap.Logger
+	src     Source
+	fresh   FreshSource
+	status  StatusSource
+	m       *metrics
+	reg     *prometheus.Registry
+	cache   *ristretto.Cache[[]byte, []byte]
+	srv     *fasthttp.Server
+	ctxPool sync.Pool
+	bufPool sync.Pool
+
+	ln      net.Listener
+	stop    chan struct{} // closed when shutdown begins: ends SSE streams
+	started time.Time
+
+	lastVersion atomic.Uint64
+	lastChange  atomic.Int64 // unix nanos of the last snapshot change seen
+}
+
+// New validates o and builds a server; call Listen (optional) and Serve.
+func New(o Options) (*Server, error) {
+	if o.Source == nil {
+		return nil, errors.New("proxy: Options.Source is required")
+	}
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:8016"
+	}
+	if err := checkLoopback(o.Addr, o.AllowRemote); err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 64 << 10
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 16 << 20
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 5 * time.Second
+	}
+	if o.KeepAlive <= 0 {
+		o.KeepAlive = 15 * time.Second
+	}
+	if o.FreshTimeout <= 0 {
+		o.FreshTimeout = 250 * time.Millisecond
+	}
+	s := &Server{o: o, log: o.Logger, src: o.Source, reg: o.Registry, stop: make(chan struct{}), started: time.Now()}
+	s.fresh, _ = o.Source.(FreshSource)
+	s.status, _ = o.Source.(StatusSource)
+	s.m = newMetrics(o.Registry, o.Source)
+	o.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pennon_snapshot_age_seconds",
+		Help: "Seconds since the served flag set last changed."}, func() float64 {
+		if ns := s.lastChange.Load(); ns > 0 {
+			return time.Since(time.Unix(0, ns)).Seconds()
+		}
+		return 0
+	}))
+	if o.CacheBytes > 0 {
+		c, err := ristretto.NewCache(&ristretto.Config[[]byte, []byte]{
+			NumCounters: max(o.CacheBytes/64, 1000), MaxCost: o.CacheBytes, BufferItems: 64, Metrics: true,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("proxy: response cache: %w", err)
+		}
+		s.cache = c
+	}
+	s.ctxPool.New = func() any { return evaluator.NewContext() }
+	s.bufPool.New = func() any { b := make([]byte, 0, 1024); return &b }
+	s.srv = &fasthttp.Server{
+		Handler:               s.Handler(),
+		Name:                  "pennon",
+		MaxRequestBodySize:    o.MaxBodyBytes,
+		ReadTimeout:           30 * time.Second,
+		IdleTimeout:           2 * time.Minute,
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		ErrorHandler:          s.transportError,
+		Logger:                zapPrintf{o.Logger},
+	}
+	return s, nil
+}
+
+func checkLoopback(addr string, allowRemote bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("proxy: addr %q: %v (want host:port, e.g. 127.0.0.1:8016)", addr, err)
+	}
+	if allowRemote {
+		return nil
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("proxy: addr %q is not a loopback address; the sidecar serves its own pod only (set allow-remote to override)", addr)
+	}
+	return nil
+}
+
+// zapPrintf adapts zap to fasthttp's logger; fasthttp logs rare transport
+// problems, at debug level so a misbehaving client cannot flood the log.
+type zapPrintf struct{ l *zap.Logger }
+
+func (z zapPrintf) Printf(format string, args ...any) {
+	z.l.Debug("fasthttp", zap.String("msg", fmt.Sprintf(format, args...)))
+}
+
+// Listen binds the address (Serve calls it if needed). Addr then reports
+// the bound address, useful with port 0.
+func (s *Server) Listen() error {
+	if s.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.o.Addr)
+	if err != nil {
+		return fmt.Errorf("proxy: listen %s: %w", s.o.Addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address after Listen, else the configured one.
+func (s *Server) Addr() string {
+	if s.ln != nil {
+		return s.ln.Addr().String()
+	}
+	return s.o.Addr
+}
+
+// Serve serves until ctx is cancelled, then stops accepting, ends change
+// streams and drains in-flight requests for at most DrainTimeout.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.log.Info("sidecar listening", zap.String("addr", s.Addr()), zap.String("source", s.o.SourceName))
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	watchDone := make(chan struct{})
+	go s.watchVersions(watchDone)
+	defer func() { <-watchDone }()
+	select {
+	case err := <-errc:
+		close(s.stop)
+		if s.cache != nil {
+			s.cache.Close()
+		}
+		return err
+	case <-ctx.Done():
+	}
+	close(s.stop)
+	dctx, cancel := context.WithTimeout(context.Background(), s.o.DrainTimeout)
+	defer cancel()
+	err := s.srv.ShutdownWithContext(dctx)
+	<-errc
+	if s.cache != nil {
+		s.cache.Close()
+	}
+	if err != nil {
+		s.log.Warn("drain incomplete", zap.Duration("timeout", s.o.DrainTimeout), zap.Error(err))
+		return nil
+	}
+	s.log.Info("sidecar stopped")
+	return nil
+}
+
+var (
+	pathSingle  = []byte("/ofrep/v1/evaluate/flags/")
+	pathBulk    = []byte("/ofrep/v1/evaluate/flags")
+	ctJSON      = []byte("application/json")
+	methodPost  = []byte("POST")
+	methodGet   = []byte("GET")
+	methodHead  = []byte("HEAD")
+	contentType = "application/json"
+)
+
+// Handler is the request router (exposed for in-memory tests and fuzzing).
+func (s *Server) Handler() fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		s.m.inFlight.Inc()
+		defer s.m.inFlight.Dec()
+		defer func() {
+			if p := recover(); p != nil {
+				s.m.panics.Inc()
+				s.log.Error("handler panic", zap.Any("panic", p), zap.ByteString("path", ctx.Path()))
+				ctx.ResetBody()
+				s.writeError(ctx, fasthttp.StatusInternalServerError, "", "GENERAL", "internal error")
+			}
+		}()
+		path := ctx.Path()
+		switch {
+		case bytes.HasPrefix(path, pathSingle):
+			if s.requirePost(ctx) {
+				s.evaluateOne(ctx, string(path[len(pathSingle):]))
+			}
+		case bytes.Equal(path, pathBulk):
+			if s.requirePost(ctx) {
+				s.evaluateBulk(ctx)
+			}
+		case string(path) == "/v1/stream":
+			if s.requireGet(ctx) {
+				s.stream(ctx)
+			}
+		case string(path) == "/v1/track":
+			if s.requirePost(ctx) {
+				s.track(ctx)
+			}
+		case string(path) == "/healthz":
+			if s.requireGet(ctx) {
+				ctx.SetContentType(contentType)
+				ctx.SetBodyString(`{"status":"ok"}`)
+			}
+		case string(path) == "/readyz":
+			if s.requireGet(ctx) {
+				s.readyz(ctx)
+			}
+		case string(path) == "/metrics":
+			if s.requireGet(ctx) {
+				s.metricsHandler(ctx)
+			}
+		case string(path) == "/v1/status":
+			if s.requireGet(ctx) {
+				s.statusHandler(ctx)
+			}
+		default:
+			s.writeError(ctx, fasthttp.StatusNotFound, "", "GENERAL", fmt.Sprintf("no such endpoint %q; see /v1/status for what this sidecar serves", truncate(string(path), 200)))
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func (s *Server) requirePost(ctx *fasthttp.RequestCtx) bool {
+	if bytes.Equal(ctx.Method(), methodPost) {
+		return true
+	}
+	ctx.Response.Header.Set("Allow", "POST")
+	s.writeError(ctx, fasthttp.StatusMethodNotAllowed, "", "GENERAL", "method "+string(ctx.Method())+" not allowed; use POST")
+	return false
+}
+
+func (s *Server) requireGet(ctx *fasthttp.RequestCtx) bool {
+	if m := ctx.Method(); bytes.Equal(m, methodGet) || bytes.Equal(m, methodHead) {
+		return true
+	}
+	ctx.Response.Header.Set("Allow", "GET, HEAD")
+	s.writeError(ctx, fasthttp.StatusMethodNotAllowed, "", "GENERAL", "method "+string(ctx.Method())+" not allowed; use GET")
+	return false
+}
+
+// transportError answers requests fasthttp rejects before routing, most
+// importantly bodies over the limit, with a JSON body.
+func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		s.writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "", "GENERAL", fmt.Sprintf("request body exceeds %d bytes", s.o.MaxBodyBytes))
+		return
+	}
+	s.writeError(ctx, fasthttp.StatusBadRequest, "", "PARSE_ERROR", "malformed HTTP request")
+}
+
+func (s *Server) writeError(ctx *fasthttp.RequestCtx, status int, key, code, details string) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType(contentType)
+	ctx.SetBody(appendError(nil, key, code, details))
+	if code != "" {
+		s.m.errors.WithLabelValues(code).Inc()
+	}
+}
+
+// checkContentType accepts JSON (with parameters) or no content type at all.
+func (s *Server) checkContentType(ctx *fasthttp.RequestCtx, key string) bool {
+	ct := ctx.Request.Header.ContentType()
+	if len(ct) == 0 {
+		return true
+	}
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	if bytes.EqualFold(bytes.TrimSpace(ct), ctJSON) {
+		return true
+	}
+	s.writeError(ctx, fasthttp.StatusUnsupportedMediaType, key, "PARSE_ERROR", "content type "+truncate(string(ctx.Request.Header.ContentType()), 100)+" is not supported; send application/json")
+	return false
+}
+
+// decodeContext decodes the request's "context"; an empty body is an empty
+// context. On failure it has written the error response.
+func (s *Server) decodeContext(ctx *fasthttp.RequestCtx, key string, ec *evaluator.Context) bool {
+	body := ctx.PostBody()
+	if len(bytes.TrimSpace(body)) == 0 {
+		ec.Reset()
+		return true
+	}
+	if err := ec.DecodeField(body, "context", s.o.Limits); err != nil {
+		var ce *evaluator.ContextError
+		if errors.As(err, &ce) {
+			s.writeError(ctx, fasthttp.StatusBadRequest, key, string(ce.Code), ce.Detail)
+		} else {
+			s.writeError(ctx, fasthttp.StatusBadRequest, key, "PARSE_ERROR", err.Error())
+		}
+		return false
+	}
+	return true
+}
+
+func (s *Server) notReady(ctx *fasthttp.RequestCtx, key string) {
+	ctx.Response.Header.Set("Retry-After", "1")
+	s.writeError(ctx, fasthttp.StatusServiceUnavailable, key, "PROVIDER_NOT_READY", "no flag set loaded yet")
+}
+
+func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
+	start := time.Now()
+	if key == "" || strings.Contains(key, "/") {
+		s.writeError(ctx, fasthttp.StatusNotFound, key, string(evaluator.CodeFlagNotFound), "flag key missing or malformed in path")
+		return
+	}
+	if !s.checkContentType(ctx, key) {
+		return
+	}
+	snap := s.src.Current()
+	if snap == nil {
+		s.notReady(ctx, key)
+		return
+	}
+	ec := s.ctxPool.Get().(*evaluator.Context)
+	defer s.ctxPool.Put(ec)
+	if !s.decodeContext(ctx, key, ec) {
+		return
+	}
+	bp := s.bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	f := snap.Flag(key)
+	var r evaluator.Result
+	switch {
+	case f == nil:
+		r = snap.Evaluate(key, ec)
+	case f.Propagation() != evaluator.CacheFirst && s.fresh != nil:
+		r = s.evaluateFresh(ctx, snap, f, ec)
+	default:
+		var hit bool
+		if buf, hit = s.cached(buf, snap, f, ec); hit {
+			ctx.SetContentType(contentType)
+			ctx.SetBody(buf)
+			*bp = buf
+			s.bufPool.Put(bp)
+			s.m.latency.Observe(time.Since(start).Seconds())
+			return
+		}
+		r = snap.EvaluateFlag(f, ec)
+	}
+	s.m.countEval(f != nil, &r)
+	ctx.SetContentType(contentType)
+	switch r.ErrorCode {
+	case evaluator.CodeNone:
+	case evaluator.CodeFlagNotFound:
+		ctx.SetStatusCode(fasthttp.StatusNotFound)
+	default:
+		ctx.SetStatusCode(fasthttp.StatusBadRequest)
+	}
+	buf = appendResult(buf, &r)
+	ctx.SetBody(buf)
+	*bp = buf
+	s.bufPool.Put(bp)
+	s.m.latency.Observe(time.Since(start).Seconds())
+}
+
+// evaluateFresh applies the flag's propagation strategy through the
+// FreshSource; when freshness cannot be established failMode decides.
+func (s *Server) evaluateFresh(ctx *fasthttp.RequestCtx, local *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) evaluator.Result {
+	fctx, cancel := context.WithTimeout(context.Background(), s.o.FreshTimeout)
+	defer cancel()
+	snap, err := s.fresh.Fresh(fctx, f)
+	if err != nil {
+		if f.FailMode() == evaluator.FailClosed {
+			return f.SafeResult("flag is always-fresh and freshness could not be established (" + err.Error() + "); serving the safe variant (failMode closed)")
+		}
+		return local.EvaluateFlag(f, ec) // failMode open: last known answer
+	}
+	if nf := snap.Flag(f.Key()); nf != nil {
+		return snap.EvaluateFlag(nf, ec)
+	}
+	return snap.Evaluate(f.Key(), ec)
+}
+
+// cached answers from the response cache, or evaluates, encodes and caches.
+// dst is reused for the encoded body. Only flags with targeting are worth
+// caching: a static answer is cheaper to recompute than to look up.
+func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) ([]byte, bool) {
+	if s.cache == nil || len(f.Reads()) == 0 {
+		return dst, false
+	}
+	kp := s.bufPool.Get().(*[]byte)
+	key := append((*kp)[:0], f.Key()...)
+	key = append(key, 0)
+	key = appendUint(key, snap.Version())
+	key = append(key, 0)
+	key, ok := f.AppendCacheKey(key, ec)
+	defer func() { *kp = key; s.bufPool.Put(kp) }()
+	if !ok {
+		return dst, false
+	}
+	if v, hit := s.cache.Get(key); hit {
+		s.m.cacheHit.Inc()
+		return append(dst, v...), true
+	}
+	s.m.cacheMiss.Inc()
+	r := snap.EvaluateFlag(f, ec)
+	s.m.countEval(true, &r)
+	if r.ErrorCode != evaluator.CodeNone {
+		return dst, false
+	}
+	dst = appendResult(dst, &r)
+	s.cache.Set(append([]byte(nil), key...), append([]byte(nil), dst...), int64(len(dst)+len(key)))
+	return dst, true
+}
+
+func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	if !s.checkContentType(ctx, "") {
+		return
+	}
+	snap := s.src.Current()
+	if snap == nil {
+		s.notReady(ctx, "")
+		return
+	}
+	ec := s.ctxPool.Get().(*evaluator.Context)
+	defer s.ctxPool.Put(ec)
+	if !s.decodeContext(ctx, "", ec) {
+		return
+	}
+	etag := bulkETag(snap, ctx.PostBody())
+	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && etagMatches(inm, etag) {
+		ctx.Response.Header.Set("ETag", etag)
+		ctx.SetStatusCode(fasthttp.StatusNotModified)
+		return
+	}
+	bp := s.bufPool.Get().(*[]byte)
+	buf := append((*bp)[:0], `{"flags":[`...)
+	for i, key := range snap.Keys() {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		f := snap.Flag(key)
+		var r evaluator.Result
+		if f.Propagation() != evaluator.CacheFirst && s.fresh != nil {
+			r = s.evaluateFresh(ctx, snap, f, ec)
+		} else {
+			r = snap.EvaluateFlag(f, ec)
+		}
+		s.m.countEval(true, &r)
+		buf = appendResult(buf, &r)
+	}
+	buf = append(buf, `],"metadata":{"version":`...)
+	buf = appendString(buf, fmt.Sprint(snap.Version()))
+	buf = append(buf, `},"eventStreams":[{"type":"sse","endpoint":{"requestUri":"/v1/stream"},"inactivityDelaySec":120}]}`...)
+	ctx.Response.Header.Set("ETag", etag)
+	ctx.SetContentType(contentType)
+	ctx.SetBody(buf)
+	*bp = buf
+	s.bufPool.Put(bp)
+	s.m.latency.Observe(time.Since(start).Seconds())
+}
+
+func etagMatches(header []byte, etag string) bool {
+	for _, part := range bytes.Split(header, []byte(",")) {
+		p := bytes.TrimSpace(part)
+		p = bytes.TrimPrefix(p, []byte("W/"))
+		if string(p) == etag || string(p) == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType(contentType)
+	snap := s.src.Current()
+	ok, detail := snap != nil, "flag set loaded"
+	if snap == nil {
+		detail = "no flag set loaded yet"
+	}
+	if ok && s.status != nil {
+		ok, detail = s.status.Ready()
+	}
+	if !ok {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+	}
+	b := append([]byte(`{"ready":`), fmt.Sprint(ok)...)
+	b = append(b, `,"detail":`...)
+	b = appendString(b, detail)
+	ctx.SetBody(append(b, '}'))
+}
+
+// CacheStats reports the response cache's counters.
+type CacheStats struct {
+	Enabled bool   `json:"enabled"`
+	Hits    uint64 `json:"hits"`
+	Misses  uint64 `json:"misses"`
+	Added   uint64 `json:"added"`
+	Evicted uint64 `json:"evicted"`
+	Dropped uint64 `json:"droppedSets"`
+}
+
+func (s *Server) cacheStats() CacheStats {
+	if s.cache == nil || s.cache.Metrics == nil {
+		return CacheStats{Enabled: s.cache != nil}
+	}
+	m := s.cache.Metrics
+	return CacheStats{Enabled: true, Hits: m.Hits(), Misses: m.Misses(), Added: m.KeysAdded(), Evicted: m.KeysEvicted(), Dropped: m.SetsDropped()}
+}
+
+// watchVersions records when the served snapshot changes (for /v1/status
+// and the snapshot age) until the server stops.
+func (s *Server) watchVersions(done chan<- struct{}) {
+	defer close(done)
+	for {
+		ch := s.src.Changed()
+		if snap := s.src.Current(); snap != nil {
+			s.noteVersion(snap.Version())
+		}
+		select {
+		case <-ch:
+		case <-s.stop:
+			return
+		}
+	}
+}
