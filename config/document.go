@@ -381,8 +381,8 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 	if f.FailMode == FailModeClosed && f.SafeVariant == "" {
 		p.add(base+".safeVariant", "required when failMode is closed (the variant served when freshness cannot be established)")
 	}
-	if len(p.problems) > before {
-		return nil
+	if len(p.problems) > before && len(f.Variants) == 0 {
+		return nil // nothing left to check it with
 	}
 	return f
 }
