@@ -35,13 +35,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"Sends OFREP evaluations to one or more targets, one after the other, and reports\n"+
 			"latency percentiles and throughput as a table, JSON and PNG plots.\n"+
 			"Targets: url (--url: pennon, flagd or GO Feature Flag relay proxy), bare (an\n"+
-			"in-process fasthttp handler with a fixed 40-byte body: the ceiling).\n"+
+			"in-process fasthttp handler with a fixed 40-byte body: the ceiling), pennon and\n"+
+			"pennon-nocache (pennon's sidecar server in-process, bench/flags/bench-flags.json,\n"+
+			"with and without its response cache).\n"+
 			"Scenarios: "+scenarioList()+".\n"+
 			"`pennon bench scale` measures memory, start-up and update cost for 1k-100k flags.", stderr)
 	var (
 		_           = fs.String("config", "", "YAML file with settings")
 		targetURL   = fs.String("url", "http://127.0.0.1:8016", "base URL of the OFREP server for target url")
-		targets     = fs.String("target", "url", "comma-separated targets to run in order: url, bare")
+		targets     = fs.String("target", "url", "comma-separated targets to run in order: url, bare, pennon, pennon-nocache")
 		scenario    = fs.String("scenario", "static", "scenario: "+strings.Join(bench.ScenarioNames(), ", "))
 		conns       = fs.Int("connections", 16, "concurrent connections")
 		rate        = fs.Float64("rate", 0, "open loop at this many requests/s in total (latency corrected for coordinated omission); 0 = closed loop")
@@ -129,7 +131,7 @@ func scenarioList() string {
 }
 
 // benchTargets are the in-process or external targets `--target` accepts.
-var benchTargets = []string{"url", "bare"}
+var benchTargets = []string{"url", "bare", "pennon", "pennon-nocache"}
 
 func parseTargets(s string) ([]string, error) {
 	var out []string
@@ -157,8 +159,17 @@ func parseTargets(s string) ([]string, error) {
 // in-process when it is one of ours, and a stop function.
 func startBenchTarget(name, url string) (string, string, func() error, error) {
 	switch name {
-	case "bare":
-		t, err := bench.StartBare()
+	case "bare", "pennon", "pennon-nocache":
+		var t *bench.Target
+		var err error
+		switch name {
+		case "bare":
+			t, err = bench.StartBare()
+		case "pennon":
+			t, err = bench.StartPennon(bench.PennonOptions{})
+		default:
+			t, err = bench.StartPennon(bench.PennonOptions{CacheBytes: -1})
+		}
 		if err != nil {
 			return "", "", nil, err
 		}

@@ -16,7 +16,7 @@ func TestBenchCommandBare(t *testing.T) {
 	dir := t.TempDir()
 	jsonFile := filepath.Join(dir, "r.json")
 	var out, errOut bytes.Buffer
-	code := run(context.Background(), []string{"bench", "--target", "bare,bare", "--scenario", "targeting",
+	code := run(context.Background(), []string{"bench", "--target", "bare,pennon", "--scenario", "targeting",
 		"--requests", "200", "--warmup", "0s", "--connections", "2", "--json", jsonFile, "--plot-dir", dir}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
@@ -48,7 +48,7 @@ func TestBenchCommandErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"unknown target", []string{"bench", "--target", "nope"}, `target: unknown "nope" (allowed: url, bare)`},
+		{"unknown target", []string{"bench", "--target", "nope"}, `target: unknown "nope" (allowed: url, bare, pennon, pennon-nocache)`},
 		{"unknown scenario", []string{"bench", "--scenario", "nope"}, `scenario: unknown "nope"`},
 		{"no bound", []string{"bench", "--target", "bare", "--duration", "0"}, "set at least one bound"},
 		{"remote", []string{"bench", "--url", "http://192.0.2.7:8016", "--requests", "1"}, "not a loopback address"},

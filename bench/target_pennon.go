@@ -1,0 +1,80 @@
+package bench
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/evaluator"
+	"github.com/pennon-dev/pennon/proxy"
+)
+
+// BenchFlags is bench/flags/bench-flags.json: the flags every scenario
+// evaluates by default, in flagd format, so flagd loads the same file.
+//
+//go:embed flags/bench-flags.json
+var BenchFlags []byte
+
+// PennonOptions tune the in-process pennon sidecar target.
+type PennonOptions struct {
+	// Flags is a flag document; nil means BenchFlags.
+	Flags []byte
+	// CacheBytes sizes the response cache (proxy.Options.CacheBytes): 0 is
+	// proxy's default, negative disables the cache.
+	CacheBytes int64
+}
+
+// StartPennon starts pennon's real sidecar HTTP server (package proxy) on a
+// random loopback port, serving a snapshot compiled from o.Flags. Sync is
+// not involved: this measures the request path (HTTP, decoding, cache,
+// evaluation), which is all a sidecar does per request.
+func StartPennon(o PennonOptions) (*Target, error) {
+	flags := o.Flags
+	if flags == nil {
+		flags = BenchFlags
+	}
+	doc, err := config.Parse(flags)
+	if err != nil {
+		return nil, fmt.Errorf("pennon target: %w", err)
+	}
+	snap, err := doc.Compile(1)
+	if err != nil {
+		return nil, fmt.Errorf("pennon target: %w", err)
+	}
+	var h evaluator.Holder
+	h.Store(snap)
+	label := "pennon"
+	if o.CacheBytes < 0 {
+		label = "pennon-nocache"
+	}
+	srv, err := proxy.New(proxy.Options{Addr: "127.0.0.1:0", Source: &h, SourceName: "bench", CacheBytes: o.CacheBytes})
+	if err != nil {
+		return nil, fmt.Errorf("pennon target: %w", err)
+	}
+	if err := srv.Listen(); err != nil {
+		return nil, fmt.Errorf("pennon target: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var serveErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		serveErr = srv.Serve(ctx)
+	}()
+	return &Target{
+		Label: label,
+		URL:   "http://" + srv.Addr(),
+		close: func() error {
+			cancel()
+			wg.Wait()
+			if errors.Is(serveErr, context.Canceled) {
+				return nil
+			}
+			return serveErr
+		},
+	}, nil
+}
