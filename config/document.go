@@ -610,3 +610,7 @@ func (d *Document) Compile(version uint64) (*evaluator.Snapshot, error) {
 	}
 	return s, nil
 }
+
+func problems(path, reason string) []evaluator.Problem {
+	return []evaluator.Problem{{Path: path, Reason: reason}}
+}

@@ -1,0 +1,490 @@
+package config
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrEnvNotFound     = errors.New("environment not found")
+	ErrEnvExists       = errors.New("environment already exists")
+	ErrConflict        = errors.New("conflicting change")
+	ErrVersionNotFound = errors.New("version not found")
+)
+
+// EnvsBucket is the JetStream KV bucket of EnvSettings, key = env name.
+const EnvsBucket = "pennon-envs"
+
+var envNameRE = regexp.MustCompile(EnvNamePattern)
+
+// StoreOptions configure a Store.
+type StoreOptions struct {
+	// Replicas for streams and buckets: 1 embedded, 3 on a cluster.
+	Replicas int
+	// SnapshotEvery writes a SnapshotRecord every N changesets (default 20),
+	// so readers bootstrap without replaying the whole log.
+	SnapshotEvery int
+	Logger        *zap.Logger
+	// Now is the clock for changeset timestamps; nil means time.Now.
+	Now func() time.Time
+}
+
+// EnvSettings describe one environment.
+type EnvSettings struct {
+	Name string `json:"name"`
+	// Protected environments take writes only through approved change
+	// requests (enforced by the control plane).
+	Protected bool      `json:"protected"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// State is an environment's full flag set at one version.
+type State struct {
+	Env     string
+	Version uint64
+	Time    time.Time // commit time of Version (zero at version 0)
+	Doc     *Document
+	// FlagVersions is, per flag, the version at which it last changed.
+	FlagVersions map[string]uint64
+	Hash         string
+}
+
+// Record returns the state as a SnapshotRecord.
+func (st *State) Record() *SnapshotRecord {
+	return &SnapshotRecord{Env: st.Env, Version: st.Version, Time: st.Time, Hash: st.Hash,
+		Document: st.Doc.Canonical(), FlagVersions: st.FlagVersions}
+}
+
+// FlagConflict describes one flag a write touched that changed since the
+// writer's base version.
+type FlagConflict struct {
+	Flag           string          `json:"flag"`
+	BaseVersion    uint64          `json:"baseVersion"`
+	CurrentVersion uint64          `json:"currentVersion"`
+	Author         string          `json:"author,omitempty"`
+	Time           time.Time       `json:"time,omitempty"`
+	Current        json.RawMessage `json:"current,omitempty"`  // the flag now (absent: deleted)
+	Proposed       json.RawMessage `json:"proposed,omitempty"` // what the writer sent (absent: delete)
+}
+
+// ConflictError rejects a write whose base is stale for some flags.
+type ConflictError struct {
+	Conflicts []FlagConflict
+}
+
+func (e *ConflictError) Error() string {
+	msg := "conflict:"
+	for _, c := range e.Conflicts {
+		msg += fmt.Sprintf(" %s changed at version %d by %s (you based your change on %d);", c.Flag, c.CurrentVersion, c.Author, c.BaseVersion)
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Store keeps every environment's changesets in its own JetStream stream
+// (stream sequence == environment version) and periodic snapshots in KV.
+// Several Stores (control-plane replicas) may share one JetStream: commits
+// use JetStream's expected-last-sequence check, so exactly one of two racing
+// writers wins and the other re-validates against the new head.
+type Store struct {
+	js    jetstream.JetStream
+	o     StoreOptions
+	log   *zap.Logger
+	envs  jetstream.KeyValue
+	snaps jetstream.KeyValue
+
+	mu    sync.Mutex
+	heads map[string]*State
+	locks map[string]*sync.Mutex // serialises commits per env within this process
+}
+
+// OpenStore creates (or opens) the buckets the store needs.
+func OpenStore(ctx context.Context, js jetstream.JetStream, o StoreOptions) (*Store, error) {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.SnapshotEvery <= 0 {
+		o.SnapshotEvery = 20
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	envs, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: EnvsBucket, Replicas: o.Replicas, History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("open store: envs bucket: %w", err)
+	}
+	snaps, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: SnapshotBucket, Replicas: o.Replicas, History: 1,
+		Storage: jetstream.FileStorage, MaxValueSize: 64 << 20})
+	if err != nil {
+		return nil, fmt.Errorf("open store: snapshots bucket: %w", err)
+	}
+	return &Store{js: js, o: o, log: o.Logger, envs: envs, snaps: snaps, heads: map[string]*State{}, locks: map[string]*sync.Mutex{}}, nil
+}
+
+// CreateEnv creates an environment at version 0 with no flags.
+func (s *Store) CreateEnv(ctx context.Context, e EnvSettings) error {
+	if !envNameRE.MatchString(e.Name) {
+		return fmt.Errorf("name: %q is not a valid environment name (lowercase letters, digits and '-', 1-63 characters, starting with a letter or digit)", e.Name)
+	}
+	if e.CreatedAt.IsZero() {
+		e.CreatedAt = s.o.Now().UTC()
+	}
+	if _, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:     StreamName(e.Name),
+		Subjects: []string{LogSubject(e.Name)},
+		Storage:  jetstream.FileStorage,
+		Replicas: s.o.Replicas,
+		// Only committed changesets are republished, with Nats-Sequence and
+		// Nats-Last-Sequence headers: sidecars listen there, never on the log.
+		RePublish:  &jetstream.RePublish{Source: LogSubject(e.Name), Destination: LiveSubject(e.Name)},
+		Retention:  jetstream.LimitsPolicy,
+		Discard:    jetstream.DiscardNew,
+		Duplicates: 2 * time.Minute,
+	}); err != nil {
+		return fmt.Errorf("create env %s: stream: %w", e.Name, err)
+	}
+	data, _ := json.Marshal(e)
+	if _, err := s.envs.Create(ctx, e.Name, data); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return ErrEnvExists
+		}
+		return fmt.Errorf("create env %s: %w", e.Name, err)
+	}
+	s.log.Info("environment created", zap.String("env", e.Name), zap.Bool("protected", e.Protected))
+	return nil
+}
+
+// Env returns an environment's settings.
+func (s *Store) Env(ctx context.Context, name string) (EnvSettings, error) {
+	var e EnvSettings
+	if !envNameRE.MatchString(name) {
+		return e, ErrEnvNotFound
+	}
+	ent, err := s.envs.Get(ctx, name)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return e, ErrEnvNotFound
+		}
+		return e, err
+	}
+	err = json.Unmarshal(ent.Value(), &e)
+	return e, err
+}
+
+// Envs lists environments by name.
+func (s *Store) Envs(ctx context.Context) ([]EnvSettings, error) {
+	keys, err := s.envs.Keys(ctx)
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, err
+	}
+	sort.Strings(keys)
+	out := make([]EnvSettings, 0, len(keys))
+	for _, k := range keys {
+		e, err := s.Env(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func (s *Store) envLock(env string) *sync.Mutex {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.locks[env]
+	if l == nil {
+		l = &sync.Mutex{}
+		s.locks[env] = l
+	}
+	return l
+}
+
+// Head returns the environment's latest state, catching up from the stream.
+func (s *Store) Head(ctx context.Context, env string) (*State, error) {
+	if _, err := s.Env(ctx, env); err != nil {
+		return nil, err
+	}
+	stream, err := s.js.Stream(ctx, StreamName(env))
+	if err != nil {
+		return nil, fmt.Errorf("env %s: stream: %w", env, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("env %s: stream info: %w", env, err)
+	}
+	last := info.State.LastSeq
+	s.mu.Lock()
+	head := s.heads[env]
+	s.mu.Unlock()
+	if head == nil {
+		if head, err = s.loadSnapshot(ctx, env); err != nil {
+			return nil, err
+		}
+	}
+	if head.Version == last {
+		s.remember(head)
+		return head, nil
+	}
+	if head.Version > last {
+		// A commit acknowledged after we read the stream info: the cached
+		// head is committed and newer.
+		return head, nil
+	}
+	for v := head.Version + 1; v <= last; v++ {
+		cs, err := s.getChangeset(ctx, stream, env, v)
+		if err != nil {
+			return nil, err
+		}
+		if head, err = advance(head, cs); err != nil {
+			return nil, fmt.Errorf("env %s: replay version %d: %w", env, v, err)
+		}
+	}
+	s.remember(head)
+	return head, nil
+}
+
+func (s *Store) remember(st *State) {
+	s.mu.Lock()
+	if cur := s.heads[st.Env]; cur == nil || cur.Version < st.Version {
+		s.heads[st.Env] = st
+	}
+	s.mu.Unlock()
+}
+
+// advance applies a committed changeset to a state.
+func advance(st *State, cs *Changeset) (*State, error) {
+	if cs.Version != st.Version+1 {
+		return nil, fmt.Errorf("changeset version %d does not follow %d", cs.Version, st.Version)
+	}
+	doc, err := st.Doc.Apply(cs)
+	if err != nil {
+		return nil, err
+	}
+	fv := make(map[string]uint64, len(st.FlagVersions)+len(cs.Changes))
+	for k, v := range st.FlagVersions {
+		fv[k] = v
+	}
+	for _, ch := range cs.Changes {
+		if ch.Op == OpDelete {
+			delete(fv, ch.Flag)
+		} else {
+			fv[ch.Flag] = cs.Version
+		}
+	}
+	return &State{Env: st.Env, Version: cs.Version, Time: cs.Time, Doc: doc, FlagVersions: fv, Hash: doc.Hash()}, nil
+}
+
+func (s *Store) loadSnapshot(ctx context.Context, env string) (*State, error) {
+	ent, err := s.snaps.Get(ctx, env)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return &State{Env: env, Doc: Empty(), FlagVersions: map[string]uint64{}, Hash: Empty().Hash()}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("env %s: load snapshot: %w", env, err)
+	}
+	var rec SnapshotRecord
+	if err := json.Unmarshal(ent.Value(), &rec); err != nil {
+		return nil, fmt.Errorf("env %s: snapshot is corrupt: %w", env, err)
+	}
+	doc, err := Parse(rec.Document)
+	if err != nil {
+		return nil, fmt.Errorf("env %s: snapshot %d does not parse: %w", env, rec.Version, err)
+	}
+	if doc.Hash() != rec.Hash {
+		return nil, fmt.Errorf("env %s: snapshot %d hash mismatch", env, rec.Version)
+	}
+	if rec.FlagVersions == nil {
+		rec.FlagVersions = map[string]uint64{}
+	}
+	return &State{Env: env, Version: rec.Version, Time: rec.Time, Doc: doc, FlagVersions: rec.FlagVersions, Hash: rec.Hash}, nil
+}
+
+func (s *Store) getChangeset(ctx context.Context, stream jetstream.Stream, env string, v uint64) (*Changeset, error) {
+	msg, err := stream.GetMsg(ctx, v)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, fmt.Errorf("env %s version %d: %w", env, v, ErrVersionNotFound)
+		}
+		return nil, fmt.Errorf("env %s version %d: %w", env, v, err)
+	}
+	var cs Changeset
+	if err := json.Unmarshal(msg.Data, &cs); err != nil {
+		return nil, fmt.Errorf("env %s version %d: corrupt changeset: %w", env, v, err)
+	}
+	cs.Version = v
+	return &cs, nil
+}
+
+// Changeset returns one committed changeset.
+func (s *Store) Changeset(ctx context.Context, env string, v uint64) (*Changeset, error) {
+	stream, err := s.js.Stream(ctx, StreamName(env))
+	if err != nil {
+		return nil, ErrEnvNotFound
+	}
+	return s.getChangeset(ctx, stream, env, v)
+}
+
+// Changesets returns up to limit changesets after version `after`, in order.
+func (s *Store) Changesets(ctx context.Context, env string, after uint64, limit int) ([]*Changeset, error) {
+	head, err := s.Head(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	out := []*Changeset{}
+	for v := after + 1; v <= head.Version && len(out) < limit; v++ {
+		cs, err := s.Changeset(ctx, env, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cs)
+	}
+	return out, nil
+}
+
+// History returns, newest first, up to limit changesets before version
+// `before` (0: from the head) that touched flag (all when flag is "").
+func (s *Store) History(ctx context.Context, env, flag string, before uint64, limit int) ([]*Changeset, error) {
+	head, err := s.Head(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	v := head.Version
+	if before > 0 && before-1 < v {
+		v = before - 1
+	}
+	out := []*Changeset{}
+	for ; v >= 1 && len(out) < limit; v-- {
+		cs, err := s.Changeset(ctx, env, v)
+		if err != nil {
+			return nil, err
+		}
+		if flag == "" || touches(cs, flag) {
+			out = append(out, cs)
+		}
+	}
+	return out, nil
+}
+
+func touches(cs *Changeset, flag string) bool {
+	for _, ch := range cs.Changes {
+		if ch.Flag == flag {
+			return true
+		}
+	}
+	return false
+}
+
+// Snapshot returns the environment's current SnapshotRecord.
+func (s *Store) Snapshot(ctx context.Context, env string) (*SnapshotRecord, error) {
+	head, err := s.Head(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	return head.Record(), nil
+}
+
+// Commit validates and appends one changeset. It fills Version, PrevVersion
+// and Time. A stale base for any flag it touches gives a *ConflictError; an
+// invalid result a *ValidationError; either way nothing is written.
+func (s *Store) Commit(ctx context.Context, cs *Changeset) (*Changeset, error) {
+	if len(cs.Changes) == 0 && cs.Metadata == nil && cs.Evaluators == nil {
+		return nil, &ValidationError{Problems: problems("changes", "a changeset needs at least one change")}
+	}
+	lock := s.envLock(cs.Env)
+	lock.Lock()
+	defer lock.Unlock()
+	for attempt := 0; ; attempt++ {
+		head, err := s.Head(ctx, cs.Env)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.checkConflicts(ctx, head, cs); err != nil {
+			return nil, err
+		}
+		next := *cs
+		next.Env, next.Version, next.PrevVersion = cs.Env, head.Version+1, head.Version
+		next.Time = s.o.Now().UTC()
+		st, err := advance(head, &next)
+		if err != nil {
+			return nil, err
+		}
+		data, err := json.Marshal(&next)
+		if err != nil {
+			return nil, err
+		}
+		ack, err := s.js.Publish(ctx, LogSubject(cs.Env), data, jetstream.WithExpectLastSequence(head.Version))
+		if err != nil {
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) && attempt < 20 {
+				// Another replica committed first: re-read, re-check, retry.
+				continue
+			}
+			return nil, fmt.Errorf("commit to %s: %w", cs.Env, err)
+		}
+		if ack.Sequence != next.Version {
+			return nil, fmt.Errorf("commit to %s: stream assigned sequence %d, expected %d", cs.Env, ack.Sequence, next.Version)
+		}
+		s.remember(st)
+		if next.Version%uint64(s.o.SnapshotEvery) == 0 {
+			if err := s.writeSnapshot(ctx, st); err != nil {
+				s.log.Warn("snapshot not written", zap.String("env", cs.Env), zap.Uint64("version", st.Version), zap.Error(err))
+			}
+		}
+		if next.Emergency {
+			s.log.Warn("emergency change committed", zap.String("env", cs.Env), zap.Uint64("version", next.Version), zap.String("author", next.Author), zap.String("reason", next.Reason))
+		}
+		return &next, nil
+	}
+}
+
+func (s *Store) writeSnapshot(ctx context.Context, st *State) error {
+	data, err := json.Marshal(st.Record())
+	if err != nil {
+		return err
+	}
+	_, err = s.snaps.Put(ctx, st.Env, data)
+	return err
+}
+
+func (s *Store) checkConflicts(ctx context.Context, head *State, cs *Changeset) error {
+	var conflicts []FlagConflict
+	for _, ch := range cs.Changes {
+		cur := head.FlagVersions[ch.Flag]
+		if cur == ch.BaseVersion {
+			continue
+		}
+		c := FlagConflict{Flag: ch.Flag, BaseVersion: ch.BaseVersion, CurrentVersion: cur, Current: head.Doc.FlagJSON(ch.Flag), Proposed: ch.Definition}
+		if cur > 0 {
+			if by, err := s.Changeset(ctx, cs.Env, cur); err == nil {
+				c.Author, c.Time = by.Author, by.Time
+			}
+		}
+		conflicts = append(conflicts, c)
+	}
+	if len(conflicts) > 0 {
+		return &ConflictError{Conflicts: conflicts}
+	}
+	return nil
+}

@@ -1,0 +1,180 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pennon-dev/pennon/internal/natsrun"
+)
+
+func openTestStore(t *testing.T, url string, o StoreOptions) *Store {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenStore(context.Background(), js, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func counterDef(n int) []byte {
+	return []byte(fmt.Sprintf(`{"state":"ENABLED","variants":{"v":%d},"defaultVariant":"v"}`, n))
+}
+
+func TestCommitConflictsAndValidation(t *testing.T) {
+	ctx := context.Background()
+	srv := natsrun.StartTest(t)
+	s := openTestStore(t, srv.ClientURL(), StoreOptions{SnapshotEvery: 2})
+	if err := s.CreateEnv(ctx, EnvSettings{Name: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateEnv(ctx, EnvSettings{Name: "dev"}); !errors.Is(err, ErrEnvExists) {
+		t.Fatalf("duplicate env: %v", err)
+	}
+	if err := s.CreateEnv(ctx, EnvSettings{Name: "Bad Name"}); err == nil {
+		t.Fatal("invalid env name accepted")
+	}
+	cs, err := s.Commit(ctx, &Changeset{Env: "dev", Author: "ann", Changes: []Change{{Flag: "a", Op: OpPut, Definition: counterDef(1)}, {Flag: "b", Op: OpPut, Definition: counterDef(1)}}})
+	if err != nil || cs.Version != 1 || cs.PrevVersion != 0 {
+		t.Fatalf("first commit: %+v %v", cs, err)
+	}
+	// Unrelated concurrent edits both succeed: each names its own base.
+	if _, err := s.Commit(ctx, &Changeset{Env: "dev", Author: "bob", Changes: []Change{{Flag: "a", Op: OpPut, Definition: counterDef(2), BaseVersion: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(ctx, &Changeset{Env: "dev", Author: "cat", Changes: []Change{{Flag: "b", Op: OpPut, Definition: counterDef(2), BaseVersion: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	// A stale base on a touched flag is a conflict naming who changed it.
+	_, err = s.Commit(ctx, &Changeset{Env: "dev", Author: "dan", Changes: []Change{{Flag: "a", Op: OpPut, Definition: counterDef(9), BaseVersion: 1}}})
+	var ce *ConflictError
+	if !errors.As(err, &ce) || !errors.Is(err, ErrConflict) || ce.Conflicts[0].Author != "bob" || ce.Conflicts[0].CurrentVersion != 2 {
+		t.Fatalf("conflict: %v", err)
+	}
+	before, _ := s.Head(ctx, "dev")
+	// An invalid result is rejected whole and changes nothing.
+	_, err = s.Commit(ctx, &Changeset{Env: "dev", Author: "eve", Changes: []Change{
+		{Flag: "c", Op: OpPut, Definition: counterDef(1)},
+		{Flag: "d", Op: OpPut, Definition: []byte(`{"state":"ENABLED","variants":{"on":true},"defaultVariant":"nope"}`)},
+	}})
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("validation: %v", err)
+	}
+	after, _ := s.Head(ctx, "dev")
+	if after.Version != before.Version || after.Hash != before.Hash {
+		t.Fatal("a rejected write changed the store")
+	}
+	hist, err := s.History(ctx, "dev", "a", 0, 10)
+	if err != nil || len(hist) != 2 || hist[0].Author != "bob" {
+		t.Fatalf("history: %v %v", hist, err)
+	}
+	// A second store (another replica, or a restart) sees the same head.
+	s2 := openTestStore(t, srv.ClientURL(), StoreOptions{})
+	h2, err := s2.Head(ctx, "dev")
+	if err != nil || h2.Version != 3 || h2.Hash != after.Hash {
+		t.Fatalf("second store: %+v %v", h2, err)
+	}
+}
+
+// TestConcurrentWritersNoLostUpdate has 32 writers, spread over two Store
+// instances on one JetStream, increment one flag with read-modify-write and
+// retry on conflict. Every increment must survive.
+func TestConcurrentWritersNoLostUpdate(t *testing.T) {
+	ctx := context.Background()
+	srv := natsrun.StartTest(t)
+	stores := []*Store{openTestStore(t, srv.ClientURL(), StoreOptions{}), openTestStore(t, srv.ClientURL(), StoreOptions{})}
+	if err := stores[0].CreateEnv(ctx, EnvSettings{Name: "load"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stores[0].Commit(ctx, &Changeset{Env: "load", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(0)}}}); err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 32, 3
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(s *Store) {
+			defer wg.Done()
+			for i := 0; i < each; {
+				head, err := s.Head(ctx, "load")
+				if err != nil {
+					errs <- err
+					return
+				}
+				var n int
+				fmt.Sscanf(string(head.Doc.Flag("n").Variants["v"]), "%d", &n)
+				_, err = s.Commit(ctx, &Changeset{Env: "load", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(n + 1), BaseVersion: head.FlagVersions["n"]}}})
+				if errors.Is(err, ErrConflict) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				i++
+			}
+		}(stores[w%2])
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	head, err := stores[1].Head(ctx, "load")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(head.Doc.Flag("n").Variants["v"]); got != fmt.Sprint(writers*each) || head.Version != writers*each+1 {
+		t.Fatalf("counter = %s at version %d, want %d at %d", got, head.Version, writers*each, writers*each+1)
+	}
+}
+
+func TestStateSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	srv, err := natsrun.Start(natsrun.Options{DataDir: dir, SyncAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openTestStore(t, srv.ClientURL(), StoreOptions{SnapshotEvery: 3})
+	s.CreateEnv(ctx, EnvSettings{Name: "prod", Protected: true})
+	for i := 0; i < 5; i++ {
+		head, _ := s.Head(ctx, "prod")
+		if _, err := s.Commit(ctx, &Changeset{Env: "prod", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(i), BaseVersion: head.FlagVersions["n"]}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, _ := s.Head(ctx, "prod")
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv2, err := natsrun.Start(natsrun.Options{DataDir: dir, SyncAlways: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv2.Shutdown(); srv2.WaitForShutdown() }()
+	s2 := openTestStore(t, srv2.ClientURL(), StoreOptions{})
+	got, err := s2.Head(ctx, "prod")
+	if err != nil || got.Version != 5 || got.Hash != want.Hash {
+		t.Fatalf("after restart: %+v %v", got, err)
+	}
+	env, _ := s2.Env(ctx, "prod")
+	if !env.Protected {
+		t.Fatal("env settings lost")
+	}
+}
