@@ -34,14 +34,40 @@ var skippedScenarios = map[string]string{
 	"Resolves flag with no defaultValue correctly": "flagd's RPC provider reports FLAG_NOT_FOUND for a flag without a default variant; the evaluator test bed and OFREP specify the code default with reason DEFAULT",
 }
 
+// providerFeatures are the provider test bed's feature files: true runs
+// them, otherwise the reason they do not apply to pennon. Every file in the
+// directory must be listed, so a new test bed file cannot go unnoticed.
+var providerFeatures = map[string]string{
+	"evaluation.feature":        "",
+	"targeting.feature":         "",
+	"metadata.feature":          "",
+	"disabled.feature":          "",
+	"config.feature":            "flagd provider options (host, port, TLS, unix socket, resolver type); pennon's sidecar settings are tested in cmd/pennon",
+	"connection.feature":        "flagd gRPC connection and reconnection; pennon's push/poll/disk degradation is tested in sidecar/flagsync",
+	"contextEnrichment.feature": "context enrichment from flagd's sync stream and provider cache on connection errors; pennon sidecars do not inject context",
+	"events.feature":            "OpenFeature provider events (ready/stale/error, change) of flagd's providers; pennon's change stream is SSE, tested in proxy",
+	"rpc-caching.feature":       "flagd RPC provider's client-side cache; pennon caches in the sidecar (proxy tests)",
+	"selector.feature":          "flagd sync selectors choosing a flag source; pennon selects by environment (config store tests)",
+	"sync-payload.feature":      "metadata of flagd's sync payload; pennon's sync carries SnapshotRecord/Changeset (config/wire.go)",
+}
+
 // skippedSteps are provider steps about flagd's own transport and options,
 // which pennon (an OFREP sidecar) does not have.
-var skippedSteps = []string{"an option", "a metadata flagd provider"}
+var skippedSteps = []string{"an option"}
 
 // harmlessSteps are provider setup steps that do not change evaluation.
 var harmlessSteps = []string{
 	`Given an option "cache" of type "CacheType" with value "disabled"`,
+	"Given an evaluator",
+	"Given a stable flagd provider",
+	"And a stable flagd provider",
+	"And a metadata flagd provider",
 }
+
+// reSelector is flagd's "selector" option: which flag file a provider syncs.
+// "flags/allFlags.json" is the merge of every provider flag file (the suite's
+// snapshot); "rawflags/NAME" is flags/NAME on its own.
+var reSelector = regexp.MustCompile(`^(?:Given|And) an option "selector" of type "String" with value "(.*)"$`)
 
 type scenario struct {
 	file, name string
@@ -170,6 +196,7 @@ func loadLenient(t *testing.T, files ...string) (*evaluator.Snapshot, map[string
 	merged := map[string]any{}
 	flags := map[string]any{}
 	evs := map[string]any{}
+	meta := map[string]any{}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -187,8 +214,13 @@ func loadLenient(t *testing.T, files ...string) (*evaluator.Snapshot, map[string
 				evs[k] = v
 			}
 		}
+		if m, ok := doc["metadata"].(map[string]any); ok {
+			for k, v := range m {
+				meta[k] = v
+			}
+		}
 	}
-	merged["flags"], merged["$evaluators"] = flags, evs
+	merged["flags"], merged["$evaluators"], merged["metadata"] = flags, evs, meta
 	broken := map[string]bool{}
 	for range 20 {
 		doc, err := Parse(canonicalJSON(merged))
@@ -247,7 +279,7 @@ func TestFlagdTestbed(t *testing.T) {
 		broken   map[string]bool
 	}{
 		{testbed + "/evaluator/gherkin", nil, evalSnap, evalBroken},
-		{testbed + "/gherkin", []string{"evaluation.feature", "targeting.feature", "metadata.feature", "disabled.feature"}, provSnap, provBroken},
+		{testbed + "/gherkin", runProviderFeatures(t, testbed+"/gherkin"), provSnap, provBroken},
 	}
 	ran, skipped := 0, map[string]int{}
 	for _, suite := range suites {
@@ -262,6 +294,7 @@ func TestFlagdTestbed(t *testing.T) {
 			for _, sc := range parseFeature(t, suite.dir+"/"+file) {
 				if why := skipReason(sc); why != "" {
 					skipped[why]++
+					t.Logf("skip %s/%s: %s", sc.file, sc.name, why)
 					continue
 				}
 				ran++
@@ -269,10 +302,35 @@ func TestFlagdTestbed(t *testing.T) {
 			}
 		}
 	}
-	if ran < 100 {
+	if ran < 257 {
 		t.Errorf("only %d scenarios ran; the test bed parser is probably broken", ran)
 	}
 	t.Logf("ran %d scenarios; skipped: %v", ran, skipped)
+}
+
+// runProviderFeatures returns the provider feature files to run, failing the
+// test for a file that providerFeatures does not account for.
+func runProviderFeatures(t *testing.T, dir string) []string {
+	t.Helper()
+	matches, err := filepath.Glob(dir + "/*.feature")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var run []string
+	for _, m := range matches {
+		name := filepath.Base(m)
+		why, listed := providerFeatures[name]
+		switch {
+		case !listed:
+			t.Errorf("%s: new provider feature file; add it to providerFeatures (run it, or say why it does not apply)", name)
+		case why == "":
+			run = append(run, name)
+		default:
+			t.Logf("skip %s: %s", name, why)
+		}
+	}
+	sort.Strings(run)
+	return run
 }
 
 func skipReason(sc scenario) string {
@@ -287,7 +345,7 @@ func skipReason(sc scenario) string {
 		}
 	}
 	for _, st := range sc.steps {
-		if contains(harmlessSteps, st) {
+		if contains(harmlessSteps, st) || reSelector.MatchString(st) {
 			continue
 		}
 		for _, s := range skippedSteps {
@@ -307,9 +365,16 @@ func runScenario(t *testing.T, sc scenario, snap *evaluator.Snapshot, broken map
 	var code evaluator.ErrorCode
 	for _, st := range sc.steps {
 		switch {
-		case contains(harmlessSteps, st) || st == "Given an evaluator" || st == "Given a stable flagd provider" || st == "And a stable flagd provider" || st == "When the flag was evaluated with details":
-			if strings.HasPrefix(st, "When") {
-				res, value, code = evalTyped(snap, broken, typ, key, fallback, ctx)
+		case contains(harmlessSteps, st):
+		case st == "When the flag was evaluated with details":
+			res, value, code = evalTyped(snap, broken, typ, key, fallback, ctx)
+		case reSelector.MatchString(st):
+			switch sel := reSelector.FindStringSubmatch(st)[1]; {
+			case sel == "flags/allFlags.json":
+			case strings.HasPrefix(sel, "rawflags/"):
+				snap, broken = loadLenient(t, testbed+"/flags/"+strings.TrimPrefix(sel, "rawflags/"))
+			default:
+				t.Fatalf("unknown selector %q", sel)
 			}
 		case reFlag.MatchString(st):
 			m := reFlag.FindStringSubmatch(st)
@@ -466,5 +531,3 @@ func sameValue(typ string, got any, want string) bool {
 	}
 	return fmt.Sprint(got) == want
 }
-
-var _ = sort.Strings
