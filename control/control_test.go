@@ -1,0 +1,219 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/internal/natsrun"
+)
+
+type fixture struct {
+	base   string
+	tokens map[string]string // role → secret
+	admin  string
+	logs   *observer.ObservedLogs
+	all    []string // every secret handed out
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	srv := natsrun.StartTest(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	store, err := config.OpenStore(ctx, js, config.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := OpenTokens(ctx, js, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.DebugLevel)
+	s, err := New(Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(sctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	f := &fixture{base: "http://" + s.Addr(), tokens: map[string]string{}, logs: logs}
+	admin, _, err := toks.Create(ctx, "root", map[string]string{"*": "admin"}, 0, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.admin = admin
+	f.all = append(f.all, admin)
+	for _, env := range []config.EnvSettings{{Name: "dev"}, {Name: "prod", Protected: true}} {
+		if err := store.CreateEnv(ctx, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, role := range []string{"viewer", "editor", "approver", "admin"} {
+		sec, _, err := toks.Create(ctx, role+"-bot", map[string]string{"dev": role, "prod": role}, 0, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens[role] = sec
+		f.all = append(f.all, sec)
+	}
+	return f
+}
+
+func (f *fixture) do(t *testing.T, token, method, path, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, f.base+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+const flagDef = `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}`
+
+// TestRBACMatrix checks every role against every endpoint in an unprotected
+// and a protected environment.
+func TestRBACMatrix(t *testing.T) {
+	f := setup(t)
+	type ep struct {
+		name, method, path, body string
+		need                     string // weakest role allowed
+		protectedNeed            string // in prod, if different ("" = same; "never" = refused for all roles)
+	}
+	eps := []ep{
+		{"env", "GET", "/api/v1/envs/%s", "", "viewer", ""},
+		{"snapshot", "GET", "/api/v1/envs/%s/snapshot", "", "viewer", ""},
+		{"changesets", "GET", "/api/v1/envs/%s/changesets", "", "viewer", ""},
+		{"flags", "GET", "/api/v1/envs/%s/flags", "", "viewer", ""},
+		{"history", "GET", "/api/v1/envs/%s/history", "", "viewer", ""},
+		{"sidecars", "GET", "/api/v1/envs/%s/sidecars", "", "viewer", ""},
+		{"commit", "POST", "/api/v1/envs/%s/changesets", `{"reason":"r","changes":[{"flag":"f-ROLE","op":"put","definition":` + flagDef + `}]}`, "editor", "never"},
+		{"emergency", "POST", "/api/v1/envs/%s/changesets", `{"reason":"outage","emergency":true,"changes":[{"flag":"e-ROLE","op":"put","definition":` + flagDef + `}]}`, "editor", "approver"},
+		{"put", "PUT", "/api/v1/envs/%s/flags/p-ROLE", `{"definition":` + flagDef + `,"reason":"r"}`, "editor", "never"},
+		{"tokens", "GET", "/api/v1/tokens", "", "admin-star", ""},
+		{"envs.create", "POST", "/api/v1/envs", `{"name":"new-ROLE-ENV"}`, "admin-star", ""},
+	}
+	rank := map[string]int{"": 0, "viewer": 1, "editor": 2, "approver": 3, "admin": 4, "admin-star": 5, "never": 6}
+	for _, env := range []string{"dev", "prod"} {
+		for _, e := range eps {
+			for _, role := range []string{"", "viewer", "editor", "approver", "admin"} {
+				t.Run(fmt.Sprintf("%s/%s/%s", env, e.name, role), func(t *testing.T) {
+					need := e.need
+					if env == "prod" && e.protectedNeed != "" {
+						need = e.protectedNeed
+					}
+					path := e.path
+					if strings.Contains(path, "%s") {
+						path = fmt.Sprintf(path, env)
+					}
+					path = strings.ReplaceAll(path, "ROLE", role+"x")
+					body := strings.ReplaceAll(strings.ReplaceAll(e.body, "ROLE", role+"x"), "ENV", env)
+					code, resp := f.do(t, f.tokens[role], e.method, path, body)
+					switch {
+					case role == "":
+						if code != 401 {
+							t.Fatalf("no token: %d %s", code, resp)
+						}
+					case rank[role] >= rank[need]:
+						if code >= 300 {
+							t.Fatalf("%s should be allowed, got %d %s", role, code, resp)
+						}
+					default:
+						if code != 403 {
+							t.Fatalf("%s should be refused, got %d %s", role, code, resp)
+						}
+					}
+				})
+			}
+		}
+	}
+	// Token secrets and hashes never appear in logs or list responses.
+	_, list := f.do(t, f.admin, "GET", "/api/v1/tokens", "")
+	for _, entry := range f.logs.All() {
+		line := entry.Message + fmt.Sprint(entry.ContextMap())
+		for _, sec := range f.all {
+			_, secret, _ := splitToken(sec)
+			if strings.Contains(line, secret) || strings.Contains(line, hashSecret(secret)) {
+				t.Fatalf("secret leaked into log: %s", line)
+			}
+		}
+	}
+	for _, sec := range f.all {
+		_, secret, _ := splitToken(sec)
+		if strings.Contains(list, hashSecret(secret)) || strings.Contains(list, secret) {
+			t.Fatal("token list exposes a hash or secret")
+		}
+	}
+}
+
+func TestWritesConflictsAndValidation(t *testing.T) {
+	f := setup(t)
+	ed := f.tokens["editor"]
+	code, body := f.do(t, ed, "PUT", "/api/v1/envs/dev/flags/checkout", `{"definition":`+flagDef+`}`)
+	if code != 201 {
+		t.Fatalf("%d %s", code, body)
+	}
+	var cs config.Changeset
+	json.Unmarshal([]byte(body), &cs)
+	// Someone else changes it; our stale write (base 0) conflicts with details.
+	if code, body := f.do(t, f.tokens["admin"], "PUT", "/api/v1/envs/dev/flags/checkout", fmt.Sprintf(`{"definition":%s,"baseVersion":%d}`, strings.Replace(flagDef, `"on"}`, `"off"}`, 1), cs.Version)); code != 201 {
+		t.Fatalf("%d %s", code, body)
+	}
+	code, body = f.do(t, ed, "PUT", "/api/v1/envs/dev/flags/checkout", fmt.Sprintf(`{"definition":%s,"baseVersion":%d}`, flagDef, cs.Version))
+	if code != 409 || !strings.Contains(body, `"currentVersion": 2`) || !strings.Contains(body, "admin-bot") || !strings.Contains(body, `"proposed"`) {
+		t.Fatalf("conflict: %d %s", code, body)
+	}
+	code, body = f.do(t, ed, "PUT", "/api/v1/envs/dev/flags/bad", `{"definition":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"blue"}}`)
+	if code != 422 || !strings.Contains(body, `"path": "flags.bad.defaultVariant"`) {
+		t.Fatalf("validation: %d %s", code, body)
+	}
+	code, body = f.do(t, ed, "POST", "/api/v1/envs/dev/changesets", `{"changes":[],"bogus":1}`)
+	if code != 400 || !strings.Contains(body, `unknown field \"bogus\"`) {
+		t.Fatalf("unknown field: %d %s", code, body)
+	}
+	code, _ = f.do(t, f.admin, "GET", "/api/v1/envs/nope/flags", "")
+	if code != 404 {
+		t.Fatalf("unknown env: %d", code)
+	}
+	// Snapshot ETag: unchanged → 304.
+	req, _ := http.NewRequest("GET", f.base+"/api/v1/envs/dev/snapshot", nil)
+	req.Header.Set("Authorization", "Bearer "+ed)
+	req.Header.Set("If-None-Match", `"2"`)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 304 {
+		t.Fatalf("snapshot If-None-Match: %d", resp.StatusCode)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}

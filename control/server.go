@@ -1,0 +1,275 @@
+// Package control is pennon's control plane: the admin HTTP API over the
+// versioned store, API tokens with roles per environment, and the metrics
+// an operator watches. It is the source of truth sidecars follow; it never
+// evaluates flags for applications.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pennon-dev/pennon/config"
+)
+
+// SidecarLister answers "which sidecars serve which version".
+type SidecarLister interface {
+	List(env string) []config.SidecarReport
+}
+
+// Options configure the control-plane server.
+type Options struct {
+	Addr     string // default 127.0.0.1:8080
+	Store    *config.Store
+	Tokens   *Tokens
+	Logger   *zap.Logger
+	Registry *prometheus.Registry
+	Sidecars SidecarLister // optional
+	// MaxBodyBytes bounds request bodies; default 1 MiB.
+	MaxBodyBytes int64
+}
+
+// Server is the admin API.
+type Server struct {
+	o   Options
+	log *zap.Logger
+	mux *http.ServeMux
+	srv *http.Server
+	ln  net.Listener
+
+	requests  *prometheus.CounterVec
+	commits   *prometheus.CounterVec
+	emergency prometheus.Counter
+}
+
+// New builds the server; Listen and Serve run it.
+func New(o Options) (*Server, error) {
+	if o.Store == nil || o.Tokens == nil {
+		return nil, errors.New("control: Options.Store and Options.Tokens are required")
+	}
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:8080"
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_control_requests_total", Help: "Admin API requests by route and status."}, []string{"route", "code"}),
+		commits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_control_writes_total",
+			Help: "Write attempts by outcome: committed, conflict, invalid, forbidden."}, []string{"env", "outcome"}),
+		emergency: prometheus.NewCounter(prometheus.CounterOpts{Name: "pennon_emergency_changes_total", Help: "Emergency changes applied directly to protected environments."}),
+	}
+	o.Registry.MustRegister(s.requests, s.commits, s.emergency)
+	s.routes()
+	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second}
+	return s, nil
+}
+
+// Handler exposes the router (tests).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Listen binds the address.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.o.Addr)
+	if err != nil {
+		return fmt.Errorf("control: listen %s: %w", s.o.Addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address after Listen.
+func (s *Server) Addr() string {
+	if s.ln != nil {
+		return s.ln.Addr().String()
+	}
+	return s.o.Addr
+}
+
+// Serve runs until ctx ends, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.ln == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	s.log.Info("control plane listening", zap.String("addr", s.Addr()))
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(sctx)
+	<-errc
+	return err
+}
+
+// principal is the authenticated caller of a request.
+type principal struct{ tok *TokenRecord }
+
+type handler func(w http.ResponseWriter, r *http.Request, p principal) error
+
+// apiError is an error with an HTTP status and the JSON error body.
+type apiError struct {
+	Status    int                   `json:"-"`
+	Code      string                `json:"code"`
+	Message   string                `json:"message"`
+	Problems  []problemJSON         `json:"problems,omitempty"`
+	Conflicts []config.FlagConflict `json:"conflicts,omitempty"`
+}
+
+type problemJSON struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func errf(status int, code, format string, args ...any) *apiError {
+	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// route registers pattern with an auth requirement: need is the role
+// required in the request's {env} (or anywhere when the route has none).
+func (s *Server) route(pattern, name string, need Role, h handler) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, code: 200}
+		defer func() { s.requests.WithLabelValues(name, strconv.Itoa(rec.code)).Inc() }()
+		r.Body = http.MaxBytesReader(rec, r.Body, s.o.MaxBodyBytes)
+		var p principal
+		if need != RoleNone {
+			tok, err := s.authenticate(r)
+			if err != nil {
+				writeErr(rec, err)
+				return
+			}
+			p.tok = tok
+			env := r.PathValue("env")
+			have := tok.MaxRole()
+			switch {
+			case env != "":
+				have = tok.RoleIn(env)
+			case need == RoleAdmin:
+				have = tok.RoleIn("*") // global administration needs admin on every env
+			}
+			if have < need {
+				where := "any environment"
+				if env != "" {
+					where = "environment " + env
+				}
+				s.log.Info("access denied", zap.String("token", tok.ID), zap.String("route", name), zap.String("env", env), zap.String("need", need.String()))
+				writeErr(rec, errf(http.StatusForbidden, "forbidden", "token %s (%s) has role %s in %s; %s needs %s", tok.ID, tok.Name, have, where, name, need))
+				return
+			}
+		}
+		if err := h(rec, r, p); err != nil {
+			writeErr(rec, err)
+		}
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }
+
+func (s *Server) authenticate(r *http.Request) (*TokenRecord, error) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || tok == "" {
+		return nil, errf(http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer <token>")
+	}
+	rec, err := s.o.Tokens.Authenticate(r.Context(), strings.TrimSpace(tok))
+	if err != nil {
+		return nil, errf(http.StatusUnauthorized, "unauthorized", "%v", err)
+	}
+	return rec, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	var ae *apiError
+	var ve *config.ValidationError
+	var ce *config.ConflictError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &ve):
+		ae = &apiError{Status: http.StatusUnprocessableEntity, Code: "validation", Message: fmt.Sprintf("the change would make the flag set invalid (%d problems); nothing was changed", len(ve.Problems))}
+		for _, p := range ve.Problems {
+			ae.Problems = append(ae.Problems, problemJSON{Path: p.Path, Reason: p.Reason})
+		}
+	case errors.As(err, &ce):
+		ae = &apiError{Status: http.StatusConflict, Code: "conflict", Message: ce.Error() + " re-read the flags and retry with the current versions as baseVersion", Conflicts: ce.Conflicts}
+	case errors.Is(err, config.ErrEnvNotFound):
+		ae = errf(http.StatusNotFound, "not_found", "environment not found")
+	case errors.Is(err, config.ErrVersionNotFound):
+		ae = errf(http.StatusNotFound, "not_found", "%v", err)
+	case errors.As(err, &mbe):
+		ae = errf(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes", mbe.Limit)
+	default:
+		ae = errf(http.StatusInternalServerError, "internal", "%v", err)
+	}
+	_ = writeJSON(w, ae.Status, map[string]any{"error": ae})
+}
+
+// decodeBody decodes a JSON body strictly (unknown fields are errors).
+func decodeBody(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return errf(http.StatusUnsupportedMediaType, "bad_request", "content type %q: send application/json", ct)
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		if errors.Is(err, io.EOF) {
+			return errf(http.StatusBadRequest, "bad_request", "request body is empty; send a JSON object")
+		}
+		return errf(http.StatusBadRequest, "bad_request", "request body: %v", err)
+	}
+	return nil
+}
+
+func queryUint(r *http.Request, name string) (uint64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, errf(http.StatusBadRequest, "bad_request", "query %s=%q: must be a non-negative integer", name, v)
+	}
+	return n, nil
+}
