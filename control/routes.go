@@ -334,4 +334,3 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p principal
 	s.log.Info("token revoked", zap.String("id", id), zap.String("by", p.tok.ID))
 	return writeJSON(w, 200, map[string]any{"revoked": id})
 }
-
