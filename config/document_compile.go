@@ -1,0 +1,115 @@
+package config
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/pennon-dev/pennon/evaluator"
+)
+
+// Compile builds the evaluator snapshot for this document at version.
+func (d *Document) Compile(version uint64) (*evaluator.Snapshot, error) {
+	specs, problems := d.specs()
+	if len(problems) > 0 {
+		return nil, &ValidationError{Problems: problems}
+	}
+	s, ps := evaluator.NewSnapshot(version, specs, evaluator.SnapshotOptions{})
+	if ps != nil {
+		return nil, &ValidationError{Problems: ps}
+	}
+	return s, nil
+}
+
+// specs converts the document into evaluator input, resolving $ref.
+func (d *Document) specs() ([]evaluator.FlagSpec, []evaluator.Problem) {
+	var problems []evaluator.Problem
+	evs := map[string]any{}
+	for name, raw := range d.evaluators {
+		var v any
+		_ = decodeJSON(raw, &v)
+		evs[name] = v
+	}
+	specs := make([]evaluator.FlagSpec, 0, len(d.flags))
+	for _, key := range d.FlagKeys() {
+		f := d.flags[key]
+		sp := evaluator.FlagSpec{Key: key, Disabled: f.State == "DISABLED", Prerequisites: f.Prerequisites, SafeVariant: f.SafeVariant}
+		names := make([]string, 0, len(f.Variants))
+		for n := range f.Variants {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			var v any
+			_ = decodeJSON(f.Variants[n], &v)
+			sp.Variants = append(sp.Variants, evaluator.VariantSpec{Name: n, Value: v})
+		}
+		if f.DefaultVariant != nil {
+			sp.DefaultVariant, sp.HasDefaultVariant = *f.DefaultVariant, true
+		}
+		if len(f.Targeting) > 0 {
+			var t any
+			_ = decodeJSON(f.Targeting, &t)
+			resolved, ps := resolveRefs(t, evs, "flags."+key+".targeting", nil)
+			problems = append(problems, ps...)
+			sp.Targeting = resolved
+		}
+		if len(d.metadata) > 0 || len(f.Metadata) > 0 {
+			sp.Metadata = make(map[string]any, len(d.metadata)+len(f.Metadata))
+			for k, v := range d.metadata {
+				sp.Metadata[k] = v
+			}
+			for k, v := range f.Metadata {
+				sp.Metadata[k] = v
+			}
+		}
+		switch f.Propagation {
+		case PropagationAlwaysFresh:
+			sp.Propagation = evaluator.AlwaysFresh
+		case PropagationBackgroundRefresh:
+			sp.Propagation = evaluator.BackgroundRefresh
+		}
+		if f.FailMode == FailModeClosed {
+			sp.FailMode = evaluator.FailClosed
+		}
+		specs = append(specs, sp)
+	}
+	return specs, problems
+}
+
+// resolveRefs substitutes {"$ref": "name"} with $evaluators[name],
+// recursively, rejecting unknown names and reference cycles.
+func resolveRefs(v any, evs map[string]any, path string, stack []string) (any, []evaluator.Problem) {
+	switch x := v.(type) {
+	case map[string]any:
+		if ref, ok := x["$ref"]; ok && len(x) == 1 {
+			name, _ := ref.(string)
+			rule, ok := evs[name]
+			if !ok {
+				return nil, []evaluator.Problem{{Path: "$evaluators." + name, Reason: "referenced but not defined (at " + path + ")"}}
+			}
+			if contains(stack, name) {
+				return nil, []evaluator.Problem{{Path: "$evaluators." + name, Reason: "reference cycle " + strings.Join(append(stack, name), " → ")}}
+			}
+			return resolveRefs(rule, evs, "$evaluators."+name, append(stack, name))
+		}
+		out := make(map[string]any, len(x))
+		var problems []evaluator.Problem
+		for k, e := range x {
+			r, ps := resolveRefs(e, evs, path+"."+k, stack)
+			out[k] = r
+			problems = append(problems, ps...)
+		}
+		return out, problems
+	case []any:
+		out := make([]any, len(x))
+		var problems []evaluator.Problem
+		for i, e := range x {
+			r, ps := resolveRefs(e, evs, fmt.Sprintf("%s[%d]", path, i), stack)
+			out[i] = r
+			problems = append(problems, ps...)
+		}
+		return out, problems
+	}
+	return v, nil
+}

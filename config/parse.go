@@ -1,0 +1,283 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/pennon-dev/pennon/evaluator"
+)
+
+var flagKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$`)
+
+var (
+	topLevelFields = []string{"$schema", "$evaluators", "flags", "metadata"}
+	flagFields     = []string{"defaultVariant", "description", "expires", "failMode", "metadata", "owner",
+		"prerequisites", "propagation", "retirement", "safeVariant", "state", "systems", "targeting", "variants"}
+)
+
+// parser accumulates problems while reading a document.
+type parser struct {
+	problems []evaluator.Problem
+}
+
+func (p *parser) add(path, format string, args ...any) {
+	p.problems = append(p.problems, evaluator.Problem{Path: path, Reason: fmt.Sprintf(format, args...)})
+}
+
+// decodeJSON decodes with numbers kept as written (json.Number).
+func decodeJSON(data []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return fmt.Errorf("unexpected data after the JSON document")
+	}
+	return nil
+}
+
+func jsonTypeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "boolean"
+	case json.Number, float64:
+		return "number"
+	case string:
+		return "string"
+	case []any:
+		return "array"
+	case map[string]any:
+		return "object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func unknownFields(m map[string]json.RawMessage, allowed []string) []string {
+	var out []string
+	for k := range m {
+		if !contains(allowed, k) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Parse reads and fully validates a flag document (unknown fields, types,
+// variants, default/safe variants, $ref, prerequisites and cycles, targeting
+// compilation). Any problem gives a *ValidationError listing all of them.
+func Parse(data []byte) (*Document, error) {
+	var p parser
+	var top map[string]json.RawMessage
+	if err := decodeJSON(data, &top); err != nil {
+		return nil, &ValidationError{Problems: []evaluator.Problem{{Path: "", Reason: "not a JSON object: " + err.Error()}}}
+	}
+	if top == nil {
+		return nil, &ValidationError{Problems: []evaluator.Problem{{Reason: "document must be a JSON object"}}}
+	}
+	doc := &Document{flags: map[string]*FlagDoc{}, evaluators: map[string]json.RawMessage{}}
+	if u := unknownFields(top, topLevelFields); len(u) > 0 {
+		p.add("", "unknown field(s) %s (allowed: %s)", strings.Join(u, ", "), strings.Join(topLevelFields, ", "))
+	}
+	if raw, ok := top["$schema"]; ok {
+		if err := json.Unmarshal(raw, &doc.schema); err != nil {
+			p.add("$schema", "must be a string")
+		}
+	}
+	if raw, ok := top["metadata"]; ok {
+		doc.metadata = p.metadata(raw, "metadata")
+	}
+	if raw, ok := top["$evaluators"]; ok {
+		var evs map[string]any
+		if err := decodeJSON(raw, &evs); err != nil || evs == nil {
+			p.add("$evaluators", "must be an object of named rules")
+		}
+		for name, rule := range evs {
+			doc.evaluators[name] = canonicalJSON(rule)
+		}
+	}
+	raw, ok := top["flags"]
+	if !ok {
+		p.add("flags", "required: the document must have a flags object")
+	} else {
+		var flags map[string]json.RawMessage
+		if err := decodeJSON(raw, &flags); err != nil || flags == nil {
+			p.add("flags", "must be an object mapping flag keys to definitions")
+		}
+		for key, def := range flags {
+			if f := p.flag(key, def); f != nil {
+				doc.flags[key] = f
+			}
+		}
+	}
+	if len(p.problems) == 0 {
+		p.problems = append(p.problems, doc.check()...)
+	} else {
+		// Still report semantic problems of the flags that did parse, but not
+		// the echoes of flags that were dropped (e.g. missing prerequisites).
+		for _, pr := range doc.check() {
+			if !strings.Contains(pr.Reason, "does not exist") {
+				p.problems = append(p.problems, pr)
+			}
+		}
+	}
+	if len(p.problems) > 0 {
+		sortProblems(p.problems)
+		return nil, &ValidationError{Problems: dedupe(p.problems)}
+	}
+	return doc, nil
+}
+
+func (p *parser) metadata(raw json.RawMessage, path string) map[string]any {
+	var m map[string]any
+	if err := decodeJSON(raw, &m); err != nil || m == nil {
+		p.add(path, "must be an object of string, number or boolean values")
+		return nil
+	}
+	for k, v := range m {
+		switch v.(type) {
+		case string, bool, json.Number:
+		default:
+			p.add(path+"."+k, "metadata values must be string, number or boolean, got %s", jsonTypeName(v))
+		}
+	}
+	return m
+}
+
+// flag parses one flag definition; nil when it is unusable.
+func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
+	base := "flags." + key
+	before := len(p.problems)
+	if !flagKeyPattern.MatchString(key) {
+		p.add(base, "invalid flag key %q: use letters, digits, '_', '-' and '.', at most 200 characters", key)
+	}
+	var m map[string]json.RawMessage
+	if err := decodeJSON(def, &m); err != nil || m == nil {
+		p.add(base, "a flag definition must be a JSON object")
+		return nil
+	}
+	if u := unknownFields(m, flagFields); len(u) > 0 {
+		p.add(base, "unknown field(s) %s (allowed: %s)", strings.Join(u, ", "), strings.Join(flagFields, ", "))
+	}
+	f := &FlagDoc{}
+	str := func(field string, dst *string) {
+		if raw, ok := m[field]; ok {
+			if err := json.Unmarshal(raw, dst); err != nil {
+				p.add(base+"."+field, "must be a string")
+			}
+		}
+	}
+	str("state", &f.State)
+	switch f.State {
+	case "ENABLED", "DISABLED":
+	case "":
+		if _, ok := m["state"]; !ok {
+			p.add(base+".state", "required (ENABLED or DISABLED)")
+		} else {
+			p.add(base+".state", `"" is not allowed (allowed: ENABLED, DISABLED)`)
+		}
+	default:
+		p.add(base+".state", "%q is not allowed (allowed: ENABLED, DISABLED)", f.State)
+	}
+	if raw, ok := m["variants"]; !ok {
+		p.add(base+".variants", "required: an object of named variant values")
+	} else {
+		var vs map[string]any
+		if err := decodeJSON(raw, &vs); err != nil || vs == nil {
+			p.add(base+".variants", "must be an object of named variant values")
+		} else {
+			f.Variants = make(map[string]json.RawMessage, len(vs))
+			for n, v := range vs {
+				if v == nil {
+					p.add(base+".variants."+n, "a variant value must not be null")
+					continue
+				}
+				f.Variants[n] = canonicalJSON(v)
+			}
+			if len(vs) == 0 {
+				p.add(base+".variants", "a flag needs at least one variant")
+			}
+		}
+	}
+	if raw, ok := m["defaultVariant"]; ok && string(raw) != "null" {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			p.add(base+".defaultVariant", "must be a variant name (string) or null")
+		} else {
+			f.DefaultVariant = &s
+		}
+	}
+	if raw, ok := m["targeting"]; ok {
+		var t any
+		if err := decodeJSON(raw, &t); err != nil {
+			p.add(base+".targeting", "must be a JSON Logic rule")
+		} else if _, isObj := t.(map[string]any); !isObj && t != nil {
+			p.add(base+".targeting", "must be a JSON Logic rule object, got %s", jsonTypeName(t))
+		} else if t != nil {
+			f.Targeting = canonicalJSON(t)
+		}
+	}
+	if raw, ok := m["metadata"]; ok {
+		f.Metadata = p.metadata(raw, base+".metadata")
+	}
+	str("owner", &f.Owner)
+	str("description", &f.Description)
+	str("retirement", &f.Retirement)
+	str("expires", &f.Expires)
+	if f.Expires != "" {
+		if _, err := parseExpires(f.Expires); err != nil {
+			p.add(base+".expires", "%q is not an RFC 3339 date (2026-12-31) or date-time (2026-12-31T23:59:59Z)", f.Expires)
+		}
+	}
+	if raw, ok := m["systems"]; ok {
+		if err := json.Unmarshal(raw, &f.Systems); err != nil {
+			p.add(base+".systems", "must be a list of system names (strings)")
+		}
+		for i, s := range f.Systems {
+			if strings.TrimSpace(s) == "" {
+				p.add(fmt.Sprintf("%s.systems[%d]", base, i), "must not be empty")
+			}
+		}
+	}
+	if raw, ok := m["prerequisites"]; ok {
+		if err := json.Unmarshal(raw, &f.Prerequisites); err != nil {
+			p.add(base+".prerequisites", "must be an object mapping flag keys to the variant they must evaluate to")
+		}
+	}
+	str("propagation", &f.Propagation)
+	switch f.Propagation {
+	case "", PropagationCacheFirst, PropagationAlwaysFresh, PropagationBackgroundRefresh:
+	default:
+		p.add(base+".propagation", "%q is not allowed (allowed: always-fresh, background-refresh, cache-first)", f.Propagation)
+	}
+	str("failMode", &f.FailMode)
+	switch f.FailMode {
+	case "", FailModeOpen, FailModeClosed:
+	default:
+		p.add(base+".failMode", "%q is not allowed (allowed: closed, open)", f.FailMode)
+	}
+	str("safeVariant", &f.SafeVariant)
+	if f.FailMode == FailModeClosed && f.SafeVariant == "" {
+		p.add(base+".safeVariant", "required when failMode is closed (the variant served when freshness cannot be established)")
+	}
+	if len(p.problems) > before && len(f.Variants) == 0 {
+		return nil // nothing left to check it with
+	}
+	return f
+}
