@@ -22,6 +22,9 @@ func init() {
 // sidecarOptions are the sidecar's settings.
 type sidecarOptions struct {
 	addr, file, logFormat, logLevel string
+	// remote mode
+	env, server, natsURL, token, stateDir, defaults string
+	poll                                            time.Duration
 	allowRemote                     bool
 	maxBody                         int
 	cacheMB                         int
@@ -35,7 +38,14 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			"and the previous flags keep serving (see /v1/status).", stderr)
 	var o sidecarOptions
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8016", "listen address (loopback unless --allow-remote)")
-	fs.StringVar(&o.file, "file", "", "flag document to serve (flagd JSON format)")
+	fs.StringVar(&o.file, "file", "", "flag document to serve (flagd JSON format); or use --env for remote mode")
+	fs.StringVar(&o.env, "env", "", "remote mode: environment to follow")
+	fs.StringVar(&o.server, "server", "http://127.0.0.1:8080", "remote mode: control plane URL")
+	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "remote mode: NATS URL for pushed changes (empty: poll only)")
+	fs.StringVar(&o.token, "token", "", "remote mode: API token (a viewer token is enough)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "remote mode: directory for the last-known-good copy")
+	fs.StringVar(&o.defaults, "defaults", "", "remote mode: secure defaults flag file, served when nothing else is available")
+	fs.DurationVar(&o.poll, "poll-interval", 5*time.Second, "remote mode: polling interval when push is down (± 20% jitter)")
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow listening on a non-loopback address")
 	fs.IntVar(&o.maxBody, "max-body-bytes", 64<<10, "largest accepted request body")
 	fs.IntVar(&o.cacheMB, "cache-mb", 16, "response cache size in MiB (0 disables)")
@@ -52,8 +62,13 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
-	if o.file == "" {
-		return fmt.Errorf("--file is required: the flag document to serve (try examples/checkout.json)")
+	switch {
+	case o.file != "" && o.env != "":
+		return fmt.Errorf("--file and --env exclude each other: serve a file, or follow an environment")
+	case o.file == "" && o.env == "":
+		return fmt.Errorf("--file is required: the flag document to serve (try examples/checkout.json), or --env ENV --server URL --token T for remote mode")
+	case o.env != "" && o.token == "":
+		return fmt.Errorf("--token is required in remote mode (a viewer token for environment %s)", o.env)
 	}
 	return serveSidecar(ctx, o, log, nil)
 }
@@ -63,7 +78,7 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready chan<- string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	src, err := flagsync.NewFileSource(flagsync.FileOptions{Path: o.file, Interval: o.reload, Logger: log, Registry: reg})
+	src, run, name, err := sidecarSource(o, log, reg)
 	if err != nil {
 		return err
 	}
@@ -71,7 +86,7 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 	if o.cacheMB == 0 {
 		cache = -1
 	}
-	srv, err := proxy.New(proxy.Options{Addr: o.addr, AllowRemote: o.allowRemote, Source: src, SourceName: "file:" + o.file,
+	srv, err := proxy.New(proxy.Options{Addr: o.addr, AllowRemote: o.allowRemote, Source: src, SourceName: name,
 		Logger: log, Registry: reg, MaxBodyBytes: o.maxBody, CacheBytes: cache, DrainTimeout: o.drain})
 	if err != nil {
 		return err
@@ -85,9 +100,32 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 	var wg sync.WaitGroup
 	wctx, stopWatch := context.WithCancel(ctx)
 	wg.Add(1)
-	go func() { defer wg.Done(); src.Run(wctx) }()
+	go func() { defer wg.Done(); run(wctx) }()
 	err = srv.Serve(ctx)
 	stopWatch()
 	wg.Wait()
 	return err
+}
+
+// sidecarSource picks the flag source: a watched file, or an environment
+// followed through the control plane and NATS.
+func sidecarSource(o sidecarOptions, log *zap.Logger, reg prometheus.Registerer) (proxy.Source, func(context.Context), string, error) {
+	if o.env == "" {
+		src, err := flagsync.NewFileSource(flagsync.FileOptions{Path: o.file, Interval: o.reload, Logger: log, Registry: reg})
+		if err != nil {
+			return nil, nil, "", err
+		}
+		return src, src.Run, "file:" + o.file, nil
+	}
+	r, err := flagsync.NewRemote(flagsync.RemoteOptions{Env: o.env, ServerURL: o.server, NATSURL: o.natsURL, Token: o.token,
+		StateDir: o.stateDir, Defaults: o.defaults, PollInterval: o.poll, Logger: log, Registry: reg})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	run := func(ctx context.Context) {
+		if err := r.Run(ctx); err != nil {
+			log.Error("sync stopped", zap.Error(err))
+		}
+	}
+	return r, run, "env:" + o.env + "@" + o.server, nil
 }

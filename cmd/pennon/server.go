@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/control"
+	"github.com/pennon-dev/pennon/internal/natsrun"
+	flagsync "github.com/pennon-dev/pennon/sync"
+)
+
+func init() {
+	register(command{name: "server", summary: "run the control plane (admin API + versioned store on NATS JetStream)", run: runServer})
+}
+
+// serverOptions are the control plane's settings.
+type serverOptions struct {
+	addr, data, natsURL, natsAddr string
+	replicas, snapshotEvery       int
+	adminTokenFile                string
+	envs                          []string // name or name:protected
+	heartbeat                     time.Duration
+	logFormat, logLevel           string
+}
+
+// runningServer is a started control plane. Close stops it and waits.
+type runningServer struct {
+	NATS       *server.Server // nil with an external cluster
+	NATSURL    string
+	Conn       *nats.Conn
+	Store      *config.Store
+	Tokens     *control.Tokens
+	API        *control.Server
+	AdminToken string // set only when created on this start
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	errc       chan error
+}
+
+// Close stops the API, heartbeats and NATS, in that order, and waits.
+func (r *runningServer) Close() error {
+	r.cancel()
+	r.wg.Wait()
+	err := <-r.errc
+	if r.Conn != nil {
+		_ = r.Conn.Drain()
+	}
+	if r.NATS != nil {
+		r.NATS.Shutdown()
+		r.NATS.WaitForShutdown()
+	}
+	return err
+}
+
+// startServer starts NATS (embedded unless natsURL is set), the store, the
+// admin API, heartbeats and the sidecar registry.
+func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runningServer, error) {
+	rs := &runningServer{errc: make(chan error, 1)}
+	url := o.natsURL
+	if url == "" {
+		host, port, err := splitHostPortNumber(o.natsAddr)
+		if err != nil {
+			return nil, fmt.Errorf("nats-addr: %w", err)
+		}
+		if err := os.MkdirAll(o.data, 0o700); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		ns, err := natsrun.Start(natsrun.Options{DataDir: filepath.Join(o.data, "jetstream"), Host: host, Port: port, SyncAlways: true, ServerName: "pennon"})
+		if err != nil {
+			return nil, err
+		}
+		rs.NATS, url = ns, ns.ClientURL()
+		log.Info("embedded NATS JetStream started", zap.String("url", url), zap.String("data", o.data), zap.Bool("syncAlways", true))
+	}
+	rs.NATSURL = url
+	fail := func(err error) (*runningServer, error) {
+		if rs.Conn != nil {
+			rs.Conn.Close()
+		}
+		if rs.NATS != nil {
+			rs.NATS.Shutdown()
+			rs.NATS.WaitForShutdown()
+		}
+		return nil, err
+	}
+	nc, err := nats.Connect(url, nats.Name("pennon-control"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fail(fmt.Errorf("connect to NATS at %s: %w", url, err))
+	}
+	rs.Conn = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fail(err)
+	}
+	if rs.Store, err = config.OpenStore(ctx, js, config.StoreOptions{Replicas: o.replicas, SnapshotEvery: o.snapshotEvery, Logger: log}); err != nil {
+		return fail(err)
+	}
+	if rs.Tokens, err = control.OpenTokens(ctx, js, o.replicas, nil); err != nil {
+		return fail(err)
+	}
+	if err := ensureAdminToken(ctx, rs, o, log); err != nil {
+		return fail(err)
+	}
+	for _, spec := range o.envs {
+		name, prot := strings.CutSuffix(spec, ":protected")
+		err := rs.Store.CreateEnv(ctx, config.EnvSettings{Name: name, Protected: prot})
+		if err != nil && !errors.Is(err, config.ErrEnvExists) {
+			return fail(fmt.Errorf("env %s: %w", spec, err))
+		}
+	}
+	reg, err := flagsync.NewRegistry(nc)
+	if err != nil {
+		return fail(err)
+	}
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	api, err := control.New(control.Options{Addr: o.addr, Store: rs.Store, Tokens: rs.Tokens, Logger: log, Registry: promReg, Sidecars: reg})
+	if err != nil {
+		return fail(err)
+	}
+	if err := api.Listen(); err != nil {
+		return fail(err)
+	}
+	rs.API = api
+	runCtx, cancel := context.WithCancel(context.Background())
+	rs.cancel = cancel
+	rs.wg.Add(1)
+	go func() { defer rs.wg.Done(); flagsync.RunHeartbeats(runCtx, nc, rs.Store, o.heartbeat, log) }()
+	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close() }()
+	return rs, nil
+}
+
+// ensureAdminToken imports the operator's admin token, or creates one on
+// the very first start and hands it back to be printed once.
+func ensureAdminToken(ctx context.Context, rs *runningServer, o serverOptions, log *zap.Logger) error {
+	admin := map[string]string{"*": "admin"}
+	if tok := os.Getenv("PENNON_ADMIN_TOKEN"); tok != "" {
+		return rs.Tokens.Import(ctx, strings.TrimSpace(tok), "admin", admin)
+	}
+	if o.adminTokenFile != "" {
+		if b, err := os.ReadFile(o.adminTokenFile); err == nil {
+			return rs.Tokens.Import(ctx, strings.TrimSpace(string(b)), "admin", admin)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("admin-token-file: %w", err)
+		}
+	}
+	empty, err := rs.Tokens.Empty(ctx)
+	if err != nil || !empty {
+		return err
+	}
+	tok, info, err := rs.Tokens.Create(ctx, "admin", admin, 0, "bootstrap")
+	if err != nil {
+		return err
+	}
+	rs.AdminToken = tok
+	log.Info("admin token created on first start (printed once on stdout, stored only as a hash)", zap.String("id", info.ID))
+	if o.adminTokenFile != "" {
+		if err := os.WriteFile(o.adminTokenFile, []byte(tok+"\n"), 0o600); err != nil {
+			return fmt.Errorf("admin-token-file: %w", err)
+		}
+	}
+	return nil
+}
+
+func splitHostPortNumber(addr string) (string, int, error) {
+	i := strings.LastIndex(addr, ":")
+	if i < 0 {
+		return "", 0, fmt.Errorf("%q: want host:port", addr)
+	}
+	var port int
+	if _, err := fmt.Sscanf(addr[i+1:], "%d", &port); err != nil {
+		return "", 0, fmt.Errorf("%q: bad port", addr)
+	}
+	return addr[:i], port, nil
+}
+
+// listFlag collects a repeated string flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
+		}
+	}
+	return nil
+}
+
+
+func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("server", "pennon server [--addr 127.0.0.1:8080] [--data ./pennon-data] [--env dev --env production:protected]",
+		"Runs the control plane: the admin API and the versioned flag store. By default it embeds a\n"+
+			"NATS JetStream server (fsync on every write) with its data in --data; --nats-url uses an\n"+
+			"external cluster instead. On first start it prints an admin token once.", stderr)
+	var o serverOptions
+	var envs listFlag
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "admin API listen address")
+	fs.StringVar(&o.data, "data", "./pennon-data", "data directory for the embedded NATS JetStream store")
+	fs.StringVar(&o.natsURL, "nats-url", "", "external NATS JetStream cluster URL (disables the embedded server)")
+	fs.StringVar(&o.natsAddr, "nats-addr", "127.0.0.1:4222", "where the embedded NATS server listens for sidecars")
+	fs.IntVar(&o.replicas, "replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
+	fs.IntVar(&o.snapshotEvery, "snapshot-every", 20, "write a full snapshot every N changesets")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "read the admin token from this file (or write the generated one there)")
+	fs.Var(&envs, "env", "environment to create if missing (repeatable; name or name:protected)")
+	fs.DurationVar(&o.heartbeat, "heartbeat", time.Second, "heartbeat interval (freshness leases)")
+	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.String("config", "", "YAML file with any of these settings")
+	if err := parseSettings(fs, args); err != nil {
+		return err
+	}
+	o.envs = envs
+	log, err := newLogger(o.logFormat, o.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync() //nolint:errcheck
+	rs, err := startServer(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	if rs.AdminToken != "" {
+		fmt.Fprintf(stdout, "Admin token (shown once, stored only as a hash):\n  %s\n", rs.AdminToken)
+	}
+	fmt.Fprintf(stdout, "Control plane: http://%s   NATS: %s\n", rs.API.Addr(), rs.NATSURL)
+	<-ctx.Done()
+	log.Info("shutting down")
+	return rs.Close()
+}

@@ -1,0 +1,624 @@
+package flagsync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/evaluator"
+)
+
+// Sync states, the rungs of the degradation ladder, best first.
+const (
+	StateStarting = "starting"
+	StatePush     = "push"     // NATS live and current
+	StatePolling  = "polling"  // NATS down or silent: polling the control plane
+	StateDisk     = "disk"     // serving the last known good copy from disk
+	StateDefaults = "defaults" // serving the secure defaults file
+)
+
+// RemoteOptions configure a Remote.
+type RemoteOptions struct {
+	Env       string // required
+	ServerURL string // control plane, e.g. http://127.0.0.1:8080; required
+	NATSURL   string // e.g. nats://127.0.0.1:4222; empty: polling only
+	Token     string // API token (a viewer token is enough)
+	StateDir  string // where the last-known-good copy lives; empty: none
+	Defaults  string // secure defaults flag file; optional
+	ID        string // this sidecar's name in reports; default hostname:pid
+
+	PollInterval   time.Duration // when push is down; default 5s (± 20% jitter)
+	ReconcileEvery time.Duration // full check even while push works; default 30s
+	// SilenceAfter: no heartbeat for this long means push is broken;
+	// default 3s (three missed heartbeats).
+	SilenceAfter time.Duration
+	// LeaseFor: how long a matching heartbeat vouches for freshness; default 3s.
+	LeaseFor time.Duration
+	// RefreshTTL: background-refresh flags trigger a refresh when the local
+	// copy is older than this; default 30s.
+	RefreshTTL  time.Duration
+	HTTPTimeout time.Duration // default 2s
+	Logger      *zap.Logger
+	Registry    prometheus.Registerer
+}
+
+// Remote keeps a sidecar's flag set in step with the control plane: pushed
+// changesets over NATS (in version order, gaps caught up before anything
+// newer is applied), polling with jitter when push breaks, the last known
+// good copy on disk when the control plane is unreachable, and secure
+// defaults when there is nothing else. It implements proxy.Source,
+// proxy.FreshSource and proxy.StatusSource.
+type Remote struct {
+	evaluator.Holder
+	o       RemoteOptions
+	log     *zap.Logger
+	http    *http.Client
+	breaker *Breaker
+
+	mu          sync.Mutex // guards everything below and serialises installs
+	state       string
+	doc         *config.Document
+	rec         *config.SnapshotRecord
+	lastSync    time.Time // last time we confirmed we were current
+	lastHB      time.Time
+	leaseUntil  time.Time
+	lastErr     string
+	natsUp      bool
+	transitions map[string]int
+
+	kick chan struct{} // asks the loop for an immediate poll
+
+	mState    *prometheus.GaugeVec
+	mVersion  prometheus.Gauge
+	mDelay    prometheus.Histogram
+	mApplied  *prometheus.CounterVec
+	mGaps     prometheus.Counter
+	mFailures prometheus.Counter
+}
+
+// NewRemote validates o.
+func NewRemote(o RemoteOptions) (*Remote, error) {
+	if o.Env == "" || o.ServerURL == "" {
+		return nil, errors.New("remote sync: Env and ServerURL are required")
+	}
+	if _, err := url.Parse(o.ServerURL); err != nil {
+		return nil, fmt.Errorf("remote sync: server URL: %w", err)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.PollInterval, 5*time.Second)
+	def(&o.ReconcileEvery, 30*time.Second)
+	def(&o.SilenceAfter, 3*time.Second)
+	def(&o.LeaseFor, 3*time.Second)
+	def(&o.RefreshTTL, 30*time.Second)
+	def(&o.HTTPTimeout, 2*time.Second)
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.ID == "" {
+		h, _ := os.Hostname()
+		o.ID = h + ":" + strconv.Itoa(os.Getpid())
+	}
+	r := &Remote{o: o, log: o.Logger.With(zap.String("env", o.Env)), http: &http.Client{Timeout: o.HTTPTimeout},
+		breaker: &Breaker{Base: o.PollInterval / 4, Max: 4 * o.PollInterval}, state: StateStarting,
+		transitions: map[string]int{}, kick: make(chan struct{}, 1),
+		mState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pennon_sync_state", Help: "1 for the current sync state (push, polling, disk, defaults, starting)."}, []string{"state"}),
+		mVersion: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pennon_sync_version", Help: "Flag-set version this sidecar serves."}),
+		mDelay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pennon_propagation_delay_seconds", Help: "Commit time to applied here.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
+		mApplied:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_sync_applied_total", Help: "Versions applied, by how they arrived."}, []string{"via"}),
+		mGaps:     prometheus.NewCounter(prometheus.CounterOpts{Name: "pennon_sync_gaps_total", Help: "Gaps detected in the pushed changeset sequence."}),
+		mFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "pennon_sync_failures_total", Help: "Failed calls to the control plane."}),
+	}
+	if o.Registry != nil {
+		o.Registry.MustRegister(r.mState, r.mVersion, r.mDelay, r.mApplied, r.mGaps, r.mFailures)
+	}
+	r.setStateLocked(StateStarting, "")
+	return r, nil
+}
+
+// setStateLocked records a ladder transition, logged once per change.
+func (r *Remote) setStateLocked(state, why string) {
+	if r.state == state && r.transitions[state] > 0 {
+		return
+	}
+	from := r.state
+	r.state = state
+	r.transitions[state]++
+	for _, s := range []string{StateStarting, StatePush, StatePolling, StateDisk, StateDefaults} {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		r.mState.WithLabelValues(s).Set(v)
+	}
+	if from != state {
+		r.log.Info("sync state changed", zap.String("from", from), zap.String("to", state), zap.String("why", why))
+	}
+}
+
+// Run syncs until ctx ends. It owns the NATS connection and every goroutine
+// it starts.
+func (r *Remote) Run(ctx context.Context) error {
+	r.bootstrapLocal()
+	var nc *nats.Conn
+	msgs := make(chan *nats.Msg, 1024)
+	hbs := make(chan *nats.Msg, 16)
+	if r.o.NATSURL != "" {
+		var err error
+		nc, err = nats.Connect(r.o.NATSURL, nats.Name("pennon-sidecar "+r.o.ID), nats.MaxReconnects(-1),
+			nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, _ error) { r.setNATS(false) }),
+			nats.ReconnectHandler(func(_ *nats.Conn) { r.setNATS(true); r.poke() }),
+			nats.ConnectHandler(func(_ *nats.Conn) { r.setNATS(true); r.poke() }))
+		if err != nil {
+			return fmt.Errorf("nats: %w", err)
+		}
+		defer nc.Close()
+		if _, err := nc.ChanSubscribe(config.LiveSubject(r.o.Env), msgs); err != nil {
+			return fmt.Errorf("subscribe %s: %w", config.LiveSubject(r.o.Env), err)
+		}
+		if _, err := nc.ChanSubscribe(config.HeartbeatSubject(r.o.Env), hbs); err != nil {
+			return fmt.Errorf("subscribe heartbeats: %w", err)
+		}
+		if nc.IsConnected() {
+			r.setNATS(true)
+		}
+	}
+	r.poll(ctx) // initial fetch
+	poll := time.NewTimer(jitter(r.o.PollInterval, 0.2))
+	defer poll.Stop()
+	report := time.NewTicker(5 * time.Second)
+	defer report.Stop()
+	lastReconcile := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			if nc != nil {
+				r.publishReport(nc)
+				_ = nc.Drain()
+			}
+			return nil
+		case m := <-msgs:
+			r.onChangeset(ctx, m)
+			if nc != nil {
+				r.publishReport(nc)
+			}
+		case m := <-hbs:
+			r.onHeartbeat(ctx, m)
+		case <-r.kick:
+			r.poll(ctx)
+		case <-report.C:
+			if nc != nil {
+				r.publishReport(nc)
+			}
+		case <-poll.C:
+			if !r.pushHealthy() || time.Since(lastReconcile) >= r.o.ReconcileEvery {
+				r.poll(ctx)
+				lastReconcile = time.Now()
+			}
+			poll.Reset(jitter(r.o.PollInterval, 0.2))
+		}
+	}
+}
+
+func (r *Remote) poke() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Remote) setNATS(up bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.natsUp = up
+	if !up && r.state == StatePush {
+		r.setStateLocked(StatePolling, "NATS disconnected")
+	}
+}
+
+// pushHealthy: connected and heard a heartbeat recently.
+func (r *Remote) pushHealthy() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.natsUp && time.Since(r.lastHB) < r.o.SilenceAfter
+}
+
+// bootstrapLocal serves the disk copy, or the defaults, until the control
+// plane answers.
+func (r *Remote) bootstrapLocal() {
+	if r.o.StateDir != "" {
+		rec, err := readLKG(r.o.StateDir, r.o.Env)
+		switch {
+		case err == nil:
+			if err := r.install(rec, "disk", StateDisk); err == nil {
+				return
+			} else {
+				r.log.Warn("last-known-good copy unusable", zap.Error(err))
+			}
+		case !errors.Is(err, os.ErrNotExist):
+			r.log.Warn("last-known-good copy ignored", zap.Error(err))
+			r.mu.Lock()
+			r.lastErr = err.Error()
+			r.mu.Unlock()
+		}
+	}
+	if r.o.Defaults != "" {
+		if err := r.installDefaults(); err != nil {
+			r.log.Error("secure defaults unusable", zap.String("file", r.o.Defaults), zap.Error(err))
+		}
+	}
+}
+
+// installDefaults serves the defaults file: every flag answers from it with
+// metadata saying why, so callers can tell defaults from real answers.
+func (r *Remote) installDefaults() error {
+	data, err := os.ReadFile(r.o.Defaults)
+	if err != nil {
+		return err
+	}
+	doc, err := config.Parse(data)
+	if err != nil {
+		return err
+	}
+	var raw map[string]any
+	_ = json.Unmarshal(doc.Canonical(), &raw)
+	md, _ := raw["metadata"].(map[string]any)
+	if md == nil {
+		md = map[string]any{}
+	}
+	md["pennonSource"] = "defaults"
+	md["pennonReason"] = "control plane and last-known-good copy unavailable"
+	raw["metadata"] = md
+	b, _ := json.Marshal(raw)
+	if doc, err = config.Parse(b); err != nil {
+		return err
+	}
+	snap, err := doc.Compile(0)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rec != nil {
+		return nil // something better arrived meanwhile
+	}
+	r.Store(snap)
+	r.setStateLocked(StateDefaults, "no control plane and no last-known-good copy")
+	return nil
+}
+
+// install validates a snapshot record and serves it.
+func (r *Remote) install(rec *config.SnapshotRecord, via, state string) error {
+	doc, err := config.Parse(rec.Document)
+	if err != nil {
+		return fmt.Errorf("snapshot %d: %w", rec.Version, err)
+	}
+	if doc.Hash() != rec.Hash {
+		return fmt.Errorf("snapshot %d: hash mismatch (have %s, record says %s)", rec.Version, doc.Hash(), rec.Hash)
+	}
+	snap, err := doc.Compile(rec.Version)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rec != nil && r.rec.Version > rec.Version && state != StateDisk {
+		return nil // never go backwards
+	}
+	changed := r.rec == nil || r.rec.Version != rec.Version || r.rec.Hash != rec.Hash
+	r.rec, r.doc = rec, doc
+	if state != StateDisk {
+		r.lastSync = time.Now()
+	}
+	if changed {
+		r.Store(snap)
+		r.mVersion.Set(float64(rec.Version))
+		r.mApplied.WithLabelValues(via).Inc()
+		if via != "disk" {
+			r.saveLKGLocked()
+		}
+	}
+	r.setStateLocked(state, via)
+	return nil
+}
+
+func (r *Remote) saveLKGLocked() {
+	if r.o.StateDir == "" || r.rec == nil {
+		return
+	}
+	if err := writeLKG(r.o.StateDir, r.rec); err != nil {
+		r.log.Warn("last-known-good copy not written", zap.Error(err))
+	}
+}
+
+// liveState is the state to report after a successful contact.
+func (r *Remote) liveState() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.natsUp {
+		return StatePush
+	}
+	return StatePolling
+}
+
+// poll fetches the snapshot (If-None-Match our version), guarded by the breaker.
+func (r *Remote) poll(ctx context.Context) {
+	rec, err := r.fetchSnapshot(ctx)
+	if err != nil {
+		r.mu.Lock()
+		r.lastErr = err.Error()
+		if r.state == StatePush {
+			r.setStateLocked(StatePolling, "control plane unreachable: "+err.Error())
+		}
+		r.mu.Unlock()
+		return
+	}
+	st := r.liveState()
+	if rec == nil { // 304: still current
+		r.mu.Lock()
+		r.lastSync = time.Now()
+		r.setStateLocked(st, "confirmed current")
+		r.mu.Unlock()
+		return
+	}
+	if err := r.install(rec, "poll", st); err != nil {
+		r.mu.Lock()
+		r.lastErr = err.Error()
+		r.mu.Unlock()
+		r.log.Error("snapshot rejected", zap.Error(err))
+	}
+}
+
+// fetchSnapshot returns nil, nil on 304.
+func (r *Remote) fetchSnapshot(ctx context.Context) (*config.SnapshotRecord, error) {
+	if err := r.breaker.Allow(); err != nil {
+		return nil, err
+	}
+	rec, err := r.getSnapshot(ctx)
+	r.breaker.Done(err)
+	if err != nil {
+		r.mFailures.Inc()
+	}
+	return rec, err
+}
+
+func (r *Remote) getSnapshot(ctx context.Context) (*config.SnapshotRecord, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", r.o.ServerURL+"/api/v1/envs/"+url.PathEscape(r.o.Env)+"/snapshot", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+r.o.Token)
+	r.mu.Lock()
+	if r.rec != nil && r.state != StateDisk {
+		req.Header.Set("If-None-Match", `"`+strconv.FormatUint(r.rec.Version, 10)+`"`)
+	}
+	r.mu.Unlock()
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNotModified:
+		return nil, nil
+	case http.StatusOK:
+	default:
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("control plane answered %d: %s", resp.StatusCode, b)
+	}
+	var rec config.SnapshotRecord
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 256<<20)).Decode(&rec); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return &rec, nil
+}
+
+// onChangeset applies a pushed changeset if it is the next version; a
+// duplicate is ignored and a gap is caught up first.
+func (r *Remote) onChangeset(ctx context.Context, m *nats.Msg) {
+	v, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+	if err != nil {
+		r.log.Warn("pushed changeset without Nats-Sequence ignored")
+		return
+	}
+	var cs config.Changeset
+	if err := json.Unmarshal(m.Data, &cs); err != nil {
+		r.log.Warn("malformed pushed changeset ignored", zap.Uint64("version", v), zap.Error(err))
+		return
+	}
+	cs.Version = v
+	r.applyChangeset(ctx, &cs, "push")
+}
+
+func (r *Remote) applyChangeset(ctx context.Context, cs *config.Changeset, via string) {
+	r.mu.Lock()
+	cur := r.rec
+	r.mu.Unlock()
+	switch {
+	case cur == nil:
+		r.poll(ctx)
+		return
+	case cs.Version <= cur.Version:
+		return // duplicate or old
+	case cs.Version > cur.Version+1:
+		r.mGaps.Inc()
+		r.log.Info("gap in pushed changesets, catching up", zap.Uint64("have", cur.Version), zap.Uint64("got", cs.Version))
+		r.poll(ctx) // a fresh snapshot covers the gap and this changeset
+		return
+	}
+	doc, err := r.currentDoc().Apply(cs)
+	if err != nil {
+		r.log.Error("pushed changeset does not apply; resyncing", zap.Uint64("version", cs.Version), zap.Error(err))
+		r.poll(ctx)
+		return
+	}
+	fv := make(map[string]uint64, len(cur.FlagVersions)+len(cs.Changes))
+	for k, v := range cur.FlagVersions {
+		fv[k] = v
+	}
+	for _, ch := range cs.Changes {
+		if ch.Op == config.OpDelete {
+			delete(fv, ch.Flag)
+		} else {
+			fv[ch.Flag] = cs.Version
+		}
+	}
+	rec := &config.SnapshotRecord{Env: r.o.Env, Version: cs.Version, Time: cs.Time, Hash: doc.Hash(), Document: doc.Canonical(), FlagVersions: fv}
+	if err := r.install(rec, via, r.liveState()); err != nil {
+		r.log.Error("pushed changeset rejected; resyncing", zap.Error(err))
+		r.poll(ctx)
+		return
+	}
+	if !cs.Time.IsZero() {
+		r.mDelay.Observe(time.Since(cs.Time).Seconds())
+	}
+}
+
+func (r *Remote) currentDoc() *config.Document {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.doc
+}
+
+// onHeartbeat renews the freshness lease when we serve what the control
+// plane has; a newer version means we missed something.
+func (r *Remote) onHeartbeat(ctx context.Context, m *nats.Msg) {
+	var hb config.Heartbeat
+	if json.Unmarshal(m.Data, &hb) != nil {
+		return
+	}
+	r.mu.Lock()
+	r.lastHB = time.Now()
+	cur := r.rec
+	if cur != nil && hb.Version == cur.Version && hb.Hash == cur.Hash {
+		r.leaseUntil = time.Now().Add(r.o.LeaseFor)
+		r.lastSync = time.Now()
+		if r.natsUp {
+			r.setStateLocked(StatePush, "heartbeat matches")
+		}
+	}
+	r.mu.Unlock()
+	if cur == nil || hb.Version > cur.Version || (hb.Version == cur.Version && hb.Hash != cur.Hash) {
+		r.poll(ctx) // behind, or drifted: reconcile
+	}
+}
+
+// Fresh implements proxy.FreshSource.
+func (r *Remote) Fresh(ctx context.Context, f *evaluator.Flag) (*evaluator.Snapshot, error) {
+	r.mu.Lock()
+	lease, last := r.leaseUntil, r.lastSync
+	r.mu.Unlock()
+	switch f.Propagation() {
+	case evaluator.BackgroundRefresh:
+		if time.Since(last) > r.o.RefreshTTL {
+			r.poke()
+		}
+		return r.Current(), nil
+	case evaluator.AlwaysFresh:
+		if time.Now().Before(lease) {
+			return r.Current(), nil
+		}
+		rec, err := r.fetchSnapshot(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("no freshness lease and the control plane did not answer: %w", err)
+		}
+		if rec != nil {
+			if err := r.install(rec, "fresh", r.liveState()); err != nil {
+				return nil, err
+			}
+		} else {
+			r.mu.Lock()
+			r.lastSync = time.Now()
+			r.mu.Unlock()
+		}
+		return r.Current(), nil
+	}
+	return r.Current(), nil
+}
+
+// RemoteStatus is Remote's part of /v1/status.
+type RemoteStatus struct {
+	Mode         string         `json:"mode"`
+	Env          string         `json:"env"`
+	State        string         `json:"state"`
+	Version      uint64         `json:"version"`
+	Hash         string         `json:"hash,omitempty"`
+	NATS         bool           `json:"natsConnected"`
+	Breaker      string         `json:"breaker"`
+	LastSync     *time.Time     `json:"lastSync,omitempty"`
+	LeaseValid   bool           `json:"leaseValid"`
+	LastError    string         `json:"lastError,omitempty"`
+	Transitions  map[string]int `json:"transitions"`
+	ServerURL    string         `json:"server"`
+	StateDirFile string         `json:"lastKnownGoodFile,omitempty"`
+}
+
+// Status implements proxy.StatusSource.
+func (r *Remote) Status() any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := RemoteStatus{Mode: "remote", Env: r.o.Env, State: r.state, NATS: r.natsUp, Breaker: r.breaker.State(),
+		LeaseValid: time.Now().Before(r.leaseUntil), LastError: r.lastErr, Transitions: map[string]int{}, ServerURL: r.o.ServerURL}
+	for k, v := range r.transitions {
+		st.Transitions[k] = v
+	}
+	if r.rec != nil {
+		st.Version, st.Hash = r.rec.Version, r.rec.Hash
+	}
+	if !r.lastSync.IsZero() {
+		t := r.lastSync.UTC()
+		st.LastSync = &t
+	}
+	if r.o.StateDir != "" {
+		st.StateDirFile = lkgPath(r.o.StateDir, r.o.Env)
+	}
+	return st
+}
+
+// Ready implements proxy.StatusSource: ready whenever something is served;
+// the detail says which rung of the ladder it came from.
+func (r *Remote) Ready() (bool, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch r.state {
+	case StateStarting:
+		return false, "waiting for the first flag set"
+	case StatePush:
+		return true, "synced (push)"
+	case StatePolling:
+		return true, "degraded: polling the control plane"
+	case StateDisk:
+		return true, "degraded: serving the last known good copy from disk"
+	}
+	return true, "degraded: serving secure defaults"
+}
+
+// publishReport tells the control plane what this sidecar serves.
+func (r *Remote) publishReport(nc *nats.Conn) {
+	r.mu.Lock()
+	rep := config.SidecarReport{ID: r.o.ID, Env: r.o.Env, State: r.state, Time: time.Now().UTC(), AppliedAt: r.lastSync.UTC()}
+	if r.rec != nil {
+		rep.Version, rep.Hash = r.rec.Version, r.rec.Hash
+	}
+	r.mu.Unlock()
+	b, _ := json.Marshal(rep)
+	_ = nc.Publish(config.SidecarSubject(r.o.Env), b)
+}
