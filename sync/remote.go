@@ -118,7 +118,7 @@ func NewRemote(o RemoteOptions) (*Remote, error) {
 	r := &Remote{o: o, log: o.Logger.With(zap.String("env", o.Env)), http: &http.Client{Timeout: o.HTTPTimeout},
 		breaker: &Breaker{Base: o.PollInterval / 4, Max: 4 * o.PollInterval}, state: StateStarting,
 		transitions: map[string]int{}, kick: make(chan struct{}, 1),
-		mState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pennon_sync_state", Help: "1 for the current sync state (push, polling, disk, defaults, starting)."}, []string{"state"}),
+		mState:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pennon_sync_state", Help: "1 for the current sync state (push, polling, disk, defaults, starting)."}, []string{"state"}),
 		mVersion: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pennon_sync_version", Help: "Flag-set version this sidecar serves."}),
 		mDelay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pennon_propagation_delay_seconds", Help: "Commit time to applied here.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),

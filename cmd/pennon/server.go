@@ -202,7 +202,6 @@ func (l *listFlag) Set(v string) error {
 	return nil
 }
 
-
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("server", "pennon server [--addr 127.0.0.1:8080] [--data ./pennon-data] [--env dev --env production:protected]",
 		"Runs the control plane: the admin API and the versioned flag store. By default it embeds a\n"+

@@ -25,10 +25,10 @@ type sidecarOptions struct {
 	// remote mode
 	env, server, natsURL, token, stateDir, defaults string
 	poll                                            time.Duration
-	allowRemote                     bool
-	maxBody                         int
-	cacheMB                         int
-	reload, drain                   time.Duration
+	allowRemote                                     bool
+	maxBody                                         int
+	cacheMB                                         int
+	reload, drain                                   time.Duration
 }
 
 func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) error {
