@@ -56,7 +56,14 @@ func TestManifests(t *testing.T) {
 		}
 		decodeAll(t, o, r, b)
 	}
-	listed = append(listed, filepath.Join(dir, "kustomization.yaml"))
+	listed = append(listed, filepath.Join(dir, "kustomization.yaml"), filepath.Join(dir, "secrets.example.yaml"))
+	// The example Secrets are not applied by the kustomization (placeholders
+	// would overwrite real tokens) but must define what the workloads use.
+	b, err := os.ReadFile(filepath.Join(dir, "secrets.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	decodeAll(t, o, "secrets.example.yaml", b)
 	sort.Strings(listed)
 	sort.Strings(files)
 	if strings.Join(files, ",") != strings.Join(listed, ",") {
@@ -107,7 +114,7 @@ func checkDashboard(t *testing.T, data []byte) {
 func TestInvariantsCatchMistakes(t *testing.T) {
 	load := func(t *testing.T) *objects {
 		o := &objects{}
-		for _, f := range []string{"nats.yaml", "control.yaml", "example-app.yaml", "networkpolicy.yaml", "monitoring.yaml"} {
+		for _, f := range []string{"nats.yaml", "control.yaml", "example-app.yaml", "networkpolicy.yaml", "monitoring.yaml", "secrets.example.yaml"} {
 			b, err := os.ReadFile(filepath.Join("k8s", f))
 			if err != nil {
 				t.Fatal(err)
