@@ -76,6 +76,7 @@ type Remote struct {
 	lastHB      time.Time
 	leaseUntil  time.Time
 	lastErr     string
+	lkgErr      string // why the disk copy was not used, if it was not
 	natsUp      bool
 	transitions map[string]int
 
@@ -130,6 +131,9 @@ func NewRemote(o RemoteOptions) (*Remote, error) {
 		o.Registry.MustRegister(r.mState, r.mVersion, r.mDelay, r.mApplied, r.mGaps, r.mFailures)
 	}
 	r.setStateLocked(StateStarting, "")
+	// Serve the disk copy (or the defaults) from the first request on, even
+	// before Run has reached the control plane.
+	r.bootstrapLocal()
 	return r, nil
 }
 
@@ -156,7 +160,6 @@ func (r *Remote) setStateLocked(state, why string) {
 // Run syncs until ctx ends. It owns the NATS connection and every goroutine
 // it starts.
 func (r *Remote) Run(ctx context.Context) error {
-	r.bootstrapLocal()
 	var nc *nats.Conn
 	msgs := make(chan *nats.Msg, 1024)
 	hbs := make(chan *nats.Msg, 16)
@@ -256,7 +259,7 @@ func (r *Remote) bootstrapLocal() {
 		case !errors.Is(err, os.ErrNotExist):
 			r.log.Warn("last-known-good copy ignored", zap.Error(err))
 			r.mu.Lock()
-			r.lastErr = err.Error()
+			r.lkgErr = err.Error()
 			r.mu.Unlock()
 		}
 	}
@@ -566,6 +569,7 @@ type RemoteStatus struct {
 	LastSync     *time.Time     `json:"lastSync,omitempty"`
 	LeaseValid   bool           `json:"leaseValid"`
 	LastError    string         `json:"lastError,omitempty"`
+	DiskError    string         `json:"lastKnownGoodError,omitempty"`
 	Transitions  map[string]int `json:"transitions"`
 	ServerURL    string         `json:"server"`
 	StateDirFile string         `json:"lastKnownGoodFile,omitempty"`
@@ -576,7 +580,7 @@ func (r *Remote) Status() any {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := RemoteStatus{Mode: "remote", Env: r.o.Env, State: r.state, NATS: r.natsUp, Breaker: r.breaker.State(),
-		LeaseValid: time.Now().Before(r.leaseUntil), LastError: r.lastErr, Transitions: map[string]int{}, ServerURL: r.o.ServerURL}
+		LeaseValid: time.Now().Before(r.leaseUntil), LastError: r.lastErr, DiskError: r.lkgErr, Transitions: map[string]int{}, ServerURL: r.o.ServerURL}
 	for k, v := range r.transitions {
 		st.Transitions[k] = v
 	}
