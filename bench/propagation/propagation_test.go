@@ -1,0 +1,44 @@
+package propagation
+
+import (
+	"context"
+	"testing"
+)
+
+// TestRunSmall checks the harness end to end with small bounds; the
+// figures in bench/results/propagation.md come from BenchmarkPropagation.
+func TestRunSmall(t *testing.T) {
+	res, err := Run(context.Background(), Options{Sidecars: 3, Changes: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Samples != 30 || res.P50 <= 0 || res.Max < res.P99 || res.P99 < res.P50 {
+		t.Fatalf("implausible result %+v", res)
+	}
+	t.Log(res)
+}
+
+// BenchmarkPropagation: go test ./bench/propagation -run xxx -bench . -benchtime 1x
+func BenchmarkPropagation(b *testing.B) {
+	for _, n := range []int{1, 10, 50} {
+		b.Run("sidecars="+itoa(n), func(b *testing.B) {
+			for b.Loop() {
+				res, err := Run(context.Background(), Options{Sidecars: n, Changes: 200, SyncAlways: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(res.P50.Microseconds()), "p50-µs")
+				b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
+				b.ReportMetric(float64(res.Max.Microseconds()), "max-µs")
+				b.Log(res)
+			}
+		})
+	}
+}
+
+func itoa(n int) string {
+	if n < 10 {
+		return string(rune('0' + n))
+	}
+	return itoa(n/10) + string(rune('0'+n%10))
+}
