@@ -268,12 +268,11 @@ func TestHelmChartValues(t *testing.T) {
 				t.Errorf("disabled parts rendered: sts %d secrets %d netpols %d rules %d", len(o.statefulSets), len(o.secrets), len(o.netpols), len(o.rules))
 			}
 			args := strings.Join(o.deployments[0].Spec.Template.Spec.Containers[0].Args, " ")
-			if !strings.Contains(args, "--nats=nats://nats.shared:4222") {
+			if !strings.Contains(args, "--nats-url=nats://nats.shared:4222") {
 				t.Errorf("control args %s", args)
 			}
-			env := o.deployments[0].Spec.Template.Spec.Containers[0].Env[0]
-			if env.ValueFrom.SecretKeyRef.Name != "my-admin" {
-				t.Errorf("admin token secret %s", env.ValueFrom.SecretKeyRef.Name)
+			if v := o.deployments[0].Spec.Template.Spec.Volumes[0]; v.Secret == nil || v.Secret.SecretName != "my-admin" {
+				t.Errorf("admin token volume %+v, want Secret my-admin", v)
 			}
 		}},
 		{"five nats replicas", map[string]any{

@@ -123,7 +123,7 @@ func invariantErrors(t *testing.T, o *objects) []string {
 		if !pdb {
 			errorf(&errs, "Deployment/%s: no PodDisruptionBudget", d.Name)
 		}
-		checkSecretEnv(&errs, o, "Deployment/"+d.Name, &d.Spec.Template.Spec.Containers[0], "PENNON_ADMIN_TOKEN")
+		checkSecretFile(&errs, o, "Deployment/"+d.Name, &d.Spec.Template.Spec, &d.Spec.Template.Spec.Containers[0], "--admin-token-file")
 	}
 	if !controlOK {
 		errorf(&errs, "no control plane Deployment")
@@ -293,6 +293,42 @@ func checkSecretEnv(errs *[]string, o *objects, at string, c *corev1.Container, 
 		return
 	}
 	errorf(errs, "%s: no %s env", at, name)
+}
+
+// checkSecretFile checks that flag names a file inside a read-only mount of
+// a defined Secret that has that key.
+func checkSecretFile(errs *[]string, o *objects, at string, pod *corev1.PodSpec, c *corev1.Container, flag string) {
+	path, ok := argValue(c.Args, flag)
+	if !ok {
+		errorf(errs, "%s: no %s", at, flag)
+		return
+	}
+	for _, m := range c.VolumeMounts {
+		key, ok := strings.CutPrefix(path, m.MountPath+"/")
+		if !ok {
+			continue
+		}
+		for _, v := range pod.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			if !m.ReadOnly {
+				errorf(errs, "%s: %s: Secret mount %s must be read-only", at, flag, m.MountPath)
+			}
+			s := o.secret(v.Secret.SecretName)
+			if s == nil {
+				errorf(errs, "%s: %s: Secret %s is not defined", at, flag, v.Secret.SecretName)
+				return
+			}
+			if _, ok := s.StringData[key]; !ok {
+				if _, ok := s.Data[key]; !ok {
+					errorf(errs, "%s: %s: Secret %s has no key %s", at, flag, s.Name, key)
+				}
+			}
+			return
+		}
+	}
+	errorf(errs, "%s: %s=%s is not in a mounted Secret", at, flag, path)
 }
 
 func anyContainerPort(ws []workload, name string) bool {

@@ -125,10 +125,6 @@ env:
       secretKeyRef:
         name: {{.TokenSecret}}
         key: token
-  - name: PENNON_ID
-    valueFrom:
-      fieldRef:
-        fieldPath: metadata.name
 ports:
   - name: ` + sidecarHealthPortNm + `
     containerPort: {{.HealthPort}}
