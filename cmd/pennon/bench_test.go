@@ -53,6 +53,7 @@ func TestBenchCommandErrors(t *testing.T) {
 		{"no bound", []string{"bench", "--target", "bare", "--duration", "0"}, "set at least one bound"},
 		{"remote", []string{"bench", "--url", "http://192.0.2.7:8016", "--requests", "1"}, "not a loopback address"},
 		{"scale sizes", []string{"bench", "scale", "--sizes", "10,abc"}, `sizes: "abc" is not a flag count`},
+		{"propagation sidecars", []string{"bench", "propagation", "--sidecars", "0"}, `sidecars: "0" is not a sidecar count`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,5 +65,29 @@ func TestBenchCommandErrors(t *testing.T) {
 				t.Errorf("stderr %q, want it to contain %q", errOut.String(), tc.want)
 			}
 		})
+	}
+}
+
+func TestBenchPropagationCommand(t *testing.T) {
+	dir := t.TempDir()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"bench", "propagation", "--sidecars", "2", "--changes", "5",
+		"--sync-always=false", "--json", filepath.Join(dir, "p.json")}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "all-sidecars p99") {
+		t.Errorf("stdout:\n%s", out.String())
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "p.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res []struct {
+		Sidecars int `json:"sidecars"`
+		Samples  int `json:"samples"`
+	}
+	if err := json.Unmarshal(data, &res); err != nil || len(res) != 1 || res[0].Samples != 10 {
+		t.Fatalf("json %s: %v", data, err)
 	}
 }
