@@ -8,13 +8,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Metric names the alerts and the dashboard rely on. pennon_evaluation* come
-// from proxy/metrics.go; pennon_sync_*, pennon_expired_flag_* and
-// pennon_control_* are proposed in docs/deploy.md for sync and control.
+// Metric names the alerts rely on: pennon_evaluation* from proxy,
+// pennon_sync_* from sync, pennon_emergency_changes_total from control;
+// pennon_expired_flag_evaluations_total is proposed (docs/deploy.md).
 var wantMetrics = []string{
-	"pennon_sync_state", "pennon_sync_staleness_seconds",
+	"pennon_sync_state", "pennon_sync_version",
 	"pennon_evaluations_total", "pennon_evaluation_errors_total", "pennon_evaluation_duration_seconds_bucket",
-	"pennon_expired_flag_evaluations_total", "pennon_control_emergency_changes_total",
+	"pennon_expired_flag_evaluations_total", "pennon_emergency_changes_total",
 }
 
 var wantAlerts = []string{
