@@ -81,3 +81,82 @@ func TestApplyMetadataAndEvaluators(t *testing.T) {
 		t.Fatalf("flags changed: %d → %d", doc.Len(), next.Len())
 	}
 }
+
+// applyByFullParse is the reference for Apply: merge the changeset into the
+// whole document as JSON and parse everything again.
+func applyByFullParse(t *testing.T, d *Document, cs *Changeset) (*Document, error) {
+	t.Helper()
+	var top map[string]any
+	if err := decodeJSON(d.Canonical(), &top); err != nil {
+		t.Fatal(err)
+	}
+	flags := top["flags"].(map[string]any)
+	for _, ch := range cs.Changes {
+		if ch.Op == OpDelete {
+			delete(flags, ch.Flag)
+			continue
+		}
+		var def any
+		if err := decodeJSON(ch.Definition, &def); err != nil {
+			t.Fatal(err)
+		}
+		flags[ch.Flag] = def
+	}
+	if cs.Metadata != nil {
+		top["metadata"] = cs.Metadata
+	}
+	if cs.Evaluators != nil {
+		top["$evaluators"] = cs.Evaluators
+	}
+	return Parse(canonicalJSON(top))
+}
+
+func TestApplyMatchesFullParse(t *testing.T) {
+	put := func(key, def string) Change { return Change{Flag: key, Op: OpPut, Definition: json.RawMessage(def)} }
+	del := func(key string) Change { return Change{Flag: key, Op: OpDelete} }
+	tests := []struct {
+		name  string
+		cs    Changeset
+		valid bool
+	}{
+		{"new flag with a prerequisite", Changeset{Changes: []Change{put("wallet", `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","prerequisites":{"express-checkout":"on"}}`)}}, true},
+		{"new cycle through a changed flag", Changeset{Changes: []Change{put("payment-api-v2", `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","prerequisites":{"express-checkout":"on"}}`)}}, false},
+		{"delete a prerequisite", Changeset{Changes: []Change{del("payment-api-v2")}}, false},
+		{"delete a leaf", Changeset{Changes: []Change{del("express-checkout")}}, true},
+		{"delete a chain", Changeset{Changes: []Change{del("express-checkout"), del("new-checkout-ui"), del("payment-api-v2")}}, true},
+		{"remove a required variant", Changeset{Changes: []Change{put("performance-mode", `{"state":"ENABLED","variants":{"balanced":"balanced"},"defaultVariant":"balanced"}`)}}, false},
+		{"undefined $ref", Changeset{Changes: []Change{put("x", `{"state":"ENABLED","variants":{"on":true},"targeting":{"if":[{"$ref":"nope"},"on",null]}}`)}}, false},
+		{"defined $ref", Changeset{Changes: []Change{put("x", `{"state":"ENABLED","variants":{"on":true},"targeting":{"if":[{"$ref":"internalUser"},"on",null]}}`)}}, true},
+		{"evaluators replaced", Changeset{Evaluators: map[string]json.RawMessage{"internalUser": json.RawMessage(`{"==":[{"var":"email"},"a@b.c"]}`)}}, true},
+		{"evaluator removed", Changeset{Evaluators: map[string]json.RawMessage{}}, false},
+		{"bad targeting", Changeset{Changes: []Change{put("x", `{"state":"ENABLED","variants":{"on":true},"targeting":{"iff":[]}}`)}}, false},
+		{"metadata only", Changeset{Metadata: map[string]any{"team": "x"}}, true},
+		{"replace and depend in one changeset", Changeset{Changes: []Change{
+			put("payment-api-v1", `{"state":"ENABLED","variants":{"yes":true,"no":false},"defaultVariant":"yes"}`),
+			put("legacy-payment", `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","prerequisites":{"payment-api-v1":"yes"}}`)}}, true},
+	}
+	doc := mustParseFile(t, "../examples/checkout.json")
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := doc.Apply(&tc.cs)
+			want, wantErr := applyByFullParse(t, doc, &tc.cs)
+			if (err == nil) != tc.valid || (wantErr == nil) != tc.valid {
+				t.Fatalf("valid=%v: Apply err %v; full parse err %v", tc.valid, err, wantErr)
+			}
+			if err != nil {
+				for _, line := range strings.Split(err.Error(), "\n") {
+					if !strings.Contains(wantErr.Error(), line) {
+						t.Errorf("Apply reported %q, full parse did not:\n%v", line, wantErr)
+					}
+				}
+				return
+			}
+			if string(got.Canonical()) != string(want.Canonical()) {
+				t.Fatalf("Apply and full parse differ:\n%s\n%s", got.Canonical(), want.Canonical())
+			}
+			if _, err := got.Compile(2); err != nil {
+				t.Fatalf("applied document does not compile: %v", err)
+			}
+		})
+	}
+}

@@ -10,7 +10,7 @@ import (
 
 // Compile builds the evaluator snapshot for this document at version.
 func (d *Document) Compile(version uint64) (*evaluator.Snapshot, error) {
-	specs, problems := d.specs()
+	specs, problems := d.specs(d.FlagKeys())
 	if len(problems) > 0 {
 		return nil, &ValidationError{Problems: problems}
 	}
@@ -21,8 +21,8 @@ func (d *Document) Compile(version uint64) (*evaluator.Snapshot, error) {
 	return s, nil
 }
 
-// specs converts the document into evaluator input, resolving $ref.
-func (d *Document) specs() ([]evaluator.FlagSpec, []evaluator.Problem) {
+// specs converts the named flags into evaluator input, resolving $ref.
+func (d *Document) specs(keys []string) ([]evaluator.FlagSpec, []evaluator.Problem) {
 	var problems []evaluator.Problem
 	evs := map[string]any{}
 	for name, raw := range d.evaluators {
@@ -30,8 +30,8 @@ func (d *Document) specs() ([]evaluator.FlagSpec, []evaluator.Problem) {
 		_ = decodeJSON(raw, &v)
 		evs[name] = v
 	}
-	specs := make([]evaluator.FlagSpec, 0, len(d.flags))
-	for _, key := range d.FlagKeys() {
+	specs := make([]evaluator.FlagSpec, 0, len(keys))
+	for _, key := range keys {
 		f := d.flags[key]
 		sp := evaluator.FlagSpec{Key: key, Disabled: f.State == "DISABLED", Prerequisites: f.Prerequisites, SafeVariant: f.SafeVariant}
 		names := make([]string, 0, len(f.Variants))

@@ -22,8 +22,12 @@ func (e *ValidationError) Error() string {
 
 // check compiles the document and returns the evaluator's problems
 // (variants, default/safe variants, targeting, prerequisites, cycles, $ref).
-func (d *Document) check() []evaluator.Problem {
-	specs, problems := d.specs()
+func (d *Document) check() []evaluator.Problem { return d.checkFlags(d.FlagKeys()) }
+
+// checkFlags is check restricted to keys, which must be closed under
+// prerequisites (every prerequisite of a listed flag is listed).
+func (d *Document) checkFlags(keys []string) []evaluator.Problem {
+	specs, problems := d.specs(keys)
 	if _, ps := evaluator.NewSnapshot(0, specs, evaluator.SnapshotOptions{}); ps != nil {
 		problems = append(problems, ps...)
 	}
@@ -48,4 +52,45 @@ func dedupe(ps []evaluator.Problem) []evaluator.Problem {
 
 func problems(path, reason string) []evaluator.Problem {
 	return []evaluator.Problem{{Path: path, Reason: reason}}
+}
+
+// affected returns the flags whose validity can depend on the changed keys
+// (put or deleted), closed under prerequisites, sorted: the changed flags
+// that still exist, the flags naming a changed flag as a prerequisite, and
+// every prerequisite reachable from those. A new prerequisite cycle always
+// passes through a changed flag's new prerequisites, so it is inside this
+// set; flags outside it compile exactly as they did in the valid old
+// document.
+func (d *Document) affected(changed map[string]bool) []string {
+	set := map[string]bool{}
+	var stack []string
+	push := func(k string) {
+		if !set[k] && d.flags[k] != nil {
+			set[k] = true
+			stack = append(stack, k)
+		}
+	}
+	for k := range changed {
+		push(k)
+	}
+	for k, f := range d.flags {
+		for pk := range f.Prerequisites {
+			if changed[pk] {
+				push(k)
+			}
+		}
+	}
+	for len(stack) > 0 {
+		k := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for pk := range d.flags[k].Prerequisites {
+			push(pk)
+		}
+	}
+	keys := make([]string, 0, len(set))
+	for k := range set {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
