@@ -44,8 +44,13 @@ type EnvSettings struct {
 	Name string `json:"name"`
 	// Protected environments take writes only through approved change
 	// requests (enforced by the control plane).
-	Protected bool      `json:"protected"`
-	CreatedAt time.Time `json:"createdAt"`
+	Protected bool `json:"protected"`
+	// Lifecycle policy for NEW flags (enforced by the control plane):
+	// they must name an owner, an expiry, and expire within MaxLifetime.
+	RequireOwner   bool      `json:"requireOwner,omitempty"`
+	RequireExpires bool      `json:"requireExpires,omitempty"`
+	MaxLifetime    string    `json:"maxLifetime,omitempty"` // Go duration, e.g. 2160h
+	CreatedAt      time.Time `json:"createdAt"`
 }
 
 // State is an environment's full flag set at one version.
@@ -140,6 +145,11 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, o StoreOptions) (*St
 func (s *Store) CreateEnv(ctx context.Context, e EnvSettings) error {
 	if !envNameRE.MatchString(e.Name) {
 		return fmt.Errorf("name: %q is not a valid environment name (lowercase letters, digits and '-', 1-63 characters, starting with a letter or digit)", e.Name)
+	}
+	if e.MaxLifetime != "" {
+		if d, err := time.ParseDuration(e.MaxLifetime); err != nil || d <= 0 {
+			return fmt.Errorf("maxLifetime: %q is not a positive duration (e.g. 2160h for 90 days)", e.MaxLifetime)
+		}
 	}
 	if e.CreatedAt.IsZero() {
 		e.CreatedAt = s.o.Now().UTC()

@@ -19,11 +19,12 @@ import (
 )
 
 type fixture struct {
-	base   string
-	tokens map[string]string // role → secret
-	admin  string
-	logs   *observer.ObservedLogs
-	all    []string // every secret handed out
+	base    string
+	tokens  map[string]string // role → secret
+	admin   string
+	logs    *observer.ObservedLogs
+	natsURL string
+	all     []string // every secret handed out
 }
 
 func setup(t *testing.T) *fixture {
@@ -45,7 +46,7 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zap.DebugLevel)
-	s, err := New(Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Logger: zap.New(core)})
+	s, err := New(Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Logger: zap.New(core), JetStream: js})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func setup(t *testing.T) *fixture {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(sctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	f := &fixture{base: "http://" + s.Addr(), tokens: map[string]string{}, logs: logs}
+	f := &fixture{base: "http://" + s.Addr(), tokens: map[string]string{}, logs: logs, natsURL: srv.ClientURL()}
 	admin, _, err := toks.Create(ctx, "root", map[string]string{"*": "admin"}, 0, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -115,9 +116,13 @@ func TestRBACMatrix(t *testing.T) {
 		{"flags", "GET", "/api/v1/envs/%s/flags", "", "viewer", ""},
 		{"history", "GET", "/api/v1/envs/%s/history", "", "viewer", ""},
 		{"sidecars", "GET", "/api/v1/envs/%s/sidecars", "", "viewer", ""},
-		{"commit", "POST", "/api/v1/envs/%s/changesets", `{"reason":"r","changes":[{"flag":"f-ROLE","op":"put","definition":` + flagDef + `}]}`, "editor", "never"},
-		{"emergency", "POST", "/api/v1/envs/%s/changesets", `{"reason":"outage","emergency":true,"changes":[{"flag":"e-ROLE","op":"put","definition":` + flagDef + `}]}`, "editor", "approver"},
-		{"put", "PUT", "/api/v1/envs/%s/flags/p-ROLE", `{"definition":` + flagDef + `,"reason":"r"}`, "editor", "never"},
+		{"commit (protected: a change request)", "POST", "/api/v1/envs/%s/changesets", `{"reason":"r","changes":[{"flag":"f-ROLE","op":"put","definition":` + flagDef + `}]}`, "editor", ""},
+		{"emergency", "POST", "/api/v1/envs/%s/changesets", `{"reason":"outage","emergency":true,"changes":[{"flag":"e-ROLE","op":"put","definition":` + flagDef + `}]}`, "approver", ""},
+		{"put", "PUT", "/api/v1/envs/%s/flags/p-ROLE", `{"definition":` + flagDef + `,"reason":"r"}`, "editor", ""},
+		{"diff", "GET", "/api/v1/envs/%s/diff?from=0", "", "viewer", ""},
+		{"change requests", "GET", "/api/v1/envs/%s/change-requests", "", "viewer", ""},
+		{"emergencies", "GET", "/api/v1/emergencies", "", "viewer", ""},
+		{"audit", "GET", "/api/v1/audit/verify", "", "admin-star", ""},
 		{"tokens", "GET", "/api/v1/tokens", "", "admin-star", ""},
 		{"envs.create", "POST", "/api/v1/envs", `{"name":"new-ROLE-ENV"}`, "admin-star", ""},
 	}

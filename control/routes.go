@@ -1,8 +1,10 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -42,6 +44,17 @@ func (s *Server) routes() {
 	s.route("DELETE /api/v1/envs/{env}/flags/{key}", "flags.delete", RoleEditor, s.deleteFlag)
 	s.route("GET /api/v1/envs/{env}/history", "history", RoleViewer, s.history)
 	s.route("GET /api/v1/envs/{env}/sidecars", "sidecars", RoleViewer, s.sidecars)
+	s.route("GET /api/v1/envs/{env}/diff", "diff", RoleViewer, s.diff)
+	s.route("POST /api/v1/envs/{env}/rollback", "rollback", RoleViewer, s.rollback)
+	s.route("POST /api/v1/envs/{env}/promote", "promote", RoleEditor, s.promote)
+	s.route("GET /api/v1/envs/{env}/change-requests", "change-requests.list", RoleViewer, s.listChangeRequests)
+	s.route("GET /api/v1/envs/{env}/change-requests/{id}", "change-requests.get", RoleViewer, s.getChangeRequest)
+	s.route("POST /api/v1/envs/{env}/change-requests/{id}/approve", "change-requests.approve", RoleApprover, s.decide(true))
+	s.route("POST /api/v1/envs/{env}/change-requests/{id}/reject", "change-requests.reject", RoleApprover, s.decide(false))
+	s.route("GET /api/v1/emergencies", "emergencies", RoleViewer, s.emergencies)
+	s.route("POST /api/v1/envs/{env}/changesets/{version}/review", "emergencies.review", RoleApprover, s.reviewEmergency)
+	s.route("GET /api/v1/audit", "audit.list", RoleAdmin, s.auditList)
+	s.route("GET /api/v1/audit/verify", "audit.verify", RoleAdmin, s.auditVerify)
 	s.route("GET /api/v1/tokens", "tokens.list", RoleAdmin, s.listTokens)
 	s.route("POST /api/v1/tokens", "tokens.create", RoleAdmin, s.createToken)
 	s.route("DELETE /api/v1/tokens/{id}", "tokens.revoke", RoleAdmin, s.revokeToken)
@@ -59,23 +72,22 @@ func (s *Server) listEnvs(w http.ResponseWriter, r *http.Request, _ principal) e
 }
 
 func (s *Server) createEnv(w http.ResponseWriter, r *http.Request, p principal) error {
-	var req struct {
-		Name      string `json:"name"`
-		Protected bool   `json:"protected"`
-	}
+	var req config.EnvSettings
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
-	err := s.o.Store.CreateEnv(r.Context(), config.EnvSettings{Name: req.Name, Protected: req.Protected})
+	req.CreatedAt = time.Time{}
+	err := s.o.Store.CreateEnv(r.Context(), req)
 	switch {
 	case errors.Is(err, config.ErrEnvExists):
 		return errf(http.StatusConflict, "exists", "environment %q already exists", req.Name)
-	case err != nil && strings.HasPrefix(err.Error(), "name:"):
+	case err != nil && (strings.HasPrefix(err.Error(), "name:") || strings.HasPrefix(err.Error(), "maxLifetime:")):
 		return errf(http.StatusUnprocessableEntity, "validation", "%v", err)
 	case err != nil:
 		return err
 	}
 	env, _ := s.o.Store.Env(r.Context(), req.Name)
+	s.record(r.Context(), p, "env.create", req.Name, req.Name, "created", map[string]any{"protected": req.Protected})
 	return writeJSON(w, http.StatusCreated, env)
 }
 
@@ -151,46 +163,426 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request, p principal) err
 	return s.apply(w, r, p, req)
 }
 
-// apply runs a write through the environment's rules and the store.
+// apply runs a write through the environment's rules and the store. In a
+// protected environment a normal write becomes a change request; an
+// emergency write by an approver applies directly and is flagged.
 func (s *Server) apply(w http.ResponseWriter, r *http.Request, p principal, req writeRequest) error {
 	envName := r.PathValue("env")
 	env, err := s.o.Store.Env(r.Context(), envName)
 	if err != nil {
 		return err
 	}
-	if env.Protected {
-		if !req.Emergency {
-			s.commits.WithLabelValues(envName, "forbidden").Inc()
-			return errf(http.StatusForbidden, "protected", "environment %s is protected: changes need an approved change request, which this version of pennon does not implement yet; an approver may apply an emergency change with \"emergency\": true and a reason", envName)
-		}
-		if p.tok.RoleIn(envName) < RoleApprover {
-			s.commits.WithLabelValues(envName, "forbidden").Inc()
-			return errf(http.StatusForbidden, "forbidden", "emergency changes to %s need the approver role", envName)
-		}
-	}
 	if (env.Protected || req.Emergency) && strings.TrimSpace(req.Reason) == "" {
 		return &config.ValidationError{Problems: problemList("reason", "required for emergency changes and in protected environments")}
 	}
-	cs, err := s.o.Store.Commit(r.Context(), &config.Changeset{Env: envName, Author: p.tok.Name + " (" + p.tok.ID + ")", Reason: req.Reason, Emergency: req.Emergency, Changes: req.Changes})
+	if req.Emergency && p.tok.RoleIn(envName) < RoleApprover {
+		s.commits.WithLabelValues(envName, "forbidden").Inc()
+		s.record(r.Context(), p, "emergency", envName, "", "denied", map[string]any{"reason": req.Reason})
+		return errf(http.StatusForbidden, "forbidden", "emergency changes need the approver role in %s", envName)
+	}
+	if err := s.checkPolicy(r.Context(), env, req.Changes); err != nil {
+		s.commits.WithLabelValues(envName, "invalid").Inc()
+		return err
+	}
+	if env.Protected && !req.Emergency {
+		return s.openChangeRequest(w, r, p, envName, req)
+	}
+	return s.commitChanges(w, r, p, envName, &config.Changeset{Env: envName, Author: p.actor(), Reason: req.Reason, Emergency: req.Emergency, Changes: req.Changes})
+}
+
+// commitChanges commits and answers 201 with the changeset.
+func (s *Server) commitChanges(w http.ResponseWriter, r *http.Request, p principal, envName string, in *config.Changeset) error {
+	cs, err := s.o.Store.Commit(r.Context(), in)
 	var ce *config.ConflictError
 	var ve *config.ValidationError
 	switch {
 	case errors.As(err, &ce):
 		s.commits.WithLabelValues(envName, "conflict").Inc()
 		s.log.Info("write conflict", zap.String("env", envName), zap.String("token", p.tok.ID), zap.Int("flags", len(ce.Conflicts)))
+		s.record(r.Context(), p, "commit", envName, flagsOf(in.Changes), "conflict", nil)
 		return err
 	case errors.As(err, &ve):
 		s.commits.WithLabelValues(envName, "invalid").Inc()
+		s.record(r.Context(), p, "commit", envName, flagsOf(in.Changes), "rejected", map[string]any{"problems": len(ve.Problems)})
 		return err
 	case err != nil:
 		return err
 	}
 	s.commits.WithLabelValues(envName, "committed").Inc()
+	details := map[string]any{"version": cs.Version, "reason": cs.Reason}
+	action := "commit"
+	switch {
+	case cs.RollbackTo > 0:
+		action, details["rollbackTo"] = "rollback", cs.RollbackTo
+	case cs.PromotedFrom != "":
+		action, details["promotedFrom"] = "promote", cs.PromotedFrom
+	}
+	if cs.ChangeRequest != "" {
+		details["changeRequest"] = cs.ChangeRequest
+	}
 	if cs.Emergency {
 		s.emergency.Inc()
+		details["emergency"] = true
+		s.log.Warn("emergency change applied", zap.String("env", envName), zap.Uint64("version", cs.Version), zap.String("author", cs.Author), zap.String("reason", cs.Reason))
+	} else {
+		s.log.Info("changeset committed", zap.String("env", envName), zap.Uint64("version", cs.Version), zap.String("author", cs.Author), zap.Int("changes", len(cs.Changes)))
 	}
-	s.log.Info("changeset committed", zap.String("env", envName), zap.Uint64("version", cs.Version), zap.String("author", cs.Author), zap.Int("changes", len(cs.Changes)), zap.Bool("emergency", cs.Emergency))
+	s.record(r.Context(), p, action, envName, flagsOf(cs.Changes), "committed", details)
 	return writeJSON(w, http.StatusCreated, cs)
+}
+
+func flagsOf(changes []config.Change) string {
+	names := make([]string, len(changes))
+	for i, c := range changes {
+		names[i] = c.Flag
+	}
+	return strings.Join(names, ",")
+}
+
+// checkPolicy enforces the environment's lifecycle policy on new flags.
+func (s *Server) checkPolicy(ctx context.Context, env config.EnvSettings, changes []config.Change) error {
+	if !env.RequireOwner && !env.RequireExpires && env.MaxLifetime == "" {
+		return nil
+	}
+	head, err := s.o.Store.Head(ctx, env.Name)
+	if err != nil {
+		return err
+	}
+	maxLife, _ := time.ParseDuration(env.MaxLifetime)
+	var problems []evaluator.Problem
+	for i, ch := range changes {
+		if ch.Op != config.OpPut || head.Doc.Flag(ch.Flag) != nil {
+			continue // policy applies to new flags
+		}
+		var f struct {
+			Owner   string `json:"owner"`
+			Expires string `json:"expires"`
+		}
+		_ = json.Unmarshal(ch.Definition, &f)
+		path := fmt.Sprintf("changes[%d].definition", i)
+		if env.RequireOwner && strings.TrimSpace(f.Owner) == "" {
+			problems = append(problems, evaluator.Problem{Path: path + ".owner", Reason: fmt.Sprintf("new flags in %s must name an owner", env.Name)})
+		}
+		if env.RequireExpires && f.Expires == "" {
+			problems = append(problems, evaluator.Problem{Path: path + ".expires", Reason: fmt.Sprintf("new flags in %s must have an expiry date", env.Name)})
+		}
+		if maxLife > 0 && f.Expires != "" {
+			fd := config.FlagDoc{Expires: f.Expires}
+			if exp, ok := fd.ExpiresAt(); ok && exp.After(time.Now().Add(maxLife)) {
+				problems = append(problems, evaluator.Problem{Path: path + ".expires", Reason: fmt.Sprintf("%s is beyond %s's maximum flag lifetime of %s", f.Expires, env.Name, env.MaxLifetime)})
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return &config.ValidationError{Problems: problems}
+	}
+	return nil
+}
+
+func (s *Server) openChangeRequest(w http.ResponseWriter, r *http.Request, p principal, envName string, req writeRequest) error {
+	if len(req.Changes) == 0 {
+		return &config.ValidationError{Problems: problemList("changes", "at least one change is required")}
+	}
+	// Validate now so nobody approves a change that cannot apply.
+	head, err := s.o.Store.Head(r.Context(), envName)
+	if err != nil {
+		return err
+	}
+	if _, err := head.Doc.Apply(&config.Changeset{Changes: req.Changes}); err != nil {
+		return err
+	}
+	cr := &ChangeRequest{ID: newID(), Env: envName, Author: p.actor(), AuthorID: p.tok.ID, Reason: req.Reason, Changes: req.Changes, CreatedAt: time.Now().UTC(), State: "open"}
+	if err := s.flow.create(r.Context(), cr); err != nil {
+		return err
+	}
+	s.approvals.WithLabelValues(envName, "opened").Inc()
+	s.record(r.Context(), p, "change-request", envName, cr.ID, "opened", map[string]any{"flags": flagsOf(cr.Changes)})
+	s.log.Info("change request opened", zap.String("env", envName), zap.String("id", cr.ID), zap.String("author", cr.Author))
+	return writeJSON(w, http.StatusAccepted, map[string]any{"changeRequest": cr, "note": envName + " is protected: an approver other than you must approve this change request"})
+}
+
+func (s *Server) listChangeRequests(w http.ResponseWriter, r *http.Request, _ principal) error {
+	state := r.URL.Query().Get("state")
+	switch state {
+	case "", "open", "applied", "rejected":
+	default:
+		return errf(http.StatusBadRequest, "bad_request", "state %q: allowed open, applied, rejected", state)
+	}
+	list, err := s.flow.list(r.Context(), r.PathValue("env"), state)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 200, map[string]any{"changeRequests": list})
+}
+
+func (s *Server) getChangeRequest(w http.ResponseWriter, r *http.Request, _ principal) error {
+	cr, _, err := s.flow.get(r.Context(), r.PathValue("env"), r.PathValue("id"))
+	if err != nil {
+		return errf(http.StatusNotFound, "not_found", "%v", err)
+	}
+	return writeJSON(w, 200, cr)
+}
+
+// decide approves (applying it, with conflicts re-checked against the
+// current head) or rejects an open change request.
+func (s *Server) decide(approve bool) handler {
+	return func(w http.ResponseWriter, r *http.Request, p principal) error {
+		env := r.PathValue("env")
+		var req struct {
+			Reason string `json:"reason"`
+		}
+		if r.ContentLength != 0 {
+			if err := decodeBody(r, &req); err != nil {
+				return err
+			}
+		}
+		cr, rev, err := s.flow.get(r.Context(), env, r.PathValue("id"))
+		if err != nil {
+			return errf(http.StatusNotFound, "not_found", "%v", err)
+		}
+		if cr.State != "open" {
+			return errf(http.StatusConflict, "decided", "change request %s is already %s", cr.ID, cr.State)
+		}
+		if cr.AuthorID == p.tok.ID {
+			s.record(r.Context(), p, "approve", env, cr.ID, "denied", map[string]any{"why": "author cannot decide own change request"})
+			return errf(http.StatusForbidden, "forbidden", "you wrote change request %s; someone else must approve or reject it", cr.ID)
+		}
+		now := time.Now().UTC()
+		cr.DecidedBy, cr.DecidedAt = p.actor(), &now
+		if !approve {
+			cr.State, cr.Note = "rejected", req.Reason
+			if err := s.flow.update(r.Context(), cr, rev); err != nil {
+				return errf(http.StatusConflict, "decided", "change request %s was decided concurrently", cr.ID)
+			}
+			s.approvals.WithLabelValues(env, "rejected").Inc()
+			s.record(r.Context(), p, "reject", env, cr.ID, "rejected", map[string]any{"reason": req.Reason})
+			return writeJSON(w, 200, cr)
+		}
+		cs, err := s.o.Store.Commit(r.Context(), &config.Changeset{Env: env, Author: cr.Author, Reason: cr.Reason + " (approved by " + p.actor() + ")", ChangeRequest: cr.ID, Changes: cr.Changes})
+		if err != nil {
+			s.record(r.Context(), p, "approve", env, cr.ID, "failed", map[string]any{"error": err.Error()})
+			return err // 409 if the flags moved on since the request was written
+		}
+		cr.State, cr.Version = "applied", cs.Version
+		if err := s.flow.update(r.Context(), cr, rev); err != nil {
+			s.log.Error("change request applied but its record was not updated", zap.String("id", cr.ID), zap.Error(err))
+		}
+		s.approvals.WithLabelValues(env, "approved").Inc()
+		s.record(r.Context(), p, "approve", env, cr.ID, "applied", map[string]any{"version": cs.Version})
+		s.log.Info("change request approved and applied", zap.String("env", env), zap.String("id", cr.ID), zap.Uint64("version", cs.Version))
+		return writeJSON(w, 200, map[string]any{"changeRequest": cr, "changeset": cs})
+	}
+}
+
+func (s *Server) emergencies(w http.ResponseWriter, r *http.Request, p principal) error {
+	onlyOpen := r.URL.Query().Get("reviewed") == "false"
+	envs, err := s.o.Store.Envs(r.Context())
+	if err != nil {
+		return err
+	}
+	type item struct {
+		*config.Changeset
+		Review *Review `json:"review,omitempty"`
+	}
+	out := []item{}
+	for _, e := range envs {
+		if p.tok.RoleIn(e.Name) < RoleViewer {
+			continue
+		}
+		list, err := s.o.Store.Changesets(r.Context(), e.Name, 0, 0)
+		if err != nil {
+			return err
+		}
+		for _, cs := range list {
+			if !cs.Emergency {
+				continue
+			}
+			rv, done := s.flow.reviewed(r.Context(), e.Name, cs.Version)
+			if onlyOpen && done {
+				continue
+			}
+			out = append(out, item{Changeset: cs, Review: rv})
+		}
+	}
+	return writeJSON(w, 200, map[string]any{"emergencies": out})
+}
+
+func (s *Server) reviewEmergency(w http.ResponseWriter, r *http.Request, p principal) error {
+	env := r.PathValue("env")
+	v, err := strconv.ParseUint(r.PathValue("version"), 10, 64)
+	if err != nil {
+		return errf(http.StatusBadRequest, "bad_request", "version %q: must be a positive integer", r.PathValue("version"))
+	}
+	cs, err := s.o.Store.Changeset(r.Context(), env, v)
+	if err != nil {
+		return err
+	}
+	if !cs.Emergency {
+		return errf(http.StatusUnprocessableEntity, "validation", "version %d of %s is not an emergency change", v, env)
+	}
+	var req struct {
+		Note string `json:"note"`
+	}
+	if r.ContentLength != 0 {
+		if err := decodeBody(r, &req); err != nil {
+			return err
+		}
+	}
+	rv := Review{Env: env, Version: v, ReviewedBy: p.actor(), ReviewedAt: time.Now().UTC(), Note: req.Note}
+	if err := s.flow.review(r.Context(), rv); err != nil {
+		return errf(http.StatusConflict, "reviewed", "emergency change %d was already reviewed", v)
+	}
+	s.record(r.Context(), p, "review", env, strconv.FormatUint(v, 10), "reviewed", map[string]any{"note": req.Note})
+	return writeJSON(w, 200, rv)
+}
+
+func (s *Server) diff(w http.ResponseWriter, r *http.Request, _ principal) error {
+	from, err := queryUint(r, "from")
+	if err != nil {
+		return err
+	}
+	to, err := queryUint(r, "to")
+	if err != nil {
+		return err
+	}
+	env := r.PathValue("env")
+	if r.URL.Query().Get("to") == "" {
+		head, err := s.o.Store.Head(r.Context(), env)
+		if err != nil {
+			return err
+		}
+		to = head.Version
+	}
+	d, err := s.o.Store.Diff(r.Context(), env, from, to)
+	if err != nil {
+		return err
+	}
+	if r.URL.Query().Get("format") == "text" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, err := w.Write([]byte(d.Text()))
+		return err
+	}
+	return writeJSON(w, 200, d)
+}
+
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p principal) error {
+	var req struct {
+		ToVersion uint64   `json:"toVersion"`
+		Flags     []string `json:"flags"`
+		Reason    string   `json:"reason"`
+		DryRun    bool     `json:"dryRun"`
+		Emergency bool     `json:"emergency"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	env := r.PathValue("env")
+	plan, err := s.o.Store.PlanRollback(r.Context(), env, req.ToVersion, req.Flags)
+	if err != nil {
+		return err
+	}
+	if req.DryRun {
+		if r.URL.Query().Get("format") == "text" {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, err := w.Write([]byte(plan.Text()))
+			return err
+		}
+		return writeJSON(w, 200, plan)
+	}
+	if p.tok.RoleIn(env) < RoleEditor {
+		return errf(http.StatusForbidden, "forbidden", "rolling back %s needs the editor role (a dry run needs viewer)", env)
+	}
+	if len(plan.Changes) == 0 {
+		return errf(http.StatusUnprocessableEntity, "validation", "nothing to roll back: the flags are the same at version %d and now", req.ToVersion)
+	}
+	envSet, err := s.o.Store.Env(r.Context(), env)
+	if err != nil {
+		return err
+	}
+	if envSet.Protected && !req.Emergency {
+		return s.openChangeRequest(w, r, p, env, writeRequest{Reason: "rollback to version " + strconv.FormatUint(req.ToVersion, 10) + ": " + req.Reason, Changes: plan.Changes})
+	}
+	if req.Emergency && p.tok.RoleIn(env) < RoleApprover {
+		return errf(http.StatusForbidden, "forbidden", "emergency changes need the approver role in %s", env)
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		return &config.ValidationError{Problems: problemList("reason", "a rollback needs a reason")}
+	}
+	return s.commitChanges(w, r, p, env, &config.Changeset{Env: env, Author: p.actor(), Reason: req.Reason, Emergency: req.Emergency, RollbackTo: req.ToVersion, Changes: plan.Changes})
+}
+
+func (s *Server) promote(w http.ResponseWriter, r *http.Request, p principal) error {
+	var req struct {
+		From   string   `json:"from"`
+		Flags  []string `json:"flags"`
+		Reason string   `json:"reason"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	to := r.PathValue("env")
+	if req.From == "" || req.From == to {
+		return &config.ValidationError{Problems: problemList("from", "the source environment, different from "+to)}
+	}
+	if p.tok.RoleIn(req.From) < RoleViewer {
+		return errf(http.StatusForbidden, "forbidden", "promoting from %s needs at least the viewer role there", req.From)
+	}
+	src, err := s.o.Store.Head(r.Context(), req.From)
+	if err != nil {
+		return err
+	}
+	dst, err := s.o.Store.Head(r.Context(), to)
+	if err != nil {
+		return err
+	}
+	flags := req.Flags
+	if len(flags) == 0 {
+		flags = src.Doc.FlagKeys()
+	}
+	var changes []config.Change
+	for _, f := range flags {
+		def := src.Doc.FlagJSON(f)
+		if def == nil {
+			return &config.ValidationError{Problems: problemList("flags", f+" does not exist in "+req.From)}
+		}
+		changes = append(changes, config.Change{Flag: f, Op: config.OpPut, Definition: def, BaseVersion: dst.FlagVersions[f]})
+	}
+	env, err := s.o.Store.Env(r.Context(), to)
+	if err != nil {
+		return err
+	}
+	if err := s.checkPolicy(r.Context(), env, changes); err != nil {
+		return err
+	}
+	reason := fmt.Sprintf("promote from %s@%d: %s", req.From, src.Version, req.Reason)
+	if env.Protected {
+		return s.openChangeRequest(w, r, p, to, writeRequest{Reason: reason, Changes: changes})
+	}
+	return s.commitChanges(w, r, p, to, &config.Changeset{Env: to, Author: p.actor(), Reason: reason, PromotedFrom: fmt.Sprintf("%s@%d", req.From, src.Version), Changes: changes})
+}
+
+func (s *Server) auditList(w http.ResponseWriter, r *http.Request, _ principal) error {
+	after, err := queryUint(r, "after")
+	if err != nil {
+		return err
+	}
+	limit, err := queryUint(r, "limit")
+	if err != nil {
+		return err
+	}
+	list, err := s.audit.Entries(r.Context(), after, int(limit))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 200, map[string]any{"entries": list})
+}
+
+func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ principal) error {
+	res, err := s.audit.Verify(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 200, res)
 }
 
 func problemList(path, reason string) []evaluator.Problem {
@@ -323,6 +715,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p principal
 		return errf(http.StatusUnprocessableEntity, "validation", "%v", err)
 	}
 	s.log.Info("token created", zap.String("id", info.ID), zap.String("name", info.Name), zap.String("by", p.tok.ID))
+	s.record(r.Context(), p, "token.create", "", info.ID, "created", map[string]any{"name": info.Name, "roles": info.Roles})
 	return writeJSON(w, http.StatusCreated, map[string]any{"token": secret, "info": info, "note": "the token is shown once; pennon stores only its hash"})
 }
 
@@ -332,5 +725,6 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p principal
 		return errf(http.StatusNotFound, "not_found", "%v", err)
 	}
 	s.log.Info("token revoked", zap.String("id", id), zap.String("by", p.tok.ID))
+	s.record(r.Context(), p, "token.revoke", "", id, "revoked", nil)
 	return writeJSON(w, 200, map[string]any{"revoked": id})
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -35,6 +36,9 @@ type Options struct {
 	Logger   *zap.Logger
 	Registry *prometheus.Registry
 	Sidecars SidecarLister // optional
+	// JetStream holds change requests, reviews and the audit stream. Required.
+	JetStream jetstream.JetStream
+	Replicas  int
 	// MaxBodyBytes bounds request bodies; default 1 MiB.
 	MaxBodyBytes int64
 }
@@ -50,12 +54,16 @@ type Server struct {
 	requests  *prometheus.CounterVec
 	commits   *prometheus.CounterVec
 	emergency prometheus.Counter
+	approvals *prometheus.CounterVec
+
+	flow  *workflow
+	audit *AuditLog
 }
 
 // New builds the server; Listen and Serve run it.
 func New(o Options) (*Server, error) {
-	if o.Store == nil || o.Tokens == nil {
-		return nil, errors.New("control: Options.Store and Options.Tokens are required")
+	if o.Store == nil || o.Tokens == nil || o.JetStream == nil {
+		return nil, errors.New("control: Options.Store, Options.Tokens and Options.JetStream are required")
 	}
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:8080"
@@ -75,7 +83,17 @@ func New(o Options) (*Server, error) {
 			Help: "Write attempts by outcome: committed, conflict, invalid, forbidden."}, []string{"env", "outcome"}),
 		emergency: prometheus.NewCounter(prometheus.CounterOpts{Name: "pennon_emergency_changes_total", Help: "Emergency changes applied directly to protected environments."}),
 	}
-	o.Registry.MustRegister(s.requests, s.commits, s.emergency)
+	s.approvals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_change_requests_total", Help: "Change requests by outcome: opened, approved, rejected."}, []string{"env", "outcome"})
+	o.Registry.MustRegister(s.requests, s.commits, s.emergency, s.approvals)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	if s.flow, err = openWorkflow(ctx, o.JetStream, o.Replicas); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	if s.audit, err = OpenAuditLog(ctx, o.JetStream, o.Replicas); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
 	s.routes()
 	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second}
 	return s, nil
@@ -178,6 +196,7 @@ func (s *Server) route(pattern, name string, need Role, h handler) {
 					where = "environment " + env
 				}
 				s.log.Info("access denied", zap.String("token", tok.ID), zap.String("route", name), zap.String("env", env), zap.String("need", need.String()))
+				s.record(r.Context(), p0(tok), "deny", env, name, "denied", map[string]any{"need": need.String(), "have": have.String()})
 				writeErr(rec, errf(http.StatusForbidden, "forbidden", "token %s (%s) has role %s in %s; %s needs %s", tok.ID, tok.Name, have, where, name, need))
 				return
 			}
@@ -272,4 +291,23 @@ func queryUint(r *http.Request, name string) (uint64, error) {
 		return 0, errf(http.StatusBadRequest, "bad_request", "query %s=%q: must be a non-negative integer", name, v)
 	}
 	return n, nil
+}
+
+func p0(tok *TokenRecord) principal { return principal{tok: tok} }
+
+// actor names a principal in the audit log and in changesets.
+func (p principal) actor() string {
+	if p.tok == nil {
+		return "anonymous"
+	}
+	return p.tok.Name + " (" + p.tok.ID + ")"
+}
+
+// record appends an audit entry. Auditing must not silently fail: a failed
+// append is logged at error level and counted by the request's 5xx if the
+// caller chooses to fail.
+func (s *Server) record(ctx context.Context, p principal, action, env, target, outcome string, details map[string]any) {
+	if _, err := s.audit.Append(ctx, AuditEntry{Actor: p.actor(), Action: action, Env: env, Target: target, Outcome: outcome, Details: details}); err != nil {
+		s.log.Error("audit entry not written", zap.String("action", action), zap.String("env", env), zap.Error(err))
+	}
 }

@@ -85,7 +85,7 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	reg, _ := NewRegistry(nc)
-	api, err := control.New(control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Sidecars: reg})
+	api, err := control.New(control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Sidecars: reg, JetStream: js})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if _, err := store.Commit(ctx, &config.Changeset{Env: "bench", Changes: []config.Change{{Flag: "counter", Op: config.OpPut, Definition: flagDef(0)}}}); err != nil {
 		return Result{}, err
 	}
-	api, err := control.New(control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks})
+	api, err := control.New(control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, JetStream: js})
 	if err != nil {
 		return Result{}, err
 	}

@@ -129,7 +129,7 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	}
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	api, err := control.New(control.Options{Addr: o.addr, Store: rs.Store, Tokens: rs.Tokens, Logger: log, Registry: promReg, Sidecars: reg})
+	api, err := control.New(control.Options{Addr: o.addr, Store: rs.Store, Tokens: rs.Tokens, Logger: log, Registry: promReg, Sidecars: reg, JetStream: js, Replicas: o.replicas})
 	if err != nil {
 		return fail(err)
 	}
