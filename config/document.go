@@ -38,6 +38,13 @@ type FlagDoc struct {
 	Propagation    string                     `json:"propagation,omitempty"`
 	FailMode       string                     `json:"failMode,omitempty"`
 	SafeVariant    string                     `json:"safeVariant,omitempty"`
+
+	// decoded keeps the values Parse already decoded, so that checking and
+	// compiling do not decode the same JSON again (read-only, shared).
+	decoded struct {
+		variants  map[string]any
+		targeting any
+	}
 }
 
 // Allowed values of pennon's enumerated fields.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"sort"
 	"strings"
@@ -40,19 +41,27 @@ func (d *Document) specs(keys []string) ([]evaluator.FlagSpec, []evaluator.Probl
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			var v any
-			_ = decodeJSON(f.Variants[n], &v)
+			v, ok := f.decoded.variants[n]
+			if !ok {
+				_ = decodeJSON(f.Variants[n], &v)
+			}
 			sp.Variants = append(sp.Variants, evaluator.VariantSpec{Name: n, Value: v})
 		}
 		if f.DefaultVariant != nil {
 			sp.DefaultVariant, sp.HasDefaultVariant = *f.DefaultVariant, true
 		}
 		if len(f.Targeting) > 0 {
-			var t any
-			_ = decodeJSON(f.Targeting, &t)
-			resolved, ps := resolveRefs(t, evs, "flags."+key+".targeting", nil)
-			problems = append(problems, ps...)
-			sp.Targeting = resolved
+			t := f.decoded.targeting
+			if t == nil {
+				_ = decodeJSON(f.Targeting, &t)
+			}
+			sp.Targeting = t
+			// Only rules that mention $ref need the substituting copy.
+			if bytes.Contains(f.Targeting, []byte(`"$ref"`)) {
+				resolved, ps := resolveRefs(t, evs, "flags."+key+".targeting", nil)
+				problems = append(problems, ps...)
+				sp.Targeting = resolved
+			}
 		}
 		if len(d.metadata) > 0 || len(f.Metadata) > 0 {
 			sp.Metadata = make(map[string]any, len(d.metadata)+len(f.Metadata))

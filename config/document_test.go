@@ -115,8 +115,12 @@ func FuzzParseDocument(f *testing.F) {
 		if err != nil {
 			return
 		}
+		before := string(doc.Canonical())
 		if _, err := doc.Compile(1); err != nil {
 			t.Fatalf("a valid document must compile: %v", err)
+		}
+		if string(doc.Canonical()) != before {
+			t.Fatal("Compile modified the document")
 		}
 		if _, err := Parse(doc.Canonical()); err != nil {
 			t.Fatalf("canonical form must parse: %v", err)

@@ -209,6 +209,10 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 					continue
 				}
 				f.Variants[n] = canonicalJSON(v)
+				if f.decoded.variants == nil {
+					f.decoded.variants = make(map[string]any, len(vs))
+				}
+				f.decoded.variants[n] = v
 			}
 			if len(vs) == 0 {
 				p.add(base+".variants", "a flag needs at least one variant")
@@ -231,6 +235,7 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 			p.add(base+".targeting", "must be a JSON Logic rule object, got %s", jsonTypeName(t))
 		} else if t != nil {
 			f.Targeting = canonicalJSON(t)
+			f.decoded.targeting = t
 		}
 	}
 	if raw, ok := m["metadata"]; ok {
