@@ -43,7 +43,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var (
 		_           = fs.String("config", "", "YAML file with settings")
 		targetURL   = fs.String("url", "http://127.0.0.1:8016", "base URL of the OFREP server for target url")
-		targets     = fs.String("target", "url", "comma-separated targets to run in order: url, bare, pennon, pennon-nocache")
+		targets     = fs.String("target", "url", "comma-separated targets to run in order: url, bare, pennon, pennon-nocache, or LABEL=URL (e.g. flagd=http://127.0.0.1:8016)")
 		scenario    = fs.String("scenario", "static", "scenario: "+strings.Join(bench.ScenarioNames(), ", "))
 		conns       = fs.Int("connections", 16, "concurrent connections")
 		rate        = fs.Float64("rate", 0, "open loop at this many requests/s in total (latency corrected for coordinated omission); 0 = closed loop")
@@ -133,6 +133,9 @@ func scenarioList() string {
 // benchTargets are the in-process or external targets `--target` accepts.
 var benchTargets = []string{"url", "bare", "pennon", "pennon-nocache"}
 
+// parseTargets splits --target. An entry is a known target name, or
+// LABEL=URL to load any OFREP server under that label (so pennon, flagd and
+// GO Feature Flag can be measured side by side in one run).
 func parseTargets(s string) ([]string, error) {
 	var out []string
 	for _, t := range strings.Split(s, ",") {
@@ -140,17 +143,24 @@ func parseTargets(s string) ([]string, error) {
 		if t == "" {
 			continue
 		}
+		if label, url, ok := strings.Cut(t, "="); ok {
+			if label == "" || url == "" {
+				return nil, fmt.Errorf("target: %q: want LABEL=URL, e.g. flagd=http://127.0.0.1:8016", t)
+			}
+			out = append(out, t)
+			continue
+		}
 		ok := false
 		for _, known := range benchTargets {
 			ok = ok || t == known
 		}
 		if !ok {
-			return nil, fmt.Errorf("target: unknown %q (allowed: %s)", t, strings.Join(benchTargets, ", "))
+			return nil, fmt.Errorf("target: unknown %q (allowed: %s, or LABEL=URL)", t, strings.Join(benchTargets, ", "))
 		}
 		out = append(out, t)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("target: empty (allowed: " + strings.Join(benchTargets, ", ") + ")")
+		return nil, errors.New("target: empty (allowed: " + strings.Join(benchTargets, ", ") + ", or LABEL=URL)")
 	}
 	return out, nil
 }
@@ -175,6 +185,9 @@ func startBenchTarget(name, url string) (string, string, func() error, error) {
 		}
 		return t.URL, t.Label, t.Close, nil
 	default:
+		if label, u, ok := strings.Cut(name, "="); ok {
+			return u, label, func() error { return nil }, nil
+		}
 		return url, "url " + strings.TrimPrefix(url, "http://"), func() error { return nil }, nil
 	}
 }

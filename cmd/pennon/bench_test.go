@@ -35,6 +35,9 @@ func TestBenchCommandBare(t *testing.T) {
 	if len(rep.Results) != 2 || rep.Results[0].Requests != 200 || rep.Schema != bench.SchemaVersion {
 		t.Fatalf("report: %s", data)
 	}
+	if rep.Results[1].Label != "pennon" {
+		t.Errorf("labels %s, %s", rep.Results[0].Label, rep.Results[1].Label)
+	}
 	for _, f := range []string{"targeting-latency.png", "targeting-throughput.png", "targeting-p99.png"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Error(err)
@@ -48,7 +51,9 @@ func TestBenchCommandErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"unknown target", []string{"bench", "--target", "nope"}, `target: unknown "nope" (allowed: url, bare, pennon, pennon-nocache)`},
+		{"unknown target", []string{"bench", "--target", "nope"}, `target: unknown "nope" (allowed: url, bare, pennon, pennon-nocache, or LABEL=URL)`},
+		{"empty label", []string{"bench", "--target", "=http://127.0.0.1:1"}, `want LABEL=URL`},
+		{"labelled remote", []string{"bench", "--target", "peer=http://192.0.2.7:8016", "--requests", "1"}, "not a loopback address"},
 		{"unknown scenario", []string{"bench", "--scenario", "nope"}, `scenario: unknown "nope"`},
 		{"no bound", []string{"bench", "--target", "bare", "--duration", "0"}, "set at least one bound"},
 		{"remote", []string{"bench", "--url", "http://192.0.2.7:8016", "--requests", "1"}, "not a loopback address"},
@@ -89,5 +94,25 @@ func TestBenchPropagationCommand(t *testing.T) {
 	}
 	if err := json.Unmarshal(data, &res); err != nil || len(res) != 1 || res[0].Samples != 10 {
 		t.Fatalf("json %s: %v", data, err)
+	}
+}
+
+// TestBenchLabelledURL: LABEL=URL targets load any server under a name,
+// side by side with the in-process ones.
+func TestBenchLabelledURL(t *testing.T) {
+	peer, err := bench.StartBare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"bench", "--target", "peer=" + peer.URL + ",bare", "--requests", "100",
+		"--warmup", "0s", "--connections", "2", "--quiet"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(strings.TrimSpace(lines[1]), "peer ") {
+		t.Errorf("table:\n%s", out.String())
 	}
 }
