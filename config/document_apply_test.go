@@ -160,3 +160,34 @@ func TestApplyMatchesFullParse(t *testing.T) {
 		})
 	}
 }
+
+// FuzzApply checks that the incremental Apply accepts exactly what a full
+// re-parse of the merged document accepts, and produces the same document.
+func FuzzApply(f *testing.F) {
+	f.Add("wallet", []byte(`{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","prerequisites":{"express-checkout":"on"}}`), "")
+	f.Add("payment-api-v2", []byte(`{"state":"ENABLED","variants":{"on":true},"prerequisites":{"new-checkout-ui":"on"}}`), "legacy-payment")
+	f.Add("x", []byte(`{"state":"ENABLED","variants":{"on":true},"targeting":{"if":[{"$ref":"internalUser"},"on",null]}}`), "payment-api-v1")
+	f.Add("performance-mode", []byte(`{"state":"DISABLED","variants":{"safe":"safe"}}`), "")
+	doc := mustParseFile(f, "../examples/checkout.json")
+	f.Fuzz(func(t *testing.T, key string, def []byte, deleteKey string) {
+		cs := &Changeset{Changes: []Change{{Flag: key, Op: OpPut, Definition: def}}}
+		if deleteKey != "" && deleteKey != key {
+			cs.Changes = append(cs.Changes, Change{Flag: deleteKey, Op: OpDelete})
+		}
+		got, err := doc.Apply(cs)
+		var probe any
+		if decodeJSON(def, &probe) != nil || (deleteKey != "" && deleteKey != key && doc.Flag(deleteKey) == nil) {
+			if err == nil {
+				t.Fatal("Apply accepted an undecodable definition or a delete of a missing flag")
+			}
+			return
+		}
+		want, wantErr := applyByFullParse(t, doc, cs)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("Apply err %v; full parse err %v", err, wantErr)
+		}
+		if err == nil && string(got.Canonical()) != string(want.Canonical()) {
+			t.Fatalf("Apply and full parse differ:\n%s\n%s", got.Canonical(), want.Canonical())
+		}
+	})
+}
