@@ -57,6 +57,11 @@ func renderChart(t *testing.T, overrides map[string]any) (manifests, notes strin
 	values := map[string]any{}
 	readYAML(t, filepath.Join(chartDir, "values.yaml"), &values, false)
 	mergeValues(values, overrides)
+	// Helm validates the merged values against values.schema.json before
+	// rendering; so does this renderer.
+	if errs := loadSchema(t).validate("values", values); len(errs) > 0 {
+		t.Fatalf("values violate values.schema.json:\n%s", strings.Join(errs, "\n"))
+	}
 
 	var root *template.Template
 	funcs := template.FuncMap{
