@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// TestAdminCLI drives the admin verbs against a real control plane (the dev
+// system on random ports).
+func TestAdminCLI(t *testing.T) {
+	data := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan [3]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runDevSystem(ctx, devOptions{data: data, sidecarAddr: "127.0.0.1:0", apiAddr: "127.0.0.1:0", natsAddr: "127.0.0.1:0"}, zap.NewNop(), &strings.Builder{}, ready)
+	}()
+	var a [3]string
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev did not start")
+	}
+	defer func() { cancel(); <-done }()
+	common := []string{"--server", a[1], "--token", a[2], "--env", "dev"}
+	cli := func(args ...string) (int, string, string) {
+		return runCLI(append(args, common...)...)
+	}
+	code, out, errOut := cli("flags", "list")
+	if code != 0 {
+		t.Fatalf("flags list: %d %s", code, errOut)
+	}
+	golden(t, "admin_flags_list", out)
+	def := `{"state":"ENABLED","variants":{"fast":"fast","balanced":"balanced","safe":"safe"},"defaultVariant":"safe"}`
+	if code, out, errOut = cli("flags", "set", "performance-mode", "--definition", def, "--base", "1", "--reason", "test"); code != 0 || out != "committed dev version 2\n" {
+		t.Fatalf("set: %d %q %s", code, out, errOut)
+	}
+	// A stale base is a readable conflict.
+	code, _, errOut = cli("flags", "set", "performance-mode", "--definition", def, "--base", "1")
+	if code != 1 || !strings.Contains(errOut, "performance-mode: you based your change on version 1; it is at version 2") {
+		t.Fatalf("conflict: %d %s", code, errOut)
+	}
+	// An invalid definition lists its problems with paths.
+	code, _, errOut = cli("flags", "set", "x", "--definition", `{"state":"ON","variants":{"a":1}}`)
+	if code != 1 || !strings.Contains(errOut, `flags.x.state: "ON" is not allowed`) {
+		t.Fatalf("invalid: %d %s", code, errOut)
+	}
+	code, out, _ = cli("diff", "--from", "1", "--to", "2")
+	if code != 0 {
+		t.Fatal(out)
+	}
+	golden(t, "admin_diff", out)
+	code, out, errOut = cli("rollback", "--to", "1", "--flags", "performance-mode", "--dry-run")
+	if code != 0 {
+		t.Fatalf("dry run: %s", errOut)
+	}
+	golden(t, "admin_rollback_dry_run", out)
+	if code, out, _ = cli("history", "--limit", "5"); code != 0 || !strings.Contains(out, "put performance-mode") || !strings.Contains(out, "load the checkout example") {
+		t.Fatalf("history: %s", out)
+	}
+	if code, out, _ = cli("sidecars"); code != 0 || !strings.Contains(out, "sidecar(s)") {
+		t.Fatalf("sidecars: %s", out)
+	}
+	exported := filepath.Join(t.TempDir(), "audit.jsonl")
+	if code, _, errOut = cli("audit", "export", "--out", exported); code != 0 {
+		t.Fatalf("export: %s", errOut)
+	}
+	if code, out, _ = cli("audit", "verify", "--file", exported); code != 0 || !strings.HasPrefix(out, "audit chain OK") {
+		t.Fatalf("verify: %d %s", code, out)
+	}
+	b, _ := os.ReadFile(exported)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	lines[0] = strings.Replace(lines[0], `"outcome":"`, `"outcome":"x`, 1)
+	os.WriteFile(exported, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	if code, out, _ = cli("audit", "verify", "--file", exported); code != 1 || !strings.Contains(out, "BROKEN at entry 1") {
+		t.Fatalf("tampered verify: %d %s", code, out)
+	}
+}
