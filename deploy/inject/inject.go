@@ -35,7 +35,11 @@ func Inject(r io.Reader, w io.Writer, o Options) (Stats, error) {
 	if err := o.validate(); err != nil {
 		return st, err
 	}
-	dec := yaml.NewDecoder(r)
+	in, err := io.ReadAll(r)
+	if err != nil {
+		return st, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(in))
 	var docs []*yaml.Node
 	for {
 		var doc yaml.Node
@@ -49,6 +53,12 @@ func Inject(r io.Reader, w io.Writer, o Options) (Stats, error) {
 		docs = append(docs, &doc)
 	}
 	st.Documents = len(docs)
+	if len(docs) == 0 {
+		// Nothing but whitespace or comments: hand it back as it came
+		// (yaml.v3 cannot encode an empty stream).
+		_, err := w.Write(in)
+		return st, err
+	}
 	for i, doc := range docs {
 		if len(doc.Content) == 0 {
 			continue
@@ -68,7 +78,7 @@ func Inject(r io.Reader, w io.Writer, o Options) (Stats, error) {
 	if err := enc.Close(); err != nil {
 		return st, err
 	}
-	_, err := w.Write(buf.Bytes())
+	_, err = w.Write(buf.Bytes())
 	return st, err
 }
 

@@ -74,6 +74,27 @@ func TestInjectPreservesComments(t *testing.T) {
 	}
 }
 
+func TestInjectEmptyInput(t *testing.T) {
+	for _, in := range []string{"", "\n", "# only a comment\n", "---\n", "---\n---\n"} {
+		var out bytes.Buffer
+		st, err := Inject(strings.NewReader(in), &out, Options{})
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		if st.Injected != 0 {
+			t.Errorf("%q: injected %d", in, st.Injected)
+		}
+	}
+	var out bytes.Buffer
+	if _, err := Inject(strings.NewReader("---\nkind: ConfigMap\n---\n---\nkind: Pod\nspec:\n  containers: []\n"), &out, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "name: pennon") || !strings.Contains(out.String(), "kind: ConfigMap") {
+		t.Errorf("output:\n%s", out.String())
+	}
+}
+
 func TestInjectErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -107,6 +128,8 @@ func FuzzInject(f *testing.F) {
 	f.Add("kind: CronJob\nspec: {jobTemplate: {spec: {template: {spec: {containers: [{name: pennon}]}}}}}\n")
 	f.Add("kind: List\nitems: [1, {kind: Pod}]\n")
 	f.Add("- a\n- b\n---\n'x'\n")
+	f.Add("")
+	f.Add("# c\n---\n---\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		var out bytes.Buffer
 		if _, err := Inject(strings.NewReader(in), &out, Options{}); err != nil {
