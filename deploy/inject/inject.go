@@ -41,6 +41,7 @@ func Inject(r io.Reader, w io.Writer, o Options) (Stats, error) {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(in))
 	var docs []*yaml.Node
+	var nums []int // each kept document's position in the input, for errors
 	for {
 		var doc yaml.Node
 		err := dec.Decode(&doc)
@@ -48,22 +49,23 @@ func Inject(r io.Reader, w io.Writer, o Options) (Stats, error) {
 			break
 		}
 		if err != nil {
-			return st, fmt.Errorf("document %d: %w", len(docs)+1, err)
+			return st, fmt.Errorf("document %d: %w", st.Documents+1, err)
 		}
-		docs = append(docs, &doc)
+		st.Documents++
+		// Empty documents (a stray "---", comments only) are dropped: yaml.v3
+		// re-encodes them differently each time, which would break idempotence.
+		if !emptyDoc(&doc) {
+			docs = append(docs, &doc)
+			nums = append(nums, st.Documents)
+		}
 	}
-	st.Documents = len(docs)
 	if len(docs) == 0 {
-		// Nothing but whitespace or comments: hand it back as it came
-		// (yaml.v3 cannot encode an empty stream).
+		// Nothing but whitespace or comments: hand it back as it came.
 		_, err := w.Write(in)
 		return st, err
 	}
 	for i, doc := range docs {
-		if len(doc.Content) == 0 {
-			continue
-		}
-		if err := injectObject(doc.Content[0], o, &st, fmt.Sprintf("document %d", i+1)); err != nil {
+		if err := injectObject(doc.Content[0], o, &st, fmt.Sprintf("document %d", nums[i])); err != nil {
 			return st, err
 		}
 	}
@@ -80,6 +82,16 @@ func Inject(r io.Reader, w io.Writer, o Options) (Stats, error) {
 	}
 	_, err = w.Write(buf.Bytes())
 	return st, err
+}
+
+// emptyDoc reports a document with nothing in it but comments: no content,
+// or a lone null scalar (how yaml.v3 reads "# comment" followed by "---").
+func emptyDoc(d *yaml.Node) bool {
+	if len(d.Content) == 0 {
+		return true
+	}
+	c := d.Content[0]
+	return len(d.Content) == 1 && c.Kind == yaml.ScalarNode && c.Tag == "!!null" && c.Value == ""
 }
 
 // podTemplatePaths says where each workload kind keeps its pod template's
