@@ -29,6 +29,7 @@ type compiler struct {
 	dynamic  bool                // reads the context in a way that cannot be enumerated
 	clock    bool                // reads $flagd.timestamp
 	depth    int                 // >0 inside map/filter/reduce/...: var reads the item
+	nodes    int                 // compiled nodes: a rough cost of evaluating the rule
 }
 
 func newCompiler(flagKey string) *compiler {
@@ -71,6 +72,7 @@ func constNode(v any) node { return func(*env) any { return v } }
 
 // compile compiles a normalized JSON value found at path.
 func (c *compiler) compile(v any, path string) node {
+	c.nodes++
 	switch x := v.(type) {
 	case map[string]any:
 		if len(x) != 1 {

@@ -1,6 +1,7 @@
 package evaluator
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -103,12 +104,27 @@ func (c *Context) Decode(data []byte, lim Limits) error {
 // OFREP request body is `{"context": {...}}`). A missing or null member gives
 // an empty context; anything else that is not an object is CodeInvalidContext.
 func (c *Context) DecodeField(data []byte, field string, lim Limits) error {
+	return c.decodeField(data, field, lim, false)
+}
+
+// ValidateField checks data exactly as DecodeField does (syntax, shape,
+// limits) but builds nothing and leaves c empty. The sidecar uses it for
+// flags whose answer reads nothing from the context, so a malformed request
+// is still rejected while a static flag costs no decoding.
+func (c *Context) ValidateField(data []byte, field string, lim Limits) error {
+	return c.decodeField(data, field, lim, true)
+}
+
+func (c *Context) decodeField(data []byte, field string, lim Limits, discard bool) error {
 	c.Reset()
 	lim = lim.withDefaults()
 	if len(data) > lim.MaxBytes {
 		return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("request body is %d bytes, the limit is %d", len(data), lim.MaxBytes)}
 	}
-	d := decoder{data: data, src: string(data), lim: lim}
+	d := decoder{data: data, lim: lim, discard: discard}
+	if !discard {
+		d.src = string(data)
+	}
 	d.skipSpace()
 	if d.pos >= len(d.data) || d.data[d.pos] != '{' {
 		if d.pos >= len(d.data) {
@@ -127,17 +143,18 @@ func (c *Context) DecodeField(data []byte, field string, lim Limits) error {
 	}
 	for {
 		d.skipSpace()
-		key, err := d.str()
-		if err != nil {
+		start := d.pos
+		if _, err := d.rawStr(); err != nil {
 			return err
 		}
+		isField := string(d.data[start:d.pos]) == `"`+field+`"`
 		d.skipSpace()
 		if d.peek() != ':' {
 			return d.fail("expected ':' after object key")
 		}
 		d.pos++
 		d.skipSpace()
-		if key == field {
+		if isField {
 			switch d.peek() {
 			case '{':
 				if err := d.objectInto(c.m, 1); err != nil {
@@ -149,11 +166,11 @@ func (c *Context) DecodeField(data []byte, field string, lim Limits) error {
 					return err
 				}
 			default:
-				v, err := d.value(1)
-				if err != nil {
+				kind := kindOf(d.peek())
+				if _, err := d.value(1); err != nil {
 					return err
 				}
-				return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("%s must be a JSON object, got %s", field, typeName(v))}
+				return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("%s must be a JSON object, got %s", field, kind)}
 			}
 		} else if _, err := d.value(1); err != nil {
 			return err
@@ -181,7 +198,10 @@ func (c *Context) DecodeField(data []byte, field string, lim Limits) error {
 // encoding/json into map[string]any costs several microseconds for a typical
 // 200-byte context; this is a fraction of that.
 type decoder struct {
-	data []byte
+	// discard checks syntax and limits without building values: used when
+	// the flag being evaluated reads nothing from the context.
+	discard bool
+	data    []byte
 	src  string // data as one string: unescaped strings are slices of it, not copies
 	pos  int
 	keys int
@@ -225,9 +245,15 @@ func (d *decoder) value(depth int) (any, error) {
 	d.skipSpace()
 	switch c := d.peek(); {
 	case c == '{':
-		m := make(map[string]any)
+		var m map[string]any
+		if !d.discard {
+			m = make(map[string]any)
+		}
 		if err := d.objectInto(m, depth); err != nil {
 			return nil, err
+		}
+		if d.discard {
+			return emptyObject0, nil
 		}
 		return m, nil
 	case c == '[':
@@ -294,6 +320,15 @@ func (d *decoder) number() (any, error) {
 			return nil, d.fail("invalid number: digits expected in exponent")
 		}
 	}
+	if d.discard {
+		// Only numbers with an exponent or many digits can be out of range.
+		if raw := d.data[start:d.pos]; len(raw) > 15 || bytes.ContainsAny(raw, "eE") {
+			if _, err := strconv.ParseFloat(string(raw), 64); err != nil {
+				return nil, &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("number at offset %d is out of range", start)}
+			}
+		}
+		return nil, nil
+	}
 	text := d.src[start:d.pos]
 	if len(text) <= 3 && text[0] != '-' && !strings.ContainsAny(text, ".eE") {
 		n := 0
@@ -311,6 +346,15 @@ func (d *decoder) number() (any, error) {
 	return f, nil
 }
 
+// rawStr validates a string without building it.
+func (d *decoder) rawStr() (string, error) {
+	saved := d.discard
+	d.discard = true
+	_, err := d.str()
+	d.discard = saved
+	return "", err
+}
+
 func (d *decoder) str() (string, error) {
 	if d.peek() != '"' {
 		return "", d.fail("expected a string")
@@ -321,6 +365,14 @@ func (d *decoder) str() (string, error) {
 	for d.pos < len(d.data) {
 		c := d.data[d.pos]
 		if c == '"' {
+			if d.discard {
+				ok := utf8.Valid(d.data[start:d.pos])
+				d.pos++
+				if !ok {
+					return "", d.fail("string is not valid UTF-8")
+				}
+				return "", nil
+			}
 			s := d.src[start:d.pos]
 			d.pos++
 			if !utf8.ValidString(s) {
@@ -336,7 +388,10 @@ func (d *decoder) str() (string, error) {
 		}
 		d.pos++
 	}
-	buf := append([]byte(nil), d.data[start:d.pos]...)
+	var buf []byte
+	if !d.discard {
+		buf = append(buf, d.data[start:d.pos]...)
+	}
 	for d.pos < len(d.data) {
 		c := d.data[d.pos]
 		switch {
@@ -345,11 +400,14 @@ func (d *decoder) str() (string, error) {
 			if !utf8.Valid(buf) {
 				return "", d.fail("string is not valid UTF-8")
 			}
+			if d.discard {
+				return "", nil
+			}
 			return string(buf), nil
 		case c < 0x20:
 			return "", d.fail("control character in string")
 		case c != '\\':
-			buf = append(buf, c)
+			buf = append(buf, c) // escaped strings are rare: build them even when discarding
 			d.pos++
 			continue
 		}
@@ -448,7 +506,9 @@ func (d *decoder) objectInto(m map[string]any, depth int) error {
 		if err != nil {
 			return err
 		}
-		m[key] = v
+		if m != nil {
+			m[key] = v
+		}
 		d.skipSpace()
 		switch d.peek() {
 		case ',':
@@ -464,7 +524,10 @@ func (d *decoder) objectInto(m map[string]any, depth int) error {
 
 func (d *decoder) array(depth int) (any, error) {
 	d.pos++ // '['
-	out := []any{}
+	var out []any
+	if !d.discard {
+		out = []any{}
+	}
 	d.skipSpace()
 	if d.peek() == ']' {
 		d.pos++
@@ -475,7 +538,9 @@ func (d *decoder) array(depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, v)
+		if !d.discard {
+			out = append(out, v)
+		}
 		d.keys++
 		if d.keys > d.lim.MaxKeys {
 			return nil, &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("context has more than %d keys and elements", d.lim.MaxKeys)}
@@ -502,3 +567,22 @@ var smallInts = func() [256]any {
 	}
 	return out
 }()
+
+// emptyObject0 stands for any object while discarding: callers only need to
+// know it was an object.
+var emptyObject0 any = map[string]any(nil)
+
+// kindOf names the JSON type a value starting with b has.
+func kindOf(b byte) string {
+	switch {
+	case b == '[':
+		return "array"
+	case b == '"':
+		return "string"
+	case b == 't' || b == 'f':
+		return "boolean"
+	case b == '-' || (b >= '0' && b <= '9'):
+		return "number"
+	}
+	return "invalid JSON"
+}

@@ -7,7 +7,7 @@ import (
 )
 
 func FuzzDecodeContext(f *testing.F) {
-	for _, s := range []string{`{}`, `{"a":1}`, string(context200), `{"a":"\ud83d\ude00"}`, `{"a":[[[]]]}`, `[`, `{"a":-0.5e+3}`, `{"a":"\u12"}`} {
+	for _, s := range []string{`{"context":{"a":[1,{"b":"\u00e9"}]},"x":1e5}`, `{"context":5}`, `{"context":{"n":1e999}}`, `{}`, `{"a":1}`, string(context200), `{"a":"\ud83d\ude00"}`, `{"a":[[[]]]}`, `[`, `{"a":-0.5e+3}`, `{"a":"\u12"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -20,7 +20,11 @@ func FuzzDecodeContext(f *testing.F) {
 				t.Fatalf("accepted invalid JSON %q", data)
 			}
 		}
-		_ = c.DecodeField(data, "context", Limits{MaxBytes: 4096, MaxDepth: 8, MaxKeys: 64})
+		errFull := c.DecodeField(data, "context", Limits{MaxBytes: 4096, MaxDepth: 8, MaxKeys: 64})
+		errCheck := c.ValidateField(data, "context", Limits{MaxBytes: 4096, MaxDepth: 8, MaxKeys: 64})
+		if (errFull == nil) != (errCheck == nil) {
+			t.Fatalf("DecodeField (%v) and ValidateField (%v) disagree on %q", errFull, errCheck, data)
+		}
 	})
 }
 

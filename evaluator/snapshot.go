@@ -33,6 +33,8 @@ type Flag struct {
 	reads       []string // context paths the answer depends on, incl. prerequisites'
 	readsTime   bool
 	dynamic     bool // reads the context in ways that cannot be enumerated
+	cost        int  // compiled rule nodes, including prerequisites'
+	collected   bool // prerequisites folded into reads/cost (build time only)
 
 	metadata     map[string]any
 	metadataJSON []byte
@@ -176,10 +178,11 @@ func findCycle(s *Snapshot) []string {
 
 // collectReads folds prerequisites' reads into a flag's own.
 func collectReads(f *Flag, seen map[*Flag]bool) {
-	if seen[f] {
+	if seen[f] || f.collected {
 		return
 	}
 	seen[f] = true
+	defer func() { f.collected = true }()
 	set := map[string]struct{}{}
 	for _, r := range f.reads {
 		set[r] = struct{}{}
@@ -191,6 +194,7 @@ func collectReads(f *Flag, seen map[*Flag]bool) {
 		}
 		f.readsTime = f.readsTime || p.flag.readsTime
 		f.dynamic = f.dynamic || p.flag.dynamic
+		f.cost += p.flag.cost + 1
 	}
 	f.reads = f.reads[:0]
 	for r := range set {
@@ -247,6 +251,7 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 		sort.Strings(f.reads)
 		f.readsTime = c.clock
 		f.dynamic = c.dynamic
+		f.cost = c.nodes
 	}
 	if f.metadata == nil {
 		f.metadata = map[string]any{}
@@ -515,3 +520,13 @@ func (f *Flag) SafeResult(details string) Result {
 
 // HasSafeVariant reports whether the flag names a safeVariant.
 func (f *Flag) HasSafeVariant() bool { return f.safe != nil }
+
+// NeedsContext reports whether the flag's answer depends on the evaluation
+// context at all. When it does not, callers can validate the request body
+// instead of decoding it.
+func (f *Flag) NeedsContext() bool { return len(f.reads) > 0 || f.dynamic }
+
+// Cost is a rough measure of the work one evaluation does (compiled rule
+// nodes, prerequisites included). Caching an answer only pays when it is
+// well above the cost of building a cache key and looking it up.
+func (f *Flag) Cost() int { return f.cost }

@@ -49,6 +49,10 @@ type Options struct {
 	KeepAlive time.Duration
 	// FreshTimeout bounds FreshSource.Fresh per request; default 250ms.
 	FreshTimeout time.Duration
+	// CacheMinCost: only flags at least this expensive (evaluator.Flag.Cost)
+	// are cached; cheaper ones are faster to evaluate than to look up.
+	// Default 40; negative caches every cacheable flag.
+	CacheMinCost int
 }
 
 // Server is the sidecar's HTTP server.
@@ -104,6 +108,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.FreshTimeout <= 0 {
 		o.FreshTimeout = 250 * time.Millisecond
+	}
+	if o.CacheMinCost == 0 {
+		o.CacheMinCost = 40
 	}
 	s := &Server{o: o, log: o.Logger, src: o.Source, reg: o.Registry, stop: make(chan struct{}), started: time.Now()}
 	s.fresh, _ = o.Source.(FreshSource)
@@ -352,13 +359,19 @@ func (s *Server) checkContentType(ctx *fasthttp.RequestCtx, key string) bool {
 
 // decodeContext decodes the request's "context"; an empty body is an empty
 // context. On failure it has written the error response.
-func (s *Server) decodeContext(ctx *fasthttp.RequestCtx, key string, ec *evaluator.Context) bool {
+func (s *Server) decodeContext(ctx *fasthttp.RequestCtx, key string, ec *evaluator.Context, needed bool) bool {
 	body := ctx.PostBody()
 	if len(bytes.TrimSpace(body)) == 0 {
 		ec.Reset()
 		return true
 	}
-	if err := ec.DecodeField(body, "context", s.o.Limits); err != nil {
+	var err error
+	if needed {
+		err = ec.DecodeField(body, "context", s.o.Limits)
+	} else {
+		err = ec.ValidateField(body, "context", s.o.Limits) // answer does not read it
+	}
+	if err != nil {
 		var ce *evaluator.ContextError
 		if errors.As(err, &ce) {
 			s.writeError(ctx, fasthttp.StatusBadRequest, key, string(ce.Code), ce.Detail)
@@ -376,7 +389,7 @@ func (s *Server) notReady(ctx *fasthttp.RequestCtx, key string) {
 }
 
 func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
-	start := time.Now()
+	start := ctx.Time() // set by fasthttp when the request arrived: no extra clock read
 	if key == "" || strings.Contains(key, "/") {
 		s.writeError(ctx, fasthttp.StatusNotFound, key, string(evaluator.CodeFlagNotFound), "flag key missing or malformed in path")
 		return
@@ -389,14 +402,14 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 		s.notReady(ctx, key)
 		return
 	}
+	f := snap.Flag(key)
 	ec := s.ctxPool.Get().(*evaluator.Context)
 	defer s.ctxPool.Put(ec)
-	if !s.decodeContext(ctx, key, ec) {
+	if !s.decodeContext(ctx, key, ec, f != nil && f.NeedsContext()) {
 		return
 	}
 	bp := s.bufPool.Get().(*[]byte)
 	buf := (*bp)[:0]
-	f := snap.Flag(key)
 	var r evaluator.Result
 	switch {
 	case f == nil:
@@ -453,7 +466,7 @@ func (s *Server) evaluateFresh(ctx *fasthttp.RequestCtx, local *evaluator.Snapsh
 // dst is reused for the encoded body. Only flags with targeting are worth
 // caching: a static answer is cheaper to recompute than to look up.
 func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) ([]byte, bool) {
-	if s.cache == nil || len(f.Reads()) == 0 {
+	if s.cache == nil || len(f.Reads()) == 0 || f.Cost() < s.o.CacheMinCost {
 		return dst, false
 	}
 	kp := s.bufPool.Get().(*[]byte)
@@ -482,7 +495,7 @@ func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag,
 }
 
 func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
+	start := ctx.Time()
 	if !s.checkContentType(ctx, "") {
 		return
 	}
@@ -493,7 +506,7 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 	}
 	ec := s.ctxPool.Get().(*evaluator.Context)
 	defer s.ctxPool.Put(ec)
-	if !s.decodeContext(ctx, "", ec) {
+	if !s.decodeContext(ctx, "", ec, true) {
 		return
 	}
 	etag := bulkETag(snap, ctx.PostBody())

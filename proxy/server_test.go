@@ -352,7 +352,7 @@ func TestReloadNeverTears(t *testing.T) {
 func TestResponseCache(t *testing.T) {
 	var h evaluator.Holder
 	h.Store(mustSnapshot(t, testFlags, 1))
-	s := startServer(t, &h)
+	s := startServer(t, &h, func(o *Options) { o.CacheMinCost = -1 })
 	base := "http://" + s.Addr() + "/ofrep/v1/evaluate/flags/color"
 	for i := 0; i < 3; i++ {
 		_, _, body := do(t, "POST", base, "application/json", `{"context":{"plan":"premium","other":`+fmt.Sprint(i)+`}}`)
