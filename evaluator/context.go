@@ -202,10 +202,10 @@ type decoder struct {
 	// the flag being evaluated reads nothing from the context.
 	discard bool
 	data    []byte
-	src  string // data as one string: unescaped strings are slices of it, not copies
-	pos  int
-	keys int
-	lim  Limits
+	src     string // data as one string: unescaped strings are slices of it, not copies
+	pos     int
+	keys    int
+	lim     Limits
 }
 
 func (d *decoder) fail(msg string) error {
