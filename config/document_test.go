@@ -50,7 +50,10 @@ func TestParseProblems(t *testing.T) {
 		{"safe variant", `{"flags":{"a":{"state":"ENABLED","variants":{"on":true},"safeVariant":"x"}}}`, []string{`flags.a.safeVariant: "x" is not a variant (have: on)`}},
 		{"prerequisite variant", `{"flags":{"a":{"state":"ENABLED","variants":{"on":true},"prerequisites":{"b":"x"}},"b":{"state":"ENABLED","variants":{"on":true}}}}`, []string{`flags.a.prerequisites.b: "x" is not a variant of b (have: on)`}},
 		{"metadata type", `{"flags":{"a":{"state":"ENABLED","variants":{"on":true},"metadata":{"x":[1]}}}}`, []string{`flags.a.metadata.x: metadata values must be string, number or boolean, got array`}},
-		{"not json", `{"flags":`, []string{`not a JSON object`}},
+		{"truncated", `{"flags":`, []string{`invalid JSON: the document ends before it is complete`}},
+		{"syntax", "{\n  \"flags\": {,}}", []string{`invalid JSON at line 2, column 13: invalid character ','`}},
+		{"not an object", `[1]`, []string{`the document must be a JSON object with a flags object, got array`}},
+		{"empty", ``, []string{`the document is empty`}},
 		{"many at once", `{"flags":{"a":{"state":"X","variants":{}},"b":{"state":"ENABLED"}}}`, []string{`flags.a.state`, `flags.a.variants: a flag needs at least one variant`, `flags.b.variants: required`}},
 	}
 	for _, tc := range tests {

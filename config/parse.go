@@ -3,7 +3,9 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"sort"
 	"strings"
@@ -86,7 +88,7 @@ func Parse(data []byte) (*Document, error) {
 	var p parser
 	var top map[string]json.RawMessage
 	if err := decodeJSON(data, &top); err != nil {
-		return nil, &ValidationError{Problems: []evaluator.Problem{{Path: "", Reason: "not a JSON object: " + err.Error()}}}
+		return nil, &ValidationError{Problems: []evaluator.Problem{{Path: "", Reason: describeJSONError(data, err)}}}
 	}
 	if top == nil {
 		return nil, &ValidationError{Problems: []evaluator.Problem{{Reason: "document must be a JSON object"}}}
@@ -285,4 +287,40 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 		return nil // nothing left to check it with
 	}
 	return f
+}
+
+// describeJSONError turns a decoding error of a whole document into a
+// reason a person can act on: where the syntax breaks (line and column), or
+// what was found instead of the top-level object.
+func describeJSONError(data []byte, err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		line, col := lineCol(data, syn.Offset)
+		return fmt.Sprintf("invalid JSON at line %d, column %d: %s", line, col, syn.Error())
+	case errors.As(err, &typ):
+		return fmt.Sprintf("the document must be a JSON object with a flags object, got %s", typ.Value)
+	case errors.Is(err, io.EOF):
+		return "the document is empty: expected a JSON object with a flags object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "invalid JSON: the document ends before it is complete"
+	}
+	return "invalid JSON: " + err.Error()
+}
+
+// lineCol converts a byte offset into 1-based line and column numbers.
+func lineCol(data []byte, offset int64) (line, col int) {
+	if offset > int64(len(data)) {
+		offset = int64(len(data))
+	}
+	line, col = 1, 1
+	for _, b := range data[:max(offset-1, 0)] {
+		if b == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+	}
+	return line, col
 }
