@@ -81,6 +81,9 @@ func (d *Document) specs(keys []string) ([]evaluator.FlagSpec, []evaluator.Probl
 		if f.FailMode == FailModeClosed {
 			sp.FailMode = evaluator.FailClosed
 		}
+		if exp, ok := f.ExpiresAt(); ok {
+			sp.Expires = exp
+		}
 		specs = append(specs, sp)
 	}
 	return specs, problems

@@ -89,6 +89,10 @@ type FlagSpec struct {
 	Propagation   Propagation
 	FailMode      FailMode
 	SafeVariant   string // "" when unset
+	// Expires is when the flag should have been retired (zero: never). It
+	// does not change answers; it lets the sidecar count expired flags
+	// still being served.
+	Expires time.Time
 }
 
 // Problem is one thing wrong with input, located by a JSON path such as

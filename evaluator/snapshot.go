@@ -32,9 +32,10 @@ type Flag struct {
 	prereqs     []prereq
 	reads       []string // context paths the answer depends on, incl. prerequisites'
 	readsTime   bool
-	dynamic     bool // reads the context in ways that cannot be enumerated
-	cost        int  // compiled rule nodes, including prerequisites'
-	collected   bool // prerequisites folded into reads/cost (build time only)
+	dynamic     bool  // reads the context in ways that cannot be enumerated
+	cost        int   // compiled rule nodes, including prerequisites'
+	collected   bool  // prerequisites folded into reads/cost (build time only)
+	expires     int64 // unix nanoseconds; 0 = never
 
 	metadata     map[string]any
 	metadataJSON []byte
@@ -211,6 +212,9 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 		propagation: sp.Propagation,
 		failMode:    sp.FailMode,
 		metadata:    sp.Metadata,
+	}
+	if !sp.Expires.IsZero() {
+		f.expires = sp.Expires.UnixNano()
 	}
 	var problems []Problem
 	if len(sp.Variants) == 0 {
@@ -530,3 +534,8 @@ func (f *Flag) NeedsContext() bool { return len(f.reads) > 0 || f.dynamic }
 // nodes, prerequisites included). Caching an answer only pays when it is
 // well above the cost of building a cache key and looking it up.
 func (f *Flag) Cost() int { return f.cost }
+
+// ExpiredAt reports whether the flag's expiry date has passed at now.
+func (f *Flag) ExpiredAt(now time.Time) bool {
+	return f.expires != 0 && now.UnixNano() > f.expires
+}

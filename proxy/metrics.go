@@ -23,6 +23,7 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	panics    prometheus.Counter
 	sseConns  prometheus.Gauge
+	expired   *prometheus.CounterVec
 
 	mu       sync.Mutex
 	counters atomic.Pointer[map[counterKey]prometheus.Counter]
@@ -50,6 +51,8 @@ func newMetrics(reg prometheus.Registerer, src Source) *metrics {
 			Help: "HTTP requests by route and status code."}, []string{"route", "code"}),
 		panics:   prometheus.NewCounter(prometheus.CounterOpts{Name: "pennon_http_panics_total", Help: "Handler panics recovered (each is a bug)."}),
 		sseConns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pennon_sse_connections", Help: "Open change-notification streams."}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_expired_flag_evaluations_total",
+			Help: "Evaluations of flags past their expires date: retire them."}, []string{"flag"}),
 	}
 	empty := map[counterKey]prometheus.Counter{}
 	m.counters.Store(&empty)
@@ -67,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, src Source) *metrics {
 		}
 		return 0
 	})
-	for _, c := range []prometheus.Collector{m.evals, m.errors, m.latency, m.cacheHit, m.cacheMiss, m.inFlight, m.requests, m.panics, m.sseConns, version, flags} {
+	for _, c := range []prometheus.Collector{m.evals, m.errors, m.latency, m.cacheHit, m.cacheMiss, m.inFlight, m.requests, m.panics, m.sseConns, m.expired, version, flags} {
 		reg.MustRegister(c)
 	}
 	return m

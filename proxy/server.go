@@ -49,6 +49,10 @@ type Options struct {
 	KeepAlive time.Duration
 	// FreshTimeout bounds FreshSource.Fresh per request; default 250ms.
 	FreshTimeout time.Duration
+	// HealthAddr, if set, is a second listener serving only /healthz,
+	// /readyz and /metrics, for kubelet probes and Prometheus, which cannot
+	// reach the pod's loopback address. It may bind the pod IP (0.0.0.0).
+	HealthAddr string
 	// CacheMinCost: only flags at least this expensive (evaluator.Flag.Cost)
 	// are cached; cheaper ones are faster to evaluate than to look up.
 	// Default 40; negative caches every cacheable flag.
@@ -70,6 +74,8 @@ type Server struct {
 	bufPool sync.Pool
 
 	ln      net.Listener
+	health  *fasthttp.Server
+	hln     net.Listener
 	stop    chan struct{} // closed when shutdown begins: ends SSE streams
 	started time.Time
 
@@ -87,6 +93,11 @@ func New(o Options) (*Server, error) {
 	}
 	if err := checkLoopback(o.Addr, o.AllowRemote); err != nil {
 		return nil, err
+	}
+	if o.HealthAddr != "" {
+		if _, _, err := net.SplitHostPort(o.HealthAddr); err != nil {
+			return nil, fmt.Errorf("proxy: health addr %q: %v (want host:port, e.g. 0.0.0.0:8017)", o.HealthAddr, err)
+		}
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -145,6 +156,18 @@ func New(o Options) (*Server, error) {
 		ErrorHandler:          s.transportError,
 		Logger:                zapPrintf{o.Logger},
 	}
+	if o.HealthAddr != "" {
+		full := s.srv.Handler
+		s.health = &fasthttp.Server{Name: "pennon", NoDefaultServerHeader: true, ReadTimeout: 10 * time.Second, Logger: zapPrintf{o.Logger},
+			Handler: func(ctx *fasthttp.RequestCtx) {
+				switch string(ctx.Path()) {
+				case "/healthz", "/readyz", "/metrics":
+					full(ctx)
+				default:
+					s.writeError(ctx, fasthttp.StatusNotFound, "", "GENERAL", "the health listener serves only /healthz, /readyz and /metrics")
+				}
+			}}
+	}
 	return s, nil
 }
 
@@ -184,8 +207,24 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("proxy: listen %s: %w", s.o.Addr, err)
 	}
+	if s.health != nil {
+		hln, err := net.Listen("tcp", s.o.HealthAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("proxy: listen %s (health): %w", s.o.HealthAddr, err)
+		}
+		s.hln = hln
+	}
 	s.ln = ln
 	return nil
+}
+
+// HealthAddr is the bound health listener's address ("" without one).
+func (s *Server) HealthAddr() string {
+	if s.hln != nil {
+		return s.hln.Addr().String()
+	}
+	return ""
 }
 
 // Addr is the bound address after Listen, else the configured one.
@@ -205,6 +244,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("sidecar listening", zap.String("addr", s.Addr()), zap.String("source", s.o.SourceName))
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
+	herrc := make(chan error, 1)
+	if s.health != nil {
+		go func() { herrc <- s.health.Serve(s.hln) }()
+		s.log.Info("health listener", zap.String("addr", s.HealthAddr()))
+		defer func() { _ = s.health.Shutdown(); <-herrc }()
+	}
 	watchDone := make(chan struct{})
 	go s.watchVersions(watchDone)
 	defer func() { <-watchDone }()
@@ -429,6 +474,9 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 		r = snap.EvaluateFlag(f, ec)
 	}
 	s.m.countEval(f != nil, &r)
+	if f != nil && f.ExpiredAt(start) {
+		s.m.expired.WithLabelValues(f.Key()).Inc()
+	}
 	ctx.SetContentType(contentType)
 	switch r.ErrorCode {
 	case evaluator.CodeNone:

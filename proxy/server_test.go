@@ -197,6 +197,23 @@ func TestNotReady(t *testing.T) {
 	}
 }
 
+func TestHealthListener(t *testing.T) {
+	var h evaluator.Holder
+	h.Store(mustSnapshot(t, `{"flags":{"old":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on","expires":"2020-01-01"}}}`, 1))
+	s := startServer(t, &h, func(o *Options) { o.HealthAddr = "127.0.0.1:0" })
+	hb := "http://" + s.HealthAddr()
+	if code, _, _ := do(t, "GET", hb+"/readyz", "", ""); code != 200 {
+		t.Fatalf("readyz on health listener: %d", code)
+	}
+	if code, _, _ := do(t, "POST", hb+"/ofrep/v1/evaluate/flags/old", "application/json", `{}`); code != 404 {
+		t.Fatalf("evaluation must not be served on the health listener: %d", code)
+	}
+	do(t, "POST", "http://"+s.Addr()+"/ofrep/v1/evaluate/flags/old", "application/json", `{}`)
+	if _, _, m := do(t, "GET", hb+"/metrics", "", ""); !strings.Contains(m, `pennon_expired_flag_evaluations_total{flag="old"} 1`) {
+		t.Fatalf("expired flag not counted:\n%s", m)
+	}
+}
+
 func TestRefusesNonLoopback(t *testing.T) {
 	var h evaluator.Holder
 	if _, err := New(Options{Addr: "0.0.0.0:8016", Source: &h}); err == nil || !strings.Contains(err.Error(), "not a loopback address") {

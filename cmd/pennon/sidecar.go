@@ -22,6 +22,7 @@ func init() {
 // sidecarOptions are the sidecar's settings.
 type sidecarOptions struct {
 	addr, file, logFormat, logLevel string
+	healthAddr                      string
 	// remote mode
 	env, server, natsURL, token, stateDir, defaults string
 	poll                                            time.Duration
@@ -47,6 +48,7 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.defaults, "defaults", "", "remote mode: secure defaults flag file, served when nothing else is available")
 	fs.DurationVar(&o.poll, "poll-interval", 5*time.Second, "remote mode: polling interval when push is down (± 20% jitter)")
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow listening on a non-loopback address")
+	fs.StringVar(&o.healthAddr, "health-addr", "", "optional second listener for /healthz, /readyz and /metrics only (for kubelet probes and Prometheus), e.g. 0.0.0.0:8017")
 	fs.IntVar(&o.maxBody, "max-body-bytes", 64<<10, "largest accepted request body")
 	fs.IntVar(&o.cacheMB, "cache-mb", 16, "response cache size in MiB (0 disables)")
 	fs.DurationVar(&o.reload, "reload-interval", time.Second, "how often to check the flag file for changes")
@@ -86,7 +88,7 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 	if o.cacheMB == 0 {
 		cache = -1
 	}
-	srv, err := proxy.New(proxy.Options{Addr: o.addr, AllowRemote: o.allowRemote, Source: src, SourceName: name,
+	srv, err := proxy.New(proxy.Options{Addr: o.addr, AllowRemote: o.allowRemote, Source: src, SourceName: name, HealthAddr: o.healthAddr,
 		Logger: log, Registry: reg, MaxBodyBytes: o.maxBody, CacheBytes: cache, DrainTimeout: o.drain})
 	if err != nil {
 		return err
