@@ -113,3 +113,21 @@ func TestHelpListsCommands(t *testing.T) {
 		}
 	}
 }
+
+func TestProbe(t *testing.T) {
+	ready := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	o := sidecarOptions{addr: "127.0.0.1:0", file: "../../examples/basic.json", reload: time.Second, drain: time.Second, maxBody: 1 << 16}
+	go func() { done <- serveSidecar(ctx, o, zap.NewNop(), ready) }()
+	addr := <-ready
+	if code, _, errOut := runCLI("probe", "--url", "http://"+addr+"/readyz"); code != 0 {
+		t.Fatalf("probe: %d %s", code, errOut)
+	}
+	if code, _, _ := runCLI("probe", "--url", "http://"+addr+"/nope"); code != 1 {
+		t.Fatalf("probe of a 404 must fail, got %d", code)
+	}
+	cancel()
+	<-done
+	http.DefaultClient.CloseIdleConnections()
+}
