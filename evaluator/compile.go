@@ -192,13 +192,3 @@ func (c *compiler) compileOp(op string, raw any, path string) node {
 	}
 	return f(c, op, raw, path)
 }
-
-// knownOperators lists the supported operators (for documentation and errors).
-func knownOperators() []string {
-	out := make([]string, 0, len(operators))
-	for k := range operators {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
