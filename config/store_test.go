@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,7 +16,7 @@ import (
 	"github.com/pennon-dev/pennon/internal/natsrun"
 )
 
-func openTestStore(t *testing.T, url string, o StoreOptions) *Store {
+func openTestStore(t testing.TB, url string, o StoreOptions) *Store {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -93,7 +96,9 @@ func TestCommitConflictsAndValidation(t *testing.T) {
 
 // TestConcurrentWritersNoLostUpdate has 32 writers, spread over two Store
 // instances on one JetStream, increment one flag with read-modify-write and
-// retry on conflict. Every increment must survive.
+// retry on conflict. Every increment must survive, and the recorded history
+// of reads (Head) and conditional writes (Commit with a base version) must be
+// linearizable against a single-register compare-and-set model.
 func TestConcurrentWritersNoLostUpdate(t *testing.T) {
 	ctx := context.Background()
 	srv := natsrun.StartTest(t)
@@ -105,13 +110,25 @@ func TestConcurrentWritersNoLostUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	const writers, each = 32, 3
-	var wg sync.WaitGroup
+	start := time.Now()
+	now := func() int64 { return time.Since(start).Nanoseconds() }
+	var (
+		wg      sync.WaitGroup
+		histMu  sync.Mutex
+		history []porcupine.Operation
+	)
+	record := func(op porcupine.Operation) {
+		histMu.Lock()
+		history = append(history, op)
+		histMu.Unlock()
+	}
 	errs := make(chan error, writers)
 	for w := 0; w < writers; w++ {
 		wg.Add(1)
-		go func(s *Store) {
+		go func(id int, s *Store) {
 			defer wg.Done()
 			for i := 0; i < each; {
+				call := now()
 				head, err := s.Head(ctx, "load")
 				if err != nil {
 					errs <- err
@@ -119,17 +136,23 @@ func TestConcurrentWritersNoLostUpdate(t *testing.T) {
 				}
 				var n int
 				fmt.Sscanf(string(head.Doc.Flag("n").Variants["v"]), "%d", &n)
-				_, err = s.Commit(ctx, &Changeset{Env: "load", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(n + 1), BaseVersion: head.FlagVersions["n"]}}})
-				if errors.Is(err, ErrConflict) {
+				base := head.FlagVersions["n"]
+				record(porcupine.Operation{ClientId: id, Input: casIn{read: true}, Call: call, Output: casOut{version: base, value: n}, Return: now()})
+				call = now()
+				cs, err := s.Commit(ctx, &Changeset{Env: "load", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(n + 1), BaseVersion: base}}})
+				switch {
+				case errors.Is(err, ErrConflict):
+					// A conflict changes nothing; recording it would only widen
+					// the linearizability search (its place is unconstrained).
 					continue
-				}
-				if err != nil {
+				case err != nil:
 					errs <- err
 					return
 				}
+				record(porcupine.Operation{ClientId: id, Input: casIn{base: base, value: n + 1}, Call: call, Output: casOut{version: cs.Version}, Return: now()})
 				i++
 			}
-		}(stores[w%2])
+		}(w, stores[w%2])
 	}
 	wg.Wait()
 	close(errs)
@@ -143,6 +166,42 @@ func TestConcurrentWritersNoLostUpdate(t *testing.T) {
 	if got := string(head.Doc.Flag("n").Variants["v"]); got != fmt.Sprint(writers*each) || head.Version != writers*each+1 {
 		t.Fatalf("counter = %s at version %d, want %d at %d", got, head.Version, writers*each, writers*each+1)
 	}
+	if !porcupine.CheckOperations(casModel, history) {
+		t.Fatalf("history of %d operations is not linearizable", len(history))
+	}
+}
+
+// casIn and casOut are the operations of the linearizability model: a read
+// of the flag (its version and value) or a write conditional on a base
+// version that commits at a new version.
+type casIn struct {
+	read  bool
+	base  uint64
+	value int
+}
+
+type casOut struct {
+	version uint64
+	value   int
+}
+
+// casModel is one register with a version, starting where the test's first
+// commit leaves it (version 1, value 0). Only flag n changes in the
+// environment, so its flag version is the environment version.
+var casModel = porcupine.Model{
+	Init: func() interface{} { return casOut{version: 1} },
+	Step: func(state, input, output interface{}) (bool, interface{}) {
+		st, in, out := state.(casOut), input.(casIn), output.(casOut)
+		switch {
+		case in.read:
+			return out == st, st
+		default:
+			return st.version == in.base && out.version == st.version+1, casOut{version: out.version, value: in.value}
+		}
+	},
+	DescribeOperation: func(input, output interface{}) string {
+		return fmt.Sprintf("%+v -> %+v", input, output)
+	},
 }
 
 func TestStateSurvivesRestart(t *testing.T) {

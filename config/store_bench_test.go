@@ -1,0 +1,40 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/pennon-dev/pennon/internal/natsrun"
+)
+
+// BenchmarkStoreCommit measures sequential committed changesets per second
+// (one flag put, conflict check, validation, CAS publish, ack) on an embedded
+// JetStream, with and without SyncAlways (fsync per write).
+func BenchmarkStoreCommit(b *testing.B) {
+	for _, sync := range []bool{false, true} {
+		b.Run(fmt.Sprintf("SyncAlways=%v", sync), func(b *testing.B) {
+			ctx := context.Background()
+			srv, err := natsrun.Start(natsrun.Options{DataDir: b.TempDir(), SyncAlways: sync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+			s := openTestStore(b, srv.ClientURL(), StoreOptions{SnapshotEvery: 1000})
+			if err := s.CreateEnv(ctx, EnvSettings{Name: "bench"}); err != nil {
+				b.Fatal(err)
+			}
+			var base uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				cs, err := s.Commit(ctx, &Changeset{Env: "bench", Author: "bench", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(i), BaseVersion: base}}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				base = cs.Version
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "changesets/s")
+		})
+	}
+}
