@@ -121,14 +121,11 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, _ principal) e
 }
 
 func (s *Server) listChangesets(w http.ResponseWriter, r *http.Request, _ principal) error {
-	after, err := queryUint(r, "after")
+	q, err := queryUints(r, "after", "limit")
 	if err != nil {
 		return err
 	}
-	limit, err := queryUint(r, "limit")
-	if err != nil {
-		return err
-	}
+	after, limit := q[0], q[1]
 	list, err := s.o.Store.Changesets(r.Context(), r.PathValue("env"), after, int(limit))
 	if err != nil {
 		return err
@@ -437,14 +434,11 @@ func (s *Server) reviewEmergency(w http.ResponseWriter, r *http.Request, p princ
 }
 
 func (s *Server) diff(w http.ResponseWriter, r *http.Request, _ principal) error {
-	from, err := queryUint(r, "from")
+	q, err := queryUints(r, "from", "to")
 	if err != nil {
 		return err
 	}
-	to, err := queryUint(r, "to")
-	if err != nil {
-		return err
-	}
+	from, to := q[0], q[1]
 	env := r.PathValue("env")
 	if r.URL.Query().Get("to") == "" {
 		head, err := s.o.Store.Head(r.Context(), env)
@@ -562,14 +556,11 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request, p principal) er
 }
 
 func (s *Server) auditList(w http.ResponseWriter, r *http.Request, _ principal) error {
-	after, err := queryUint(r, "after")
+	q, err := queryUints(r, "after", "limit")
 	if err != nil {
 		return err
 	}
-	limit, err := queryUint(r, "limit")
-	if err != nil {
-		return err
-	}
+	after, limit := q[0], q[1]
 	list, err := s.audit.Entries(r.Context(), after, int(limit))
 	if err != nil {
 		return err
@@ -651,14 +642,11 @@ func (s *Server) deleteFlag(w http.ResponseWriter, r *http.Request, p principal)
 }
 
 func (s *Server) history(w http.ResponseWriter, r *http.Request, _ principal) error {
-	before, err := queryUint(r, "before")
+	q, err := queryUints(r, "before", "limit")
 	if err != nil {
 		return err
 	}
-	limit, err := queryUint(r, "limit")
-	if err != nil {
-		return err
-	}
+	before, limit := q[0], q[1]
 	list, err := s.o.Store.History(r.Context(), r.PathValue("env"), r.URL.Query().Get("flag"), before, int(limit))
 	if err != nil {
 		return err

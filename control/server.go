@@ -311,3 +311,16 @@ func (s *Server) record(ctx context.Context, p principal, action, env, target, o
 		s.log.Error("audit entry not written", zap.String("action", action), zap.String("env", env), zap.Error(err))
 	}
 }
+
+// queryUints parses several optional non-negative integer query parameters.
+func queryUints(r *http.Request, names ...string) ([]uint64, error) {
+	out := make([]uint64, len(names))
+	for i, n := range names {
+		v, err := queryUint(r, n)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
