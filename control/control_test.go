@@ -222,3 +222,29 @@ func TestWritesConflictsAndValidation(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+func TestImportedOpaqueToken(t *testing.T) {
+	ctx := context.Background()
+	srv := natsrun.StartTest(t)
+	nc, _ := nats.Connect(srv.ClientURL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	toks, err := OpenTokens(ctx, js, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opaque := strings.Repeat("ab12", 16) // like openssl rand -hex 32
+	if err := toks.Import(ctx, opaque, "admin", map[string]string{"*": "admin"}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := toks.Authenticate(ctx, opaque)
+	if err != nil || rec.RoleIn("prod") != RoleAdmin {
+		t.Fatalf("opaque token: %v %v", rec, err)
+	}
+	if _, err := toks.Authenticate(ctx, opaque[:63]+"x"); err == nil {
+		t.Fatal("a different opaque token authenticated")
+	}
+	if err := toks.Import(ctx, "short", "admin", nil); err == nil {
+		t.Fatal("short token imported")
+	}
+}

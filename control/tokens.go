@@ -167,7 +167,10 @@ func (t *Tokens) Create(ctx context.Context, name string, roles map[string]strin
 func (t *Tokens) Import(ctx context.Context, token, name string, roles map[string]string) error {
 	id, secret, ok := splitToken(token)
 	if !ok {
-		return errors.New("admin token must look like pnn_<16 hex id>_<secret>; generate one with `pennon tokens generate` or let the server create it")
+		if len(token) < 32 {
+			return errors.New("admin token too short: use at least 32 characters (e.g. openssl rand -hex 32), or let the server create one")
+		}
+		id, secret = opaqueID(token), token
 	}
 	rec := TokenRecord{ID: id, Name: name, Hash: hashSecret(secret), Roles: roles, CreatedAt: t.now().UTC()}
 	return t.put(ctx, &rec, false)
@@ -182,6 +185,14 @@ func (t *Tokens) put(ctx context.Context, rec *TokenRecord, create bool) error {
 		_, err = t.kv.Put(ctx, rec.ID, data)
 	}
 	return err
+}
+
+// opaqueID names an operator-supplied token that is not in pennon's own
+// format (e.g. `openssl rand -hex 32` from a Kubernetes Secret): its id is
+// derived from a hash, so the record can be found without storing the token.
+func opaqueID(token string) string {
+	sum := sha256.Sum256([]byte("pennon-opaque-token:" + token))
+	return hex.EncodeToString(sum[:8])
 }
 
 func splitToken(token string) (id, secret string, ok bool) {
@@ -210,7 +221,10 @@ var (
 func (t *Tokens) Authenticate(ctx context.Context, token string) (*TokenRecord, error) {
 	id, secret, ok := splitToken(token)
 	if !ok {
-		return nil, ErrBadToken
+		if len(token) < 32 {
+			return nil, ErrBadToken
+		}
+		id, secret = opaqueID(token), token
 	}
 	rec, err := t.get(ctx, id)
 	if err != nil {
