@@ -195,7 +195,7 @@ func (r *Remote) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			if nc != nil {
 				r.publishReport(nc)
-				_ = nc.Drain()
+				_ = nc.FlushTimeout(time.Second) // the last report goes out; Close (deferred) follows
 			}
 			return nil
 		case m := <-msgs:

@@ -58,7 +58,7 @@ func (r *runningServer) Close() error {
 	r.wg.Wait()
 	err := <-r.errc
 	if r.Conn != nil {
-		_ = r.Conn.Drain()
+		r.Conn.Close()
 	}
 	if r.NATS != nil {
 		r.NATS.Shutdown()

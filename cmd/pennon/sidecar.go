@@ -16,7 +16,7 @@ import (
 )
 
 func init() {
-	register(command{name: "sidecar", summary: "serve flags to the local app over OFREP (from a file, hot-reloaded)", run: runSidecar})
+	register(command{name: "sidecar", summary: "serve flags to the local app over OFREP (from a file, or following an environment)", run: runSidecar})
 }
 
 // sidecarOptions are the sidecar's settings.
