@@ -38,6 +38,7 @@ func (d *Document) Apply(cs *Changeset) (*Document, error) {
 				p.add(path+".definition", "required for put")
 				continue
 			}
+			p.problems = append(p.problems, duplicateKeys(ch.Definition, "flags."+ch.Flag)...)
 			if f := p.flag(ch.Flag, ch.Definition); f != nil {
 				next.flags[ch.Flag] = f
 			}

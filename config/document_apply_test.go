@@ -176,9 +176,9 @@ func FuzzApply(f *testing.F) {
 		}
 		got, err := doc.Apply(cs)
 		var probe any
-		if decodeJSON(def, &probe) != nil || (deleteKey != "" && deleteKey != key && doc.Flag(deleteKey) == nil) {
+		if decodeJSON(def, &probe) != nil || len(duplicateKeys(def, "")) > 0 || (deleteKey != "" && deleteKey != key && doc.Flag(deleteKey) == nil) {
 			if err == nil {
-				t.Fatal("Apply accepted an undecodable definition or a delete of a missing flag")
+				t.Fatal("Apply accepted an undecodable definition, duplicate keys or a delete of a missing flag")
 			}
 			return
 		}

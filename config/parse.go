@@ -94,6 +94,7 @@ func Parse(data []byte) (*Document, error) {
 		return nil, &ValidationError{Problems: []evaluator.Problem{{Reason: "document must be a JSON object"}}}
 	}
 	doc := &Document{flags: map[string]*FlagDoc{}, evaluators: map[string]json.RawMessage{}}
+	p.problems = append(p.problems, duplicateKeys(data, "")...)
 	if u := unknownFields(top, topLevelFields); len(u) > 0 {
 		p.add("", "unknown field(s) %s (allowed: %s)", strings.Join(u, ", "), strings.Join(topLevelFields, ", "))
 	}
