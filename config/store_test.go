@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/pennon-dev/pennon/internal/natsrun"
 )
@@ -39,6 +40,10 @@ func counterDef(n int) []byte {
 }
 
 func TestCommitConflictsAndValidation(t *testing.T) {
+	// Registered first, so it runs last: after the connections and the
+	// server are closed, the store must have left no goroutine behind.
+	preexisting := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, preexisting) })
 	ctx := context.Background()
 	srv := natsrun.StartTest(t)
 	s := openTestStore(t, srv.ClientURL(), StoreOptions{SnapshotEvery: 2})
