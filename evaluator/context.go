@@ -361,24 +361,22 @@ func (d *decoder) str() (string, error) {
 	}
 	d.pos++
 	start := d.pos
-	// fast path: no escapes
+	// fast path: no escapes; ASCII-only strings (the common case) need no
+	// separate UTF-8 pass
+	var high byte
 	for d.pos < len(d.data) {
 		c := d.data[d.pos]
+		high |= c
 		if c == '"' {
-			if d.discard {
-				ok := utf8.Valid(d.data[start:d.pos])
-				d.pos++
-				if !ok {
-					return "", d.fail("string is not valid UTF-8")
-				}
-				return "", nil
-			}
-			s := d.src[start:d.pos]
-			d.pos++
-			if !utf8.ValidString(s) {
+			if high >= utf8.RuneSelf && !utf8.Valid(d.data[start:d.pos]) {
 				return "", d.fail("string is not valid UTF-8")
 			}
-			return s, nil
+			end := d.pos
+			d.pos++
+			if d.discard {
+				return "", nil
+			}
+			return d.src[start:end], nil
 		}
 		if c == '\\' {
 			break
