@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,14 +22,29 @@ const crashChildEnv = "PENNON_STORE_CRASH_CHILD"
 
 // TestKillLosesNoAcknowledgedChangeset runs an embedded server with
 // SyncAlways and a committing Store in a child process (this test binary,
-// re-executed), kills it with SIGKILL mid-load after some acknowledged
-// commits, restarts the server on the same data dir and checks that every
-// acknowledged changeset is there with its content.
+// re-executed), stops it mid-load after some acknowledged commits — with
+// SIGKILL (no shutdown, no flush) or, for contrast, SIGTERM handled as a
+// clean stop — restarts the server on the same data dir in-process and
+// checks: head >= last acknowledged version, versions are gapless 1..head,
+// every version holds its content, and the document at head parses.
 func TestKillLosesNoAcknowledgedChangeset(t *testing.T) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
 		crashChild(t, dir)
 		return
 	}
+	for _, tc := range []struct {
+		name     string
+		sig      syscall.Signal
+		graceful bool // the child stops cleanly, so head == last ack exactly
+	}{
+		{"SIGKILL", syscall.SIGKILL, false},
+		{"SIGTERM-clean-stop", syscall.SIGTERM, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { crashAndCheck(t, tc.sig, tc.graceful) })
+	}
+}
+
+func crashAndCheck(t *testing.T, sig syscall.Signal, graceful bool) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKillLosesNoAcknowledgedChangeset$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
@@ -39,47 +56,92 @@ func TestKillLosesNoAcknowledgedChangeset(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	killed := false
+	waited := false
 	defer func() {
-		if !killed {
+		if !waited {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
 	}()
-	const wantAcks = 40
+	const wantAcks = 50
 	var acked uint64
 	sc := bufio.NewScanner(out)
-	for acked < wantAcks && sc.Scan() {
+	readAck := func() bool {
+		if !sc.Scan() {
+			return false
+		}
 		line := sc.Text()
 		if v, ok := strings.CutPrefix(line, "ACK "); ok {
-			if acked, err = strconv.ParseUint(v, 10, 64); err != nil {
-				t.Fatalf("child said %q", line)
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || n != acked+1 {
+				t.Fatalf("child said %q after ACK %d", line, acked)
 			}
+			acked = n
 		}
+		return true
+	}
+	for acked < wantAcks && readAck() {
 	}
 	if acked < wantAcks {
 		t.Fatalf("child stopped after %d acknowledged commits: %v", acked, sc.Err())
 	}
-	// SIGKILL while the child keeps committing: no shutdown, no flush.
-	if err := cmd.Process.Kill(); err != nil {
+	// Signal while the child keeps committing.
+	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
-	killed = true
+	// Every ACK line the child wrote before it died was acknowledged by
+	// JetStream: read them all (EOF when the process is gone).
+	for readAck() {
+	}
+	werr := cmd.Wait()
+	waited = true
+	if graceful && werr != nil {
+		t.Fatalf("child did not stop cleanly on %v: %v", sig, werr)
+	}
+	t.Logf("%v after %d acknowledged changesets (child exit: %v)", sig, acked, werr)
 
 	srv, err := natsrun.Start(natsrun.Options{DataDir: dir, SyncAlways: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	s := openTestStore(t, srv.ClientURL(), StoreOptions{})
 	head, err := s.Head(ctx, "crash")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if head.Version < acked {
-		t.Fatalf("head is version %d after the kill, but version %d was acknowledged", head.Version, acked)
+		t.Fatalf("head is version %d after %v, but version %d was acknowledged", head.Version, sig, acked)
+	}
+	if graceful && head.Version != acked {
+		t.Fatalf("clean stop: head is version %d, last acknowledged %d", head.Version, acked)
+	}
+	// The document at head parses and holds the head's counter.
+	if head.Doc == nil {
+		t.Fatal("no document at head")
+	}
+	if got := string(head.Doc.Flag("n").Variants["v"]); got != fmt.Sprint(head.Version) {
+		t.Fatalf("head %d holds n = %s", head.Version, got)
+	}
+	// Gapless 1..head, each changeset chained to the previous one and
+	// carrying the content that was committed at that version.
+	css, err := s.Changesets(ctx, "crash", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(len(css)) != head.Version {
+		t.Fatalf("%d changesets for head %d", len(css), head.Version)
+	}
+	for i, cs := range css {
+		v := uint64(i + 1)
+		if cs.Version != v || cs.PrevVersion != v-1 {
+			t.Fatalf("changeset %d: version %d prev %d", v, cs.Version, cs.PrevVersion)
+		}
+		if len(cs.Changes) != 1 || string(cs.Changes[0].Definition) != string(counterDef(int(v))) {
+			t.Fatalf("changeset %d holds %+v", v, cs.Changes)
+		}
 	}
 	for _, v := range []uint64{1, acked / 2, acked, head.Version} {
 		st, err := s.StateAt(ctx, "crash", v)
@@ -87,20 +149,23 @@ func TestKillLosesNoAcknowledgedChangeset(t *testing.T) {
 			t.Fatalf("version %d: %v", v, err)
 		}
 		if got := string(st.Doc.Flag("n").Variants["v"]); got != fmt.Sprint(v) {
-			t.Fatalf("version %d holds n = %s", v, got)
+			t.Fatalf("state at version %d holds n = %s", v, got)
 		}
 	}
 }
 
-// crashChild commits until killed (bounded to 20s in case the parent dies),
-// printing "ACK <version>" after each acknowledged commit.
+// crashChild commits until signalled, printing "ACK <version>" after each
+// acknowledged commit. SIGTERM stops it cleanly (server shut down); it also
+// stops by itself after 8s in case the parent never signals.
 func crashChild(t *testing.T, dir string) {
 	srv, err := natsrun.Start(natsrun.Options{DataDir: dir, SyncAlways: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 	defer cancel()
 	s := openTestStore(t, srv.ClientURL(), StoreOptions{SnapshotEvery: 7})
 	if err := s.CreateEnv(ctx, EnvSettings{Name: "crash"}); err != nil {
@@ -108,7 +173,9 @@ func crashChild(t *testing.T, dir string) {
 	}
 	var base uint64
 	for ctx.Err() == nil {
-		cs, err := s.Commit(ctx, &Changeset{Env: "crash", Author: "child", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(int(base + 1)), BaseVersion: base}}})
+		// A commit in flight when the context ends may or may not apply;
+		// only what was printed counts as acknowledged.
+		cs, err := s.Commit(context.Background(), &Changeset{Env: "crash", Author: "child", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(int(base + 1)), BaseVersion: base}}})
 		if err != nil {
 			t.Fatal(err)
 		}
