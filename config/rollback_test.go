@@ -54,15 +54,7 @@ func checkoutHistory(t *testing.T) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var raw struct {
-		Metadata   map[string]any             `json:"metadata"`
-		Evaluators map[string]json.RawMessage `json:"$evaluators"`
-	}
-	json.Unmarshal(doc.Canonical(), &raw)
-	first := &Changeset{Env: "production", Author: "setup", Metadata: raw.Metadata, Evaluators: raw.Evaluators}
-	for _, k := range doc.FlagKeys() {
-		first.Changes = append(first.Changes, Change{Flag: k, Op: OpPut, Definition: doc.FlagJSON(k)})
-	}
+	first := LoadChangeset("production", doc, "setup", "")
 	commit := func(cs *Changeset) {
 		t.Helper()
 		cs.Env = "production"

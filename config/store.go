@@ -286,18 +286,7 @@ func advance(st *State, cs *Changeset) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	fv := make(map[string]uint64, len(st.FlagVersions)+len(cs.Changes))
-	for k, v := range st.FlagVersions {
-		fv[k] = v
-	}
-	for _, ch := range cs.Changes {
-		if ch.Op == OpDelete {
-			delete(fv, ch.Flag)
-		} else {
-			fv[ch.Flag] = cs.Version
-		}
-	}
-	return &State{Env: st.Env, Version: cs.Version, Time: cs.Time, Doc: doc, FlagVersions: fv, Hash: doc.Hash()}, nil
+	return &State{Env: st.Env, Version: cs.Version, Time: cs.Time, Doc: doc, FlagVersions: NextFlagVersions(st.FlagVersions, cs), Hash: doc.Hash()}, nil
 }
 
 func (s *Store) loadSnapshot(ctx context.Context, env string) (*State, error) {

@@ -114,3 +114,36 @@ func HeartbeatSubject(env string) string { return "pennon." + env + ".heartbeat"
 
 // SidecarSubject carries SidecarReports for env.
 func SidecarSubject(env string) string { return "pennon." + env + ".sidecars" }
+
+// LoadChangeset is the changeset that loads every flag of doc, with its
+// flag-set metadata and $evaluators, into an environment that has none of
+// them yet (base version 0 for each flag).
+func LoadChangeset(env string, doc *Document, author, reason string) *Changeset {
+	var parts struct {
+		Metadata   map[string]any             `json:"metadata"`
+		Evaluators map[string]json.RawMessage `json:"$evaluators"`
+	}
+	_ = json.Unmarshal(doc.Canonical(), &parts) // canonical JSON always decodes
+	cs := &Changeset{Env: env, Author: author, Reason: reason, Metadata: parts.Metadata, Evaluators: parts.Evaluators}
+	for _, k := range doc.FlagKeys() {
+		cs.Changes = append(cs.Changes, Change{Flag: k, Op: OpPut, Definition: doc.FlagJSON(k)})
+	}
+	return cs
+}
+
+// NextFlagVersions returns the per-flag versions after cs: puts take cs's
+// version, deletes drop the flag. fv is not modified.
+func NextFlagVersions(fv map[string]uint64, cs *Changeset) map[string]uint64 {
+	next := make(map[string]uint64, len(fv)+len(cs.Changes))
+	for k, v := range fv {
+		next[k] = v
+	}
+	for _, ch := range cs.Changes {
+		if ch.Op == OpDelete {
+			delete(next, ch.Flag)
+		} else {
+			next[ch.Flag] = cs.Version
+		}
+	}
+	return next
+}

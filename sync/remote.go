@@ -473,18 +473,8 @@ func (r *Remote) applyChangeset(ctx context.Context, cs *config.Changeset, via s
 		r.poll(ctx)
 		return
 	}
-	fv := make(map[string]uint64, len(cur.FlagVersions)+len(cs.Changes))
-	for k, v := range cur.FlagVersions {
-		fv[k] = v
-	}
-	for _, ch := range cs.Changes {
-		if ch.Op == config.OpDelete {
-			delete(fv, ch.Flag)
-		} else {
-			fv[ch.Flag] = cs.Version
-		}
-	}
-	rec := &config.SnapshotRecord{Env: r.o.Env, Version: cs.Version, Time: cs.Time, Hash: doc.Hash(), Document: doc.Canonical(), FlagVersions: fv}
+	rec := &config.SnapshotRecord{Env: r.o.Env, Version: cs.Version, Time: cs.Time, Hash: doc.Hash(), Document: doc.Canonical(),
+		FlagVersions: config.NextFlagVersions(cur.FlagVersions, cs)}
 	if err := r.install(rec, via, r.liveState()); err != nil {
 		r.log.Error("pushed changeset rejected; resyncing", zap.Error(err))
 		r.poll(ctx)

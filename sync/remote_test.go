@@ -72,16 +72,7 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	doc, _ := config.Parse(examples.Checkout)
-	var raw struct {
-		Metadata   map[string]any             `json:"metadata"`
-		Evaluators map[string]json.RawMessage `json:"$evaluators"`
-	}
-	json.Unmarshal(doc.Canonical(), &raw)
-	cs := &config.Changeset{Env: "dev", Author: "test", Metadata: raw.Metadata, Evaluators: raw.Evaluators}
-	for _, k := range doc.FlagKeys() {
-		cs.Changes = append(cs.Changes, config.Change{Flag: k, Op: config.OpPut, Definition: doc.FlagJSON(k)})
-	}
-	if _, err := store.Commit(ctx, cs); err != nil {
+	if _, err := store.Commit(ctx, config.LoadChangeset("dev", doc, "test", "")); err != nil {
 		t.Fatal(err)
 	}
 	reg, _ := NewRegistry(nc)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -127,18 +126,7 @@ func loadExample(ctx context.Context, store *config.Store) (*config.State, error
 	if err != nil {
 		return nil, err
 	}
-	var raw struct {
-		Metadata   map[string]any             `json:"metadata"`
-		Evaluators map[string]json.RawMessage `json:"$evaluators"`
-	}
-	if err := json.Unmarshal(doc.Canonical(), &raw); err != nil {
-		return nil, err
-	}
-	cs := &config.Changeset{Env: "dev", Author: "pennon dev", Reason: "load the checkout example", Metadata: raw.Metadata, Evaluators: raw.Evaluators}
-	for _, k := range doc.FlagKeys() {
-		cs.Changes = append(cs.Changes, config.Change{Flag: k, Op: config.OpPut, Definition: doc.FlagJSON(k)})
-	}
-	if _, err := store.Commit(ctx, cs); err != nil {
+	if _, err := store.Commit(ctx, config.LoadChangeset("dev", doc, "pennon dev", "load the checkout example")); err != nil {
 		return nil, err
 	}
 	return store.Head(ctx, "dev")
