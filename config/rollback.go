@@ -266,26 +266,38 @@ func (s *Store) Rollback(ctx context.Context, env string, to uint64, flags []str
 // Promote copies flags (all when empty) from one environment's head to
 // another as one changeset, subject to the target's validation.
 func (s *Store) Promote(ctx context.Context, from, to string, flags []string, author, reason string, emergency bool) (*Changeset, error) {
+	changes, promotedFrom, err := s.PromotionChanges(ctx, from, to, flags)
+	if err != nil {
+		return nil, err
+	}
+	return s.Commit(ctx, &Changeset{Env: to, Author: author, Reason: reason, Emergency: emergency, PromotedFrom: promotedFrom, Changes: changes})
+}
+
+// PromotionChanges computes the puts that copy flags (all when empty) from
+// the head of `from` onto `to`, based on `to`'s current flag versions, and
+// the "env@version" they come from. Callers that route the change through
+// an approval use it without committing.
+func (s *Store) PromotionChanges(ctx context.Context, from, to string, flags []string) ([]Change, string, error) {
 	src, err := s.Head(ctx, from)
 	if err != nil {
-		return nil, fmt.Errorf("from %s: %w", from, err)
+		return nil, "", fmt.Errorf("from %s: %w", from, err)
 	}
 	dst, err := s.Head(ctx, to)
 	if err != nil {
-		return nil, fmt.Errorf("to %s: %w", to, err)
+		return nil, "", fmt.Errorf("to %s: %w", to, err)
 	}
 	if len(flags) == 0 {
 		flags = src.Doc.FlagKeys()
 	}
-	cs := &Changeset{Env: to, Author: author, Reason: reason, Emergency: emergency, PromotedFrom: fmt.Sprintf("%s@%d", from, src.Version)}
+	changes := make([]Change, 0, len(flags))
 	for _, f := range flags {
 		def := src.Doc.FlagJSON(f)
 		if def == nil {
-			return nil, &ValidationError{Problems: problems("flags", fmt.Sprintf("%s does not exist in %s", f, from))}
+			return nil, "", &ValidationError{Problems: problems("flags", fmt.Sprintf("%s does not exist in %s", f, from))}
 		}
-		cs.Changes = append(cs.Changes, Change{Flag: f, Op: OpPut, Definition: def, BaseVersion: dst.FlagVersions[f]})
+		changes = append(changes, Change{Flag: f, Op: OpPut, Definition: def, BaseVersion: dst.FlagVersions[f]})
 	}
-	return s.Commit(ctx, cs)
+	return changes, fmt.Sprintf("%s@%d", from, src.Version), nil
 }
 
 // Text renders the dry run for people.

@@ -521,25 +521,9 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request, p principal) er
 	if p.tok.RoleIn(req.From) < RoleViewer {
 		return errf(http.StatusForbidden, "forbidden", "promoting from %s needs at least the viewer role there", req.From)
 	}
-	src, err := s.o.Store.Head(r.Context(), req.From)
+	changes, promotedFrom, err := s.o.Store.PromotionChanges(r.Context(), req.From, to, req.Flags)
 	if err != nil {
 		return err
-	}
-	dst, err := s.o.Store.Head(r.Context(), to)
-	if err != nil {
-		return err
-	}
-	flags := req.Flags
-	if len(flags) == 0 {
-		flags = src.Doc.FlagKeys()
-	}
-	var changes []config.Change
-	for _, f := range flags {
-		def := src.Doc.FlagJSON(f)
-		if def == nil {
-			return &config.ValidationError{Problems: problemList("flags", f+" does not exist in "+req.From)}
-		}
-		changes = append(changes, config.Change{Flag: f, Op: config.OpPut, Definition: def, BaseVersion: dst.FlagVersions[f]})
 	}
 	env, err := s.o.Store.Env(r.Context(), to)
 	if err != nil {
@@ -548,11 +532,11 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request, p principal) er
 	if err := s.checkPolicy(r.Context(), env, changes); err != nil {
 		return err
 	}
-	reason := fmt.Sprintf("promote from %s@%d: %s", req.From, src.Version, req.Reason)
+	reason := fmt.Sprintf("promote from %s: %s", promotedFrom, req.Reason)
 	if env.Protected {
 		return s.openChangeRequest(w, r, p, to, writeRequest{Reason: reason, Changes: changes})
 	}
-	return s.commitChanges(w, r, p, to, &config.Changeset{Env: to, Author: p.actor(), Reason: reason, PromotedFrom: fmt.Sprintf("%s@%d", req.From, src.Version), Changes: changes})
+	return s.commitChanges(w, r, p, to, &config.Changeset{Env: to, Author: p.actor(), Reason: reason, PromotedFrom: promotedFrom, Changes: changes})
 }
 
 func (s *Server) auditList(w http.ResponseWriter, r *http.Request, _ principal) error {
