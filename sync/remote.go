@@ -317,6 +317,13 @@ func (r *Remote) install(rec *config.SnapshotRecord, via, state string) error {
 	if doc.Hash() != rec.Hash {
 		return fmt.Errorf("snapshot %d: hash mismatch (have %s, record says %s)", rec.Version, doc.Hash(), rec.Hash)
 	}
+	return r.installDoc(rec, doc, via, state)
+}
+
+// installDoc serves rec, whose document is already parsed and validated as
+// doc (a pushed changeset applied to the current document needs no second
+// parse of the whole flag set).
+func (r *Remote) installDoc(rec *config.SnapshotRecord, doc *config.Document, via, state string) error {
 	snap, err := doc.Compile(rec.Version)
 	if err != nil {
 		return err
@@ -473,9 +480,10 @@ func (r *Remote) applyChangeset(ctx context.Context, cs *config.Changeset, via s
 		r.poll(ctx)
 		return
 	}
-	rec := &config.SnapshotRecord{Env: r.o.Env, Version: cs.Version, Time: cs.Time, Hash: doc.Hash(), Document: doc.Canonical(),
+	canonical := doc.Canonical()
+	rec := &config.SnapshotRecord{Env: r.o.Env, Version: cs.Version, Time: cs.Time, Hash: config.DocumentHash(canonical), Document: canonical,
 		FlagVersions: config.NextFlagVersions(cur.FlagVersions, cs)}
-	if err := r.install(rec, via, r.liveState()); err != nil {
+	if err := r.installDoc(rec, doc, via, r.liveState()); err != nil {
 		r.log.Error("pushed changeset rejected; resyncing", zap.Error(err))
 		r.poll(ctx)
 		return
