@@ -6,6 +6,7 @@ package config
 
 import (
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -50,6 +51,34 @@ type Changeset struct {
 	// non-nil, replaces `$evaluators`. Both are rare and validated like flags.
 	Metadata   map[string]any             `json:"metadata,omitempty"`
 	Evaluators map[string]json.RawMessage `json:"evaluators,omitempty"`
+	// Hash is the content hash (DocumentHash) of the environment's flag set
+	// after this changeset. It is signed with the rest, so a sidecar that
+	// applies the changeset to a base that drifted ends with a different
+	// hash and knows to take a snapshot instead of serving the result.
+	Hash string `json:"hash,omitempty"`
+	// AuditHead anchors the audit chain: the last audit entry at commit time.
+	// Changesets are signed, so a chain rewritten or truncated below an
+	// anchor is detectable from the environment streams alone.
+	AuditHead *AuditAnchor `json:"auditHead,omitempty"`
+}
+
+// AuditAnchor names one audit entry by sequence and hash.
+type AuditAnchor struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// SignatureHeader carries a changeset message's signature (sign.Key.Sign
+// with sign.PurposeChangeset over the message data, exactly as stored). It
+// survives the stream's RePublish, so sidecars verify what they receive.
+const SignatureHeader = "Pennon-Signature"
+
+// SignedChangeset is a committed changeset as the API hands it to sidecars
+// catching up: the exact bytes stored in the stream and their signature.
+type SignedChangeset struct {
+	Version   uint64 `json:"version"`
+	Data      []byte `json:"data"` // base64 in JSON: re-indenting must not change signed bytes
+	Signature string `json:"signature"`
 }
 
 // SnapshotRecord is the full flag set of an environment at one version, as
@@ -63,6 +92,9 @@ type SnapshotRecord struct {
 	Document json.RawMessage `json:"document"` // canonical JSON
 	// FlagVersions is, per flag, the version at which it last changed.
 	FlagVersions map[string]uint64 `json:"flagVersions"`
+	// Signature is the control plane's signature (sign.PurposeSnapshot) over
+	// SigningBytes(): env, version, hash (which covers Document) and time.
+	Signature string `json:"signature,omitempty"`
 }
 
 // Heartbeat is what the control plane publishes every second per environment.
@@ -72,6 +104,10 @@ type Heartbeat struct {
 	Version uint64    `json:"version"`
 	Hash    string    `json:"hash"`
 	Time    time.Time `json:"time"`
+	// Signature (sign.PurposeHeartbeat) over the heartbeat's JSON with
+	// Signature empty: a forged heartbeat could grant a stale sidecar a
+	// freshness lease.
+	Signature string `json:"signature,omitempty"`
 }
 
 // SidecarReport is what a sidecar publishes about itself (on change and every
@@ -146,4 +182,11 @@ func NextFlagVersions(fv map[string]uint64, cs *Changeset) map[string]uint64 {
 		}
 	}
 	return next
+}
+
+// SigningBytes is what a snapshot's signature covers. Hash covers Document,
+// so the document itself is not repeated; FlagVersions is control-plane
+// bookkeeping for conflict checks and is not served, so it is not signed.
+func (r *SnapshotRecord) SigningBytes() []byte {
+	return []byte("snapshot\x00" + r.Env + "\x00" + strconv.FormatUint(r.Version, 10) + "\x00" + r.Hash + "\x00" + r.Time.UTC().Format(time.RFC3339Nano))
 }

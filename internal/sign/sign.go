@@ -32,6 +32,7 @@ const (
 	PurposeChangeset = "changeset"
 	PurposeSnapshot  = "snapshot"
 	PurposeAudit     = "audit"
+	PurposeHeartbeat = "heartbeat"
 )
 
 // Errors Verify returns; callers count and report them by kind.
