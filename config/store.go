@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/pennon-dev/pennon/internal/sign"
 )
 
 // Sentinel errors callers branch on.
@@ -37,6 +39,11 @@ type StoreOptions struct {
 	Logger        *zap.Logger
 	// Now is the clock for changeset timestamps; nil means time.Now.
 	Now func() time.Time
+	// Signer signs every changeset and snapshot the store writes. Trust
+	// verifies what it reads back (current and retired keys); a message
+	// that fails is foreign: reported and skipped, never applied.
+	Signer *sign.Key
+	Trust  *sign.Trust
 }
 
 // EnvSettings describe one environment.

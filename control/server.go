@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/internal/sign"
 )
 
 // SidecarLister answers "which sidecars serve which version".
@@ -41,6 +42,13 @@ type Options struct {
 	Replicas  int
 	// MaxBodyBytes bounds request bodies; default 1 MiB.
 	MaxBodyBytes int64
+	// Signer signs audit entries and checkpoints (the same key the store
+	// signs changesets with); Trust verifies them (current + retired keys).
+	Signer *sign.Key
+	Trust  *sign.Trust
+	// DataDir, when set, is a directory only this control plane can write
+	// (not reachable through NATS): the audit anchor lives there.
+	DataDir string
 }
 
 // Server is the admin API.
