@@ -19,6 +19,11 @@ type env struct {
 	scope   any            // current data inside map/filter/reduce/all/some/none
 	flagKey string
 	now     func() time.Time
+	// fail is set by an operator that flagd's JSON Logic library aborts on
+	// (arithmetic on null, a non-finite result): the whole evaluation then
+	// answers ERROR/PARSE_ERROR, as flagd does. A constant string, so
+	// failing costs no allocation.
+	fail string
 }
 
 // compiler compiles one flag's targeting and records what it reads.
@@ -30,6 +35,7 @@ type compiler struct {
 	clock    bool                // reads $flagd.timestamp
 	depth    int                 // >0 inside map/filter/reduce/...: var reads the item
 	nodes    int                 // compiled nodes: a rough cost of evaluating the rule
+	fallible int                 // compiled operators that can abort an evaluation (arithmetic)
 }
 
 func newCompiler(flagKey string) *compiler {

@@ -40,12 +40,18 @@ func (c *compiler) compileVar(op string, raw any, path string) node {
 		get = c.varPath("", path)
 	case map[string]any:
 		// A computed path: which attributes are read is unknown until run time.
-		if c.depth == 0 {
+		// Inside map/filter/all/some/none/reduce it reads the current element,
+		// whose attributes are covered by the array's own read.
+		inScope := c.depth > 0
+		if !inScope {
 			c.dynamic = true
 		}
 		pn := c.compile(p, joinPath(path, "var[0]"))
 		get = func(e *env) any {
-			return lookup(e.data(c.depth > 0), splitPath(toString(pn(e))))
+			// inScope is fixed at compile time: reading c.depth here (it is 0
+			// once compiling ends) made every computed path read the root
+			// context, so equal cache keys could get different answers.
+			return lookup(e.data(inScope), splitPath(toString(pn(e))))
 		}
 	default:
 		c.problem(joinPath(path, "var[0]"), "var path must be a string or number, got %s", typeName(p))
@@ -224,18 +230,50 @@ func (c *compiler) compileMissingSome(op string, raw any, path string) node {
 // --- logic -------------------------------------------------------------------
 
 func (c *compiler) compileIf(op string, raw any, path string) node {
-	ns := c.compileArgs(op, raw, path)
-	return func(e *env) any {
+	a := args(raw)
+	ns := make([]node, len(a))
+	var fallible []int // arguments that can abort the evaluation (arithmetic)
+	for i, v := range a {
+		before := c.fallible
+		ns[i] = c.compile(v, joinPath(path, op+"["+strconv.Itoa(i)+"]"))
+		if c.fallible != before {
+			fallible = append(fallible, i)
+		}
+	}
+	choose := func(e *env) (any, int) {
 		i := 0
 		for ; i+1 < len(ns); i += 2 {
 			if truthy(ns[i](e)) {
-				return ns[i+1](e)
+				return ns[i+1](e), i + 1
 			}
 		}
 		if i < len(ns) {
-			return ns[i](e)
+			return ns[i](e), i
 		}
-		return nil
+		return nil, i
+	}
+	if len(fallible) == 0 {
+		return func(e *env) any {
+			v, _ := choose(e)
+			return v
+		}
+	}
+	// flagd's JSON Logic library evaluates every argument of "if" before
+	// choosing, so arithmetic on null in a branch not taken still aborts the
+	// evaluation there. Only arguments that can fail are evaluated again for
+	// that; their values are discarded.
+	return func(e *env) any {
+		v, taken := choose(e)
+		if e.fail == "" {
+			for _, i := range fallible {
+				// choose evaluated the conditions before taken and taken
+				// itself; the rest were skipped.
+				if i > taken || (i < taken && i%2 == 1) {
+					ns[i](e)
+				}
+			}
+		}
+		return v
 	}
 }
 
@@ -449,12 +487,43 @@ func (c *compiler) compileMerge(op string, raw any, path string) node {
 
 // --- arithmetic ---------------------------------------------------------------
 
+// failArith is why an evaluation fails when arithmetic meets a non-number.
+const failArith = "an arithmetic operator (+, -, *, /, %) got null, a boolean, an array or an object; " +
+	"flagd's JSON Logic aborts such an evaluation and answers PARSE_ERROR"
+
+// arithNumber converts an operand the way flagd's JSON Logic library
+// (diegoholiveira/jsonlogic, typing.ToNumber) does for + - * / %: numbers
+// as they are, strings parsed with strconv.ParseFloat (a string that is not
+// a number counts as 0, not NaN as in JavaScript), and anything else --
+// null included -- is an error that aborts the whole evaluation. ok is false
+// for those; the caller records e.fail.
+func arithNumber(v any) (f float64, ok bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case string:
+		f, _ = strconv.ParseFloat(x, 64) // 0 on a syntax error, ±Inf out of range
+		return f, true
+	}
+	return 0, false
+}
+
+// operand evaluates n as an arithmetic operand, recording a failure in e.
+func operand(e *env, n node) float64 {
+	f, ok := arithNumber(n(e))
+	if !ok {
+		e.fail = failArith
+	}
+	return f
+}
+
 func (c *compiler) compilePlus(op string, raw any, path string) node {
 	ns := c.compileArgs(op, raw, path)
+	c.fallible++
 	return func(e *env) any {
 		sum := 0.0
 		for _, n := range ns {
-			sum += toNumber(n(e))
+			sum += operand(e, n)
 		}
 		return sum
 	}
@@ -462,10 +531,11 @@ func (c *compiler) compilePlus(op string, raw any, path string) node {
 
 func (c *compiler) compileTimes(op string, raw any, path string) node {
 	ns := c.compileArgs(op, raw, path)
+	c.fallible++
 	return func(e *env) any {
 		p := 1.0
 		for _, n := range ns {
-			p *= toNumber(n(e))
+			p *= operand(e, n)
 		}
 		return p
 	}
@@ -473,11 +543,15 @@ func (c *compiler) compileTimes(op string, raw any, path string) node {
 
 func (c *compiler) compileMinus(op string, raw any, path string) node {
 	ns := c.compileArgs(op, raw, path)
+	c.fallible++
 	switch len(ns) {
 	case 1:
-		return func(e *env) any { return -toNumber(ns[0](e)) }
+		return func(e *env) any { return -operand(e, ns[0]) }
 	case 2:
-		return func(e *env) any { return toNumber(ns[0](e)) - toNumber(ns[1](e)) }
+		return func(e *env) any {
+			a := operand(e, ns[0])
+			return a - operand(e, ns[1])
+		}
 	}
 	c.problem(joinPath(path, op), "- takes 1 or 2 arguments, got %d", len(ns))
 	return constNode(nil)
@@ -490,7 +564,11 @@ func arith(f func(a, b float64) float64) opCompiler {
 			c.problem(joinPath(path, op), "%s needs 2 arguments, got %d", op, len(ns))
 			return constNode(nil)
 		}
-		return func(e *env) any { return f(toNumber(ns[0](e)), toNumber(ns[1](e))) }
+		c.fallible++
+		return func(e *env) any {
+			a := operand(e, ns[0])
+			return f(a, operand(e, ns[1]))
+		}
 	}
 }
 

@@ -402,7 +402,11 @@ func (s *Snapshot) eval(f *Flag, ctx *Context, depth int) Result {
 	e := &ctx.env
 	*e = env{root: ctx.m, flagKey: f.key, now: s.now}
 	out := f.rule(e)
+	failed := e.fail
 	*e = env{}
+	if failed != "" {
+		return f.errResult(CodeParseError, "flag "+f.key+": targeting could not be evaluated: "+failed)
+	}
 	var name string
 	switch x := out.(type) {
 	case nil:
@@ -416,6 +420,11 @@ func (s *Snapshot) eval(f *Flag, ctx *Context, depth int) Result {
 			name = "false"
 		}
 	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			// flagd encodes the rule's result as JSON to read the variant
+			// name; NaN and ±Inf cannot be encoded, so it answers PARSE_ERROR.
+			return f.errResult(CodeParseError, "flag "+f.key+": targeting returned "+formatNumber(x)+", which is not a variant name (flagd answers PARSE_ERROR)")
+		}
 		name = formatNumber(x)
 	default:
 		return f.errResult(CodeGeneral, "targeting returned "+typeName(out)+", expected a variant name")
@@ -513,12 +522,43 @@ func appendKeyValue(dst []byte, v any) []byte {
 	}
 }
 
-// SafeResult is the answer for failMode closed: the flag's safeVariant (or
-// the code default when it has none) with reason ERROR, CodeGeneral and the
-// given details.
-func (f *Flag) SafeResult(details string) Result {
-	r := f.result(f.safe, ReasonError)
-	r.ErrorCode, r.ErrorDetails = CodeGeneral, details
+// SafeResult is the answer for failMode closed when freshness cannot be
+// established: the flag owner's safeVariant as a successful answer with a
+// value, because an error answer carries no value and would hand the
+// decision to whatever default is in the application's code — the opposite
+// of what failMode closed asks for. The reason is OpenFeature's STALE (the
+// value is not authoritative for the control plane's current state);
+// ERROR is not used because OpenFeature pairs it with an error code, and an
+// error code makes providers discard the value. The metadata is the flag's,
+// plus pennonFailMode "closed" and pennonFailReason (why, from the caller).
+//
+// config requires a safeVariant with failMode closed, so the fallbacks only
+// serve hand-built specs: the defaultVariant when there is no safeVariant,
+// else no value (the code default), each said in pennonFailReason. It
+// allocates: it serves the degraded path, not the hot one.
+func (f *Flag) SafeResult(why string) Result {
+	v := f.safe
+	if v == nil {
+		v = f.def
+		if v != nil {
+			why += "; the flag has no safeVariant, so its defaultVariant is served"
+		} else {
+			why += "; the flag has neither safeVariant nor defaultVariant, so the caller's code default applies"
+		}
+	}
+	r := f.result(v, Reason("STALE"))
+	md := make(map[string]any, len(f.metadata)+2)
+	for k, x := range f.metadata {
+		md[k] = x
+	}
+	md["pennonFailMode"] = "closed"
+	md["pennonFailReason"] = why
+	r.Metadata = md
+	if b, err := json.Marshal(md); err == nil {
+		r.MetadataJSON = b
+	} else { // metadata came from JSON: cannot fail, but never emit a broken body
+		r.MetadataJSON = []byte(`{"pennonFailMode":"closed"}`)
+	}
 	return r
 }
 

@@ -11,7 +11,9 @@ import (
 // []any and map[string]any. These helpers give them JavaScript's semantics,
 // because JSON Logic (and therefore flagd) is defined by json-logic-js.
 
-// truthy is JSON Logic's truthiness: empty arrays are false, objects true.
+// truthy is JSON Logic's truthiness as flagd's library computes it: false,
+// 0, "", null, empty arrays and empty objects are false; NaN is true (its
+// test is "not equal to 0").
 func truthy(v any) bool {
 	switch x := v.(type) {
 	case nil:
@@ -19,10 +21,12 @@ func truthy(v any) bool {
 	case bool:
 		return x
 	case float64:
-		return x != 0 && !math.IsNaN(x)
+		return x != 0
 	case string:
 		return x != ""
 	case []any:
+		return len(x) > 0
+	case map[string]any:
 		return len(x) > 0
 	default:
 		return true
@@ -109,47 +113,47 @@ func formatNumber(f float64) string {
 	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
-// looseEqual is JavaScript's ==.
+// looseEqual is == as flagd's JSON Logic library defines it: null equals
+// only null, two strings compare as strings, anything else compares as
+// numbers (cmpNumber), so arrays and objects are never equal to anything.
 func looseEqual(a, b any) bool {
-	switch x := a.(type) {
-	case nil:
-		return b == nil
-	case bool:
-		if y, ok := b.(bool); ok {
-			return x == y
-		}
-		if b == nil {
-			return false
-		}
-		return looseEqual(toNumber(x), b)
-	case float64:
-		switch y := b.(type) {
-		case float64:
-			return x == y
-		case string, bool:
-			return x == toNumber(y)
-		case []any:
-			return looseEqual(x, toString(y))
-		}
-		return false
-	case string:
-		switch y := b.(type) {
-		case string:
-			return x == y
-		case float64, bool:
-			return toNumber(x) == toNumber(y)
-		case []any:
-			return x == toString(y)
-		}
-		return false
-	case []any:
-		switch b.(type) {
-		case string, float64, bool:
-			return looseEqual(b, a)
-		}
-		return false
+	if a == nil || b == nil {
+		return a == nil && b == nil
 	}
-	return false
+	if sa, ok := a.(string); ok {
+		if sb, ok := b.(string); ok {
+			return sa == sb
+		}
+	}
+	return cmpNumber(a) == cmpNumber(b)
+}
+
+// cmpNumber converts a comparison operand as flagd's JSON Logic library
+// does (its javascript.ToNumber): null is 0, booleans 0/1, a blank string 0,
+// other strings parsed as they are (no trimming; out of range is NaN), and
+// arrays and objects NaN.
+func cmpNumber(v any) float64 {
+	switch x := v.(type) {
+	case nil:
+		return 0
+	case float64:
+		return x
+	case bool:
+		if x {
+			return 1
+		}
+		return 0
+	case string:
+		if strings.TrimSpace(x) == "" {
+			return 0
+		}
+		f, err := strconv.ParseFloat(x, 64)
+		if err != nil {
+			return math.NaN()
+		}
+		return f
+	}
+	return math.NaN()
 }
 
 // strictEqual is JavaScript's === (objects and arrays are never equal, as
@@ -171,27 +175,21 @@ func strictEqual(a, b any) bool {
 	return false
 }
 
-// less reports a < b with JavaScript's relational semantics (strings compare
-// as strings when both are strings, otherwise both become numbers).
+// less reports a < b as flagd's JSON Logic library does: two strings
+// compare as strings, otherwise both sides become numbers (cmpNumber).
 func less(a, b any) bool {
 	if sa, ok := a.(string); ok {
 		if sb, ok := b.(string); ok {
 			return sa < sb
 		}
 	}
-	x, y := toNumber(a), toNumber(b)
-	return x < y
+	return cmpNumber(a) < cmpNumber(b)
 }
 
-// lessEq reports a <= b (false when either side is NaN, as in JavaScript).
+// lessEq reports a <= b as flagd's library does: less or looseEqual. So null
+// is <= only null ({"<=": [null, 0]} is false), unlike JavaScript.
 func lessEq(a, b any) bool {
-	if sa, ok := a.(string); ok {
-		if sb, ok := b.(string); ok {
-			return sa <= sb
-		}
-	}
-	x, y := toNumber(a), toNumber(b)
-	return x <= y
+	return less(a, b) || looseEqual(a, b)
 }
 
 // normalize turns decoded JSON with json.Number (or Go ints) into the
