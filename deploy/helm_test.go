@@ -194,6 +194,17 @@ func empty(v any) bool {
 	return false
 }
 
+// chartSecrets are the Secrets the chart expects to exist (docs/deploy.md
+// creates them from `pennon server nats-config` and `pennon server keygen`)
+// rather than creating them from values: keys should not live in Helm's
+// release history.
+var chartSecrets = map[string][]string{
+	"pennon-nats-auth":    {"auth.conf"},
+	"pennon-nats-control": {"control-plane.creds", "account.seed"},
+	"pennon-signing-key":  {"signing.key"},
+	"pennon-nats-tls":     {"tls.crt", "tls.key", "ca.crt"},
+}
+
 func TestHelmChart(t *testing.T) {
 	full := map[string]any{
 		"control":    map[string]any{"adminToken": "test-admin-token"},
@@ -215,7 +226,7 @@ func TestHelmChart(t *testing.T) {
 	if want, err := os.ReadFile(golden); err != nil || string(want) != out {
 		t.Errorf("rendered chart differs from %s (run go test ./deploy -update to accept); err %v", golden, err)
 	}
-	o := &objects{}
+	o := &objects{external: chartSecrets}
 	decodeAll(t, o, "rendered chart", []byte(out))
 	checkInvariants(t, o)
 	if len(o.configMaps) != 3 || len(o.netpols) != 2 || len(o.rules) != 1 {

@@ -50,8 +50,21 @@ func invariantErrors(t *testing.T, o *objects) []string {
 			checkContainer(&errs, w.name, pod, &pod.Containers[i])
 		}
 		for _, v := range pod.Volumes {
-			if v.ConfigMap != nil && o.configMap(v.ConfigMap.Name) == nil {
-				errorf(&errs, "%s: volume %s uses ConfigMap %s, which is not defined", w.name, v.Name, v.ConfigMap.Name)
+			cms := []string{}
+			if v.ConfigMap != nil {
+				cms = append(cms, v.ConfigMap.Name)
+			}
+			if v.Projected != nil {
+				for _, s := range v.Projected.Sources {
+					if s.ConfigMap != nil {
+						cms = append(cms, s.ConfigMap.Name)
+					}
+				}
+			}
+			for _, cm := range cms {
+				if o.configMap(cm) == nil {
+					errorf(&errs, "%s: volume %s uses ConfigMap %s, which is not defined", w.name, v.Name, cm)
+				}
 			}
 		}
 	}
@@ -99,6 +112,8 @@ func invariantErrors(t *testing.T, o *objects) []string {
 		if cm := o.configMap(s.Name + "-config"); cm == nil || !strings.Contains(cm.Data["nats.conf"], "routes") || !strings.Contains(cm.Data["nats.conf"], "jetstream") {
 			errorf(&errs, "StatefulSet/%s: ConfigMap %s-config must configure jetstream and cluster routes", s.Name, s.Name)
 		}
+		checkNATSConfig(&errs, o, "StatefulSet/"+s.Name, &s.Spec.Template.Spec)
+		checkNATSPolicy(&errs, o, t, workload{"StatefulSet/" + s.Name, s.Spec.Selector, &s.Spec.Template})
 	}
 	if !natsOK {
 		errorf(&errs, "no NATS StatefulSet")
@@ -123,7 +138,16 @@ func invariantErrors(t *testing.T, o *objects) []string {
 		if !pdb {
 			errorf(&errs, "Deployment/%s: no PodDisruptionBudget", d.Name)
 		}
-		checkSecretFile(&errs, o, "Deployment/"+d.Name, &d.Spec.Template.Spec, &d.Spec.Template.Spec.Containers[0], "--admin-token-file")
+		// Every secret the control plane holds is a file from a Secret:
+		// the admin token, its NATS identity, the account key that mints
+		// sidecar credentials, and the changeset signing key (shared by all
+		// replicas, so never generated per pod).
+		for _, flag := range []string{"--admin-token-file", "--nats-creds", "--nats-account-seed-file", "--signing-key-file"} {
+			checkSecretFile(&errs, o, "Deployment/"+d.Name, &d.Spec.Template.Spec, &d.Spec.Template.Spec.Containers[0], flag)
+		}
+		if _, ok := argValue(d.Spec.Template.Spec.Containers[0].Args, "--nats-url"); !ok {
+			errorf(&errs, "Deployment/%s: no --nats-url (the embedded single-node NATS is not for Kubernetes)", d.Name)
+		}
 	}
 	if !controlOK {
 		errorf(&errs, "no control plane Deployment")
@@ -143,6 +167,7 @@ func invariantErrors(t *testing.T, o *objects) []string {
 	if sidecars == 0 {
 		errorf(&errs, "no workload carries the pennon sidecar")
 	}
+	checkNoSecretValues(&errs, o)
 
 	// Monitoring.
 	alerts := map[string]string{}
@@ -221,10 +246,17 @@ func checkSidecar(errs *[]string, o *objects, w workload, c *corev1.Container) {
 		}
 	}
 	for _, a := range c.Args {
-		if strings.HasPrefix(a, "--token") {
-			errorf(errs, "%s: token passed as an argument; use PENNON_TOKEN from a Secret", at)
+		if a == "--token" || strings.HasPrefix(a, "--token=") {
+			errorf(errs, "%s: token passed as an argument; use --token-file with a mounted Secret", at)
 		}
 	}
+	for _, e := range c.Env {
+		if e.Name == "PENNON_TOKEN" {
+			errorf(errs, "%s: PENNON_TOKEN in the environment (readable in /proc); use --token-file with a mounted Secret", at)
+		}
+	}
+	checkSecretFile(errs, o, at, &w.template.Spec, c, "--token-file")
+	checkTokenPrivate(errs, at, &w.template.Spec, c)
 	probe := func(name string, p *corev1.Probe, path string) {
 		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path {
 			errorf(errs, "%s: %s probe must GET %s", at, name, path)
@@ -239,7 +271,6 @@ func checkSidecar(errs *[]string, o *objects, w workload, c *corev1.Container) {
 	}
 	probe("readiness", c.ReadinessProbe, "/readyz")
 	probe("liveness", c.LivenessProbe, "/healthz")
-	checkSecretEnv(errs, o, at, c, "PENNON_TOKEN")
 
 	stateDir, _ := argValue(c.Args, "--state-dir")
 	defaults, _ := argValue(c.Args, "--defaults")
@@ -267,68 +298,6 @@ func checkSidecar(errs *[]string, o *objects, w workload, c *corev1.Container) {
 	if w.template.Labels["pennon.dev/sidecar"] != "true" {
 		errorf(errs, "%s: pod template needs label pennon.dev/sidecar=true (NetworkPolicies and PodMonitor select on it)", at)
 	}
-}
-
-func checkSecretEnv(errs *[]string, o *objects, at string, c *corev1.Container, name string) {
-	for _, e := range c.Env {
-		if e.Name != name {
-			continue
-		}
-		if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
-			errorf(errs, "%s: %s must come from a Secret", at, name)
-			return
-		}
-		ref := e.ValueFrom.SecretKeyRef
-		if s := o.secret(ref.Name); s != nil {
-			if _, ok := s.StringData[ref.Key]; !ok {
-				if _, ok := s.Data[ref.Key]; !ok {
-					errorf(errs, "%s: %s: Secret %s has no key %s", at, name, ref.Name, ref.Key)
-				}
-			}
-		} else if ref.Optional == nil || !*ref.Optional {
-			// A Secret created out of band is fine only if documented; the
-			// manifests we ship define theirs.
-			errorf(errs, "%s: %s: Secret %s is not defined", at, name, ref.Name)
-		}
-		return
-	}
-	errorf(errs, "%s: no %s env", at, name)
-}
-
-// checkSecretFile checks that flag names a file inside a read-only mount of
-// a defined Secret that has that key.
-func checkSecretFile(errs *[]string, o *objects, at string, pod *corev1.PodSpec, c *corev1.Container, flag string) {
-	path, ok := argValue(c.Args, flag)
-	if !ok {
-		errorf(errs, "%s: no %s", at, flag)
-		return
-	}
-	for _, m := range c.VolumeMounts {
-		key, ok := strings.CutPrefix(path, m.MountPath+"/")
-		if !ok {
-			continue
-		}
-		for _, v := range pod.Volumes {
-			if v.Name != m.Name || v.Secret == nil {
-				continue
-			}
-			if !m.ReadOnly {
-				errorf(errs, "%s: %s: Secret mount %s must be read-only", at, flag, m.MountPath)
-			}
-			s := o.secret(v.Secret.SecretName)
-			if s == nil {
-				errorf(errs, "%s: %s: Secret %s is not defined", at, flag, v.Secret.SecretName)
-				return
-			}
-			if _, ok := s.StringData[key]; !ok {
-				if _, ok := s.Data[key]; !ok {
-					errorf(errs, "%s: %s: Secret %s has no key %s", at, flag, s.Name, key)
-				}
-			}
-			return
-		}
-	}
-	errorf(errs, "%s: %s=%s is not in a mounted Secret", at, flag, path)
 }
 
 func anyContainerPort(ws []workload, name string) bool {

@@ -82,6 +82,9 @@ type objects struct {
 	serviceMonitors []*serviceMonitor
 	podMonitors     []*podMonitor
 	rules           []*prometheusRule
+	// external lists Secrets created out of band (by the documented
+	// kubectl commands, not by the manifests) with the keys they hold.
+	external map[string][]string
 }
 
 var docSep = regexp.MustCompile(`(?m)^---\s*$`)

@@ -3,8 +3,10 @@
 // (Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs,
 // and those inside a List), adds the sidecar container (a native sidecar,
 // i.e. an init container with restartPolicy Always, in pods meant to
-// finish), its two volumes, a
-// label and annotations, and writes everything back. It is idempotent: what
+// finish), its volumes (last-known-good state, secure defaults, and the
+// API token Secret, which only the sidecar container mounts), the label
+// pennon.dev/sidecar=true that the NATS and control-plane NetworkPolicies
+// select on, annotations, and writes everything back. It is idempotent: what
 // is already there is left alone, so a second run changes nothing. Documents
 // that are not workloads pass through untouched. It works on yaml.v3 nodes,
 // so key order and comments survive; indentation is normalised to 2 spaces.

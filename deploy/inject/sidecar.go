@@ -14,6 +14,7 @@ const (
 	ContainerName       = "pennon"
 	StateVolume         = "pennon-state"
 	DefaultsVolume      = "pennon-defaults"
+	TokenVolume         = "pennon-token" // the API token Secret, mounted into the sidecar only
 	LabelSidecar        = "pennon.dev/sidecar"
 	AnnotationInjected  = "pennon.dev/injected"
 	AnnotationEnv       = "pennon.dev/env"
@@ -21,6 +22,8 @@ const (
 	defaultsFile        = "defaults.json"
 	defaultsMountPath   = "/etc/pennon"
 	stateMountPath      = "/var/lib/pennon"
+	tokenMountPath      = "/var/run/secrets/pennon"
+	tokenFile           = "token"
 	sidecarAddr         = "127.0.0.1:8016"
 	sidecarHealthAddr   = "0.0.0.0:8017"
 	sidecarHealthPort   = 8017
@@ -119,12 +122,7 @@ args:
   - --health-addr=` + sidecarHealthAddr + `
   - --state-dir=` + stateMountPath + `
   - --defaults=` + defaultsMountPath + `/` + defaultsFile + `
-env:
-  - name: PENNON_TOKEN
-    valueFrom:
-      secretKeyRef:
-        name: {{.TokenSecret}}
-        key: token
+  - --token-file=` + tokenMountPath + `/` + tokenFile + `
 ports:
   - name: ` + sidecarHealthPortNm + `
     containerPort: {{.HealthPort}}
@@ -169,6 +167,9 @@ volumeMounts:
   - name: ` + DefaultsVolume + `
     mountPath: ` + defaultsMountPath + `
     readOnly: true
+  - name: ` + TokenVolume + `
+    mountPath: ` + tokenMountPath + `
+    readOnly: true
 `))
 
 var volumesTmpl = template.Must(template.New("volumes").Parse(`
@@ -178,6 +179,13 @@ var volumesTmpl = template.Must(template.New("volumes").Parse(`
 - name: ` + DefaultsVolume + `
   configMap:
     name: {{.DefaultsConfigMap}}
+- name: ` + TokenVolume + `
+  secret:
+    secretName: {{.TokenSecret}}
+    defaultMode: 0444
+    items:
+      - key: ` + tokenFile + `
+        path: ` + tokenFile + `
 `))
 
 // sidecarNodes renders the container and the two volumes as YAML nodes.
