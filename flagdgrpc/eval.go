@@ -1,0 +1,306 @@
+package flagdgrpc
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/pennon-dev/pennon/evaluator"
+	evalv1 "github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/evaluation/v1"
+)
+
+// evalService is flagd.evaluation.v1.Service over the sidecar's snapshots.
+type evalService struct {
+	evalv1.UnimplementedServiceServer
+	s *Server
+}
+
+// flagd's error message prefix (flag-evaluation's ErrorPrefix); providers
+// branch on the status code, people read the rest.
+const errPrefix = "FlagdError:, "
+
+// Status codes as flagd's evaluation service maps its error codes
+// (core/pkg/service/flag-evaluation, errFormat): FLAG_NOT_FOUND → NotFound,
+// TYPE_MISMATCH → InvalidArgument, a disabled flag → Unavailable,
+// PARSE_ERROR → DataLoss, anything else (GENERAL, INVALID_CONTEXT,
+// TARGETING_KEY_MISSING) → Unknown.
+func codeFor(c evaluator.ErrorCode) codes.Code {
+	switch c {
+	case evaluator.CodeFlagNotFound:
+		return codes.NotFound
+	case evaluator.CodeTypeMismatch:
+		return codes.InvalidArgument
+	case evaluator.CodeParseError:
+		return codes.DataLoss
+	default:
+		return codes.Unknown
+	}
+}
+
+func evalError(code evaluator.ErrorCode, details string) error {
+	msg := errPrefix + string(code)
+	if details != "" {
+		msg += ", " + details
+	}
+	return status.Error(codeFor(code), msg)
+}
+
+// evaluate answers flag key for the request context exactly as the OFREP
+// endpoint does: same snapshot, same context decoder and limits, and
+// FreshSource for flags that are not cache-first. err is a gRPC status for
+// every answer that carries no value.
+func (s *Server) evaluate(ctx context.Context, key string, reqCtx *structpb.Struct) (evaluator.Result, *structCache, error) {
+	snap := s.o.Source.Current()
+	if snap == nil {
+		return evaluator.Result{}, nil, status.Error(codes.Unavailable, errPrefix+"PROVIDER_NOT_READY, no flag set loaded yet; retry shortly")
+	}
+	sc := s.ctxs.Get().(*scratch)
+	defer s.ctxs.Put(sc)
+	var err error
+	if sc.buf, err = decodeContext(sc.ec, reqCtx, s.o.Limits, sc.buf); err != nil {
+		var ce *evaluator.ContextError
+		if errors.As(err, &ce) {
+			return evaluator.Result{}, nil, evalError(ce.Code, ce.Detail)
+		}
+		return evaluator.Result{}, nil, evalError(evaluator.CodeParseError, err.Error())
+	}
+	r, used := s.evaluateFlag(ctx, snap, key, sc.ec)
+	return r, s.caches.forSnapshot(used), resultError(&r)
+}
+
+// evaluateFlag returns the result and the snapshot it came from (Fresh may
+// answer from a newer one).
+func (s *Server) evaluateFlag(ctx context.Context, snap *evaluator.Snapshot, key string, ec *evaluator.Context) (evaluator.Result, *evaluator.Snapshot) {
+	f := snap.Flag(key)
+	if f == nil {
+		return snap.Evaluate(key, ec), snap
+	}
+	if f.Propagation() == evaluator.CacheFirst || s.fresh == nil {
+		return snap.EvaluateFlag(f, ec), snap
+	}
+	fctx, cancel := context.WithTimeout(ctx, s.o.FreshTimeout)
+	defer cancel()
+	fresh, err := s.fresh.Fresh(fctx, f)
+	if err != nil {
+		if f.FailMode() == evaluator.FailClosed {
+			return f.SafeResult("flag is always-fresh and freshness could not be established (" + err.Error() + "); serving the safe variant (failMode closed)"), snap
+		}
+		return snap.EvaluateFlag(f, ec), snap // failMode open: last known answer
+	}
+	if nf := fresh.Flag(key); nf != nil {
+		return fresh.EvaluateFlag(nf, ec), fresh
+	}
+	return fresh.Evaluate(key, ec), fresh
+}
+
+// resultError is the status for a result the typed responses cannot carry.
+// Any error code is an error, as in OFREP, whose error body carries no value
+// (this includes a failMode-closed answer, reason ERROR).
+func resultError(r *evaluator.Result) error {
+	switch {
+	case r.ErrorCode != evaluator.CodeNone:
+		return evalError(r.ErrorCode, r.ErrorDetails)
+	case r.Reason == evaluator.ReasonDisabled:
+		// flagd: FLAG_DISABLED → Unavailable; providers answer the code default.
+		return status.Error(codes.Unavailable, errPrefix+"FLAG_DISABLED, flag '"+r.Key+"' is disabled; the caller's default applies")
+	case !r.HasValue:
+		// No default variant and no rule matched: OFREP omits the value so
+		// the caller's code default applies. The typed responses have no
+		// "no value", so answer as flagd does for a flag it cannot serve.
+		return status.Error(codes.NotFound, errPrefix+"FLAG_NOT_FOUND, flag '"+r.Key+"' has no default variant and no rule matched; the caller's default applies")
+	}
+	return nil
+}
+
+func typeMismatch(r *evaluator.Result, want string) error {
+	return evalError(evaluator.CodeTypeMismatch, "flag '"+r.Key+"' is not a "+want+" flag (variant "+r.Variant+" is "+string(r.ValueJSON)+")")
+}
+
+func (e *evalService) ResolveBoolean(ctx context.Context, req *evalv1.ResolveBooleanRequest) (*evalv1.ResolveBooleanResponse, error) {
+	r, c, err := e.s.evaluate(ctx, req.GetFlagKey(), req.GetContext())
+	if err != nil {
+		return nil, err
+	}
+	v, ok := r.Value.(bool)
+	if !ok {
+		return nil, typeMismatch(&r, "boolean")
+	}
+	return &evalv1.ResolveBooleanResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
+}
+
+func (e *evalService) ResolveString(ctx context.Context, req *evalv1.ResolveStringRequest) (*evalv1.ResolveStringResponse, error) {
+	r, c, err := e.s.evaluate(ctx, req.GetFlagKey(), req.GetContext())
+	if err != nil {
+		return nil, err
+	}
+	v, ok := r.Value.(string)
+	if !ok {
+		return nil, typeMismatch(&r, "string")
+	}
+	return &evalv1.ResolveStringResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
+}
+
+func (e *evalService) ResolveFloat(ctx context.Context, req *evalv1.ResolveFloatRequest) (*evalv1.ResolveFloatResponse, error) {
+	r, c, err := e.s.evaluate(ctx, req.GetFlagKey(), req.GetContext())
+	if err != nil {
+		return nil, err
+	}
+	v, ok := asFloat(r.Value)
+	if !ok {
+		return nil, typeMismatch(&r, "number")
+	}
+	return &evalv1.ResolveFloatResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
+}
+
+func (e *evalService) ResolveInt(ctx context.Context, req *evalv1.ResolveIntRequest) (*evalv1.ResolveIntResponse, error) {
+	r, c, err := e.s.evaluate(ctx, req.GetFlagKey(), req.GetContext())
+	if err != nil {
+		return nil, err
+	}
+	v, ok := asInt(r.Value)
+	if !ok {
+		return nil, typeMismatch(&r, "number")
+	}
+	return &evalv1.ResolveIntResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
+}
+
+func (e *evalService) ResolveObject(ctx context.Context, req *evalv1.ResolveObjectRequest) (*evalv1.ResolveObjectResponse, error) {
+	r, c, err := e.s.evaluate(ctx, req.GetFlagKey(), req.GetContext())
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := r.Value.(map[string]any); !ok {
+		return nil, typeMismatch(&r, "object")
+	}
+	v, ok := c.object(r.ValueJSON)
+	if !ok {
+		return nil, evalError(evaluator.CodeGeneral, "flag '"+r.Key+"': variant "+r.Variant+" cannot be encoded as a protobuf Struct")
+	}
+	return &evalv1.ResolveObjectResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
+}
+
+// ResolveAll evaluates every flag as the OFREP bulk endpoint does. Like
+// flagd it leaves out disabled flags and, since AnyFlag cannot say "error"
+// or "no value", flags that answer with an error or the caller's default;
+// integers are sent as double_value (flagd's numbers are float64) and
+// arrays, which AnyFlag cannot carry, are left out.
+func (e *evalService) ResolveAll(ctx context.Context, req *evalv1.ResolveAllRequest) (*evalv1.ResolveAllResponse, error) {
+	s := e.s
+	snap := s.o.Source.Current()
+	if snap == nil {
+		return nil, status.Error(codes.Unavailable, errPrefix+"PROVIDER_NOT_READY, no flag set loaded yet; retry shortly")
+	}
+	sc := s.ctxs.Get().(*scratch)
+	defer s.ctxs.Put(sc)
+	var err error
+	if sc.buf, err = decodeContext(sc.ec, req.GetContext(), s.o.Limits, sc.buf); err != nil {
+		var ce *evaluator.ContextError
+		if errors.As(err, &ce) {
+			return nil, evalError(ce.Code, ce.Detail)
+		}
+		return nil, evalError(evaluator.CodeParseError, err.Error())
+	}
+	res := &evalv1.ResolveAllResponse{Flags: make(map[string]*evalv1.AnyFlag, snap.Len()), Metadata: emptyStruct}
+	if st := s.current(); st != nil && st.set != nil && len(st.set.metadata) > 0 {
+		if m, err := toStruct(st.set.metadata); err == nil {
+			res.Metadata = m
+		}
+	}
+	for _, key := range snap.Keys() {
+		r, used := s.evaluateFlag(ctx, snap, key, sc.ec)
+		if r.Reason == evaluator.ReasonDisabled || resultError(&r) != nil {
+			continue
+		}
+		c := s.caches.forSnapshot(used)
+		af := &evalv1.AnyFlag{Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}
+		switch v := r.Value.(type) {
+		case bool:
+			af.Value = &evalv1.AnyFlag_BoolValue{BoolValue: v}
+		case string:
+			af.Value = &evalv1.AnyFlag_StringValue{StringValue: v}
+		case int64, float64:
+			f, _ := asFloat(v)
+			af.Value = &evalv1.AnyFlag_DoubleValue{DoubleValue: f}
+		case map[string]any:
+			o, ok := c.object(r.ValueJSON)
+			if !ok {
+				continue
+			}
+			af.Value = &evalv1.AnyFlag_ObjectValue{ObjectValue: o}
+		default:
+			continue
+		}
+		res.Flags[key] = af
+	}
+	return res, nil
+}
+
+// metadata is the result's metadata as a Struct, converted once per snapshot.
+func (c *structCache) metadata(r *evaluator.Result) *structpb.Struct {
+	if m, ok := c.object(r.MetadataJSON); ok {
+		return m
+	}
+	return emptyStruct
+}
+
+// Event types, as flagd names them.
+const (
+	eventReady     = "provider_ready"
+	eventChange    = "configuration_change"
+	eventKeepAlive = "keep_alive"
+)
+
+// EventStream sends provider_ready at once, then configuration_change with
+// the changed flags (data {"flags": {key: {"type", "source", "flagKey"}}})
+// for every new flag set, and keep_alive every KeepAlive, until the client
+// goes away or the server stops.
+func (e *evalService) EventStream(_ *evalv1.EventStreamRequest, stream grpc.ServerStreamingServer[evalv1.EventStreamResponse]) error {
+	s := e.s
+	st := s.current()
+	if err := stream.Send(&evalv1.EventStreamResponse{Type: eventReady, Data: emptyStruct}); err != nil {
+		return err
+	}
+	keep := time.NewTicker(s.o.KeepAlive)
+	defer keep.Stop()
+	for {
+		select {
+		case <-st.changed:
+			next := s.current()
+			changed := changedFlags(st.keys(), next.keys(), st.set, next.set)
+			st = next
+			if len(changed) == 0 {
+				continue
+			}
+			data, err := changeData(changed, s.o.SourceName)
+			if err != nil {
+				s.log.Error("configuration_change event not encoded", zap.Error(err))
+				continue
+			}
+			if err := stream.Send(&evalv1.EventStreamResponse{Type: eventChange, Data: data}); err != nil {
+				return err
+			}
+		case <-keep.C:
+			if err := stream.Send(&evalv1.EventStreamResponse{Type: eventKeepAlive, Data: emptyStruct}); err != nil {
+				return err
+			}
+		case <-stream.Context().Done():
+			return nil
+		case <-s.stop:
+			return nil
+		}
+	}
+}
+
+func changeData(changed map[string]string, source string) (*structpb.Struct, error) {
+	flags := make(map[string]any, len(changed))
+	for k, typ := range changed {
+		flags[k] = map[string]any{"type": typ, "source": source, "flagKey": k}
+	}
+	return toStruct(map[string]any{"flags": flags})
+}
