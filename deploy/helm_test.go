@@ -43,6 +43,17 @@ func (f chartFiles) Get(name string) string {
 // overrides, and returns the manifests and NOTES.txt.
 func renderChart(t *testing.T, overrides map[string]any) (manifests, notes string) {
 	t.Helper()
+	manifests, notes, err := renderChartErr(t, overrides)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return manifests, notes
+}
+
+// renderChartErr is renderChart for values that should fail to render (a
+// `required` value missing): the error is returned, as helm prints it.
+func renderChartErr(t *testing.T, overrides map[string]any) (manifests, notes string, err error) {
+	t.Helper()
 	var chart struct {
 		APIVersion  string   `json:"apiVersion"`
 		Name        string   `json:"name"`
@@ -132,7 +143,7 @@ func renderChart(t *testing.T, overrides map[string]any) (manifests, notes strin
 		}
 		var b bytes.Buffer
 		if err := root.ExecuteTemplate(&b, base, data); err != nil {
-			t.Fatalf("render %s: %v", base, err)
+			return "", "", fmt.Errorf("render %s: %w", base, err)
 		}
 		if base == "NOTES.txt" {
 			notes = b.String()
@@ -140,7 +151,7 @@ func renderChart(t *testing.T, overrides map[string]any) (manifests, notes strin
 		}
 		fmt.Fprintf(&out, "---\n# Source: pennon/templates/%s\n%s\n", base, b.String())
 	}
-	return out.String(), notes
+	return out.String(), notes, nil
 }
 
 func readYAML(t *testing.T, path string, v any, strict bool) {
@@ -268,6 +279,30 @@ func TestHelmChart(t *testing.T) {
 	}
 }
 
+// TestHelmChartRequired: values the chart cannot work without fail the
+// render with a message naming the value and the fix.
+func TestHelmChartRequired(t *testing.T) {
+	tests := []struct {
+		name string
+		over map[string]any
+		want string
+	}{
+		{"admin token", map[string]any{}, "control.adminToken is required unless control.existingSecret is set"},
+		{"tls without a secret", map[string]any{
+			"control": map[string]any{"adminToken": "x"},
+			"nats":    map[string]any{"tls": map[string]any{"enabled": true}},
+		}, "nats.tls.secret is required when nats.tls.enabled"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := renderChartErr(t, tc.over)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
 func TestHelmChartValues(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -291,6 +326,85 @@ func TestHelmChartValues(t *testing.T) {
 				t.Errorf("admin token volume %+v, want Secret my-admin", v)
 			}
 		}},
+		{"tls", map[string]any{
+			"control":    map[string]any{"adminToken": "test-admin-token"},
+			"sidecar":    map[string]any{"token": "test-sidecar-token"},
+			"exampleApp": map[string]any{"enabled": true},
+			"nats":       map[string]any{"tls": map[string]any{"enabled": true, "secret": "pennon-nats-tls"}},
+		}, func(t *testing.T, o *objects) {
+			checkInvariants(t, o)
+			conf := o.configMap("pennon-nats-config").Data["nats.conf"]
+			// Client TLS at the top level, and route TLS that verifies the
+			// peer inside the cluster block.
+			client := strings.Index(conf, "tls {")
+			cluster := strings.Index(conf, "cluster {")
+			if client < 0 || cluster < 0 || client > cluster || !strings.Contains(conf[cluster:], "tls {") || !strings.Contains(conf[cluster:], "verify: true") {
+				t.Errorf("nats.conf TLS blocks:\n%s", conf)
+			}
+			sts := o.statefulSets[0]
+			for _, f := range []string{"/etc/nats/tls/tls.crt", "/etc/nats/tls/tls.key", "/etc/nats/tls/ca.crt"} {
+				if !strings.Contains(conf, f) {
+					t.Errorf("nats.conf does not name %s", f)
+				}
+				src := resolveFile(&sts.Spec.Template.Spec, &sts.Spec.Template.Spec.Containers[0], f)
+				if src.kind != "Secret" || src.name != "pennon-nats-tls" || src.key != f[len("/etc/nats/tls/"):] {
+					t.Errorf("%s comes from %+v, want Secret pennon-nats-tls", f, src)
+				}
+			}
+			for _, d := range o.deployments {
+				pod := &d.Spec.Template.Spec
+				for i := range pod.Containers {
+					c := &pod.Containers[i]
+					if c.Name == "app" {
+						continue
+					}
+					ca, ok := argValue(c.Args, "--nats-ca")
+					src := resolveFile(pod, c, ca)
+					if !ok || src.kind != "Secret" || src.name != "pennon-nats-tls" || src.key != "ca.crt" {
+						t.Errorf("%s/%s: --nats-ca=%q from %+v, want ca.crt of Secret pennon-nats-tls", d.Name, c.Name, ca, src)
+					}
+				}
+			}
+		}},
+		{"custom secrets, trust key, sidecar namespaces", map[string]any{
+			"control": map[string]any{"adminToken": "x", "natsSecret": "nats-ctl", "signingKeySecret": "sig"},
+			"nats":    map[string]any{"auth": map[string]any{"existingSecret": "nats-auth"}},
+			"sidecar": map[string]any{"trustKey": "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="},
+			"networkPolicy": map[string]any{"sidecarNamespaceSelector": map[string]any{
+				"matchLabels": map[string]any{"pennon.dev/sidecars": "allowed"}}},
+			"exampleApp": map[string]any{"enabled": true},
+		}, func(t *testing.T, o *objects) {
+			o.external = map[string][]string{
+				"nats-auth": {"auth.conf"}, "nats-ctl": {"control-plane.creds", "account.seed"}, "sig": {"signing.key"},
+				"pennon-sidecar-token": {"token"},
+			}
+			checkInvariants(t, o)
+			var sidecar corev1.Container
+			for _, d := range o.deployments {
+				if d.Name == "pennon-example-app" {
+					sidecar = d.Spec.Template.Spec.Containers[1]
+				}
+			}
+			if k, _ := argValue(sidecar.Args, "--trust-key"); k != "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=" {
+				t.Errorf("sidecar --trust-key=%q", k)
+			}
+			for _, n := range o.netpols {
+				found := false
+				for _, r := range n.Spec.Ingress {
+					for _, p := range r.From {
+						if p.PodSelector != nil && p.PodSelector.MatchLabels["pennon.dev/sidecar"] == "true" {
+							found = true
+							if p.NamespaceSelector == nil || p.NamespaceSelector.MatchLabels["pennon.dev/sidecars"] != "allowed" {
+								t.Errorf("NetworkPolicy/%s: sidecar peer namespaceSelector %+v", n.Name, p.NamespaceSelector)
+							}
+						}
+					}
+				}
+				if !found {
+					t.Errorf("NetworkPolicy/%s: no sidecar peer", n.Name)
+				}
+			}
+		}},
 		{"five nats replicas", map[string]any{
 			"control": map[string]any{"adminToken": "x"},
 			"nats":    map[string]any{"replicas": 5, "storage": map[string]any{"storageClassName": "fast"}},
@@ -307,7 +421,7 @@ func TestHelmChartValues(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			out, _ := renderChart(t, tc.over)
-			o := &objects{}
+			o := &objects{external: chartSecrets}
 			decodeAll(t, o, "rendered chart", []byte(out))
 			tc.check(t, o)
 		})

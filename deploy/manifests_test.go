@@ -11,8 +11,11 @@ import (
 	"testing"
 
 	"github.com/pennon-dev/pennon/deploy/inject"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -133,6 +136,41 @@ func TestInvariantsCatchMistakes(t *testing.T) {
 		}
 		panic("no sidecar")
 	}
+	deployment := func(o *objects, name string) *appsv1.Deployment {
+		for _, d := range o.deployments {
+			if d.Name == name {
+				return d
+			}
+		}
+		panic("no deployment " + name)
+	}
+	control := func(o *objects) *corev1.Container {
+		return &deployment(o, "pennon-control").Spec.Template.Spec.Containers[0]
+	}
+	volume := func(o *objects, workload, name string) *corev1.Volume {
+		for _, w := range o.workloads() {
+			if strings.HasSuffix(w.name, "/"+workload) {
+				for i := range w.template.Spec.Volumes {
+					if w.template.Spec.Volumes[i].Name == name {
+						return &w.template.Spec.Volumes[i]
+					}
+				}
+			}
+		}
+		panic("no volume " + name)
+	}
+	natsConf := func(o *objects, edit func(string) string) {
+		cm := o.configMap("nats-config")
+		cm.Data["nats.conf"] = edit(cm.Data["nats.conf"])
+	}
+	netpol := func(o *objects, name string) *networkingv1.NetworkPolicy {
+		for _, n := range o.netpols {
+			if n.Name == name {
+				return n
+			}
+		}
+		panic("no NetworkPolicy " + name)
+	}
 	tests := []struct {
 		name    string
 		breakIt func(o *objects)
@@ -143,6 +181,89 @@ func TestInvariantsCatchMistakes(t *testing.T) {
 		{"writable root", func(o *objects) { f := false; sidecar(o).SecurityContext.ReadOnlyRootFilesystem = &f }, "readOnlyRootFilesystem"},
 		{"no limits", func(o *objects) { sidecar(o).Resources.Limits = nil }, "memory limit"},
 		{"token arg", func(o *objects) { c := sidecar(o); c.Args = append(c.Args, "--token=x") }, "token passed as an argument"},
+		{"token env", func(o *objects) {
+			c := sidecar(o)
+			c.Env = append(c.Env, corev1.EnvVar{Name: "PENNON_TOKEN", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "pennon-sidecar-token"}, Key: "token"}}})
+		}, "PENNON_TOKEN in the environment"},
+		{"no token file", func(o *objects) { c := sidecar(o); c.Args = dropArg(c.Args, "--token-file") }, "no --token-file"},
+		{"token in a configmap", func(o *objects) {
+			v := volume(o, "example-app", "pennon-token")
+			v.Secret, v.ConfigMap = nil, &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "pennon-defaults"}}
+		}, `--token-file=/var/run/secrets/pennon/token is not in a mounted Secret (found: "ConfigMap")`},
+		{"token shared with the app", func(o *objects) {
+			app := &deployment(o, "example-app").Spec.Template.Spec.Containers[0]
+			app.VolumeMounts = append(app.VolumeMounts, corev1.VolumeMount{Name: "pennon-token", MountPath: "/token", ReadOnly: true})
+		}, "also mounted by container app"},
+		{"anonymous nats", func(o *objects) { natsConf(o, func(s string) string { return s + "no_auth_user: anyone\n" }) }, "nats.conf sets no_auth_user"},
+		{"static users", func(o *objects) {
+			natsConf(o, func(s string) string { return s + "authorization {\n  users: [{user: a, password: b}]\n}\n" })
+		}, "nats.conf sets authorization"},
+		{"no auth include", func(o *objects) {
+			natsConf(o, func(s string) string { return strings.Replace(s, "include ./auth.conf", "", 1) })
+		}, "must include exactly one auth.conf"},
+		{"auth.conf from a configmap", func(o *objects) {
+			v := volume(o, "nats", "config")
+			v.Projected.Sources[1] = corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "nats-config"}, Items: []corev1.KeyToPath{{Key: "auth.conf", Path: "auth.conf"}}}}
+		}, `included /etc/nats/auth.conf must come from a Secret (found: "ConfigMap")`},
+		{"auth secret missing", func(o *objects) { o.secrets = dropSecret(o.secrets, "pennon-nats-auth") }, "Secret pennon-nats-auth is not defined"},
+		{"small payload", func(o *objects) {
+			natsConf(o, func(s string) string { return strings.Replace(s, "max_payload: 8MB", "", 1) })
+		}, "max_payload: 8MB"},
+		{"nats creds missing", func(o *objects) { c := control(o); c.Args = dropArg(c.Args, "--nats-creds") }, "no --nats-creds"},
+		{"account seed from a configmap", func(o *objects) {
+			v := volume(o, "pennon-control", "nats-credentials")
+			v.Secret, v.ConfigMap = nil, &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "nats-config"}}
+		}, `--nats-account-seed-file=/etc/pennon/nats/account.seed is not in a mounted Secret (found: "ConfigMap")`},
+		{"signing key key missing", func(o *objects) {
+			for _, s := range o.secrets {
+				if s.Name == "pennon-signing-key" {
+					s.StringData = map[string]string{"key": "x"}
+				}
+			}
+		}, "--signing-key-file: Secret pennon-signing-key has no key signing.key"},
+		{"writable secret mount", func(o *objects) {
+			for i, m := range control(o).VolumeMounts {
+				if m.Name == "signing-key" {
+					control(o).VolumeMounts[i].ReadOnly = false
+				}
+			}
+		}, "Secret mount of /etc/pennon/signing/signing.key must be read-only"},
+		{"secret value in args", func(o *objects) { c := control(o); c.Args = append(c.Args, "--env=CHANGE-ME-with-openssl-rand-hex-32") }, "an argument holds a Secret's value"},
+		{"admin token arg", func(o *objects) { c := control(o); c.Args = append(c.Args, "--admin-token=abc") }, "passes a secret as an argument"},
+		{"password in nats url", func(o *objects) {
+			c := control(o)
+			for i, a := range c.Args {
+				if strings.HasPrefix(a, "--nats-url=") {
+					c.Args[i] = "--nats-url=nats://pennon:hunter2@nats:4222"
+				}
+			}
+		}, "puts credentials in a URL"},
+		{"seed env literal", func(o *objects) {
+			c := control(o)
+			c.Env = append(c.Env, corev1.EnvVar{Name: "PENNON_NATS_SEED", Value: "SUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTC4"})
+		}, "env PENNON_NATS_SEED is a literal secret"},
+		{"seed in a configmap", func(o *objects) {
+			o.configMaps[0].Data["creds"] = "-----BEGIN USER NKEY SEED-----\nSUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTC4\n"
+		}, "holds a seed, credentials or a private key"},
+		{"nats client port open to all", func(o *objects) {
+			n := netpol(o, "nats")
+			n.Spec.Ingress[0].From = append(n.Spec.Ingress[0].From, networkingv1.NetworkPolicyPeer{NamespaceSelector: &metav1.LabelSelector{}})
+		}, "the client port is only for the control plane and pods labelled pennon.dev/sidecar=true (every pod of the selected namespaces)"},
+		{"nats client port from the app", func(o *objects) {
+			n := netpol(o, "nats")
+			n.Spec.Ingress[0].From = append(n.Spec.Ingress[0].From, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"app.kubernetes.io/name": "example-app"}}})
+		}, "(pods matching map[app.kubernetes.io/name:example-app])"},
+		{"cluster port from sidecars", func(o *objects) {
+			n := netpol(o, "nats")
+			n.Spec.Ingress[0].Ports = append(n.Spec.Ingress[0].Ports, networkingv1.NetworkPolicyPort{Port: ptr(intstr.FromInt32(6222))})
+		}, "the cluster port is only for NATS pods"},
+		{"every port", func(o *objects) { n := netpol(o, "nats"); n.Spec.Ingress[2].Ports = nil }, "ingress[2]: allows every port"},
+		{"every source", func(o *objects) { n := netpol(o, "nats"); n.Spec.Ingress[1].From = nil }, "ingress[1]: allows every source"},
+		{"no nats policy", func(o *objects) { o.netpols = o.netpols[1:] }, "no NetworkPolicy selects the NATS pods"},
+		{"sidecars shut out", func(o *objects) { n := netpol(o, "nats"); n.Spec.Ingress[0].From = n.Spec.Ingress[0].From[:1] }, "pods labelled pennon.dev/sidecar=true cannot reach the client port"},
 		{"selector", func(o *objects) { o.services[0].Spec.Selector = map[string]string{"app": "nope"} }, "matches no workload"},
 		{"one control replica", func(o *objects) {
 			for _, d := range o.deployments {
@@ -165,6 +286,28 @@ func TestInvariantsCatchMistakes(t *testing.T) {
 		})
 	}
 }
+
+func dropArg(args []string, flag string) []string {
+	var out []string
+	for _, a := range args {
+		if a != flag && !strings.HasPrefix(a, flag+"=") {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func dropSecret(ss []*corev1.Secret, name string) []*corev1.Secret {
+	var out []*corev1.Secret
+	for _, s := range ss {
+		if s.Name != name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // TestInjectMatchesExample: `pennon inject` with default options must add
 // exactly the sidecar and volumes that deploy/k8s/example-app.yaml shows, so
