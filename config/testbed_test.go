@@ -1,8 +1,8 @@
 package config
 
 // This test runs flagd's public test bed (Gherkin scenarios + flag files,
-// ../shared/testdata/flagd-testbed) against pennon's parser and evaluator
-// and asserts the same outcomes flagd gives.
+// vendored in testdata/flagd-testbed, Apache-2.0) against pennon's parser
+// and evaluator and asserts the same outcomes flagd gives.
 
 import (
 	"bufio"
@@ -20,7 +20,13 @@ import (
 	"github.com/pennon-dev/pennon/evaluator"
 )
 
-const testbed = "../../shared/testdata/flagd-testbed"
+// testbed is the repository's own copy of flagd-testbed v3.9.0, so the
+// compatibility claim is checked on every clone (CI has no ../shared).
+const testbed = "testdata/flagd-testbed"
+
+// sharedTestbed is the team's reference copy, when present: the test says
+// whether the vendored copy has drifted from it.
+const sharedTestbed = "../../shared/testdata/flagd-testbed"
 
 // skippedTags are scenario tags pennon does not run, with the reason.
 var skippedTags = map[string]string{
@@ -262,9 +268,12 @@ var (
 )
 
 func TestFlagdTestbed(t *testing.T) {
-	if _, err := os.Stat(testbed); err != nil {
-		t.Skipf("flagd test bed not found at %s", testbed)
+	for _, f := range []string{"/evaluator/flags/testkit-flags.json", "/evaluator/gherkin", "/flags", "/gherkin", "/LICENSE", "/NOTICE"} {
+		if _, err := os.Stat(testbed + f); err != nil {
+			t.Fatalf("flagd test bed incomplete: %v; it is vendored in config/testdata/flagd-testbed (see its README.md) and must not be removed", err)
+		}
 	}
+	logDrift(t)
 	evalSnap, evalBroken := loadLenient(t, testbed+"/evaluator/flags/testkit-flags.json")
 	var providerFiles []string
 	for _, f := range []string{"testing-flags.json", "custom-ops.json", "evaluator-refs.json", "zero-flags.json", "edge-case-flags.json", "metadata-flags.json", "disabled-flags.json"} {
@@ -530,4 +539,33 @@ func sameValue(typ string, got any, want string) bool {
 		return string(gj) == string(wj)
 	}
 	return fmt.Sprint(got) == want
+}
+
+// logDrift compares the vendored test bed with the shared reference copy
+// when one exists, so a newer test bed there is noticed. It only logs: the
+// vendored copy is what the test asserts against.
+func logDrift(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(sharedTestbed); err != nil {
+		return
+	}
+	var differ []string
+	for _, dir := range []string{"evaluator/flags", "evaluator/gherkin", "flags", "gherkin"} {
+		shared, _ := filepath.Glob(filepath.Join(sharedTestbed, dir, "*"))
+		own, _ := filepath.Glob(filepath.Join(testbed, dir, "*"))
+		if len(shared) != len(own) {
+			differ = append(differ, dir+" (file count)")
+			continue
+		}
+		for _, f := range shared {
+			a, errA := os.ReadFile(f)
+			b, errB := os.ReadFile(filepath.Join(testbed, dir, filepath.Base(f)))
+			if errA != nil || errB != nil || string(a) != string(b) {
+				differ = append(differ, filepath.Join(dir, filepath.Base(f)))
+			}
+		}
+	}
+	if len(differ) > 0 {
+		t.Logf("vendored test bed differs from %s in %v; refresh testdata/flagd-testbed if the shared copy is newer", sharedTestbed, differ)
+	}
 }
