@@ -139,9 +139,7 @@ func (s *Store) StateAt(ctx context.Context, env string, v uint64) (*State, erro
 		if err != nil {
 			return nil, err
 		}
-		if st, err = advance(st, cs); err != nil {
-			return nil, fmt.Errorf("env %s: rebuild version %d: %w", env, i, err)
-		}
+		st = s.step(st, cs) // a foreign version leaves the flag set unchanged
 	}
 	return st, nil
 }

@@ -44,6 +44,10 @@ type StoreOptions struct {
 	// that fails is foreign: reported and skipped, never applied.
 	Signer *sign.Key
 	Trust  *sign.Trust
+	// OnForeign, when set, is called once per foreign message (or ignored
+	// snapshot) this store finds, with the env and the reason (one of the
+	// Foreign* constants): the control plane counts them in a metric.
+	OnForeign func(env, why string)
 }
 
 // EnvSettings describe one environment.
@@ -117,9 +121,11 @@ type Store struct {
 	envs  jetstream.KeyValue
 	snaps jetstream.KeyValue
 
-	mu    sync.Mutex
-	heads map[string]*State
-	locks map[string]*sync.Mutex // serialises commits per env within this process
+	mu      sync.Mutex
+	heads   map[string]*State
+	locks   map[string]*sync.Mutex // serialises commits per env within this process
+	foreign map[string]string      // "env\x00version" already logged and counted
+	served  map[string]*servedSnapshot
 }
 
 // OpenStore creates (or opens) the buckets the store needs.
@@ -136,6 +142,12 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, o StoreOptions) (*St
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Trust == nil && o.Signer != nil {
+		o.Trust = sign.NewTrust(o.Signer.Public())
+	}
+	if o.Trust.Len() == 0 {
+		o.Logger.Warn("store opened without signing keys: changesets and snapshots are neither signed nor verified (tests and offline tools only)")
+	}
 	envs, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: EnvsBucket, Replicas: o.Replicas, History: 1, Storage: jetstream.FileStorage})
 	if err != nil {
 		return nil, fmt.Errorf("open store: envs bucket: %w", err)
@@ -145,7 +157,8 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, o StoreOptions) (*St
 	if err != nil {
 		return nil, fmt.Errorf("open store: snapshots bucket: %w", err)
 	}
-	return &Store{js: js, o: o, log: o.Logger, envs: envs, snaps: snaps, heads: map[string]*State{}, locks: map[string]*sync.Mutex{}}, nil
+	return &Store{js: js, o: o, log: o.Logger, envs: envs, snaps: snaps, heads: map[string]*State{}, locks: map[string]*sync.Mutex{},
+		foreign: map[string]string{}, served: map[string]*servedSnapshot{}}, nil
 }
 
 // CreateEnv creates an environment at version 0 with no flags.
@@ -263,14 +276,22 @@ func (s *Store) Head(ctx context.Context, env string) (*State, error) {
 		// head is committed and newer.
 		return head, nil
 	}
+	// Versions below the stream's first sequence were deleted (or purged):
+	// skipped in one step, like any missing message.
+	first := info.State.FirstSeq
+	if info.State.Msgs == 0 {
+		first = last + 1
+	}
+	if first > head.Version+1 {
+		s.noteForeign(env, head.Version+1, ForeignMissing, fmt.Errorf("versions %d-%d are not in the stream", head.Version+1, first-1))
+		head = s.step(head, foreignChangeset(env, first-1, ForeignMissing))
+	}
 	for v := head.Version + 1; v <= last; v++ {
-		cs, err := s.getChangeset(ctx, stream, env, v)
+		cs, _, err := s.readChangeset(ctx, stream, env, v)
 		if err != nil {
 			return nil, err
 		}
-		if head, err = advance(head, cs); err != nil {
-			return nil, fmt.Errorf("env %s: replay version %d: %w", env, v, err)
-		}
+		head = s.step(head, cs)
 	}
 	s.remember(head)
 	return head, nil
@@ -296,54 +317,78 @@ func advance(st *State, cs *Changeset) (*State, error) {
 	return &State{Env: st.Env, Version: cs.Version, Time: cs.Time, Doc: doc, FlagVersions: NextFlagVersions(st.FlagVersions, cs), Hash: doc.Hash()}, nil
 }
 
+func emptyState(env string) *State {
+	return &State{Env: env, Doc: Empty(), FlagVersions: map[string]uint64{}, Hash: Empty().Hash()}
+}
+
+// loadSnapshot is where a reader starts: the KV snapshot when it is valid,
+// otherwise version 0 (the whole stream is replayed). A snapshot that is
+// corrupt, unsigned or badly signed is ignored, logged and counted once.
 func (s *Store) loadSnapshot(ctx context.Context, env string) (*State, error) {
+	st, why, err := s.readSnapshot(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		if why != "absent" {
+			s.noteForeign(env, 0, "snapshot-"+why, nil)
+		}
+		return emptyState(env), nil
+	}
+	return st, nil
+}
+
+// readSnapshot reads and verifies the KV snapshot. st is nil when there is
+// none ("absent") or it is unusable (why says why); err only when KV is
+// unreachable.
+func (s *Store) readSnapshot(ctx context.Context, env string) (st *State, why string, err error) {
 	ent, err := s.snaps.Get(ctx, env)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return &State{Env: env, Doc: Empty(), FlagVersions: map[string]uint64{}, Hash: Empty().Hash()}, nil
+		return nil, "absent", nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("env %s: load snapshot: %w", env, err)
+		return nil, "", fmt.Errorf("env %s: load snapshot: %w", env, err)
 	}
 	var rec SnapshotRecord
 	if err := json.Unmarshal(ent.Value(), &rec); err != nil {
-		return nil, fmt.Errorf("env %s: snapshot is corrupt: %w", env, err)
+		return nil, ForeignUnparsable, nil
 	}
-	doc, err := Parse(rec.Document)
-	if err != nil {
-		return nil, fmt.Errorf("env %s: snapshot %d does not parse: %w", env, rec.Version, err)
-	}
-	if doc.Hash() != rec.Hash {
-		return nil, fmt.Errorf("env %s: snapshot %d hash mismatch", env, rec.Version)
+	doc, why, _ := s.verifySnapshot(env, &rec)
+	if why != "" {
+		return nil, why, nil
 	}
 	if rec.FlagVersions == nil {
 		rec.FlagVersions = map[string]uint64{}
 	}
-	return &State{Env: env, Version: rec.Version, Time: rec.Time, Doc: doc, FlagVersions: rec.FlagVersions, Hash: rec.Hash}, nil
+	return &State{Env: env, Version: rec.Version, Time: rec.Time, Doc: doc, FlagVersions: rec.FlagVersions, Hash: rec.Hash}, "", nil
 }
 
-func (s *Store) getChangeset(ctx context.Context, stream jetstream.Stream, env string, v uint64) (*Changeset, error) {
-	msg, err := stream.GetMsg(ctx, v)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil, fmt.Errorf("env %s version %d: %w", env, v, ErrVersionNotFound)
-		}
-		return nil, fmt.Errorf("env %s version %d: %w", env, v, err)
-	}
-	var cs Changeset
-	if err := json.Unmarshal(msg.Data, &cs); err != nil {
-		return nil, fmt.Errorf("env %s version %d: corrupt changeset: %w", env, v, err)
-	}
-	cs.Version = v
-	return &cs, nil
-}
-
-// Changeset returns one committed changeset.
+// Changeset returns one committed changeset. A version whose message is
+// foreign or missing comes back marked (Foreign set, no changes), not as an
+// error; a version past the head is ErrVersionNotFound.
 func (s *Store) Changeset(ctx context.Context, env string, v uint64) (*Changeset, error) {
 	stream, err := s.js.Stream(ctx, StreamName(env))
 	if err != nil {
 		return nil, ErrEnvNotFound
 	}
-	return s.getChangeset(ctx, stream, env, v)
+	if v == 0 {
+		return nil, fmt.Errorf("env %s version 0: %w", env, ErrVersionNotFound)
+	}
+	cs, _, err := s.readChangeset(ctx, stream, env, v)
+	if err != nil {
+		return nil, err
+	}
+	if cs.Foreign == ForeignMissing {
+		// Past the end of the stream is "not found", not a deleted message.
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("env %s: stream info: %w", env, err)
+		}
+		if v > info.State.LastSeq {
+			return nil, fmt.Errorf("env %s version %d: %w", env, v, ErrVersionNotFound)
+		}
+	}
+	return cs, nil
 }
 
 // Changesets returns up to limit changesets after version `after`, in order.
@@ -402,13 +447,12 @@ func touches(cs *Changeset, flag string) bool {
 	return false
 }
 
-// Snapshot returns the environment's current SnapshotRecord.
+// Snapshot returns the environment's current SnapshotRecord, signed when
+// the store has a key. It is memoized per (version, hash) and shared: do not
+// modify it.
 func (s *Store) Snapshot(ctx context.Context, env string) (*SnapshotRecord, error) {
-	head, err := s.Head(ctx, env)
-	if err != nil {
-		return nil, err
-	}
-	return head.Record(), nil
+	rec, _, err := s.SignedSnapshot(ctx, env)
+	return rec, err
 }
 
 // Commit validates and appends one changeset. It fills Version, PrevVersion
@@ -432,15 +476,17 @@ func (s *Store) Commit(ctx context.Context, cs *Changeset) (*Changeset, error) {
 		next := *cs
 		next.Env, next.Version, next.PrevVersion = cs.Env, head.Version+1, head.Version
 		next.Time = s.o.Now().UTC()
+		next.Foreign = ""
 		st, err := advance(head, &next)
 		if err != nil {
 			return nil, err
 		}
+		next.Hash = st.Hash
 		data, err := json.Marshal(&next)
 		if err != nil {
 			return nil, err
 		}
-		ack, err := s.js.Publish(ctx, LogSubject(cs.Env), data, jetstream.WithExpectLastSequence(head.Version))
+		ack, err := s.js.PublishMsg(ctx, s.signedMsg(LogSubject(cs.Env), data), jetstream.WithExpectLastSequence(head.Version))
 		if err != nil {
 			var apiErr *jetstream.APIError
 			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) && attempt < 20 {
@@ -466,7 +512,7 @@ func (s *Store) Commit(ctx context.Context, cs *Changeset) (*Changeset, error) {
 }
 
 func (s *Store) writeSnapshot(ctx context.Context, st *State) error {
-	data, err := json.Marshal(st.Record())
+	_, data, err := s.servedRecord(st)
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,12 @@ type Changeset struct {
 	// Changesets are signed, so a chain rewritten or truncated below an
 	// anchor is detectable from the environment streams alone.
 	AuditHead *AuditAnchor `json:"auditHead,omitempty"`
+	// Foreign is set only by readers (never written, never signed): the
+	// message at this version is not a valid changeset of the control plane
+	// (unsigned, badly signed, unparsable, at the wrong position, or deleted
+	// from the stream) and was skipped; the value says why. Such an entry
+	// carries no changes: the environment's state is unchanged at Version.
+	Foreign string `json:"foreign,omitempty"`
 }
 
 // AuditAnchor names one audit entry by sequence and hash.
