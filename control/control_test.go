@@ -19,12 +19,17 @@ import (
 )
 
 type fixture struct {
-	base    string
-	tokens  map[string]string // role → secret
-	admin   string
-	logs    *observer.ObservedLogs
+	base   string
+	tokens map[string]string // role → secret
+	admin  string
+	logs   *observer.ObservedLogs
 	natsURL string
-	all     []string // every secret handed out
+	srv    *Server
+	js     jetstream.JetStream
+	store  *config.Store
+	toks   *Tokens
+	data   string // the control plane's data dir (audit checkpoint)
+	all    []string // every secret handed out
 }
 
 func setup(t *testing.T) *fixture {
@@ -46,7 +51,8 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zap.DebugLevel)
-	s, err := New(Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Logger: zap.New(core), JetStream: js})
+	dataDir := t.TempDir()
+	s, err := New(Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Logger: zap.New(core), JetStream: js, DataDir: dataDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +63,7 @@ func setup(t *testing.T) *fixture {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(sctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	f := &fixture{base: "http://" + s.Addr(), tokens: map[string]string{}, logs: logs, natsURL: srv.ClientURL()}
+	f := &fixture{base: "http://" + s.Addr(), tokens: map[string]string{}, logs: logs, natsURL: srv.ClientURL(), srv: s, js: js, store: store, toks: toks, data: dataDir}
 	admin, _, err := toks.Create(ctx, "root", map[string]string{"*": "admin"}, 0, "test")
 	if err != nil {
 		t.Fatal(err)

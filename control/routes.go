@@ -55,6 +55,7 @@ func (s *Server) routes() {
 	s.route("POST /api/v1/envs/{env}/changesets/{version}/review", "emergencies.review", RoleApprover, s.reviewEmergency)
 	s.route("GET /api/v1/audit", "audit.list", RoleAdmin, s.auditList)
 	s.route("GET /api/v1/audit/verify", "audit.verify", RoleAdmin, s.auditVerify)
+	s.route("GET /api/v1/audit/anchors", "audit.anchors", RoleAdmin, s.auditAnchorsRoute)
 	s.route("GET /api/v1/tokens", "tokens.list", RoleAdmin, s.listTokens)
 	s.route("POST /api/v1/tokens", "tokens.create", RoleAdmin, s.createToken)
 	s.route("DELETE /api/v1/tokens/{id}", "tokens.revoke", RoleAdmin, s.revokeToken)
@@ -174,8 +175,8 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, p principal, req 
 	}
 	if req.Emergency && p.tok.RoleIn(envName) < RoleApprover {
 		s.commits.WithLabelValues(envName, "forbidden").Inc()
-		s.record(r.Context(), p, "emergency", envName, "", "denied", map[string]any{"reason": req.Reason})
-		return errf(http.StatusForbidden, "forbidden", "emergency changes need the approver role in %s", envName)
+		return s.deny(r.Context(), p, "emergency", envName, flagsOf(req.Changes), map[string]any{"reason": req.Reason},
+			errf(http.StatusForbidden, "forbidden", "emergency changes need the approver role in %s", envName))
 	}
 	if err := s.checkPolicy(r.Context(), env, req.Changes); err != nil {
 		s.commits.WithLabelValues(envName, "invalid").Inc()
@@ -189,7 +190,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, p principal, req 
 
 // commitChanges commits and answers 201 with the changeset.
 func (s *Server) commitChanges(w http.ResponseWriter, r *http.Request, p principal, envName string, in *config.Changeset) error {
-	cs, err := s.o.Store.Commit(r.Context(), in)
+	cs, err := s.commitAnchored(r.Context(), p, in)
 	var ce *config.ConflictError
 	var ve *config.ValidationError
 	switch {
@@ -341,8 +342,12 @@ func (s *Server) decide(approve bool) handler {
 			return errf(http.StatusConflict, "decided", "change request %s is already %s", cr.ID, cr.State)
 		}
 		if cr.AuthorID == p.tok.ID {
-			s.record(r.Context(), p, "approve", env, cr.ID, "denied", map[string]any{"why": "author cannot decide own change request"})
-			return errf(http.StatusForbidden, "forbidden", "you wrote change request %s; someone else must approve or reject it", cr.ID)
+			action := "approve"
+			if !approve {
+				action = "reject"
+			}
+			return s.deny(r.Context(), p, action, env, cr.ID, map[string]any{"why": "author cannot decide own change request"},
+				errf(http.StatusForbidden, "forbidden", "you wrote change request %s; someone else must approve or reject it", cr.ID))
 		}
 		now := time.Now().UTC()
 		cr.DecidedBy, cr.DecidedAt = p.actor(), &now
@@ -355,7 +360,7 @@ func (s *Server) decide(approve bool) handler {
 			s.record(r.Context(), p, "reject", env, cr.ID, "rejected", map[string]any{"reason": req.Reason})
 			return writeJSON(w, 200, cr)
 		}
-		cs, err := s.o.Store.Commit(r.Context(), &config.Changeset{Env: env, Author: cr.Author, Reason: cr.Reason + " (approved by " + p.actor() + ")", ChangeRequest: cr.ID, Changes: cr.Changes})
+		cs, err := s.commitAnchored(r.Context(), p, &config.Changeset{Env: env, Author: cr.Author, Reason: cr.Reason + " (approved by " + p.actor() + ")", ChangeRequest: cr.ID, Changes: cr.Changes})
 		if err != nil {
 			s.record(r.Context(), p, "approve", env, cr.ID, "failed", map[string]any{"error": err.Error()})
 			return err // 409 if the flags moved on since the request was written
@@ -371,6 +376,8 @@ func (s *Server) decide(approve bool) handler {
 	}
 }
 
+// emergencies lists emergency changes from the index (every version, not
+// only the first 1,000), with their reviews.
 func (s *Server) emergencies(w http.ResponseWriter, r *http.Request, p principal) error {
 	onlyOpen := r.URL.Query().Get("reviewed") == "false"
 	envs, err := s.o.Store.Envs(r.Context())
@@ -386,17 +393,18 @@ func (s *Server) emergencies(w http.ResponseWriter, r *http.Request, p principal
 		if p.tok.RoleIn(e.Name) < RoleViewer {
 			continue
 		}
-		list, err := s.o.Store.Changesets(r.Context(), e.Name, 0, 0)
+		list, err := s.emergencyList(r.Context(), e.Name)
 		if err != nil {
 			return err
 		}
-		for _, cs := range list {
-			if !cs.Emergency {
-				continue
-			}
-			rv, done := s.flow.reviewed(r.Context(), e.Name, cs.Version)
+		for _, rec := range list {
+			rv, done := s.flow.reviewed(r.Context(), e.Name, rec.Version)
 			if onlyOpen && done {
 				continue
+			}
+			cs, err := s.o.Store.Changeset(r.Context(), e.Name, rec.Version)
+			if err != nil {
+				return err
 			}
 			out = append(out, item{Changeset: cs, Review: rv})
 		}
@@ -416,6 +424,19 @@ func (s *Server) reviewEmergency(w http.ResponseWriter, r *http.Request, p princ
 	}
 	if !cs.Emergency {
 		return errf(http.StatusUnprocessableEntity, "validation", "version %d of %s is not an emergency change", v, env)
+	}
+	// Whoever applied an emergency change cannot also be its reviewer. The
+	// token ID recorded at commit decides (display names can be shared or
+	// chosen to look like someone else's).
+	authorID := tokenIDOf(cs.Author)
+	if rec, err := s.emergencyRecord(r.Context(), env, v); err != nil {
+		return err
+	} else if rec != nil && rec.AuthorID != "" {
+		authorID = rec.AuthorID
+	}
+	if authorID == p.tok.ID {
+		return s.deny(r.Context(), p, "review", env, strconv.FormatUint(v, 10), map[string]any{"why": "author cannot review own emergency change"},
+			errf(http.StatusForbidden, "forbidden", "you applied emergency change %d in %s; another approver must review it", v, env))
 	}
 	var req struct {
 		Note string `json:"note"`
@@ -484,7 +505,9 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p principal) e
 		return writeJSON(w, 200, plan)
 	}
 	if p.tok.RoleIn(env) < RoleEditor {
-		return errf(http.StatusForbidden, "forbidden", "rolling back %s needs the editor role (a dry run needs viewer)", env)
+		s.commits.WithLabelValues(env, "forbidden").Inc()
+		return s.deny(r.Context(), p, "rollback", env, strings.Join(req.Flags, ","), map[string]any{"toVersion": req.ToVersion, "reason": req.Reason},
+			errf(http.StatusForbidden, "forbidden", "rolling back %s needs the editor role (a dry run needs viewer)", env))
 	}
 	if len(plan.Changes) == 0 {
 		return errf(http.StatusUnprocessableEntity, "validation", "nothing to roll back: the flags are the same at version %d and now", req.ToVersion)
@@ -497,7 +520,9 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p principal) e
 		return s.openChangeRequest(w, r, p, env, writeRequest{Reason: "rollback to version " + strconv.FormatUint(req.ToVersion, 10) + ": " + req.Reason, Changes: plan.Changes})
 	}
 	if req.Emergency && p.tok.RoleIn(env) < RoleApprover {
-		return errf(http.StatusForbidden, "forbidden", "emergency changes need the approver role in %s", env)
+		s.commits.WithLabelValues(env, "forbidden").Inc()
+		return s.deny(r.Context(), p, "emergency", env, strings.Join(req.Flags, ","), map[string]any{"toVersion": req.ToVersion, "reason": req.Reason},
+			errf(http.StatusForbidden, "forbidden", "emergency changes need the approver role in %s", env))
 	}
 	if strings.TrimSpace(req.Reason) == "" {
 		return &config.ValidationError{Problems: problemList("reason", "a rollback needs a reason")}
@@ -519,7 +544,9 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request, p principal) er
 		return &config.ValidationError{Problems: problemList("from", "the source environment, different from "+to)}
 	}
 	if p.tok.RoleIn(req.From) < RoleViewer {
-		return errf(http.StatusForbidden, "forbidden", "promoting from %s needs at least the viewer role there", req.From)
+		s.commits.WithLabelValues(to, "forbidden").Inc()
+		return s.deny(r.Context(), p, "promote", to, strings.Join(req.Flags, ","), map[string]any{"from": req.From},
+			errf(http.StatusForbidden, "forbidden", "promoting from %s needs at least the viewer role there", req.From))
 	}
 	changes, promotedFrom, err := s.o.Store.PromotionChanges(r.Context(), req.From, to, req.Flags)
 	if err != nil {
@@ -553,7 +580,7 @@ func (s *Server) auditList(w http.ResponseWriter, r *http.Request, _ principal) 
 }
 
 func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, _ principal) error {
-	res, err := s.audit.Verify(r.Context())
+	res, err := s.verifyAudit(r.Context())
 	if err != nil {
 		return err
 	}

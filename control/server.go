@@ -9,13 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -66,7 +67,19 @@ type Server struct {
 
 	flow  *workflow
 	audit *AuditLog
+	emerg jetstream.KeyValue // emergency index
+	trust *sign.Trust        // verifies audit signatures and changeset anchors
+
+	denials          *denyLimiter
+	deniesSuppressed prometheus.Counter
 }
+
+// Denials from one token get their own audit entry up to denyLimit per
+// denyWindow; the rest are summarised in one entry per window.
+const (
+	denyLimit     = 10
+	denyWindowLen = time.Minute
+)
 
 // New builds the server; Listen and Serve run it.
 func New(o Options) (*Server, error) {
@@ -93,14 +106,41 @@ func New(o Options) (*Server, error) {
 	}
 	s.approvals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_change_requests_total", Help: "Change requests by outcome: opened, approved, rejected."}, []string{"env", "outcome"})
 	o.Registry.MustRegister(s.requests, s.commits, s.emergency, s.approvals)
+	s.deniesSuppressed = prometheus.NewCounter(prometheus.CounterOpts{Name: "pennon_audit_denials_suppressed_total",
+		Help: "Denied requests not audited one by one because their token exceeded the per-minute limit (each window gets one summary entry)."})
+	o.Registry.MustRegister(s.deniesSuppressed)
+	s.denials = newDenyLimiter(denyLimit, denyWindowLen)
+	if o.Signer == nil {
+		k, err := sign.Generate()
+		if err != nil {
+			return nil, fmt.Errorf("control: %w", err)
+		}
+		o.Signer, s.o.Signer = k, k
+		s.log.Warn("no signing key configured: audit entries are signed with a throw-away key, so audit verify fails after a restart; configure Options.Signer")
+	}
+	s.trust = trustFor(o.Signer, o.Trust)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var err error
 	if s.flow, err = openWorkflow(ctx, o.JetStream, o.Replicas); err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
-	if s.audit, err = OpenAuditLog(ctx, o.JetStream, o.Replicas); err != nil {
+	cpPath := ""
+	if o.DataDir != "" {
+		cpPath = filepath.Join(o.DataDir, CheckpointFile)
+	}
+	if s.audit, err = OpenAuditLog(ctx, o.JetStream, AuditLogOptions{Replicas: o.Replicas, Signer: o.Signer, CheckpointPath: cpPath, Logger: o.Logger}); err != nil {
 		return nil, fmt.Errorf("control: %w", err)
+	}
+	if s.emerg, err = openEmergencies(ctx, o.JetStream, o.Replicas); err != nil {
+		return nil, fmt.Errorf("control: emergency index: %w", err)
+	}
+	// Reading the whole audit chain can outlast the 10 s above on a large
+	// installation; progress is logged.
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer ccancel()
+	if err := s.catchUp(cctx); err != nil {
+		return nil, fmt.Errorf("control: start-up reconciliation: %w", err)
 	}
 	s.routes()
 	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second}
@@ -137,6 +177,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(s.ln) }()
+	fctx, fcancel := context.WithCancel(ctx)
+	defer fcancel()
+	go s.flushDenials(fctx)
 	s.log.Info("control plane listening", zap.String("addr", s.Addr()))
 	select {
 	case err := <-errc:
@@ -203,9 +246,8 @@ func (s *Server) route(pattern, name string, need Role, h handler) {
 				if env != "" {
 					where = "environment " + env
 				}
-				s.log.Info("access denied", zap.String("token", tok.ID), zap.String("route", name), zap.String("env", env), zap.String("need", need.String()))
-				s.record(r.Context(), p0(tok), "deny", env, name, "denied", map[string]any{"need": need.String(), "have": have.String()})
-				writeErr(rec, errf(http.StatusForbidden, "forbidden", "token %s (%s) has role %s in %s; %s needs %s", tok.ID, tok.Name, have, where, name, need))
+				writeErr(rec, s.deny(r.Context(), p, "deny", env, name, map[string]any{"need": need.String(), "have": have.String()},
+					errf(http.StatusForbidden, "forbidden", "token %s (%s) has role %s in %s; %s needs %s", tok.ID, tok.Name, have, where, name, need)))
 				return
 			}
 		}
@@ -223,17 +265,28 @@ type statusRecorder struct {
 func (r *statusRecorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }
 
 func (s *Server) authenticate(r *http.Request) (*TokenRecord, error) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
+	// RFC 9110: the scheme is case-insensitive ("bearer", "BEARER" are fine).
+	scheme, tok, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	tok = strings.TrimSpace(tok)
+	if !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return nil, errf(http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer <token>")
 	}
-	rec, err := s.o.Tokens.Authenticate(r.Context(), strings.TrimSpace(tok))
-	if err != nil {
+	ctx, cancel := context.WithTimeout(r.Context(), authTimeout)
+	defer cancel()
+	rec, err := s.o.Tokens.Authenticate(ctx, tok)
+	switch {
+	case errors.Is(err, ErrTokenStoreUnavailable):
+		s.log.Warn("token not checked: store unreachable", zap.Error(err))
+		return nil, errf(http.StatusServiceUnavailable, "unavailable", "cannot check the token: the token store (NATS) is unreachable; retry shortly")
+	case err != nil:
 		return nil, errf(http.StatusUnauthorized, "unauthorized", "%v", err)
 	}
 	return rec, nil
 }
+
+// authTimeout bounds the token lookup so a store outage answers 503 within
+// a few seconds rather than holding the request for JetStream's default.
+const authTimeout = 3 * time.Second
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
 	w.Header().Set("Content-Type", "application/json")
@@ -241,6 +294,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// storeUnavailable tells an outage of NATS/JetStream (503: retry) from a
+// bug or bad data (500).
+func storeUnavailable(err error) bool {
+	for _, target := range []error{nats.ErrTimeout, nats.ErrConnectionClosed, nats.ErrConnectionReconnecting, nats.ErrNoResponders,
+		nats.ErrDisconnected, jetstream.ErrNoStreamResponse, jetstream.ErrJetStreamNotEnabled, context.DeadlineExceeded, ErrTokenStoreUnavailable} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 func writeErr(w http.ResponseWriter, err error) {
@@ -263,30 +328,15 @@ func writeErr(w http.ResponseWriter, err error) {
 		ae = errf(http.StatusNotFound, "not_found", "%v", err)
 	case errors.As(err, &mbe):
 		ae = errf(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes", mbe.Limit)
+	case storeUnavailable(err):
+		ae = errf(http.StatusServiceUnavailable, "unavailable", "the store (NATS JetStream) is unreachable; retry shortly (after a failed write, read the flags back first: it may have been committed)")
 	default:
 		ae = errf(http.StatusInternalServerError, "internal", "%v", err)
 	}
+	if ae.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
 	_ = writeJSON(w, ae.Status, map[string]any{"error": ae})
-}
-
-// decodeBody decodes a JSON body strictly (unknown fields are errors).
-func decodeBody(r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return errf(http.StatusUnsupportedMediaType, "bad_request", "content type %q: send application/json", ct)
-	}
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		if errors.Is(err, io.EOF) {
-			return errf(http.StatusBadRequest, "bad_request", "request body is empty; send a JSON object")
-		}
-		return errf(http.StatusBadRequest, "bad_request", "request body: %v", err)
-	}
-	return nil
 }
 
 func queryUint(r *http.Request, name string) (uint64, error) {
@@ -309,15 +359,6 @@ func (p principal) actor() string {
 		return "anonymous"
 	}
 	return p.tok.Name + " (" + p.tok.ID + ")"
-}
-
-// record appends an audit entry. Auditing must not silently fail: a failed
-// append is logged at error level and counted by the request's 5xx if the
-// caller chooses to fail.
-func (s *Server) record(ctx context.Context, p principal, action, env, target, outcome string, details map[string]any) {
-	if _, err := s.audit.Append(ctx, AuditEntry{Actor: p.actor(), Action: action, Env: env, Target: target, Outcome: outcome, Details: details}); err != nil {
-		s.log.Error("audit entry not written", zap.String("action", action), zap.String("env", env), zap.Error(err))
-	}
 }
 
 // queryUints parses several optional non-negative integer query parameters.

@@ -215,6 +215,10 @@ var (
 	ErrBadToken     = errors.New("invalid token")
 	ErrTokenExpired = errors.New("token expired")
 	ErrTokenRevoked = errors.New("token revoked")
+	// ErrTokenStoreUnavailable means the token could not be checked at all
+	// (NATS down, timeout): the caller answers 503 so clients retry instead
+	// of concluding their token is bad.
+	ErrTokenStoreUnavailable = errors.New("token store unreachable")
 )
 
 // Authenticate returns the record for a presented token.
@@ -228,7 +232,12 @@ func (t *Tokens) Authenticate(ctx context.Context, token string) (*TokenRecord, 
 	}
 	rec, err := t.get(ctx, id)
 	if err != nil {
-		return nil, ErrBadToken
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) || errors.As(err, &se) || errors.As(err, &te) {
+			return nil, ErrBadToken // unknown (or an unreadable record): the token does not authenticate
+		}
+		return nil, fmt.Errorf("%w: %v", ErrTokenStoreUnavailable, err)
 	}
 	if subtle.ConstantTimeCompare([]byte(rec.Hash), []byte(hashSecret(secret))) != 1 {
 		return nil, ErrBadToken

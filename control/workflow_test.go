@@ -90,12 +90,12 @@ func TestAuditTamperDetected(t *testing.T) {
 	_, body := f.do(t, f.admin, "GET", "/api/v1/audit", "")
 	var out struct{ Entries []AuditEntry }
 	json.Unmarshal([]byte(body), &out)
-	if len(out.Entries) < 5 || !VerifyEntries(out.Entries).OK {
-		t.Fatalf("chain: %d entries, %+v", len(out.Entries), VerifyEntries(out.Entries))
+	if len(out.Entries) < 5 || !VerifyEntries(out.Entries, nil, f.srv.trust).OK {
+		t.Fatalf("chain: %d entries, %+v", len(out.Entries), VerifyEntries(out.Entries, nil, f.srv.trust))
 	}
 	edited := append([]AuditEntry(nil), out.Entries...)
 	edited[2].Actor = "mallory"
-	if r := VerifyEntries(edited); r.OK || r.FirstBad != 3 || !strings.Contains(r.Problem, "edited") {
+	if r := VerifyEntries(edited, nil, f.srv.trust); r.OK || r.FirstBad != 3 || !strings.Contains(r.Problem, "edited") {
 		t.Fatalf("edit not named: %+v", r)
 	}
 	// In the stream: delete one message.

@@ -488,9 +488,13 @@ func (f *Flag) AppendCacheKey(dst []byte, ctx *Context) ([]byte, bool) {
 	return dst, true
 }
 
+// lookupPath reads path exactly as a compiled var reads it: a dotted path
+// always walks nested values. (Preferring a literal "a.b" key, as this once
+// did, gave contexts with equal keys different answers when both a literal
+// "a.b" and an object "a" were present.)
 func lookupPath(m map[string]any, path string) any {
-	if v, ok := m[path]; ok || !strings.Contains(path, ".") {
-		return v
+	if !strings.Contains(path, ".") {
+		return m[path]
 	}
 	return lookup(m, strings.Split(path, "."))
 }

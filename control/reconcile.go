@@ -1,0 +1,167 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pennon-dev/pennon/config"
+)
+
+// catchUp runs once at start, before the API serves:
+//
+//   - audit reconciliation: a commit and its audit entry are two writes to
+//     two streams, so a crash (kill -9) between them leaves a committed
+//     changeset with no entry. Every version of every environment without
+//     an entry gets one now, outcome "recovered", built from the changeset
+//     itself (author, time, reason). Writes that bypassed the control plane
+//     are caught the same way.
+//   - emergency index: emergency changesets committed since the last scan
+//     (including one whose index write was lost in a crash) are indexed.
+//
+// Two replicas starting at once may both recover the same version; the
+// duplicate entry is harmless (both say "recovered" for the same version).
+func (s *Server) catchUp(ctx context.Context) error {
+	start := time.Now()
+	audited, scanned, err := s.auditedVersions(ctx)
+	if err != nil {
+		return fmt.Errorf("audit reconciliation: read the chain: %w", err)
+	}
+	envs, err := s.o.Store.Envs(ctx)
+	if err != nil {
+		return err
+	}
+	recovered, indexed := 0, 0
+	for _, env := range envs {
+		head, err := s.o.Store.Head(ctx, env.Name)
+		if err != nil {
+			return fmt.Errorf("env %s: %w", env.Name, err)
+		}
+		upTo, err := s.scannedUpTo(ctx, env.Name)
+		if err != nil {
+			return fmt.Errorf("env %s: emergency index: %w", env.Name, err)
+		}
+		missing := 0
+		for v := uint64(1); v <= head.Version; v++ {
+			if !audited[env.Name][v] {
+				missing++
+			}
+		}
+		if missing > 0 {
+			s.log.Warn("committed changesets without audit entries: recording them", zap.String("env", env.Name), zap.Int("missing", missing))
+		}
+		for v := uint64(1); v <= head.Version; v++ {
+			needAudit, needIndex := !audited[env.Name][v], v > upTo
+			if !needAudit && !needIndex {
+				continue
+			}
+			cs, err := s.o.Store.Changeset(ctx, env.Name, v)
+			if err != nil {
+				if errors.Is(err, config.ErrVersionNotFound) {
+					s.log.Warn("changeset missing from its stream; nothing to reconcile", zap.String("env", env.Name), zap.Uint64("version", v))
+					continue
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				s.log.Warn("changeset unreadable; not reconciled", zap.String("env", env.Name), zap.Uint64("version", v), zap.Error(err))
+				continue
+			}
+			if needIndex && cs.Emergency {
+				if err := s.indexEmergency(ctx, cs, ""); err != nil {
+					return fmt.Errorf("env %s: index emergency %d: %w", env.Name, v, err)
+				}
+				indexed++
+			}
+			if needAudit {
+				if _, err := s.audit.Append(ctx, recoveredEntry(cs)); err != nil {
+					return fmt.Errorf("env %s: audit entry for version %d: %w", env.Name, v, err)
+				}
+				recovered++
+				if recovered%100 == 0 {
+					s.log.Info("audit reconciliation progress", zap.String("env", env.Name), zap.Uint64("version", v), zap.Int("recovered", recovered))
+				}
+			}
+		}
+		if head.Version > upTo {
+			if err := s.setScanned(ctx, env.Name, head.Version); err != nil {
+				return fmt.Errorf("env %s: emergency index: %w", env.Name, err)
+			}
+		}
+	}
+	s.log.Info("audit reconciliation done", zap.Int("entriesScanned", scanned), zap.Int("envs", len(envs)),
+		zap.Int("recovered", recovered), zap.Int("emergenciesIndexed", indexed), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// committedOutcomes are the outcomes of entries that stand for a committed
+// changeset (details.version is its version).
+var committedOutcomes = map[string]bool{"committed": true, "applied": true, "recovered": true}
+
+// auditedVersions reads the whole chain once: env → versions with an entry.
+func (s *Server) auditedVersions(ctx context.Context) (map[string]map[uint64]bool, int, error) {
+	info, err := s.audit.stream.Info(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := map[string]map[uint64]bool{}
+	n := 0
+	err = s.audit.scan(ctx, info.State.FirstSeq, info.State.LastSeq, func(_ uint64, data []byte) bool {
+		n++
+		if n%50000 == 0 {
+			s.log.Info("audit reconciliation: reading the chain", zap.Int("entries", n), zap.Uint64("of", info.State.LastSeq))
+		}
+		var e struct {
+			Env     string `json:"env"`
+			Outcome string `json:"outcome"`
+			Details struct {
+				Version json.Number `json:"version"`
+			} `json:"details"`
+		}
+		if json.Unmarshal(data, &e) != nil || e.Env == "" || !committedOutcomes[e.Outcome] {
+			return true
+		}
+		v, err := e.Details.Version.Int64()
+		if err != nil || v <= 0 {
+			return true
+		}
+		if out[e.Env] == nil {
+			out[e.Env] = map[uint64]bool{}
+		}
+		out[e.Env][uint64(v)] = true
+		return true
+	})
+	return out, n, err
+}
+
+// recoveredEntry is the audit entry for a changeset that had none.
+func recoveredEntry(cs *config.Changeset) AuditEntry {
+	action := "commit"
+	switch {
+	case cs.ChangeRequest != "":
+		action = "approve"
+	case cs.RollbackTo > 0:
+		action = "rollback"
+	case cs.PromotedFrom != "":
+		action = "promote"
+	}
+	details := map[string]any{"version": cs.Version, "reason": cs.Reason, "committedAt": cs.Time,
+		"note": "committed without an audit entry (crash between commit and audit, or a write that bypassed the API); recorded at start-up from the changeset"}
+	if cs.Emergency {
+		details["emergency"] = true
+	}
+	if cs.ChangeRequest != "" {
+		details["changeRequest"] = cs.ChangeRequest
+	}
+	if cs.RollbackTo > 0 {
+		details["rollbackTo"] = cs.RollbackTo
+	}
+	if cs.PromotedFrom != "" {
+		details["promotedFrom"] = cs.PromotedFrom
+	}
+	return AuditEntry{Actor: cs.Author, Action: action, Env: cs.Env, Target: flagsOf(cs.Changes), Outcome: "recovered", Details: details}
+}
