@@ -11,7 +11,7 @@ import (
 func TestEnvsPromotionAndReads(t *testing.T) {
 	ctx := context.Background()
 	srv := natsrun.StartTest(t)
-	s := openTestStore(t, srv.ClientURL(), StoreOptions{SnapshotEvery: 2})
+	s := openTestStore(t, srv, StoreOptions{SnapshotEvery: 2})
 	for _, e := range []EnvSettings{{Name: "staging"}, {Name: "production", Protected: true, RequireOwner: true, MaxLifetime: "2160h"}} {
 		if err := s.CreateEnv(ctx, e); err != nil {
 			t.Fatal(err)

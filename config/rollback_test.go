@@ -46,7 +46,7 @@ func checkoutHistory(t *testing.T) *Store {
 	ctx := context.Background()
 	srv := natsrun.StartTest(t)
 	now := time.Date(2027, 2, 15, 12, 0, 0, 0, time.UTC)
-	s := openTestStore(t, srv.ClientURL(), StoreOptions{Now: func() time.Time { return now }})
+	s := openTestStore(t, srv, StoreOptions{Now: func() time.Time { return now }})
 	if err := s.CreateEnv(ctx, EnvSettings{Name: "production"}); err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func BenchmarkStoreCommit(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-			s := openTestStore(b, srv.ClientURL(), StoreOptions{SnapshotEvery: 1000})
+			s := openTestStore(b, srv, StoreOptions{SnapshotEvery: 1000})
 			if err := s.CreateEnv(ctx, EnvSettings{Name: "bench"}); err != nil {
 				b.Fatal(err)
 			}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -100,14 +101,14 @@ func crashAndCheck(t *testing.T, sig syscall.Signal, graceful bool) {
 	}
 	t.Logf("%v after %d acknowledged changesets (child exit: %v)", sig, acked, werr)
 
-	srv, err := natsrun.Start(natsrun.Options{DataDir: dir, SyncAlways: true})
+	srv, err := natsrun.Start(natsrun.Options{DataDir: dir, KeysDir: filepath.Join(dir, "keys"), SyncAlways: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s := openTestStore(t, srv.ClientURL(), StoreOptions{})
+	s := openTestStore(t, srv, StoreOptions{})
 	head, err := s.Head(ctx, "crash")
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +159,7 @@ func crashAndCheck(t *testing.T, sig syscall.Signal, graceful bool) {
 // acknowledged commit. SIGTERM stops it cleanly (server shut down); it also
 // stops by itself after 8s in case the parent never signals.
 func crashChild(t *testing.T, dir string) {
-	srv, err := natsrun.Start(natsrun.Options{DataDir: dir, SyncAlways: true})
+	srv, err := natsrun.Start(natsrun.Options{DataDir: dir, KeysDir: filepath.Join(dir, "keys"), SyncAlways: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func crashChild(t *testing.T, dir string) {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 	defer cancel()
-	s := openTestStore(t, srv.ClientURL(), StoreOptions{SnapshotEvery: 7})
+	s := openTestStore(t, srv, StoreOptions{SnapshotEvery: 7})
 	if err := s.CreateEnv(ctx, EnvSettings{Name: "crash"}); err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func TestStoreLinearizable(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			srv := natsrun.StartTest(t)
-			stores := []*Store{openTestStore(t, srv.ClientURL(), StoreOptions{}), openTestStore(t, srv.ClientURL(), StoreOptions{})}
+			stores := []*Store{openTestStore(t, srv, StoreOptions{}), openTestStore(t, srv, StoreOptions{})}
 			if err := stores[0].CreateEnv(ctx, EnvSettings{Name: "lin"}); err != nil {
 				t.Fatal(err)
 			}

@@ -4,22 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/pennon-dev/pennon/internal/natsrun"
 )
 
-func openTestStore(t testing.TB, url string, o StoreOptions) *Store {
+func openTestStore(t testing.TB, srv *natsrun.Server, o StoreOptions) *Store {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := srv.Connect()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestCommitConflictsAndValidation(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, preexisting) })
 	ctx := context.Background()
 	srv := natsrun.StartTest(t)
-	s := openTestStore(t, srv.ClientURL(), StoreOptions{SnapshotEvery: 2})
+	s := openTestStore(t, srv, StoreOptions{SnapshotEvery: 2})
 	if err := s.CreateEnv(ctx, EnvSettings{Name: "dev"}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestCommitConflictsAndValidation(t *testing.T) {
 		t.Fatalf("history: %v %v", hist, err)
 	}
 	// A second store (another replica, or a restart) sees the same head.
-	s2 := openTestStore(t, srv.ClientURL(), StoreOptions{})
+	s2 := openTestStore(t, srv, StoreOptions{})
 	h2, err := s2.Head(ctx, "dev")
 	if err != nil || h2.Version != 3 || h2.Hash != after.Hash {
 		t.Fatalf("second store: %+v %v", h2, err)
@@ -107,7 +107,7 @@ func TestCommitConflictsAndValidation(t *testing.T) {
 func TestConcurrentWritersNoLostUpdate(t *testing.T) {
 	ctx := context.Background()
 	srv := natsrun.StartTest(t)
-	stores := []*Store{openTestStore(t, srv.ClientURL(), StoreOptions{}), openTestStore(t, srv.ClientURL(), StoreOptions{})}
+	stores := []*Store{openTestStore(t, srv, StoreOptions{}), openTestStore(t, srv, StoreOptions{})}
 	if err := stores[0].CreateEnv(ctx, EnvSettings{Name: "load"}); err != nil {
 		t.Fatal(err)
 	}
@@ -212,11 +212,11 @@ var casModel = porcupine.Model{
 func TestStateSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	srv, err := natsrun.Start(natsrun.Options{DataDir: dir, SyncAlways: true})
+	srv, err := natsrun.Start(natsrun.Options{DataDir: dir, KeysDir: filepath.Join(dir, "keys"), SyncAlways: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := openTestStore(t, srv.ClientURL(), StoreOptions{SnapshotEvery: 3})
+	s := openTestStore(t, srv, StoreOptions{SnapshotEvery: 3})
 	s.CreateEnv(ctx, EnvSettings{Name: "prod", Protected: true})
 	for i := 0; i < 5; i++ {
 		head, _ := s.Head(ctx, "prod")
@@ -227,12 +227,12 @@ func TestStateSurvivesRestart(t *testing.T) {
 	want, _ := s.Head(ctx, "prod")
 	srv.Shutdown()
 	srv.WaitForShutdown()
-	srv2, err := natsrun.Start(natsrun.Options{DataDir: dir, SyncAlways: true})
+	srv2, err := natsrun.Start(natsrun.Options{DataDir: dir, KeysDir: filepath.Join(dir, "keys"), SyncAlways: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { srv2.Shutdown(); srv2.WaitForShutdown() }()
-	s2 := openTestStore(t, srv2.ClientURL(), StoreOptions{})
+	s2 := openTestStore(t, srv2, StoreOptions{})
 	got, err := s2.Head(ctx, "prod")
 	if err != nil || got.Version != 5 || got.Hash != want.Hash {
 		t.Fatalf("after restart: %+v %v", got, err)

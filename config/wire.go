@@ -125,7 +125,14 @@ type SidecarReport struct {
 	Hash      string    `json:"hash"`
 	State     string    `json:"state"` // push, polling, disk, defaults, starting
 	AppliedAt time.Time `json:"appliedAt"`
-	Time      time.Time `json:"time"`
+	// Time is when the control plane last heard from the sidecar (its own
+	// clock decides, not the sidecar's).
+	Time time.Time `json:"time"`
+	// Via is how the report arrived: nats (push) or http (polling).
+	Via string `json:"via,omitempty"`
+	// Lost is set by the control plane for a sidecar silent for longer than
+	// its lost-after threshold; it stays listed until forgotten.
+	Lost bool `json:"lost,omitempty"`
 }
 
 // NATS names. Env names match EnvNamePattern, so they are safe as subject

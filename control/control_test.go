@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -23,7 +22,7 @@ type fixture struct {
 	tokens map[string]string // role → secret
 	admin  string
 	logs   *observer.ObservedLogs
-	natsURL string
+	nats   *natsrun.Server
 	srv    *Server
 	js     jetstream.JetStream
 	store  *config.Store
@@ -36,11 +35,7 @@ func setup(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	srv := natsrun.StartTest(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natsrun.ConnectTest(t, srv)
 	js, _ := jetstream.New(nc)
 	store, err := config.OpenStore(ctx, js, config.StoreOptions{})
 	if err != nil {
@@ -63,7 +58,7 @@ func setup(t *testing.T) *fixture {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(sctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	f := &fixture{base: "http://" + s.Addr(), tokens: map[string]string{}, logs: logs, natsURL: srv.ClientURL(), srv: s, js: js, store: store, toks: toks, data: dataDir}
+	f := &fixture{base: "http://" + s.Addr(), tokens: map[string]string{}, logs: logs, nats: srv, srv: s, js: js, store: store, toks: toks, data: dataDir}
 	admin, _, err := toks.Create(ctx, "root", map[string]string{"*": "admin"}, 0, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -232,8 +227,7 @@ func TestWritesConflictsAndValidation(t *testing.T) {
 func TestImportedOpaqueToken(t *testing.T) {
 	ctx := context.Background()
 	srv := natsrun.StartTest(t)
-	nc, _ := nats.Connect(srv.ClientURL())
-	defer nc.Close()
+	nc := natsrun.ConnectTest(t, srv)
 	js, _ := jetstream.New(nc)
 	toks, err := OpenTokens(ctx, js, 1, nil)
 	if err != nil {

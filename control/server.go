@@ -50,6 +50,12 @@ type Options struct {
 	// DataDir, when set, is a directory only this control plane can write
 	// (not reachable through NATS): the audit anchor lives there.
 	DataDir string
+	// NATS mints sidecars' NATS credentials (nil: the credentials endpoint
+	// answers 501 and sidecars can only poll). *natsauth.Keys implements it.
+	NATS NATSIssuer
+	// SidecarCredentialTTL is how long minted sidecar credentials live;
+	// default 1h. Sidecars renew them before they expire.
+	SidecarCredentialTTL time.Duration
 }
 
 // Server is the admin API.
@@ -72,6 +78,8 @@ type Server struct {
 
 	denials          *denyLimiter
 	deniesSuppressed prometheus.Counter
+
+	credentials *prometheus.CounterVec
 }
 
 // Denials from one token get their own audit entry up to denyLimit per
@@ -105,7 +113,8 @@ func New(o Options) (*Server, error) {
 		emergency: prometheus.NewCounter(prometheus.CounterOpts{Name: "pennon_emergency_changes_total", Help: "Emergency changes applied directly to protected environments."}),
 	}
 	s.approvals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_change_requests_total", Help: "Change requests by outcome: opened, approved, rejected."}, []string{"env", "outcome"})
-	o.Registry.MustRegister(s.requests, s.commits, s.emergency, s.approvals)
+	s.credentials = newCredentialsCounter()
+	o.Registry.MustRegister(s.requests, s.commits, s.emergency, s.approvals, s.credentials)
 	s.deniesSuppressed = prometheus.NewCounter(prometheus.CounterOpts{Name: "pennon_audit_denials_suppressed_total",
 		Help: "Denied requests not audited one by one because their token exceeded the per-minute limit (each window gets one summary entry)."})
 	o.Registry.MustRegister(s.deniesSuppressed)

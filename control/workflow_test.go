@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/internal/natsrun"
 )
 
 func TestProtectedEnvironmentNeedsAnotherApprover(t *testing.T) {
@@ -99,8 +99,7 @@ func TestAuditTamperDetected(t *testing.T) {
 		t.Fatalf("edit not named: %+v", r)
 	}
 	// In the stream: delete one message.
-	nc, _ := nats.Connect(f.natsURL)
-	defer nc.Close()
+	nc := natsrun.ConnectTest(t, f.nats)
 	js, _ := jetstream.New(nc)
 	st, _ := js.Stream(context.Background(), config.AuditStream)
 	if err := st.DeleteMsg(context.Background(), 4); err != nil {

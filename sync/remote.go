@@ -1,6 +1,7 @@
 package flagsync
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,7 @@ type RemoteOptions struct {
 	Env       string // required
 	ServerURL string // control plane, e.g. http://127.0.0.1:8080; required
 	NATSURL   string // e.g. nats://127.0.0.1:4222; empty: polling only
+	NATSCA    string // PEM file of CAs that sign the NATS servers' TLS certificates; optional
 	Token     string // API token (a viewer token is enough)
 	StateDir  string // where the last-known-good copy lives; empty: none
 	Defaults  string // secure defaults flag file; optional
@@ -67,6 +69,8 @@ type Remote struct {
 	log     *zap.Logger
 	http    *http.Client
 	breaker *Breaker
+	creds   *natsCreds // NATS credentials from the control plane (natscreds.go)
+	fresh   freshGate  // coalesces always-fresh checks (fresh.go)
 
 	mu          sync.Mutex // guards everything below and serialises installs
 	state       string
@@ -78,6 +82,9 @@ type Remote struct {
 	lastErr     string
 	lkgErr      string // why the disk copy was not used, if it was not
 	natsUp      bool
+	authErr     string    // why the control plane or NATS refused us, until it accepts us again
+	credsUntil  time.Time // when the current NATS credentials expire
+	rotating    bool      // a planned reconnect (credential renewal) is under way
 	transitions map[string]int
 
 	kick chan struct{} // asks the loop for an immediate poll
@@ -130,6 +137,10 @@ func NewRemote(o RemoteOptions) (*Remote, error) {
 	if o.Registry != nil {
 		o.Registry.MustRegister(r.mState, r.mVersion, r.mDelay, r.mApplied, r.mGaps, r.mFailures)
 	}
+	var err error
+	if r.creds, err = newNATSCreds(r); err != nil {
+		return nil, err
+	}
 	r.setStateLocked(StateStarting, "")
 	// Serve the disk copy (or the defaults) from the first request on, even
 	// before Run has reached the control plane.
@@ -163,26 +174,15 @@ func (r *Remote) Run(ctx context.Context) error {
 	var nc *nats.Conn
 	msgs := make(chan *nats.Msg, 1024)
 	hbs := make(chan *nats.Msg, 16)
+	renew := time.NewTimer(time.Hour)
+	defer renew.Stop()
 	if r.o.NATSURL != "" {
 		var err error
-		nc, err = nats.Connect(r.o.NATSURL, nats.Name("pennon-sidecar "+r.o.ID), nats.MaxReconnects(-1),
-			nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, _ error) { r.setNATS(false) }),
-			nats.ReconnectHandler(func(_ *nats.Conn) { r.setNATS(true); r.poke() }),
-			nats.ConnectHandler(func(_ *nats.Conn) { r.setNATS(true); r.poke() }))
-		if err != nil {
-			return fmt.Errorf("nats: %w", err)
+		if nc, err = r.connectNATS(msgs, hbs); err != nil {
+			return err
 		}
 		defer nc.Close()
-		if _, err := nc.ChanSubscribe(config.LiveSubject(r.o.Env), msgs); err != nil {
-			return fmt.Errorf("subscribe %s: %w", config.LiveSubject(r.o.Env), err)
-		}
-		if _, err := nc.ChanSubscribe(config.HeartbeatSubject(r.o.Env), hbs); err != nil {
-			return fmt.Errorf("subscribe heartbeats: %w", err)
-		}
-		if nc.IsConnected() {
-			r.setNATS(true)
-		}
+		r.scheduleRenewal(renew)
 	}
 	r.poll(ctx) // initial fetch
 	poll := time.NewTimer(jitter(r.o.PollInterval, 0.2))
@@ -207,6 +207,11 @@ func (r *Remote) Run(ctx context.Context) error {
 			r.onHeartbeat(ctx, m)
 		case <-r.kick:
 			r.poll(ctx)
+		case <-renew.C:
+			if nc != nil {
+				r.renewNATS(ctx, nc)
+				r.scheduleRenewal(renew)
+			}
 		case <-report.C:
 			if nc != nil {
 				r.publishReport(nc)
@@ -385,6 +390,7 @@ func (r *Remote) poll(ctx context.Context) {
 	if rec == nil { // 304: still current
 		r.mu.Lock()
 		r.lastSync = time.Now()
+		r.renewLeaseLocked() // the control plane just confirmed what we serve
 		r.setStateLocked(st, "confirmed current")
 		r.mu.Unlock()
 		return
@@ -394,7 +400,11 @@ func (r *Remote) poll(ctx context.Context) {
 		r.lastErr = err.Error()
 		r.mu.Unlock()
 		r.log.Error("snapshot rejected", zap.Error(err))
+		return
 	}
+	r.mu.Lock()
+	r.renewLeaseLocked() // we now serve what the control plane just sent
+	r.mu.Unlock()
 }
 
 // fetchSnapshot returns nil, nil on 304.
@@ -406,6 +416,7 @@ func (r *Remote) fetchSnapshot(ctx context.Context) (*config.SnapshotRecord, err
 	r.breaker.Done(err)
 	if err != nil {
 		r.mFailures.Inc()
+		r.credentialsFailed(err)
 	}
 	return rec, err
 }
@@ -432,6 +443,9 @@ func (r *Remote) getSnapshot(ctx context.Context) (*config.SnapshotRecord, error
 	case http.StatusOK:
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			return nil, &authError{status: resp.StatusCode, body: string(bytes.TrimSpace(b))}
+		}
 		return nil, fmt.Errorf("control plane answered %d: %s", resp.StatusCode, b)
 	}
 	var rec config.SnapshotRecord
@@ -529,7 +543,7 @@ func (r *Remote) Fresh(ctx context.Context, f *evaluator.Flag) (*evaluator.Snaps
 	r.mu.Unlock()
 	switch f.Propagation() {
 	case evaluator.BackgroundRefresh:
-		if time.Since(last) > r.o.RefreshTTL {
+		if time.Since(last) > r.o.RefreshTTL && r.fresh.pokeDue(r.freshWindow()) {
 			r.poke()
 		}
 		return r.Current(), nil
@@ -537,20 +551,7 @@ func (r *Remote) Fresh(ctx context.Context, f *evaluator.Flag) (*evaluator.Snaps
 		if time.Now().Before(lease) {
 			return r.Current(), nil
 		}
-		rec, err := r.fetchSnapshot(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("no freshness lease and the control plane did not answer: %w", err)
-		}
-		if rec != nil {
-			if err := r.install(rec, "fresh", r.liveState()); err != nil {
-				return nil, err
-			}
-		} else {
-			r.mu.Lock()
-			r.lastSync = time.Now()
-			r.mu.Unlock()
-		}
-		return r.Current(), nil
+		return r.freshAlways(ctx) // one shared check, bounded by time (fresh.go)
 	}
 	return r.Current(), nil
 }
@@ -567,6 +568,8 @@ type RemoteStatus struct {
 	LastSync     *time.Time     `json:"lastSync,omitempty"`
 	LeaseValid   bool           `json:"leaseValid"`
 	LastError    string         `json:"lastError,omitempty"`
+	AuthError    string         `json:"authError,omitempty"` // the control plane or NATS refused us
+	NATSCredsExp *time.Time     `json:"natsCredentialsExpire,omitempty"`
 	DiskError    string         `json:"lastKnownGoodError,omitempty"`
 	Transitions  map[string]int `json:"transitions"`
 	ServerURL    string         `json:"server"`
@@ -578,7 +581,11 @@ func (r *Remote) Status() any {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := RemoteStatus{Mode: "remote", Env: r.o.Env, State: r.state, NATS: r.natsUp, Breaker: r.breaker.State(),
-		LeaseValid: time.Now().Before(r.leaseUntil), LastError: r.lastErr, DiskError: r.lkgErr, Transitions: map[string]int{}, ServerURL: r.o.ServerURL}
+		LeaseValid: time.Now().Before(r.leaseUntil), LastError: r.lastErr, DiskError: r.lkgErr, Transitions: map[string]int{}, ServerURL: RedactURL(r.o.ServerURL), AuthError: r.authErr}
+	if !r.credsUntil.IsZero() {
+		t := r.credsUntil.UTC()
+		st.NATSCredsExp = &t
+	}
 	for k, v := range r.transitions {
 		st.Transitions[k] = v
 	}
@@ -600,6 +607,14 @@ func (r *Remote) Status() any {
 func (r *Remote) Ready() (bool, string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	ok, detail := r.readyLocked()
+	if r.authErr != "" {
+		detail += "; refused: " + r.authErr
+	}
+	return ok, detail
+}
+
+func (r *Remote) readyLocked() (bool, string) {
 	switch r.state {
 	case StateStarting:
 		return false, "waiting for the first flag set"
@@ -621,6 +636,10 @@ func (r *Remote) publishReport(nc *nats.Conn) {
 		rep.Version, rep.Hash = r.rec.Version, r.rec.Hash
 	}
 	r.mu.Unlock()
+	subject := r.creds.reportSubject()
+	if subject == "" {
+		return // no credentials yet: NATS would refuse it anyway
+	}
 	b, _ := json.Marshal(rep)
-	_ = nc.Publish(config.SidecarSubject(r.o.Env), b)
+	_ = nc.Publish(subject, b)
 }

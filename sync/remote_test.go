@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 // cluster is a real control plane: embedded JetStream, store, admin API and
 // heartbeats, with env "dev" holding the checkout example.
 type cluster struct {
+	ns      *natsrun.Server
+	reg     *Registry
+	api2    *control.Server
 	nats    string
 	api     string
 	token   string // viewer on dev
@@ -49,14 +52,11 @@ type cluster struct {
 	stopped bool
 }
 
-func startCluster(t *testing.T) *cluster {
+func startCluster(t *testing.T, opts ...func(*control.Options)) *cluster {
 	t.Helper()
 	ctx := context.Background()
 	ns := natsrun.StartTest(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := natsrun.ConnectTest(t, ns)
 	js, _ := jetstream.New(nc)
 	store, err := config.OpenStore(ctx, js, config.StoreOptions{})
 	if err != nil {
@@ -75,8 +75,12 @@ func startCluster(t *testing.T) *cluster {
 	if _, err := store.Commit(ctx, config.LoadChangeset("dev", doc, "test", "")); err != nil {
 		t.Fatal(err)
 	}
-	reg, _ := NewRegistry(nc)
-	api, err := control.New(control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Sidecars: reg, JetStream: js})
+	reg, _ := NewRegistry(nc, RegistryOptions{Verifier: ns.Keys, Envs: store.EnvNames, LostAfter: time.Second})
+	apiOpts := control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Sidecars: reg, JetStream: js, NATS: ns.Keys}
+	for _, o := range opts {
+		o(&apiOpts)
+	}
+	api, err := control.New(apiOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +92,7 @@ func startCluster(t *testing.T) *cluster {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = api.Serve(rctx) }()
 	go func() { defer wg.Done(); RunHeartbeats(rctx, nc, store, 50*time.Millisecond, zap.NewNop()) }()
-	c := &cluster{nats: ns.ClientURL(), api: "http://" + api.Addr(), token: viewer, admin: admin, store: store}
+	c := &cluster{ns: ns, reg: reg, api2: api, nats: ns.ClientURL(), api: "http://" + api.Addr(), token: viewer, admin: admin, store: store}
 	c.stop = func() {
 		if c.stopped {
 			return
@@ -323,11 +327,7 @@ func TestInjectedGapDuplicateReorder(t *testing.T) {
 		c.setDefault(t, v)
 	}
 	ctx := context.Background()
-	nc, err := nats.Connect(c.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := natsrun.ConnectTest(t, c.ns)
 	head, _ := c.store.Head(ctx, "dev")
 	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if s.version() != head.Version {
@@ -378,7 +378,7 @@ func TestInjectedGapDuplicateReorder(t *testing.T) {
 
 // TestAlwaysFreshFailClosed: payment-api-v2 is always-fresh with failMode
 // closed. With no lease and an unreachable control plane, the sidecar serves
-// its safeVariant with reason ERROR, over real HTTP.
+// its safeVariant's value with reason STALE, over real HTTP.
 func TestAlwaysFreshFailClosed(t *testing.T) {
 	dir := t.TempDir()
 	c := startCluster(t)
@@ -418,7 +418,9 @@ func TestAlwaysFreshFailClosed(t *testing.T) {
 	c.stop()
 	s2 := startSidecar(t, RemoteOptions{ServerURL: "http://127.0.0.1:1", Token: c.token, StateDir: dir})
 	got := ask(s2.r)
-	if !strings.Contains(got, `"errorCode":"GENERAL"`) || !strings.Contains(got, "failMode closed") {
-		t.Fatalf("want the safe answer with an error, got %s", got)
+	// The safe variant's value, as a success (HTTP 200 shape), saying why.
+	if !strings.Contains(got, `"variant":"off"`) || !strings.Contains(got, `"value":false`) || !strings.Contains(got, `"reason":"STALE"`) ||
+		!strings.Contains(got, `"pennonFailMode":"closed"`) || strings.Contains(got, "errorCode") {
+		t.Fatalf("want the safe variant's value with reason STALE, got %s", got)
 	}
 }

@@ -97,7 +97,20 @@ func parseSettings(fs *flag.FlagSet, args []string) error {
 		}
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: invalid value %q: %v", envName(f.Name), v, err))
+				errs = append(errs, fmt.Errorf("%s: invalid value %q: %v", envName(f.Name), redactSetting(f.Name, v), err))
+			}
+			return
+		}
+		// PENNON_<NAME>_FILE: the value is the content of a file (a mounted
+		// Secret), so secrets need neither a command line nor an env value.
+		if path, ok := os.LookupEnv(envName(f.Name) + "_FILE"); ok {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s_FILE: %w", envName(f.Name), err))
+				return
+			}
+			if err := f.Value.Set(strings.TrimSpace(string(data))); err != nil {
+				errs = append(errs, fmt.Errorf("%s_FILE %s: invalid value: %v", envName(f.Name), path, err))
 			}
 			return
 		}
@@ -111,9 +124,31 @@ func parseSettings(fs *flag.FlagSet, args []string) error {
 				s = strings.Join(parts, ",")
 			}
 			if err := f.Value.Set(s); err != nil {
-				errs = append(errs, fmt.Errorf("config file %s: %s: invalid value %q: %v", fileName, f.Name, s, err))
+				errs = append(errs, fmt.Errorf("config file %s: %s: invalid value %q: %v", fileName, f.Name, redactSetting(f.Name, s), err))
 			}
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// givenOnCommandLine reports whether --name (or -name) appears in args.
+func givenOnCommandLine(args []string, name string) bool {
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// redactSetting hides the value of settings that hold secrets in errors.
+func redactSetting(name, v string) string {
+	if strings.Contains(name, "token") || strings.Contains(name, "password") || strings.Contains(name, "seed") || strings.Contains(name, "secret") {
+		return "<redacted>"
+	}
+	return v
 }

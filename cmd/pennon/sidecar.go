@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +27,7 @@ type sidecarOptions struct {
 	healthAddr                      string
 	// remote mode
 	env, server, natsURL, token, stateDir, defaults string
+	tokenFile, natsCA                               string
 	poll                                            time.Duration
 	allowRemote                                     bool
 	maxBody                                         int
@@ -43,7 +46,9 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.env, "env", "", "remote mode: environment to follow")
 	fs.StringVar(&o.server, "server", "http://127.0.0.1:8080", "remote mode: control plane URL")
 	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "remote mode: NATS URL for pushed changes (empty: poll only)")
-	fs.StringVar(&o.token, "token", "", "remote mode: API token (a viewer token is enough)")
+	fs.StringVar(&o.token, "token", "", "remote mode: API token (a viewer token is enough); prefer --token-file or PENNON_TOKEN: a command line is visible in ps")
+	fs.StringVar(&o.tokenFile, "token-file", "", "remote mode: read the API token from this file (e.g. a mounted Kubernetes Secret)")
+	fs.StringVar(&o.natsCA, "nats-ca", "", "remote mode: PEM file of the CAs that sign the NATS servers' TLS certificates")
 	fs.StringVar(&o.stateDir, "state-dir", "", "remote mode: directory for the last-known-good copy")
 	fs.StringVar(&o.defaults, "defaults", "", "remote mode: secure defaults flag file, served when nothing else is available")
 	fs.DurationVar(&o.poll, "poll-interval", 5*time.Second, "remote mode: polling interval when push is down (± 20% jitter)")
@@ -69,8 +74,21 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("--file and --env exclude each other: serve a file, or follow an environment")
 	case o.file == "" && o.env == "":
 		return fmt.Errorf("--file is required: the flag document to serve (try examples/checkout.json), or --env ENV --server URL --token T for remote mode")
+	case o.env != "" && o.token != "" && o.tokenFile != "":
+		return fmt.Errorf("--token and --token-file exclude each other")
+	case o.env != "" && o.tokenFile != "":
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		if o.token = strings.TrimSpace(string(b)); o.token == "" {
+			return fmt.Errorf("--token-file %s is empty", o.tokenFile)
+		}
 	case o.env != "" && o.token == "":
-		return fmt.Errorf("--token is required in remote mode (a viewer token for environment %s)", o.env)
+		return fmt.Errorf("--token (or --token-file) is required in remote mode (a viewer token for environment %s)", o.env)
+	}
+	if givenOnCommandLine(args, "token") {
+		log.Warn("the API token was given with --token on the command line, where any process can read it (ps); use --token-file or PENNON_TOKEN instead")
 	}
 	return serveSidecar(ctx, o, log, nil)
 }
@@ -119,7 +137,7 @@ func sidecarSource(o sidecarOptions, log *zap.Logger, reg prometheus.Registerer)
 		}
 		return src, src.Run, "file:" + o.file, nil
 	}
-	r, err := flagsync.NewRemote(flagsync.RemoteOptions{Env: o.env, ServerURL: o.server, NATSURL: o.natsURL, Token: o.token,
+	r, err := flagsync.NewRemote(flagsync.RemoteOptions{Env: o.env, ServerURL: o.server, NATSURL: o.natsURL, NATSCA: o.natsCA, Token: o.token,
 		StateDir: o.stateDir, Defaults: o.defaults, PollInterval: o.poll, Logger: log, Registry: reg})
 	if err != nil {
 		return nil, nil, "", err

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/pennon-dev/pennon/internal/natsauth"
+)
+
+// serverSubcommands are verbs under `pennon server` (e.g. `pennon server
+// nats-config`); anything else is the server's own flags.
+var serverSubcommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"nats-config": runNATSConfig,
+}
+
+// runNATSConfig writes the NATS authorization an external cluster and its
+// control plane need. With --keys pointing at an existing directory (for
+// example the embedded server's <data>/nats) the same identities are kept,
+// so a running fleet's credentials stay valid.
+func runNATSConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("server nats-config", "pennon server nats-config --out ./nats-auth [--keys ./nats-auth]",
+		"Writes NATS operator-mode authorization for an external NATS cluster:\n"+
+			"  auth.conf            include it from nats-server.conf on every NATS server (public)\n"+
+			"  account.seed         secret: the control plane mints sidecar credentials with it (--nats-account-seed-file)\n"+
+			"  control-plane.creds  secret: the control plane's own NATS identity (--nats-creds)\n"+
+			"  readonly.creds       secret: an operator identity that can watch, never publish\n"+
+			"  operator.seed, system.seed  secrets: keep them offline; they re-sign the account JWTs\n"+
+			"Existing seeds in --keys (default: --out) are reused; missing ones are created.", stderr)
+	out := fs.String("out", "", "directory to write the files to (created 0700)")
+	keysDir := fs.String("keys", "", "directory with existing seeds to reuse (default: --out)")
+	if err := parseSettings(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("--out is required: the directory to write auth.conf and the credentials to")
+	}
+	if *keysDir == "" {
+		*keysDir = *out
+	}
+	keys, created, err := natsauth.LoadOrCreate(*keysDir)
+	if err != nil {
+		return err
+	}
+	if err := keys.WriteConfig(*out); err != nil {
+		return fmt.Errorf("nats-config: %w", err)
+	}
+	verb := "reused"
+	if created {
+		verb = "created"
+	}
+	fmt.Fprintf(stdout, "NATS authorization written to %s (keys %s from %s; account %s)\n", *out, verb, *keysDir, keys.AccountPublicKey())
+	fmt.Fprintf(stdout, "  nats-server.conf:  include %s\n", filepath.Join(*out, natsauth.AuthConfFile))
+	fmt.Fprintf(stdout, "  control plane:     --nats-creds %s --nats-account-seed-file %s\n",
+		filepath.Join(*out, natsauth.ControlCredsFile), filepath.Join(*out, natsauth.AccountSeedFile))
+	return nil
+}

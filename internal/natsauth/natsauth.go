@@ -1,0 +1,360 @@
+// Package natsauth holds pennon's NATS identities and what each may do.
+//
+// NATS is a trust boundary: whoever can publish on an environment's log
+// subject can append to it, and whoever can use the JetStream API can purge
+// every stream. So pennon runs NATS in operator mode (NATS's decentralized
+// JWT/nkey authorization, not a scheme of our own) with least privilege per
+// identity:
+//
+//   - the control plane: everything inside the PENNON account (streams, KV
+//     buckets, the audit stream, heartbeats);
+//   - a sidecar of environment E: subscribe to E's live and heartbeat
+//     subjects, publish its own reports on one subject bound to its ID, and
+//     nothing else: no JetStream API, no KV, no audit, no other environment;
+//   - read-only operators: subscribe to live, heartbeat and report subjects.
+//
+// Nobody is anonymous. Sidecar credentials are short-lived user JWTs the
+// control plane mints (signing with the account key) in exchange for an
+// API token, for a public nkey the sidecar generated itself: the sidecar's
+// private nkey never leaves its memory, and operators distribute one secret
+// (the API token), not two.
+//
+// The package does no network I/O and no logging.
+package natsauth
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/pennon-dev/pennon/internal/sign"
+)
+
+// AccountName is the NATS account pennon's streams, buckets and subjects
+// live in.
+const AccountName = "PENNON"
+
+// File names inside a keys directory (`<data>/nats` for the embedded
+// server, the --out directory of `pennon server nats-config`).
+const (
+	OperatorSeedFile = "operator.seed"
+	AccountSeedFile  = "account.seed"
+	SystemSeedFile   = "system.seed"
+	AuthConfFile     = "auth.conf"
+	ControlCredsFile = "control-plane.creds"
+	ReadonlyCreds    = "readonly.creds"
+)
+
+// Keys are the operator, the PENNON account and the system account. Only the
+// account key is needed at run time by the control plane (to mint sidecar
+// credentials); the operator key signs the account JWTs once.
+type Keys struct {
+	Operator nkeys.KeyPair // nil when only the account key was loaded
+	Account  nkeys.KeyPair
+	System   nkeys.KeyPair // nil when only the account key was loaded
+
+	operatorJWT, accountJWT, systemJWT string
+}
+
+// Generate creates a fresh operator, account and system account.
+func Generate() (*Keys, error) {
+	op, err := nkeys.CreateOperator()
+	if err != nil {
+		return nil, err
+	}
+	acc, err := nkeys.CreateAccount()
+	if err != nil {
+		return nil, err
+	}
+	sys, err := nkeys.CreateAccount()
+	if err != nil {
+		return nil, err
+	}
+	k := &Keys{Operator: op, Account: acc, System: sys}
+	return k, k.sign()
+}
+
+// sign issues the operator and account JWTs. They are deterministic in
+// content (not in bytes: each carries its issue time and a random ID), and
+// public: they name keys and limits, not secrets.
+func (k *Keys) sign() error {
+	opPub, _ := k.Operator.PublicKey()
+	sysPub, _ := k.System.PublicKey()
+	accPub, _ := k.Account.PublicKey()
+	oc := jwt.NewOperatorClaims(opPub)
+	oc.Name = "pennon"
+	oc.SystemAccount = sysPub
+	var err error
+	if k.operatorJWT, err = oc.Encode(k.Operator); err != nil {
+		return fmt.Errorf("operator jwt: %w", err)
+	}
+	ac := jwt.NewAccountClaims(accPub)
+	ac.Name = AccountName
+	// JetStream is enabled per account in operator mode: unlimited within
+	// the servers' own limits.
+	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1, MaxAckPending: -1}
+	if k.accountJWT, err = ac.Encode(k.Operator); err != nil {
+		return fmt.Errorf("account jwt: %w", err)
+	}
+	sc := jwt.NewAccountClaims(sysPub)
+	sc.Name = "SYS"
+	if k.systemJWT, err = sc.Encode(k.Operator); err != nil {
+		return fmt.Errorf("system account jwt: %w", err)
+	}
+	return nil
+}
+
+// LoadOrCreate reads the keys in dir, creating any that do not exist
+// (files 0600, the directory 0700). created says whether anything was made.
+func LoadOrCreate(dir string) (k *Keys, created bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, false, fmt.Errorf("nats keys: %w", err)
+	}
+	k = &Keys{}
+	load := func(name string, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, error) {
+		path := filepath.Join(dir, name)
+		data, err := os.ReadFile(path)
+		if err == nil {
+			kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(data))))
+			if err != nil {
+				return nil, fmt.Errorf("nats keys: %s: not an nkey seed", path)
+			}
+			return kp, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("nats keys: %w", err)
+		}
+		kp, err := create()
+		if err != nil {
+			return nil, err
+		}
+		seed, _ := kp.Seed()
+		if err := sign.WriteFileAtomic(path, append(seed, '\n'), 0o600); err != nil {
+			return nil, fmt.Errorf("nats keys: %w", err)
+		}
+		created = true
+		return kp, nil
+	}
+	if k.Operator, err = load(OperatorSeedFile, nkeys.CreateOperator); err != nil {
+		return nil, false, err
+	}
+	if k.Account, err = load(AccountSeedFile, nkeys.CreateAccount); err != nil {
+		return nil, false, err
+	}
+	if k.System, err = load(SystemSeedFile, nkeys.CreateAccount); err != nil {
+		return nil, false, err
+	}
+	return k, created, k.sign()
+}
+
+// LoadAccount reads just the account seed (what a control plane in front
+// of an external NATS cluster needs to mint sidecar credentials).
+func LoadAccount(path string) (*Keys, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("nats account seed: %w", err)
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(data))))
+	if err != nil {
+		return nil, fmt.Errorf("nats account seed %s: not an nkey seed", path)
+	}
+	if pub, _ := kp.PublicKey(); !nkeys.IsValidPublicAccountKey(pub) {
+		return nil, fmt.Errorf("nats account seed %s: not an account key (it should start with SA)", path)
+	}
+	return &Keys{Account: kp}, nil
+}
+
+// AccountPublicKey is the PENNON account's public key.
+func (k *Keys) AccountPublicKey() string {
+	pub, _ := k.Account.PublicKey()
+	return pub
+}
+
+// ConfigureServer turns on operator-mode authorization in opts: the
+// operator is trusted, both accounts are preloaded in a memory resolver,
+// and there is no anonymous user.
+func (k *Keys) ConfigureServer(opts *server.Options) error {
+	if k.Operator == nil {
+		return errors.New("nats keys: the operator key is needed to configure a server")
+	}
+	oc, err := jwt.DecodeOperatorClaims(k.operatorJWT)
+	if err != nil {
+		return err
+	}
+	res := &server.MemAccResolver{}
+	sysPub, _ := k.System.PublicKey()
+	if err := res.Store(sysPub, k.systemJWT); err != nil {
+		return err
+	}
+	if err := res.Store(k.AccountPublicKey(), k.accountJWT); err != nil {
+		return err
+	}
+	opts.TrustedOperators = []*jwt.OperatorClaims{oc}
+	opts.AccountResolver = res
+	opts.SystemAccount = sysPub
+	opts.NoAuthUser = ""
+	return nil
+}
+
+// AuthConf is a nats-server configuration fragment (for `include`) with the
+// same authorization for an external server or cluster.
+func (k *Keys) AuthConf() string {
+	sysPub, _ := k.System.PublicKey()
+	var b strings.Builder
+	b.WriteString("# pennon NATS authorization (operator mode). Generated by `pennon server nats-config`.\n")
+	b.WriteString("# Public: JWTs name keys and limits, not secrets. Include it from nats-server.conf.\n")
+	fmt.Fprintf(&b, "operator: %s\n", k.operatorJWT)
+	fmt.Fprintf(&b, "system_account: %s\n", sysPub)
+	b.WriteString("resolver: MEMORY\n")
+	b.WriteString("resolver_preload: {\n")
+	fmt.Fprintf(&b, "  %s: %s\n", sysPub, k.systemJWT)
+	fmt.Fprintf(&b, "  %s: %s\n", k.AccountPublicKey(), k.accountJWT)
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// Credential is a user JWT with the nkey seed that proves it, in NATS's
+// .creds file format when written out. The seed is secret.
+type Credential struct {
+	JWT     string
+	Seed    []byte
+	Expires time.Time // zero: does not expire
+}
+
+// Creds is the credential in NATS's .creds file format.
+func (c Credential) Creds() ([]byte, error) { return jwt.FormatUserConfig(c.JWT, c.Seed) }
+
+// newUser mints a user key pair and its JWT with perms.
+func (k *Keys) newUser(name string, perms jwt.Permissions, ttl time.Duration) (Credential, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return Credential{}, err
+	}
+	pub, _ := kp.PublicKey()
+	tok, exp, err := k.userJWT(pub, name, perms, ttl)
+	if err != nil {
+		return Credential{}, err
+	}
+	seed, _ := kp.Seed()
+	return Credential{JWT: tok, Seed: seed, Expires: exp}, nil
+}
+
+func (k *Keys) userJWT(userPub, name string, perms jwt.Permissions, ttl time.Duration) (string, time.Time, error) {
+	uc := jwt.NewUserClaims(userPub)
+	uc.Name = name
+	uc.Permissions = perms
+	var exp time.Time
+	if ttl > 0 {
+		exp = time.Now().Add(ttl).Truncate(time.Second)
+		uc.Expires = exp.Unix()
+	}
+	tok, err := uc.Encode(k.Account)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("user jwt: %w", err)
+	}
+	return tok, exp, nil
+}
+
+// ControlPlane mints the control plane's own credential: every right in the
+// PENNON account. ttl 0 means it does not expire (a file operators rotate by
+// re-running nats-config); the embedded server mints a fresh one per start.
+func (k *Keys) ControlPlane(ttl time.Duration) (Credential, error) {
+	return k.newUser("pennon-control-plane", jwt.Permissions{}, ttl)
+}
+
+// Readonly mints an operator identity that can watch what sidecars see and
+// report, and publish nothing.
+func (k *Keys) Readonly(ttl time.Duration) (Credential, error) {
+	p := jwt.Permissions{}
+	p.Pub.Deny.Add(">")
+	p.Sub.Allow.Add("pennon.*.live", "pennon.*.heartbeat", "pennon.*.sidecars.>", "_INBOX.>")
+	return k.newUser("pennon-readonly", p, ttl)
+}
+
+// SidecarPermissions is everything a sidecar may do: subscribe to its
+// environment's live and heartbeat subjects, publish on its own report
+// subject. (This package cannot import config — config's tests start NATS
+// through natsrun, which uses this package — so callers pass the subjects.)
+func SidecarPermissions(subscribe []string, publish string) jwt.Permissions {
+	p := jwt.Permissions{}
+	p.Sub.Allow.Add(subscribe...)
+	p.Pub.Allow.Add(publish)
+	return p
+}
+
+// Sidecar signs a user JWT named name for the public nkey userPub (generated
+// by the sidecar) with SidecarPermissions, valid for ttl.
+func (k *Keys) Sidecar(userPub, name string, subscribe []string, publish string, ttl time.Duration) (string, time.Time, error) {
+	if !nkeys.IsValidPublicUserKey(userPub) {
+		return "", time.Time{}, fmt.Errorf("publicKey: %q is not a NATS user public key (it should start with U)", abbreviate(userPub))
+	}
+	if ttl <= 0 {
+		return "", time.Time{}, errors.New("sidecar credentials must expire")
+	}
+	return k.userJWT(userPub, name, SidecarPermissions(subscribe, publish), ttl)
+}
+
+func abbreviate(s string) string {
+	if len(s) > 16 {
+		return s[:16] + "…"
+	}
+	return s
+}
+
+// ReportToken is the subject token that binds a sidecar's reports to its
+// ID: an HMAC under a key derived from the account seed, so every control
+// plane replica computes the same token and nobody without the account key
+// can publish as another sidecar.
+func (k *Keys) ReportToken(env, sidecarID string) string {
+	seed, _ := k.Account.Seed()
+	key := sha256.Sum256(append([]byte("pennon report subjects\x00"), seed...))
+	m := hmac.New(sha256.New, key[:])
+	m.Write([]byte(env + "\x00" + sidecarID))
+	return hex.EncodeToString(m.Sum(nil)[:12])
+}
+
+// WriteConfig writes what an external NATS cluster and its control plane
+// need into dir: auth.conf (public), account.seed, control-plane.creds and
+// readonly.creds (secrets, 0600), and the operator/system seeds so the set
+// can be regenerated with the same identities.
+func (k *Keys) WriteConfig(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	write := func(name string, data []byte, mode os.FileMode) error {
+		return sign.WriteFileAtomic(filepath.Join(dir, name), data, mode)
+	}
+	if err := write(AuthConfFile, []byte(k.AuthConf()), 0o644); err != nil {
+		return err
+	}
+	for name, kp := range map[string]nkeys.KeyPair{OperatorSeedFile: k.Operator, AccountSeedFile: k.Account, SystemSeedFile: k.System} {
+		seed, _ := kp.Seed()
+		if err := write(name, append(seed, '\n'), 0o600); err != nil {
+			return err
+		}
+	}
+	for name, mint := range map[string]func(time.Duration) (Credential, error){ControlCredsFile: k.ControlPlane, ReadonlyCreds: k.Readonly} {
+		c, err := mint(0)
+		if err != nil {
+			return err
+		}
+		b, err := c.Creds()
+		if err != nil {
+			return err
+		}
+		if err := write(name, b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
