@@ -35,6 +35,10 @@ func (s *Server) routes() {
 	s.route("POST /api/v1/envs", "envs.create", RoleAdmin, s.createEnv)
 	s.route("GET /api/v1/envs/{env}", "envs.get", RoleViewer, s.getEnv)
 	s.route("GET /api/v1/envs/{env}/snapshot", "snapshot", RoleViewer, s.snapshot)
+	s.route("GET /api/v1/signing-keys", "signing-keys", RoleViewer, s.signingKeys)
+	s.route("GET /api/v1/envs/{env}/signed-changesets", "changesets.signed", RoleViewer, s.signedChangesets)
+	s.route("GET /api/v1/envs/{env}/check", "envs.check", RoleViewer, s.checkEnv)
+	s.route("POST /api/v1/envs/{env}/repair", "envs.repair", RoleAdmin, s.repairEnv)
 	s.route("GET /api/v1/envs/{env}/changesets", "changesets.list", RoleViewer, s.listChangesets)
 	s.route("POST /api/v1/envs/{env}/changesets", "changesets.commit", RoleEditor, s.commit)
 	s.route("GET /api/v1/envs/{env}/changesets/{version}", "changesets.get", RoleViewer, s.getChangeset)
@@ -105,20 +109,30 @@ func (s *Server) getEnv(w http.ResponseWriter, r *http.Request, _ principal) err
 		"version": head.Version, "hash": head.Hash, "flags": head.Doc.Len()})
 }
 
-// snapshot serves the whole flag set: what sidecars poll. The ETag is the
-// version, so an unchanged set costs a 304.
+// snapshot serves the whole flag set, signed: what sidecars poll. The ETag
+// is the identity "<version>-<hash>", so an unchanged set costs a 304 and a
+// same-version divergence does not; the 304 is answered from the head alone,
+// before any record is built, and the record (signed, JSON-encoded) is
+// memoized per (version, hash) by the store.
 func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, _ principal) error {
-	rec, err := s.o.Store.Snapshot(r.Context(), r.PathValue("env"))
+	head, err := s.o.Store.Head(r.Context(), r.PathValue("env"))
 	if err != nil {
 		return err
 	}
-	etag := `"` + strconv.FormatUint(rec.Version, 10) + `"`
+	etag := snapshotETag(head.Version, head.Hash)
 	w.Header().Set("ETag", etag)
-	if inm := r.Header.Get("If-None-Match"); inm == etag {
+	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return nil
 	}
-	return writeJSON(w, 200, rec)
+	_, body, err := s.o.Store.SignedRecord(head)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, err = w.Write(body)
+	return err
 }
 
 func (s *Server) listChangesets(w http.ResponseWriter, r *http.Request, _ principal) error {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pennon-dev/pennon/control"
+	"github.com/pennon-dev/pennon/internal/sign"
 )
 
 // The admin verbs are thin clients of the control plane's HTTP API: every
@@ -559,10 +560,14 @@ func runSidecars(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := adminFlags("audit", "pennon audit export [--out FILE] | verify [--file FILE]",
-		"export writes the audit chain as JSON lines; verify checks it (from the server, or offline from\nan exported file) and exits 1 naming the first edited or deleted entry.", stderr)
+	fs, c := adminFlags("audit", "pennon audit export [--out FILE] | verify [--file FILE] [--trust-key ed25519:…]",
+		"export writes the audit chain as JSON lines, after a first line with its anchors (the signed\n"+
+			"checkpoint and the newest changeset of each environment, whose signed auditHead pins the chain);\n"+
+			"verify checks hashes, links, signatures and anchors (from the server, or offline from an export)\n"+
+			"and exits 1 naming the first edited, deleted, reordered, forged or truncated entry.", stderr)
 	out := fs.String("out", "", "export: file to write (default stdout)")
 	file := fs.String("file", "", "verify: check an exported JSON-lines file instead of the server")
+	trustKeys := fs.String("trust-key", "", "verify: the control plane's public key(s), comma-separated (ed25519:…); default: the keys the server or the export names")
 	pos, err := parseAdmin(fs, args)
 	if err != nil {
 		return err
@@ -571,26 +576,15 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(pos) == 0 {
 		return errors.New("which verb? export or verify")
 	}
-	var entries []control.AuditEntry
+	var (
+		entries []control.AuditEntry
+		anchors *control.AuditAnchors
+	)
 	if *file != "" {
 		if pos[0] != "verify" {
 			return errors.New("--file is for verify")
 		}
-		f, err := os.Open(*file)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		for line := 1; sc.Scan(); line++ {
-			var e control.AuditEntry
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				return fmt.Errorf("%s line %d: %v", *file, line, err)
-			}
-			entries = append(entries, e)
-		}
-		if err := sc.Err(); err != nil {
+		if entries, anchors, err = readAuditExport(*file); err != nil {
 			return err
 		}
 	} else {
@@ -603,6 +597,13 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		entries = body.Entries
+		if raw, _, err = c.call(ctx, "GET", "/api/v1/audit/anchors", nil, nil); err != nil {
+			return err
+		}
+		anchors = &control.AuditAnchors{}
+		if err := json.Unmarshal(raw, anchors); err != nil {
+			return fmt.Errorf("audit anchors: %w", err)
+		}
 	}
 	switch pos[0] {
 	case "export":
@@ -616,6 +617,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			w = f
 		}
 		enc := json.NewEncoder(w)
+		if err := enc.Encode(auditExportHeader{Export: 1, ExportedAt: time.Now().UTC(), Anchors: anchors}); err != nil {
+			return err
+		}
 		for _, e := range entries {
 			if err := enc.Encode(e); err != nil {
 				return err
@@ -623,13 +627,84 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return nil
 	case "verify":
-		res := control.VerifyEntries(entries)
+		var keys []sign.PublicKey
+		source := "--trust-key"
+		list := *trustKeys
+		if list == "" && anchors != nil {
+			list, source = strings.Join(anchors.Keys, ","), "the keys named by the "+map[bool]string{true: "export", false: "server"}[*file != ""]
+		}
+		for _, k := range strings.Split(list, ",") {
+			if strings.TrimSpace(k) == "" {
+				continue
+			}
+			pk, err := sign.ParsePublicKey(k)
+			if err != nil {
+				return fmt.Errorf("--trust-key: %w", err)
+			}
+			keys = append(keys, pk)
+		}
+		if source != "--trust-key" && len(keys) > 0 {
+			fmt.Fprintf(stdout, "note: signatures checked against %s; pin the key with --trust-key for an independent check\n", source)
+		}
+		res := control.VerifyEntries(entries, anchors, sign.NewTrust(keys...))
+		for _, n := range res.Notes {
+			fmt.Fprintf(stdout, "note: %s\n", n)
+		}
+		if anchors == nil {
+			fmt.Fprintln(stdout, "note: the file has no anchors (an export from before anchoring): a truncated tail cannot be detected")
+		}
 		if res.OK {
-			fmt.Fprintf(stdout, "audit chain OK: %d entries\n", res.Entries)
+			fmt.Fprintf(stdout, "audit chain OK: %d entries, %d anchors checked\n", res.Entries, res.Anchors)
 			return nil
 		}
 		fmt.Fprintf(stdout, "audit chain BROKEN at entry %d of %d: %s\n", res.FirstBad, res.Entries, res.Problem)
+		for _, p := range res.Problems[1:] {
+			fmt.Fprintf(stdout, "  entry %d: %s\n", p.Seq, p.Problem)
+		}
 		return exitError{code: 1}
 	}
 	return fmt.Errorf("unknown verb %q: export or verify", pos[0])
+}
+
+// auditExportHeader is the first line of `pennon audit export`: the anchors
+// that let the export be verified offline, truncated tail included.
+type auditExportHeader struct {
+	Export     int                   `json:"pennonAuditExport"`
+	ExportedAt time.Time             `json:"exportedAt"`
+	Anchors    *control.AuditAnchors `json:"anchors"`
+}
+
+// readAuditExport reads an export: an optional header line, then one entry
+// per line.
+func readAuditExport(path string) ([]control.AuditEntry, *control.AuditAnchors, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	var (
+		entries []control.AuditEntry
+		anchors *control.AuditAnchors
+	)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for line := 1; sc.Scan(); line++ {
+		if line == 1 && bytes.Contains(sc.Bytes(), []byte(`"pennonAuditExport"`)) {
+			var h auditExportHeader
+			if err := json.Unmarshal(sc.Bytes(), &h); err != nil {
+				return nil, nil, fmt.Errorf("%s line 1 (anchors): %v", path, err)
+			}
+			anchors = h.Anchors
+			if anchors == nil {
+				anchors = &control.AuditAnchors{}
+			}
+			continue
+		}
+		var e control.AuditEntry
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return nil, nil, fmt.Errorf("%s line %d: %v", path, line, err)
+		}
+		entries = append(entries, e)
+	}
+	return entries, anchors, sc.Err()
 }
