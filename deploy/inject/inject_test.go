@@ -2,11 +2,17 @@ package inject
 
 import (
 	"bytes"
+	"errors"
 	"flag"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -144,4 +150,138 @@ func FuzzInject(f *testing.F) {
 			t.Fatalf("not idempotent:\n--- first\n%s\n--- second\n%s", out.String(), again.String())
 		}
 	})
+}
+
+// TestInjectTokenPrivateToSidecar: every injected pod template carries the
+// label the NATS and control-plane NetworkPolicies select on, and the
+// sidecar reads its API token from a file in a Secret volume that no other
+// container mounts (app containers share the sidecar's network, not its
+// token). The token is never an argument or an environment variable.
+func TestInjectTokenPrivateToSidecar(t *testing.T) {
+	in, err := os.ReadFile(filepath.Join("testdata", "workloads.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := Inject(bytes.NewReader(in), &out, Options{TokenSecret: "shop-pennon-token"}); err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(&out)
+	checked := 0
+	for {
+		var doc map[string]any
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		var tmpls []map[string]any
+		collectTemplates(doc, &tmpls)
+		for _, tmpl := range tmpls {
+			meta, _ := tmpl["metadata"].(map[string]any)
+			if ann, _ := meta["annotations"].(map[string]any); ann[AnnotationOptOut] == "false" {
+				continue
+			}
+			checked++
+			at := fmt.Sprint(doc["kind"], " ", docName(doc))
+			if labels, _ := meta["labels"].(map[string]any); labels[LabelSidecar] != "true" {
+				t.Errorf("%s: label %s=%v, want \"true\"", at, LabelSidecar, labels[LabelSidecar])
+			}
+			spec := tmpl["spec"].(map[string]any)
+			var tokenVolume map[string]any
+			for _, v := range list(spec["volumes"]) {
+				if v["name"] == TokenVolume {
+					tokenVolume = v
+				}
+			}
+			secret, _ := tokenVolume["secret"].(map[string]any)
+			if secret["secretName"] != "shop-pennon-token" {
+				t.Errorf("%s: token volume %v, want Secret shop-pennon-token", at, tokenVolume)
+			}
+			containers := append(list(spec["initContainers"]), list(spec["containers"])...)
+			sidecars := 0
+			for _, c := range containers {
+				mounts := list(c["volumeMounts"])
+				tokenMount := ""
+				for _, m := range mounts {
+					if m["name"] == TokenVolume {
+						tokenMount = fmt.Sprint(m["mountPath"])
+						if m["readOnly"] != true {
+							t.Errorf("%s: container %v mounts the token writable", at, c["name"])
+						}
+					}
+				}
+				for _, e := range list(c["env"]) {
+					if e["name"] == "PENNON_TOKEN" {
+						t.Errorf("%s: container %v has PENNON_TOKEN in its environment", at, c["name"])
+					}
+				}
+				if c["name"] != ContainerName {
+					if tokenMount != "" {
+						t.Errorf("%s: container %v mounts the sidecar's token", at, c["name"])
+					}
+					continue
+				}
+				sidecars++
+				var args []string
+				for _, a := range c["args"].([]any) {
+					args = append(args, fmt.Sprint(a))
+				}
+				want := "--token-file=" + tokenMount + "/token"
+				if tokenMount == "" || !slices.Contains(args, want) {
+					t.Errorf("%s: sidecar args %v, want %s", at, args, want)
+				}
+				for _, a := range args {
+					if a == "--token" || strings.HasPrefix(a, "--token=") {
+						t.Errorf("%s: token passed as an argument: %s", at, a)
+					}
+				}
+			}
+			if sidecars != 1 {
+				t.Errorf("%s: %d pennon containers", at, sidecars)
+			}
+		}
+	}
+	if checked != 7 {
+		t.Errorf("checked %d injected pod templates, want 7", checked)
+	}
+}
+
+// collectTemplates finds pod templates (a map with spec.containers) in a
+// decoded document, including inside Lists.
+func collectTemplates(v any, out *[]map[string]any) {
+	switch x := v.(type) {
+	case map[string]any:
+		if spec, ok := x["spec"].(map[string]any); ok {
+			if _, ok := spec["containers"]; ok {
+				*out = append(*out, x)
+				return
+			}
+		}
+		for _, k := range []string{"spec", "template", "jobTemplate", "items"} {
+			if c, ok := x[k]; ok {
+				collectTemplates(c, out)
+			}
+		}
+	case []any:
+		for _, e := range x {
+			collectTemplates(e, out)
+		}
+	}
+}
+
+func list(v any) []map[string]any {
+	var out []map[string]any
+	s, _ := v.([]any)
+	for _, e := range s {
+		if m, ok := e.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func docName(doc map[string]any) any {
+	meta, _ := doc["metadata"].(map[string]any)
+	return meta["name"]
 }
