@@ -223,6 +223,13 @@ func (s *Store) SignedSnapshot(ctx context.Context, env string) (*SnapshotRecord
 	return s.servedRecord(head)
 }
 
+// SignedRecord is SignedSnapshot for a head the caller already holds (the
+// snapshot endpoint reads the head once, answers 304 from it, and only then
+// asks for the record).
+func (s *Store) SignedRecord(head *State) (*SnapshotRecord, []byte, error) {
+	return s.servedRecord(head)
+}
+
 func (s *Store) servedRecord(head *State) (*SnapshotRecord, []byte, error) {
 	s.mu.Lock()
 	m := s.served[head.Env]

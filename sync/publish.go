@@ -44,7 +44,9 @@ func RunHeartbeats(ctx context.Context, nc *nats.Conn, store *config.Store, inte
 			if err != nil {
 				continue
 			}
-			b, _ := json.Marshal(config.Heartbeat{Env: e.Name, Version: head.Version, Hash: head.Hash, Time: time.Now().UTC()})
+			hb := config.Heartbeat{Env: e.Name, Version: head.Version, Hash: head.Hash, Time: time.Now().UTC()}
+			store.SignHeartbeat(&hb) // a forged heartbeat must not grant a stale sidecar a lease
+			b, _ := json.Marshal(hb)
 			_ = nc.Publish(config.HeartbeatSubject(e.Name), b)
 		}
 	}
