@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/pennon-dev/pennon/config"
-	"github.com/pennon-dev/pennon/internal/checkfor"
 	evalv1 "github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/evaluation/v1"
 	syncv1 "github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/sync/v1"
+	"github.com/pennon-dev/pennon/internal/checkfor"
 	flagsync "github.com/pennon-dev/pennon/sync"
 )
 
