@@ -369,7 +369,7 @@ func TestHelmChartValues(t *testing.T) {
 		{"custom secrets, trust key, sidecar namespaces", map[string]any{
 			"control": map[string]any{"adminToken": "x", "natsSecret": "nats-ctl", "signingKeySecret": "sig"},
 			"nats":    map[string]any{"auth": map[string]any{"existingSecret": "nats-auth"}},
-			"sidecar": map[string]any{"trustKey": "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="},
+			"sidecar": map[string]any{"trustKeys": []any{"ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", "ed25519:Yy0uvyYBLh1yVTPqNBQw7WKSYD7zKCELRbxM5WZHcpM="}},
 			"networkPolicy": map[string]any{"sidecarNamespaceSelector": map[string]any{
 				"matchLabels": map[string]any{"pennon.dev/sidecars": "allowed"}}},
 			"exampleApp": map[string]any{"enabled": true},
@@ -385,8 +385,14 @@ func TestHelmChartValues(t *testing.T) {
 					sidecar = d.Spec.Template.Spec.Containers[1]
 				}
 			}
-			if k, _ := argValue(sidecar.Args, "--trust-key"); k != "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=" {
-				t.Errorf("sidecar --trust-key=%q", k)
+			var keys []string
+			for _, a := range sidecar.Args {
+				if k, ok := strings.CutPrefix(a, "--trust-key="); ok {
+					keys = append(keys, k)
+				}
+			}
+			if strings.Join(keys, " ") != "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo= ed25519:Yy0uvyYBLh1yVTPqNBQw7WKSYD7zKCELRbxM5WZHcpM=" {
+				t.Errorf("sidecar --trust-key args %v, want both keys (a rotation in progress)", keys)
 			}
 			for _, n := range o.netpols {
 				found := false

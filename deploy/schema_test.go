@@ -201,7 +201,7 @@ func TestValuesSchema(t *testing.T) {
 		{"type", map[string]any{"control": map[string]any{"replicas": "two"}}, "values.control.replicas: is string, want integer"},
 		{"env name", map[string]any{"sidecar": map[string]any{"env": "Prod"}}, `values.sidecar.env: "Prod" does not match`},
 		{"ratio", map[string]any{"monitoring": map[string]any{"alerts": map[string]any{"errorRatio": 2.0}}}, "values.monitoring.alerts.errorRatio: 2 is above the maximum 1"},
-		{"trust key", map[string]any{"sidecar": map[string]any{"trustKey": "abc"}}, `values.sidecar.trustKey: "abc" does not match`},
+		{"trust key", map[string]any{"sidecar": map[string]any{"trustKeys": []any{"abc"}}}, `values.sidecar.trustKeys[0]: "abc" does not match`},
 		{"auth secret name", map[string]any{"nats": map[string]any{"auth": map[string]any{"existingSecret": "Bad_Name"}}}, `values.nats.auth.existingSecret: "Bad_Name" does not match`},
 		{"pull policy", map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}, "values.image.pullPolicy: Sometimes is not one of"},
 	}
