@@ -1,0 +1,325 @@
+package natsrun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/pennon-dev/pennon/internal/natsauth"
+)
+
+// ClusterOptions configure an in-process NATS cluster: the topology pennon
+// recommends at scale (R3 JetStream streams over three servers), started
+// on loopback so benches and tests can kill and restart one node.
+type ClusterOptions struct {
+	// DataDir holds one JetStream store per node (DataDir/<node name>).
+	// Required.
+	DataDir string
+	// Nodes is the cluster size; default 3 (the smallest that keeps an R3
+	// stream writable with one node down).
+	Nodes int
+	// Name is the cluster name (JetStream clustering requires one);
+	// default "pennon".
+	Name string
+	// Keys are the operator and accounts every node trusts. All nodes
+	// must share one set, or a client that moves to another node after a
+	// failure is refused. Nil generates one set for the whole cluster.
+	Keys *natsauth.Keys
+	// SyncAlways fsyncs every write on every node. A replicated cluster
+	// relies on R3 for durability, so benches usually leave it off.
+	SyncAlways bool
+	// ReadyTimeout bounds the wait for JetStream's meta leader at start
+	// and after a restart; default 30s.
+	ReadyTimeout time.Duration
+}
+
+// Cluster is a running in-process NATS cluster on loopback. Node i keeps
+// its client and route ports across Stop and Restart, so clients that know
+// its URL (and the other nodes' routes) find it again.
+type Cluster struct {
+	Keys *natsauth.Keys
+
+	o           ClusterOptions
+	names       []string
+	clientPorts []int
+	routePorts  []int
+
+	mu    sync.Mutex
+	nodes []*server.Server // nil while a node is stopped
+	cred  *natsauth.Credential
+}
+
+// StartCluster starts every node, routes them into a full mesh on random
+// loopback ports, and waits until JetStream has a meta leader and every
+// node reports healthy. Stop it with Shutdown.
+func StartCluster(o ClusterOptions) (*Cluster, error) {
+	if o.DataDir == "" {
+		return nil, errors.New("natsrun: ClusterOptions.DataDir is required")
+	}
+	if o.Nodes <= 0 {
+		o.Nodes = 3
+	}
+	if o.Name == "" {
+		o.Name = "pennon"
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 30 * time.Second
+	}
+	if o.Keys == nil {
+		k, err := natsauth.Generate()
+		if err != nil {
+			return nil, fmt.Errorf("natsrun: %w", err)
+		}
+		o.Keys = k
+	}
+	c := &Cluster{Keys: o.Keys, o: o, nodes: make([]*server.Server, o.Nodes)}
+	// Ports are chosen up front: every node's route list must name every
+	// other node before any of them starts, and a restarted node must come
+	// back where its clients and peers expect it.
+	ports, err := freePorts(2 * o.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	for i := range o.Nodes {
+		c.names = append(c.names, fmt.Sprintf("n%d", i+1))
+		c.clientPorts = append(c.clientPorts, ports[2*i])
+		c.routePorts = append(c.routePorts, ports[2*i+1])
+	}
+	errc := make(chan error, o.Nodes)
+	for i := range o.Nodes {
+		// Started concurrently: a node waits for its peers before
+		// JetStream is ready, and sequential starts would each wait alone.
+		go func() { errc <- c.start(i, false) }()
+	}
+	for range o.Nodes {
+		if e := <-errc; e != nil && err == nil {
+			err = e
+		}
+	}
+	if err == nil {
+		err = c.WaitReady(o.ReadyTimeout)
+	}
+	if err != nil {
+		c.Shutdown()
+		return nil, err
+	}
+	return c, nil
+}
+
+// freePorts reserves n distinct loopback ports by listening on port 0 and
+// closing; another process could take one before the node binds it, which
+// on loopback in a test or bench is rare enough to report as an error.
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("natsrun: reserve a loopback port: %w", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// start starts node i; ready waits for it to accept clients.
+func (c *Cluster) start(i int, restart bool) error {
+	dir := filepath.Join(c.o.DataDir, c.names[i])
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("natsrun: node %s: %w", c.names[i], err)
+	}
+	var routes []string
+	for j, p := range c.routePorts {
+		if j != i {
+			routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+		}
+	}
+	opts := &server.Options{
+		ServerName: c.names[i],
+		Host:       "127.0.0.1",
+		Port:       c.clientPorts[i],
+		JetStream:  true,
+		StoreDir:   dir,
+		SyncAlways: c.o.SyncAlways,
+		NoSigs:     true,
+		NoLog:      true,
+		MaxPayload: 8 << 20, // as in Start: large flag sets exceed 1 MiB
+		Cluster: server.ClusterOpts{
+			Name: c.o.Name,
+			Host: "127.0.0.1",
+			Port: c.routePorts[i],
+			// Retry routes forever: peers start in any order and a
+			// restarted node must find the others again.
+			ConnectRetries: -1,
+		},
+		Routes: server.RoutesFromStr(strings.Join(routes, ",")),
+	}
+	if err := c.Keys.ConfigureServer(opts); err != nil {
+		return fmt.Errorf("natsrun: node %s: %w", c.names[i], err)
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("natsrun: node %s: %w", c.names[i], err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		what := "start"
+		if restart {
+			what = "restart"
+		}
+		return fmt.Errorf("natsrun: node %s did not %s within 10s (client port %d, route port %d)", c.names[i], what, c.clientPorts[i], c.routePorts[i])
+	}
+	c.mu.Lock()
+	c.nodes[i] = s
+	c.mu.Unlock()
+	return nil
+}
+
+// WaitReady waits until one running node is JetStream's meta leader and
+// every running node reports healthy (JetStream meta group current).
+func (c *Cluster) WaitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		leader, healthy := false, true
+		for i, s := range c.running() {
+			if s == nil {
+				continue
+			}
+			leader = leader || s.JetStreamIsLeader()
+			if h := s.Healthz(&server.HealthzOptions{JSMetaOnly: true}); h.Status != "ok" {
+				healthy = false
+				last = fmt.Sprintf("node %s: %s", c.names[i], h.Error)
+			}
+		}
+		if leader && healthy {
+			return nil
+		}
+		if !leader {
+			last = "no JetStream meta leader yet"
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("natsrun: cluster not ready within %v: %s", timeout, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) running() []*server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*server.Server(nil), c.nodes...)
+}
+
+// Len is the number of nodes, running or stopped.
+func (c *Cluster) Len() int { return len(c.names) }
+
+// Name is node i's server name (as JetStream reports stream leaders).
+func (c *Cluster) Name(i int) string { return c.names[i] }
+
+// Node is node i's server, nil while it is stopped.
+func (c *Cluster) Node(i int) *server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i]
+}
+
+// NodeNamed is the index of the node called name, or -1.
+func (c *Cluster) NodeNamed(name string) int {
+	for i, n := range c.names {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// ClientURL is node i's client URL (valid while stopped, too).
+func (c *Cluster) ClientURL(i int) string {
+	return fmt.Sprintf("nats://127.0.0.1:%d", c.clientPorts[i])
+}
+
+// URLs lists every node's client URL starting with node first, comma
+// separated as nats.Connect takes them: a client prefers node first and
+// fails over to the others in order.
+func (c *Cluster) URLs(first int) string {
+	n := len(c.names)
+	urls := make([]string, 0, n)
+	for k := range n {
+		urls = append(urls, c.ClientURL((first+k)%n))
+	}
+	return strings.Join(urls, ",")
+}
+
+// Stop shuts node i down (a crash as far as its peers and clients can
+// tell: connections drop, the node's JetStream replicas go away).
+func (c *Cluster) Stop(i int) {
+	c.mu.Lock()
+	s := c.nodes[i]
+	c.nodes[i] = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+	}
+}
+
+// Restart starts a stopped node i again on its ports with its data, and
+// waits until the cluster is ready.
+func (c *Cluster) Restart(i int) error {
+	if c.Node(i) != nil {
+		return fmt.Errorf("natsrun: node %s is running; Stop it first", c.names[i])
+	}
+	if err := c.start(i, true); err != nil {
+		return err
+	}
+	return c.WaitReady(c.o.ReadyTimeout)
+}
+
+// Shutdown stops every node.
+func (c *Cluster) Shutdown() {
+	for i := range c.names {
+		c.Stop(i)
+	}
+}
+
+// ControlCredential is the control plane's credential for this cluster,
+// minted once (it does not expire; it dies with the keys).
+func (c *Cluster) ControlCredential() (natsauth.Credential, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cred == nil {
+		cr, err := c.Keys.ControlPlane(0)
+		if err != nil {
+			return natsauth.Credential{}, err
+		}
+		c.cred = &cr
+	}
+	return *c.cred, nil
+}
+
+// Connect connects with the control plane's identity, preferring node
+// first and failing over to the others, reconnecting forever, plus opts.
+func (c *Cluster) Connect(first int, opts ...nats.Option) (*nats.Conn, error) {
+	cr, err := c.ControlCredential()
+	if err != nil {
+		return nil, err
+	}
+	base := []nats.Option{nats.UserJWTAndSeed(cr.JWT, string(cr.Seed)), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	return nats.Connect(c.URLs(first), append(base, opts...)...)
+}
