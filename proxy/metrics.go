@@ -24,6 +24,7 @@ type metrics struct {
 	panics    prometheus.Counter
 	sseConns  prometheus.Gauge
 	expired   *prometheus.CounterVec
+	failModes *prometheus.CounterVec
 
 	mu       sync.Mutex
 	counters atomic.Pointer[map[counterKey]prometheus.Counter]
@@ -53,6 +54,8 @@ func newMetrics(reg prometheus.Registerer, src Source) *metrics {
 		sseConns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pennon_sse_connections", Help: "Open change-notification streams."}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_expired_flag_evaluations_total",
 			Help: "Evaluations of flags past their expires date: retire them."}, []string{"flag"}),
+		failModes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_fail_mode_answers_total",
+			Help: "Always-fresh answers served on their failMode (closed: safeVariant, open: last known value) because freshness could not be established."}, []string{"mode"}),
 	}
 	empty := map[counterKey]prometheus.Counter{}
 	m.counters.Store(&empty)
@@ -70,7 +73,7 @@ func newMetrics(reg prometheus.Registerer, src Source) *metrics {
 		}
 		return 0
 	})
-	for _, c := range []prometheus.Collector{m.evals, m.errors, m.latency, m.cacheHit, m.cacheMiss, m.inFlight, m.requests, m.panics, m.sseConns, m.expired, version, flags} {
+	for _, c := range []prometheus.Collector{m.evals, m.errors, m.latency, m.cacheHit, m.cacheMiss, m.inFlight, m.requests, m.panics, m.sseConns, m.expired, m.failModes, version, flags} {
 		reg.MustRegister(c)
 	}
 	return m

@@ -81,6 +81,8 @@ type Server struct {
 
 	lastVersion atomic.Uint64
 	lastChange  atomic.Int64 // unix nanos of the last snapshot change seen
+
+	freshIdx atomic.Pointer[freshIndex] // fresh.go: the last snapshot's non-cache-first flags
 }
 
 // New validates o and builds a server; call Listen (optional) and Serve.
@@ -460,7 +462,7 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 	case f == nil:
 		r = snap.Evaluate(key, ec)
 	case f.Propagation() != evaluator.CacheFirst && s.fresh != nil:
-		r = s.evaluateFresh(ctx, snap, f, ec)
+		r = s.evaluateFresh(snap, f, ec)
 	default:
 		var hit bool
 		if buf, hit = s.cached(buf, snap, f, ec); hit {
@@ -494,15 +496,15 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 
 // evaluateFresh applies the flag's propagation strategy through the
 // FreshSource; when freshness cannot be established failMode decides.
-func (s *Server) evaluateFresh(ctx *fasthttp.RequestCtx, local *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) evaluator.Result {
+func (s *Server) evaluateFresh(local *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) evaluator.Result {
 	fctx, cancel := context.WithTimeout(context.Background(), s.o.FreshTimeout)
-	defer cancel()
 	snap, err := s.fresh.Fresh(fctx, f)
+	cancel()
 	if err != nil {
-		if f.FailMode() == evaluator.FailClosed {
-			return f.SafeResult("flag is always-fresh and freshness could not be established (" + err.Error() + "); serving the safe variant (failMode closed)")
-		}
-		return local.EvaluateFlag(f, ec) // failMode open: last known answer
+		return s.failModeResult(local, f, ec, err)
+	}
+	if snap == nil {
+		snap = local
 	}
 	if nf := snap.Flag(f.Key()); nf != nil {
 		return snap.EvaluateFlag(nf, ec)
@@ -557,11 +559,17 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 	if !s.decodeContext(ctx, "", ec, true) {
 		return
 	}
-	etag := bulkETag(snap, ctx.PostBody())
-	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && etagMatches(inm, etag) {
-		ctx.Response.Header.Set("ETag", etag)
-		ctx.SetStatusCode(fasthttp.StatusNotModified)
-		return
+	snap, freshErr := s.bulkFresh(snap)
+	// An answer with flags on their fail mode is not the answer for this
+	// version and context: it gets no ETag and is never a 304.
+	etag := ""
+	if freshErr == nil {
+		etag = bulkETag(snap, ctx.PostBody())
+		if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && etagMatches(inm, etag) {
+			ctx.Response.Header.Set("ETag", etag)
+			ctx.SetStatusCode(fasthttp.StatusNotModified)
+			return
+		}
 	}
 	bp := s.bufPool.Get().(*[]byte)
 	buf := append((*bp)[:0], `{"flags":[`...)
@@ -571,8 +579,8 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 		}
 		f := snap.Flag(key)
 		var r evaluator.Result
-		if f.Propagation() != evaluator.CacheFirst && s.fresh != nil {
-			r = s.evaluateFresh(ctx, snap, f, ec)
+		if freshErr != nil && f.Propagation() == evaluator.AlwaysFresh {
+			r = s.failModeResult(snap, f, ec, freshErr)
 		} else {
 			r = snap.EvaluateFlag(f, ec)
 		}
@@ -582,7 +590,9 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 	buf = append(buf, `],"metadata":{"version":`...)
 	buf = appendString(buf, fmt.Sprint(snap.Version()))
 	buf = append(buf, `},"eventStreams":[{"type":"sse","endpoint":{"requestUri":"/v1/stream"},"inactivityDelaySec":120}]}`...)
-	ctx.Response.Header.Set("ETag", etag)
+	if etag != "" {
+		ctx.Response.Header.Set("ETag", etag)
+	}
 	ctx.SetContentType(contentType)
 	ctx.SetBody(buf)
 	*bp = buf
