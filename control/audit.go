@@ -123,6 +123,12 @@ type AuditLog struct {
 	tailKnown  bool
 	checkpoint *AuditCheckpoint // last checkpoint written (or loaded at open)
 	contradict bool             // "chain contradicts checkpoint" logged already
+	// While batching (start-up reconciliation) the checkpoint is written
+	// once at the end instead of after every append: one fsync, not one per
+	// recovered entry.
+	batching  bool
+	batchPrev *config.AuditAnchor
+	batchLast AuditEntry
 }
 
 // CheckpointFile is the checkpoint's file name in the control plane's data dir.
@@ -250,10 +256,34 @@ func (a *AuditLog) Append(ctx context.Context, e AuditEntry) (AuditEntry, error)
 		}
 		prev := config.AuditAnchor{Seq: last, Hash: e.PrevHash}
 		a.tail, a.tailKnown = config.AuditAnchor{Seq: e.Seq, Hash: e.Hash}, true
+		if a.batching {
+			if a.batchPrev == nil {
+				a.batchPrev = &prev
+			}
+			a.batchLast = e
+			return e, nil
+		}
 		a.writeCheckpoint(ctx, prev, e)
 		return e, nil
 	}
 	return e, errors.New("audit: too many concurrent appends")
+}
+
+// batch defers checkpoints until end is called; end writes one for the
+// last entry appended meanwhile.
+func (a *AuditLog) batch() (end func(ctx context.Context)) {
+	a.mu.Lock()
+	a.batching = true
+	a.mu.Unlock()
+	return func(ctx context.Context) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.batching = false
+		if a.batchPrev != nil {
+			a.writeCheckpoint(ctx, *a.batchPrev, a.batchLast)
+		}
+		a.batchPrev = nil
+	}
 }
 
 // writeCheckpoint moves the checkpoint to e, but only forward along the

@@ -37,7 +37,7 @@ func (s *Server) deny(ctx context.Context, p principal, action, env, target stri
 	if p.tok != nil {
 		id = p.tok.ID
 	}
-	write, summary := s.denials.admit(id, actor, action, s.denials.now())
+	write, summary := s.denials.admit(id, actor, action, s.denials.clock())
 	if summary != nil {
 		s.recordSuppressed(ctx, summary)
 	}
@@ -75,7 +75,7 @@ func (s *Server) flushDenials(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			for _, w := range s.denials.expired(s.denials.now()) {
+			for _, w := range s.denials.expired(s.denials.clock()) {
 				s.recordSuppressed(ctx, w)
 			}
 		}
@@ -96,6 +96,14 @@ type denyWindow struct {
 	start, last         time.Time
 	written, suppressed int
 	actions             map[string]int // suppressed per action
+}
+
+// clock is the limiter's time source (replaceable in tests).
+func (l *denyLimiter) clock() time.Time {
+	l.mu.Lock()
+	now := l.now
+	l.mu.Unlock()
+	return now()
 }
 
 func newDenyLimiter(limit int, window time.Duration) *denyLimiter {

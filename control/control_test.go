@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/internal/sign"
 	"github.com/pennon-dev/pennon/internal/natsrun"
 )
 
@@ -28,6 +29,7 @@ type fixture struct {
 	store  *config.Store
 	toks   *Tokens
 	data   string // the control plane's data dir (audit checkpoint)
+	key    *sign.Key
 	all    []string // every secret handed out
 }
 
@@ -37,7 +39,11 @@ func setup(t *testing.T) *fixture {
 	srv := natsrun.StartTest(t)
 	nc := natsrun.ConnectTest(t, srv)
 	js, _ := jetstream.New(nc)
-	store, err := config.OpenStore(ctx, js, config.StoreOptions{})
+	key, err := sign.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := config.OpenStore(ctx, js, config.StoreOptions{Signer: key, Trust: sign.NewTrust(key.Public())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +53,7 @@ func setup(t *testing.T) *fixture {
 	}
 	core, logs := observer.New(zap.DebugLevel)
 	dataDir := t.TempDir()
-	s, err := New(Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Logger: zap.New(core), JetStream: js, DataDir: dataDir})
+	s, err := New(Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Logger: zap.New(core), JetStream: js, DataDir: dataDir, Signer: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +64,7 @@ func setup(t *testing.T) *fixture {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(sctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	f := &fixture{base: "http://" + s.Addr(), tokens: map[string]string{}, logs: logs, nats: srv, srv: s, js: js, store: store, toks: toks, data: dataDir}
+	f := &fixture{base: "http://" + s.Addr(), tokens: map[string]string{}, logs: logs, nats: srv, srv: s, js: js, store: store, toks: toks, data: dataDir, key: key}
 	admin, _, err := toks.Create(ctx, "root", map[string]string{"*": "admin"}, 0, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +85,18 @@ func setup(t *testing.T) *fixture {
 		f.all = append(f.all, sec)
 	}
 	return f
+}
+
+// second starts another control plane on the same NATS, store and key (a
+// restart, or a second replica) and returns it with its logs.
+func (f *fixture) second(t *testing.T) (*Server, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zap.DebugLevel)
+	s, err := New(Options{Addr: "127.0.0.1:0", Store: f.store, Tokens: f.toks, Logger: zap.New(core), JetStream: f.js, DataDir: t.TempDir(), Signer: f.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, logs
 }
 
 func (f *fixture) do(t *testing.T, token, method, path, body string) (int, string) {

@@ -36,6 +36,8 @@ func (s *Server) catchUp(ctx context.Context) error {
 		return err
 	}
 	recovered, indexed := 0, 0
+	end := s.audit.batch()
+	defer end(ctx)
 	for _, env := range envs {
 		head, err := s.o.Store.Head(ctx, env.Name)
 		if err != nil {
