@@ -27,8 +27,11 @@ func (c *compiler) compileVar(op string, raw any, path string) node {
 		return c.varPath(nil, path)
 	}
 	var def node
+	defFallible := false
 	if len(a) > 1 {
+		before := c.fallible
 		def = c.compile(a[1], joinPath(path, "var[1]"))
+		defFallible = c.fallible != before
 	}
 	var get node
 	switch p := a[0].(type) {
@@ -59,6 +62,18 @@ func (c *compiler) compileVar(op string, raw any, path string) node {
 	}
 	if def == nil {
 		return get
+	}
+	if defFallible {
+		// flagd's library evaluates var's arguments, the default included,
+		// before reading: arithmetic on null in the default aborts even when
+		// the attribute is present.
+		return func(e *env) any {
+			d := def(e)
+			if v := get(e); v != nil {
+				return v
+			}
+			return d
+		}
 	}
 	return func(e *env) any {
 		if v := get(e); v != nil {
