@@ -1,7 +1,15 @@
 package deploy
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +65,93 @@ func TestShippedNATSConfig(t *testing.T) {
 			checkNATSAuthorization(t, url, keys)
 		})
 	}
+
+	// With nats.tls.enabled the chart's client and route tls blocks must
+	// parse, and clients must verify the server against ca.crt: a client
+	// without the CA is refused, one with it connects (and is still
+	// subject to authorization).
+	t.Run("helm chart with TLS", func(t *testing.T) {
+		out, _ := renderChart(t, map[string]any{
+			"control": map[string]any{"adminToken": "x"},
+			"nats":    map[string]any{"tls": map[string]any{"enabled": true, "secret": "pennon-nats-tls"}},
+		})
+		o := &objects{}
+		decodeAll(t, o, "rendered chart", []byte(out))
+		tlsDir := t.TempDir()
+		ca := writeTestPKI(t, tlsDir)
+		conf := strings.ReplaceAll(o.configMap("pennon-nats-config").Data["nats.conf"], "/etc/nats/tls/", tlsDir+"/")
+		keys, err := natsauth.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		url := startShippedNATS(t, conf, keys.AuthConf())
+		cp, err := keys.ControlPlane(time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds := nats.UserJWTAndSeed(cp.JWT, string(cp.Seed))
+		if nc, err := nats.Connect(url, nats.NoReconnect(), creds); err == nil {
+			nc.Close()
+			t.Error("a client that does not trust the CA connected")
+		}
+		if nc, err := nats.Connect(url, nats.NoReconnect(), nats.RootCAs(ca)); err == nil {
+			nc.Close()
+			t.Error("an anonymous TLS client connected")
+		}
+		nc, err := nats.Connect(url, nats.NoReconnect(), nats.RootCAs(ca), creds)
+		if err != nil {
+			t.Fatalf("control plane over TLS: %v", err)
+		}
+		defer nc.Close()
+		if !nc.TLSRequired() {
+			t.Error("the server does not require TLS")
+		}
+	})
+}
+
+// writeTestPKI writes a CA and a server certificate for 127.0.0.1 and
+// localhost (valid for server and client auth, as routes need) into dir
+// as tls.crt, tls.key and ca.crt, and returns the CA file's path.
+func writeTestPKI(t *testing.T, dir string) string {
+	t.Helper()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	caKey, srvKey := newKey(), newKey()
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pennon test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "pennon-nats"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caTmpl, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvKeyDER, err := x509.MarshalECPrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, block := range map[string]*pem.Block{
+		"ca.crt":  {Type: "CERTIFICATE", Bytes: caDER},
+		"tls.crt": {Type: "CERTIFICATE", Bytes: srvDER},
+		"tls.key": {Type: "EC PRIVATE KEY", Bytes: srvKeyDER},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "ca.crt")
 }
 
 // startShippedNATS writes conf and auth side by side (as the projected
