@@ -116,6 +116,8 @@ func TestInjectErrors(t *testing.T) {
 		{"bad env", "", Options{Env: "Prod"}, `env: "Prod" must match`},
 		{"bad quantity", "", Options{MemoryLimit: "lots"}, `memory-limit: "lots" is not a Kubernetes quantity`},
 		{"bad server", "", Options{Server: "pennon-control"}, `server: "pennon-control" must be an http(s) URL`},
+		{"bad trust key", "", Options{TrustKeys: []string{"ed25519:" + strings.Repeat("A", 43) + "=", "abc"}}, `trust-key[1]: "abc" is not a public key`},
+		{"bad ca configmap", "", Options{NATSCAConfigMap: "CA_Bundle"}, `nats-ca-configmap: "CA_Bundle" is not a ConfigMap name`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -284,4 +286,58 @@ func list(v any) []map[string]any {
 func docName(doc map[string]any) any {
 	meta, _ := doc["metadata"].(map[string]any)
 	return meta["name"]
+}
+
+// TestInjectTLSAndPinning: with a CA ConfigMap and pinned keys the sidecar
+// gets --nats-ca pointing into a read-only mount of that ConfigMap and one
+// --trust-key per key (two during a rotation), and a second run changes
+// nothing.
+func TestInjectTLSAndPinning(t *testing.T) {
+	keys := []string{"ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", "ed25519:Yy0uvyYBLh1yVTPqNBQw7WKSYD7zKCELRbxM5WZHcpM="}
+	opts := Options{TrustKeys: keys, NATSCAConfigMap: "nats-ca-bundle"}
+	in := "kind: Deployment\nmetadata: {name: shop}\nspec:\n  template:\n    spec:\n      containers: [{name: shop, image: x}]\n"
+	var out bytes.Buffer
+	if _, err := Inject(strings.NewReader(in), &out, opts); err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var tmpls []map[string]any
+	collectTemplates(doc, &tmpls)
+	spec := tmpls[0]["spec"].(map[string]any)
+	sidecar := list(spec["containers"])[1]
+	var args []string
+	for _, a := range sidecar["args"].([]any) {
+		args = append(args, fmt.Sprint(a))
+	}
+	for _, want := range []string{"--trust-key=" + keys[0], "--trust-key=" + keys[1], "--nats-ca=/var/run/secrets/pennon-nats/ca.crt"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("args %v lack %s", args, want)
+		}
+	}
+	mounted := false
+	for _, m := range list(sidecar["volumeMounts"]) {
+		if m["name"] == NATSCAVolume && m["mountPath"] == "/var/run/secrets/pennon-nats" && m["readOnly"] == true {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("no read-only %s mount: %v", NATSCAVolume, sidecar["volumeMounts"])
+	}
+	found := false
+	for _, v := range list(spec["volumes"]) {
+		if v["name"] == NATSCAVolume {
+			cm, _ := v["configMap"].(map[string]any)
+			found = cm["name"] == "nats-ca-bundle"
+		}
+	}
+	if !found {
+		t.Errorf("volumes %v: want %s from ConfigMap nats-ca-bundle", spec["volumes"], NATSCAVolume)
+	}
+	var again bytes.Buffer
+	if st, err := Inject(bytes.NewReader(out.Bytes()), &again, opts); err != nil || st.Injected != 0 || !bytes.Equal(again.Bytes(), out.Bytes()) {
+		t.Errorf("second run: %+v %v\n%s", st, err, again.String())
+	}
 }

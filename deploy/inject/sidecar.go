@@ -15,6 +15,7 @@ const (
 	StateVolume         = "pennon-state"
 	DefaultsVolume      = "pennon-defaults"
 	TokenVolume         = "pennon-token" // the API token Secret, mounted into the sidecar only
+	NATSCAVolume        = "pennon-nats-ca"
 	LabelSidecar        = "pennon.dev/sidecar"
 	AnnotationInjected  = "pennon.dev/injected"
 	AnnotationEnv       = "pennon.dev/env"
@@ -24,6 +25,8 @@ const (
 	stateMountPath      = "/var/lib/pennon"
 	tokenMountPath      = "/var/run/secrets/pennon"
 	tokenFile           = "token"
+	natsCAMountPath     = "/var/run/secrets/pennon-nats"
+	natsCAFile          = "ca.crt"
 	sidecarAddr         = "127.0.0.1:8016"
 	sidecarHealthAddr   = "0.0.0.0:8017"
 	sidecarHealthPort   = 8017
@@ -43,6 +46,15 @@ type Options struct {
 	CPULimit          string // 1
 	MemoryRequest     string // 64Mi
 	MemoryLimit       string // 256Mi
+	// TrustKeys pin the control plane's signing keys (--trust-key,
+	// "ed25519:<base64>"); two during a rotation. Empty: the sidecar trusts
+	// the key it gets at bootstrap.
+	TrustKeys []string
+	// NATSCAConfigMap names a ConfigMap (key "ca.crt") with the CA that
+	// signs the NATS servers' certificates, for NATS over TLS (--nats-ca).
+	// A CA certificate is public, so a ConfigMap (e.g. from trust-manager)
+	// is the right home. Empty: no TLS settings.
+	NATSCAConfigMap string
 }
 
 func (o Options) withDefaults() Options {
@@ -69,6 +81,7 @@ var (
 	quantity  = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$`)
 	envName   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	urlScheme = regexp.MustCompile(`^(https?|nats|tls)://[^\s]+$`)
+	trustKey  = regexp.MustCompile(`^ed25519:[A-Za-z0-9+/]{43}=$`)
 )
 
 // validate reports every bad option at once, naming the flag to fix.
@@ -85,6 +98,10 @@ func (o Options) validate() error {
 	check(urlScheme.MatchString(o.NATS), "nats: %q must be a nats:// URL", o.NATS)
 	check(dnsName.MatchString(o.TokenSecret), "token-secret: %q is not a Secret name", o.TokenSecret)
 	check(dnsName.MatchString(o.DefaultsConfigMap), "defaults-configmap: %q is not a ConfigMap name", o.DefaultsConfigMap)
+	for i, k := range o.TrustKeys {
+		check(trustKey.MatchString(k), "trust-key[%d]: %q is not a public key (want ed25519: and 44 base64 characters, as `pennon server keygen` prints it)", i, k)
+	}
+	check(o.NATSCAConfigMap == "" || dnsName.MatchString(o.NATSCAConfigMap), "nats-ca-configmap: %q is not a ConfigMap name", o.NATSCAConfigMap)
 	for _, q := range []struct{ name, v string }{{"cpu-request", o.CPURequest}, {"cpu-limit", o.CPULimit}, {"memory-request", o.MemoryRequest}, {"memory-limit", o.MemoryLimit}} {
 		check(quantity.MatchString(q.v), "%s: %q is not a Kubernetes quantity (e.g. 50m, 1, 64Mi)", q.name, q.v)
 	}
@@ -123,6 +140,12 @@ args:
   - --state-dir=` + stateMountPath + `
   - --defaults=` + defaultsMountPath + `/` + defaultsFile + `
   - --token-file=` + tokenMountPath + `/` + tokenFile + `
+{{- range .TrustKeys}}
+  - --trust-key={{.}}
+{{- end}}
+{{- if .NATSCAConfigMap}}
+  - --nats-ca=` + natsCAMountPath + `/` + natsCAFile + `
+{{- end}}
 ports:
   - name: ` + sidecarHealthPortNm + `
     containerPort: {{.HealthPort}}
@@ -170,6 +193,11 @@ volumeMounts:
   - name: ` + TokenVolume + `
     mountPath: ` + tokenMountPath + `
     readOnly: true
+{{- if .NATSCAConfigMap}}
+  - name: ` + NATSCAVolume + `
+    mountPath: ` + natsCAMountPath + `
+    readOnly: true
+{{- end}}
 `))
 
 var volumesTmpl = template.Must(template.New("volumes").Parse(`
@@ -186,6 +214,14 @@ var volumesTmpl = template.Must(template.New("volumes").Parse(`
     items:
       - key: ` + tokenFile + `
         path: ` + tokenFile + `
+{{- if .NATSCAConfigMap}}
+- name: ` + NATSCAVolume + `
+  configMap:
+    name: {{.NATSCAConfigMap}}
+    items:
+      - key: ` + natsCAFile + `
+        path: ` + natsCAFile + `
+{{- end}}
 `))
 
 // sidecarNodes renders the container and the two volumes as YAML nodes.
