@@ -135,6 +135,11 @@ type SidecarReport struct {
 	Lost bool `json:"lost,omitempty"`
 }
 
+// SidecarReportHeader carries a polling sidecar's SidecarReport (compact
+// JSON) on its snapshot requests, so the fleet view lists sidecars that
+// have no NATS path at no extra request.
+const SidecarReportHeader = "Pennon-Sidecar-Report"
+
 // NATS names. Env names match EnvNamePattern, so they are safe as subject
 // tokens and stream names.
 const (

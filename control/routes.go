@@ -48,6 +48,7 @@ func (s *Server) routes() {
 	s.route("DELETE /api/v1/envs/{env}/flags/{key}", "flags.delete", RoleEditor, s.deleteFlag)
 	s.route("GET /api/v1/envs/{env}/history", "history", RoleViewer, s.history)
 	s.route("GET /api/v1/envs/{env}/sidecars", "sidecars", RoleViewer, s.sidecars)
+	s.route("POST /api/v1/envs/{env}/nats-credentials", "nats-credentials", RoleViewer, s.natsCredentials)
 	s.route("GET /api/v1/envs/{env}/diff", "diff", RoleViewer, s.diff)
 	s.route("POST /api/v1/envs/{env}/rollback", "rollback", RoleViewer, s.rollback)
 	s.route("POST /api/v1/envs/{env}/promote", "promote", RoleEditor, s.promote)
@@ -119,6 +120,7 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, _ principal) e
 	if err != nil {
 		return err
 	}
+	s.notePoll(r, head.Env)
 	etag := snapshotETag(head.Version, head.Hash)
 	w.Header().Set("ETag", etag)
 	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, etag) {

@@ -177,3 +177,18 @@ func TestRegistryBounded(t *testing.T) {
 		}
 	}
 }
+
+// A sidecar without NATS (polling only) is listed in the fleet view through
+// the reports its polls carry.
+func TestPollingSidecarListed(t *testing.T) {
+	c := startCluster(t)
+	s := startSidecar(t, RemoteOptions{ServerURL: c.api, Token: c.token, ID: "pod-poller"})
+	checkfor.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, rep := range c.reg.List("dev") {
+			if rep.ID == "pod-poller" && rep.Via == "http" && rep.State == StatePolling && rep.Version == s.version() && s.version() > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("pod-poller not listed: %+v", c.reg.List("dev"))
+	})
+}

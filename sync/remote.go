@@ -20,6 +20,7 @@ import (
 
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/evaluator"
+	"github.com/pennon-dev/pennon/internal/sign"
 )
 
 // Sync states, the rungs of the degradation ladder, best first.
@@ -40,6 +41,10 @@ type RemoteOptions struct {
 	Token     string // API token (a viewer token is enough)
 	StateDir  string // where the last-known-good copy lives; empty: none
 	Defaults  string // secure defaults flag file; optional
+	// TrustKeys pins the control plane's signing keys (--trust-key). Empty:
+	// the keys are fetched from /api/v1/signing-keys with Token at bootstrap
+	// (trust on first use) and re-fetched when the control plane rotates.
+	TrustKeys []sign.PublicKey
 	ID        string // this sidecar's name in reports; default hostname:pid
 
 	PollInterval   time.Duration // when push is down; default 5s (± 20% jitter)
@@ -71,12 +76,14 @@ type Remote struct {
 	breaker *Breaker
 	creds   *natsCreds // NATS credentials from the control plane (natscreds.go)
 	fresh   freshGate  // coalesces always-fresh checks (fresh.go)
+	v       *verifier  // trusted keys and rejections (verify.go)
 
 	mu          sync.Mutex // guards everything below and serialises installs
 	state       string
 	doc         *config.Document
 	rec         *config.SnapshotRecord
-	lastSync    time.Time // last time we confirmed we were current
+	proof       *config.SignedChangeset // vouches for an unsigned rec built from a pushed changeset
+	lastSync    time.Time               // last time we confirmed we were current
 	lastHB      time.Time
 	leaseUntil  time.Time
 	lastErr     string
@@ -141,6 +148,7 @@ func NewRemote(o RemoteOptions) (*Remote, error) {
 	if r.creds, err = newNATSCreds(r); err != nil {
 		return nil, err
 	}
+	r.v = newVerifier(o)
 	r.setStateLocked(StateStarting, "")
 	// Serve the disk copy (or the defaults) from the first request on, even
 	// before Run has reached the control plane.
@@ -253,13 +261,19 @@ func (r *Remote) pushHealthy() bool {
 // plane answers.
 func (r *Remote) bootstrapLocal() {
 	if r.o.StateDir != "" {
-		rec, err := readLKG(r.o.StateDir, r.o.Env)
+		f, err := readLKGFile(r.o.StateDir, r.o.Env)
 		switch {
 		case err == nil:
-			if err := r.install(rec, "disk", StateDisk); err == nil {
+			if keys := f.trustKeys(); len(keys) > 0 {
+				r.v.setFetched(keys) // kept from the last run; ignored when keys are pinned
+			}
+			if err := r.installChecked(f.rec, f.Proof, "disk", StateDisk, nil); err == nil {
 				return
 			} else {
 				r.log.Warn("last-known-good copy unusable", zap.Error(err))
+				r.mu.Lock()
+				r.lkgErr = err.Error()
+				r.mu.Unlock()
 			}
 		case !errors.Is(err, os.ErrNotExist):
 			r.log.Warn("last-known-good copy ignored", zap.Error(err))
@@ -313,33 +327,68 @@ func (r *Remote) installDefaults() error {
 	return nil
 }
 
-// install validates a snapshot record and serves it.
+// install verifies a snapshot record (signed by the control plane), checks
+// its document and serves it.
 func (r *Remote) install(rec *config.SnapshotRecord, via, state string) error {
+	return r.installChecked(rec, nil, via, state, nil)
+}
+
+// installChecked is install for a record vouched for by its own signature
+// or by proof (the signed changeset it was built from). base is the record
+// we served when the snapshot was requested: if we still serve it, a record
+// at a lower version or with another hash is the control plane's truth and
+// replaces ours (a rewind, logged and counted); otherwise it is stale and
+// ignored.
+func (r *Remote) installChecked(rec *config.SnapshotRecord, proof *config.SignedChangeset, via, state string, base *config.SnapshotRecord) error {
+	kind := rejectSnapshot
+	if via == "disk" {
+		kind = rejectDisk
+	}
+	if why, err := r.verifyRecord(rec, proof); why != "" {
+		r.reject(kind, why, rec.Version, err)
+		return fmt.Errorf("snapshot %d rejected (%s): %w", rec.Version, why, err)
+	}
 	doc, err := config.Parse(rec.Document)
 	if err != nil {
 		return fmt.Errorf("snapshot %d: %w", rec.Version, err)
 	}
 	if doc.Hash() != rec.Hash {
-		return fmt.Errorf("snapshot %d: hash mismatch (have %s, record says %s)", rec.Version, doc.Hash(), rec.Hash)
+		err := fmt.Errorf("snapshot %d: hash mismatch (have %s, record says %s)", rec.Version, doc.Hash(), rec.Hash)
+		r.reject(kind, whyHashMismatch, rec.Version, err)
+		return err
 	}
-	return r.installDoc(rec, doc, via, state)
+	r.accepted(kind)
+	return r.installVerified(rec, doc, proof, via, state, base)
 }
 
 // installDoc serves rec, whose document is already parsed and validated as
 // doc (a pushed changeset applied to the current document needs no second
 // parse of the whole flag set).
 func (r *Remote) installDoc(rec *config.SnapshotRecord, doc *config.Document, via, state string) error {
+	return r.installVerified(rec, doc, nil, via, state, nil)
+}
+
+// installVerified serves a verified record (see installChecked for base).
+func (r *Remote) installVerified(rec *config.SnapshotRecord, doc *config.Document, proof *config.SignedChangeset, via, state string, base *config.SnapshotRecord) error {
 	snap, err := doc.Compile(rec.Version)
 	if err != nil {
 		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.rec != nil && r.rec.Version > rec.Version && state != StateDisk {
-		return nil // never go backwards
+	if cur := r.rec; cur != nil && state != StateDisk && (cur.Version > rec.Version || cur.Version == rec.Version && cur.Hash != rec.Hash) {
+		if base == nil || cur != base {
+			return nil // never go backwards on a stale or unsolicited answer
+		}
+		// The control plane, asked about exactly what we serve, answers
+		// with another flag set: it is the truth (restore from backup,
+		// same-version divergence).
+		r.v.mRewinds.Inc()
+		r.log.Warn("flag set replaced by the control plane's (rewind)", zap.Uint64("fromVersion", cur.Version), zap.String("fromHash", cur.Hash),
+			zap.Uint64("toVersion", rec.Version), zap.String("toHash", rec.Hash), zap.String("via", via))
 	}
 	changed := r.rec == nil || r.rec.Version != rec.Version || r.rec.Hash != rec.Hash
-	r.rec, r.doc = rec, doc
+	r.rec, r.doc, r.proof = rec, doc, proof
 	if state != StateDisk {
 		r.lastSync = time.Now()
 	}
@@ -359,7 +408,7 @@ func (r *Remote) saveLKGLocked() {
 	if r.o.StateDir == "" || r.rec == nil {
 		return
 	}
-	if err := writeLKG(r.o.StateDir, r.rec); err != nil {
+	if err := writeLKGFile(r.o.StateDir, r.rec, r.proof, r.v.keys()); err != nil {
 		r.log.Warn("last-known-good copy not written", zap.Error(err))
 	}
 }
@@ -376,6 +425,8 @@ func (r *Remote) liveState() string {
 
 // poll fetches the snapshot (If-None-Match our version), guarded by the breaker.
 func (r *Remote) poll(ctx context.Context) {
+	r.ensureTrust(ctx, false)
+	base := r.currentRec()
 	rec, err := r.fetchSnapshot(ctx)
 	if err != nil {
 		r.mu.Lock()
@@ -395,7 +446,7 @@ func (r *Remote) poll(ctx context.Context) {
 		r.mu.Unlock()
 		return
 	}
-	if err := r.install(rec, "poll", st); err != nil {
+	if err := r.installChecked(rec, nil, "poll", st, base); err != nil {
 		r.mu.Lock()
 		r.lastErr = err.Error()
 		r.mu.Unlock()
@@ -429,9 +480,17 @@ func (r *Remote) getSnapshot(ctx context.Context) (*config.SnapshotRecord, error
 	req.Header.Set("Authorization", "Bearer "+r.o.Token)
 	r.mu.Lock()
 	if r.rec != nil && r.state != StateDisk {
-		req.Header.Set("If-None-Match", `"`+strconv.FormatUint(r.rec.Version, 10)+`"`)
+		// Our identity (version, hash): the control plane answers 304 only
+		// when both match, so drift at the same version is repaired.
+		req.Header.Set("If-None-Match", `"`+strconv.FormatUint(r.rec.Version, 10)+"-"+r.rec.Hash+`"`)
 	}
+	report := r.reportLocked()
 	r.mu.Unlock()
+	// Polling sidecars appear in the fleet view through their polls: the
+	// report rides on a request they make anyway.
+	if b, err := json.Marshal(report); err == nil {
+		req.Header.Set(config.SidecarReportHeader, string(b))
+	}
 	resp, err := r.http.Do(req)
 	if err != nil {
 		return nil, err
@@ -457,22 +516,21 @@ func (r *Remote) getSnapshot(ctx context.Context) (*config.SnapshotRecord, error
 
 // onChangeset applies a pushed changeset if it is the next version; a
 // duplicate is ignored and a gap is caught up first.
+// onChangeset verifies a pushed changeset (signature over the exact bytes,
+// env, version == Nats-Sequence) and applies it if it is the next version;
+// a duplicate is ignored and a gap is caught up first. Anything that fails
+// verification is rejected and never served.
 func (r *Remote) onChangeset(ctx context.Context, m *nats.Msg) {
-	v, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
-	if err != nil {
-		r.log.Warn("pushed changeset without Nats-Sequence ignored")
+	cs, proof, ok := r.verifiedPush(m)
+	if !ok {
 		return
 	}
-	var cs config.Changeset
-	if err := json.Unmarshal(m.Data, &cs); err != nil {
-		r.log.Warn("malformed pushed changeset ignored", zap.Uint64("version", v), zap.Error(err))
-		return
-	}
-	cs.Version = v
-	r.applyChangeset(ctx, &cs, "push")
+	r.accepted(rejectChangeset)
+	r.applyChangeset(ctx, cs, proof, "push")
 }
 
-func (r *Remote) applyChangeset(ctx context.Context, cs *config.Changeset, via string) {
+// applyChangeset applies a verified changeset in version order.
+func (r *Remote) applyChangeset(ctx context.Context, cs *config.Changeset, proof *config.SignedChangeset, via string) {
 	r.mu.Lock()
 	cur := r.rec
 	r.mu.Unlock()
@@ -485,26 +543,47 @@ func (r *Remote) applyChangeset(ctx context.Context, cs *config.Changeset, via s
 	case cs.Version > cur.Version+1:
 		r.mGaps.Inc()
 		r.log.Info("gap in pushed changesets, catching up", zap.Uint64("have", cur.Version), zap.Uint64("got", cs.Version))
-		r.poll(ctx) // a fresh snapshot covers the gap and this changeset
-		return
+		if !r.catchUp(ctx, cs.Version) {
+			r.poll(ctx) // a fresh snapshot covers the gap and this changeset
+			return
+		}
+	}
+	r.applyVerified(ctx, cs, proof, via)
+}
+
+// applyVerified applies the next verified changeset to what we serve and
+// checks the result against the hash the control plane signed: a mismatch
+// means our base drifted, so we take a snapshot instead of serving it.
+func (r *Remote) applyVerified(ctx context.Context, cs *config.Changeset, proof *config.SignedChangeset, via string) bool {
+	r.mu.Lock()
+	cur := r.rec
+	r.mu.Unlock()
+	if cur == nil || cs.Version != cur.Version+1 {
+		return false
 	}
 	doc, err := r.currentDoc().Apply(cs)
 	if err != nil {
-		r.log.Error("pushed changeset does not apply; resyncing", zap.Uint64("version", cs.Version), zap.Error(err))
+		r.log.Error("changeset does not apply; resyncing", zap.Uint64("version", cs.Version), zap.Error(err))
 		r.poll(ctx)
-		return
+		return false
 	}
 	canonical := doc.Canonical()
 	rec := &config.SnapshotRecord{Env: r.o.Env, Version: cs.Version, Time: cs.Time, Hash: config.DocumentHash(canonical), Document: canonical,
 		FlagVersions: config.NextFlagVersions(cur.FlagVersions, cs)}
-	if err := r.installDoc(rec, doc, via, r.liveState()); err != nil {
-		r.log.Error("pushed changeset rejected; resyncing", zap.Error(err))
+	if rec.Hash != cs.Hash {
+		r.reject(rejectChangeset, whyHashMismatch, cs.Version, fmt.Errorf("applying it to our v%d gives %s, the control plane signed %s: our flag set drifted; taking a snapshot", cur.Version, rec.Hash, cs.Hash))
 		r.poll(ctx)
-		return
+		return false
+	}
+	if err := r.installVerified(rec, doc, proof, via, r.liveState(), nil); err != nil {
+		r.log.Error("changeset rejected; resyncing", zap.Error(err))
+		r.poll(ctx)
+		return false
 	}
 	if !cs.Time.IsZero() {
 		r.mDelay.Observe(time.Since(cs.Time).Seconds())
 	}
+	return true
 }
 
 func (r *Remote) currentDoc() *config.Document {
@@ -517,9 +596,20 @@ func (r *Remote) currentDoc() *config.Document {
 // plane has; a newer version means we missed something.
 func (r *Remote) onHeartbeat(ctx context.Context, m *nats.Msg) {
 	var hb config.Heartbeat
-	if json.Unmarshal(m.Data, &hb) != nil {
+	if err := json.Unmarshal(m.Data, &hb); err != nil {
+		r.reject(rejectHeartbeat, whyMalformed, 0, err)
 		return
 	}
+	why, err := r.verifyHeartbeat(&hb)
+	if why == whyUnknownKey || why == whyNoTrust {
+		r.ensureTrust(ctx, true) // rotated, or not fetched yet
+		why, err = r.verifyHeartbeat(&hb)
+	}
+	if why != "" {
+		r.reject(rejectHeartbeat, why, hb.Version, err)
+		return // no lease, no reconcile: a forged heartbeat changes nothing
+	}
+	r.accepted(rejectHeartbeat)
 	r.mu.Lock()
 	r.lastHB = time.Now()
 	cur := r.rec
@@ -571,6 +661,7 @@ type RemoteStatus struct {
 	AuthError    string         `json:"authError,omitempty"` // the control plane or NATS refused us
 	NATSCredsExp *time.Time     `json:"natsCredentialsExpire,omitempty"`
 	DiskError    string         `json:"lastKnownGoodError,omitempty"`
+	LastRej      *Rejection     `json:"lastRejection,omitempty"` // last input refused before serving (verify.go)
 	Transitions  map[string]int `json:"transitions"`
 	ServerURL    string         `json:"server"`
 	StateDirFile string         `json:"lastKnownGoodFile,omitempty"`
@@ -589,6 +680,7 @@ func (r *Remote) Status() any {
 	for k, v := range r.transitions {
 		st.Transitions[k] = v
 	}
+	st.LastRej = r.lastRejection()
 	if r.rec != nil {
 		st.Version, st.Hash = r.rec.Version, r.rec.Hash
 	}
@@ -631,10 +723,7 @@ func (r *Remote) readyLocked() (bool, string) {
 // publishReport tells the control plane what this sidecar serves.
 func (r *Remote) publishReport(nc *nats.Conn) {
 	r.mu.Lock()
-	rep := config.SidecarReport{ID: r.o.ID, Env: r.o.Env, State: r.state, Time: time.Now().UTC(), AppliedAt: r.lastSync.UTC()}
-	if r.rec != nil {
-		rep.Version, rep.Hash = r.rec.Version, r.rec.Hash
-	}
+	rep := r.reportLocked()
 	r.mu.Unlock()
 	subject := r.creds.reportSubject()
 	if subject == "" {
@@ -642,4 +731,13 @@ func (r *Remote) publishReport(nc *nats.Conn) {
 	}
 	b, _ := json.Marshal(rep)
 	_ = nc.Publish(subject, b)
+}
+
+// reportLocked is what this sidecar says about itself.
+func (r *Remote) reportLocked() config.SidecarReport {
+	rep := config.SidecarReport{ID: r.o.ID, Env: r.o.Env, State: r.state, Time: time.Now().UTC(), AppliedAt: r.lastSync.UTC()}
+	if r.rec != nil {
+		rep.Version, rep.Hash = r.rec.Version, r.rec.Hash
+	}
+	return rep
 }
