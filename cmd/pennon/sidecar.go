@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
+	"github.com/pennon-dev/pennon/flagdgrpc"
 	"github.com/pennon-dev/pennon/proxy"
 	flagsync "github.com/pennon-dev/pennon/sync"
 )
@@ -25,6 +26,8 @@ func init() {
 type sidecarOptions struct {
 	addr, file, logFormat, logLevel string
 	healthAddr                      string
+	// flagd's gRPC services (flagdgrpc); empty disables each
+	grpcAddr, syncAddr string
 	// remote mode
 	env, server, natsURL, token, stateDir, defaults string
 	tokenFile, natsCA                               string
@@ -52,6 +55,8 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.stateDir, "state-dir", "", "remote mode: directory for the last-known-good copy")
 	fs.StringVar(&o.defaults, "defaults", "", "remote mode: secure defaults flag file, served when nothing else is available")
 	fs.DurationVar(&o.poll, "poll-interval", 5*time.Second, "remote mode: polling interval when push is down (± 20% jitter)")
+	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:8013", "flagd evaluation service (gRPC, for flagd providers in RPC mode); empty disables it")
+	fs.StringVar(&o.syncAddr, "sync-addr", "127.0.0.1:8015", "flagd sync service (gRPC, for flagd providers in in-process mode); empty disables it")
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow listening on a non-loopback address")
 	fs.StringVar(&o.healthAddr, "health-addr", "", "optional second listener for /healthz, /readyz and /metrics only (for kubelet probes and Prometheus), e.g. 0.0.0.0:8017")
 	fs.IntVar(&o.maxBody, "max-body-bytes", 64<<10, "largest accepted request body")
@@ -114,6 +119,10 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	grpcSrv, err := flagdServices(o, src, name, log)
+	if err != nil {
+		return err
+	}
 	if ready != nil {
 		ready <- srv.Addr()
 	}
@@ -121,10 +130,62 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 	wctx, stopWatch := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() { defer wg.Done(); run(wctx) }()
-	err = srv.Serve(ctx)
+	// The gRPC services live as long as the OFREP server; if they fail, the
+	// sidecar stops rather than serve one protocol silently.
+	sctx, stopServe := context.WithCancel(ctx)
+	var grpcErr error
+	if grpcSrv != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if grpcErr = grpcSrv.Serve(sctx); grpcErr != nil {
+				stopServe()
+			}
+		}()
+	}
+	err = srv.Serve(sctx)
+	stopServe()
 	stopWatch()
 	wg.Wait()
+	if err == nil {
+		err = grpcErr
+	}
 	return err
+}
+
+// flagdServices builds flagd's gRPC services (nil when both are disabled)
+// and binds their ports. The sync service needs the flag document: a source
+// that keeps it is used directly; a file is read again on every change; a
+// source with neither runs without the sync service and says so once.
+func flagdServices(o sidecarOptions, src proxy.Source, name string, log *zap.Logger) (*flagdgrpc.Server, error) {
+	if o.grpcAddr == "" && o.syncAddr == "" {
+		return nil, nil
+	}
+	fo := flagdgrpc.Options{EvalAddr: o.grpcAddr, SyncAddr: o.syncAddr, AllowRemote: o.allowRemote, Source: src,
+		SourceName: name, Logger: log, DrainTimeout: o.drain}
+	if _, ok := src.(flagdgrpc.DocumentSource); !ok && o.syncAddr != "" {
+		if o.file != "" {
+			docs, err := flagdgrpc.NewFileDocuments(src, o.file)
+			if err != nil {
+				return nil, err
+			}
+			fo.Documents = docs
+		} else {
+			log.Warn("flagd sync service disabled: this flag source does not expose its document", zap.String("source", name), zap.String("sync-addr", o.syncAddr))
+			fo.SyncAddr = ""
+			if fo.EvalAddr == "" {
+				return nil, nil
+			}
+		}
+	}
+	g, err := flagdgrpc.New(fo)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.Listen(); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // sidecarSource picks the flag source: a watched file, or an environment
