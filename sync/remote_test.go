@@ -48,6 +48,7 @@ type cluster struct {
 	token   string // viewer on dev
 	admin   string
 	store   *config.Store
+	key     *sign.Key
 	stop    func()
 	stopped bool
 }
@@ -58,7 +59,11 @@ func startCluster(t *testing.T, opts ...func(*control.Options)) *cluster {
 	ns := natsrun.StartTest(t)
 	nc := natsrun.ConnectTest(t, ns)
 	js, _ := jetstream.New(nc)
-	store, err := config.OpenStore(ctx, js, config.StoreOptions{})
+	key, err := sign.Generate() // the control plane signs; sidecars verify
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := config.OpenStore(ctx, js, config.StoreOptions{Signer: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +81,8 @@ func startCluster(t *testing.T, opts ...func(*control.Options)) *cluster {
 		t.Fatal(err)
 	}
 	reg, _ := NewRegistry(nc, RegistryOptions{Verifier: ns.Keys, Envs: store.EnvNames, LostAfter: time.Second})
-	apiOpts := control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Sidecars: reg, JetStream: js, NATS: ns.Keys}
+	apiOpts := control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Sidecars: reg, JetStream: js, NATS: ns.Keys,
+		Signer: key, Trust: sign.NewTrust(key.Public())}
 	for _, o := range opts {
 		o(&apiOpts)
 	}
@@ -92,7 +98,7 @@ func startCluster(t *testing.T, opts ...func(*control.Options)) *cluster {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = api.Serve(rctx) }()
 	go func() { defer wg.Done(); RunHeartbeats(rctx, nc, store, 50*time.Millisecond, zap.NewNop()) }()
-	c := &cluster{ns: ns, reg: reg, api2: api, nats: ns.ClientURL(), api: "http://" + api.Addr(), token: viewer, admin: admin, store: store}
+	c := &cluster{ns: ns, reg: reg, api2: api, nats: ns.ClientURL(), api: "http://" + api.Addr(), token: viewer, admin: admin, store: store, key: key}
 	c.stop = func() {
 		if c.stopped {
 			return
