@@ -24,6 +24,7 @@ import (
 	"github.com/pennon-dev/pennon/internal/checkfor"
 	"github.com/pennon-dev/pennon/internal/faultnet"
 	"github.com/pennon-dev/pennon/internal/natsrun"
+	"github.com/pennon-dev/pennon/internal/sign"
 	"github.com/pennon-dev/pennon/proxy"
 )
 
