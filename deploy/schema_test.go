@@ -203,6 +203,7 @@ func TestValuesSchema(t *testing.T) {
 		{"ratio", map[string]any{"monitoring": map[string]any{"alerts": map[string]any{"errorRatio": 2.0}}}, "values.monitoring.alerts.errorRatio: 2 is above the maximum 1"},
 		{"trust key", map[string]any{"sidecar": map[string]any{"trustKeys": []any{"abc"}}}, `values.sidecar.trustKeys[0]: "abc" does not match`},
 		{"auth secret name", map[string]any{"nats": map[string]any{"auth": map[string]any{"existingSecret": "Bad_Name"}}}, `values.nats.auth.existingSecret: "Bad_Name" does not match`},
+		{"password in nats url", map[string]any{"nats": map[string]any{"url": "nats://pennon:hunter2@nats:4222"}}, `values.nats.url: "nats://pennon:hunter2@nats:4222" does not match`},
 		{"pull policy", map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}, "values.image.pullPolicy: Sometimes is not one of"},
 	}
 	for _, tc := range tests {
