@@ -2,7 +2,9 @@ package deploy
 
 import (
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -403,6 +405,77 @@ func checkTokenPrivate(errs *[]string, at string, pod *corev1.PodSpec, sidecar *
 			if m.Name == src.volume {
 				errorf(errs, "%s: the token volume %s is also mounted by container %s; only the sidecar may read its token", at, src.volume, c.Name)
 			}
+		}
+	}
+}
+
+// secretRef is a Secret volume or projected source.
+type secretRef struct {
+	name     string
+	items    []corev1.KeyToPath
+	optional *bool
+}
+
+// TestDocsCreateTheSecrets: the `kubectl create secret` commands in
+// docs/deploy.md create exactly the Secrets and keys the manifests mount
+// (optional ones aside), so following the documentation starts every pod.
+func TestDocsCreateTheSecrets(t *testing.T) {
+	o := &objects{}
+	for _, f := range []string{"nats.yaml", "control.yaml", "example-app.yaml"} {
+		b, err := os.ReadFile(filepath.Join("k8s", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		decodeAll(t, o, f, b)
+	}
+	used := map[string]bool{} // "secret/key"
+	for _, w := range o.workloads() {
+		for _, v := range w.template.Spec.Volumes {
+			var refs []secretRef
+			if v.Secret != nil {
+				refs = append(refs, secretRef{v.Secret.SecretName, v.Secret.Items, v.Secret.Optional})
+			}
+			if v.Projected != nil {
+				for _, s := range v.Projected.Sources {
+					if s.Secret != nil {
+						refs = append(refs, secretRef{s.Secret.Name, s.Secret.Items, s.Secret.Optional})
+					}
+				}
+			}
+			for _, r := range refs {
+				if r.optional != nil && *r.optional {
+					continue
+				}
+				if len(r.items) == 0 {
+					t.Errorf("%s volume %s: Secret %s without items; name the keys so a missing one fails the mount", w.name, v.Name, r.name)
+				}
+				for _, it := range r.items {
+					used[r.name+"/"+it.Key] = true
+				}
+			}
+		}
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "deploy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.ReplaceAll(string(doc), "\\\n", " ")
+	created := map[string]bool{}
+	cmd := regexp.MustCompile(`create secret generic (\S+)((?:\s+--from-(?:file|literal)=\S+)+)`)
+	key := regexp.MustCompile(`--from-(?:file|literal)=([^=\s]+)=`)
+	for _, m := range cmd.FindAllStringSubmatch(text, -1) {
+		for _, k := range key.FindAllStringSubmatch(m[2], -1) {
+			created[m[1]+"/"+k[1]] = true
+		}
+	}
+	for k := range used {
+		if !created[k] {
+			t.Errorf("the manifests mount %s, but docs/deploy.md creates no such Secret key", k)
+		}
+	}
+	for k := range created {
+		if !used[k] {
+			t.Errorf("docs/deploy.md creates %s, which no manifest mounts", k)
 		}
 	}
 }
