@@ -532,33 +532,53 @@ func operand(e *env, n node) float64 {
 	return f
 }
 
+// nullPassing wraps the node of a unary arithmetic operator written without
+// an argument array ({"+": {"var": "x"}}): flagd's library returns null for
+// a null operand there instead of failing, because it checks the evaluated
+// argument for null before converting it.
+func nullPassing(raw any, ns []node, n node) node {
+	if _, bare := raw.(map[string]any); !bare {
+		return n
+	}
+	arg := ns[0]
+	return func(e *env) any {
+		if arg(e) == nil {
+			return nil
+		}
+		return n(e)
+	}
+}
+
 func (c *compiler) compilePlus(op string, raw any, path string) node {
 	ns := c.compileArgs(op, raw, path)
 	c.fallible++
-	return func(e *env) any {
+	return nullPassing(raw, ns, func(e *env) any {
 		sum := 0.0
 		for _, n := range ns {
 			sum += operand(e, n)
 		}
 		return sum
-	}
+	})
 }
 
 func (c *compiler) compileTimes(op string, raw any, path string) node {
 	ns := c.compileArgs(op, raw, path)
 	c.fallible++
-	return func(e *env) any {
+	return nullPassing(raw, ns, func(e *env) any {
 		p := 1.0
 		for _, n := range ns {
 			p *= operand(e, n)
 		}
 		return p
-	}
+	})
 }
 
 func (c *compiler) compileMinus(op string, raw any, path string) node {
 	ns := c.compileArgs(op, raw, path)
 	c.fallible++
+	if _, bare := raw.(map[string]any); bare {
+		return nullPassing(raw, ns, func(e *env) any { return -operand(e, ns[0]) })
+	}
 	switch len(ns) {
 	case 1:
 		return func(e *env) any { return -operand(e, ns[0]) }
