@@ -49,6 +49,18 @@ func TestFlagdEdgeCases(t *testing.T) {
 			"fractional.go: as for a number → null",
 			`{"fractional": [{"var": "o"}, ["red", 50], ["green", 50]]}`, `{"o": {"a": 1}, "targetingKey": "user-1"}`, "blue", ReasonDefault, ""},
 
+		{"fractional bucketing value built with cat is trimmed",
+			"jsonlogic strings.go: concat returns strings.TrimSpace of the joined values, so \" user-1 \" buckets as \"user-1\"",
+			`{"fractional": [{"cat": [{"var": "email"}]}, ["red", 50], ["green", 50]]}`, `{"email": "  f-user-1  "}`,
+			bucketOf("f-user-1", []string{"red", "green"}, []uint64{50, 50}), ReasonTargetingMatch, ""},
+		{"fractional bucketing value built with cat of a boolean is a parse error",
+			"jsonlogic: concat → typing.ToString(bool) panics → PARSE_ERROR",
+			`{"fractional": [{"cat": [{"var": "$flagd.flagKey"}, {"var": "b"}]}, ["red", 50], ["green", 50]]}`, `{"b": true}`,
+			"", ReasonError, CodeParseError},
+		{"cat writes numbers without an exponent",
+			"jsonlogic: typing.ToString uses strconv.FormatFloat(f, 'f', -1, 64)",
+			`{"if": [{"==": [{"cat": [{"var": "n"}]}, "1000000000000000000000"]}, "red", "green"]}`, `{"n": 1e21}`, "red", ReasonTargetingMatch, ""},
+
 		// --- fractional: the targeting key ---------------------------------
 		{"fractional without targetingKey is the default",
 			"fractional.go: shorthand needs a string targetingKey → null",

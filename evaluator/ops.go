@@ -417,19 +417,37 @@ func (c *compiler) compileIn(op string, raw any, path string) node {
 	}
 }
 
+// failCat is why an evaluation fails when cat meets a non-string value.
+const failCat = "cat got a boolean, an array or an object; flagd's JSON Logic aborts such an evaluation and answers PARSE_ERROR"
+
+// compileCat is cat as flagd's JSON Logic library computes it, which is
+// what fractional bucketing values built with cat hash: null adds nothing,
+// numbers are written in plain decimal (strconv 'f', no exponent), a
+// boolean, array or object aborts the evaluation, and the result is trimmed
+// of surrounding white space. A bare string argument is returned as is.
 func (c *compiler) compileCat(op string, raw any, path string) node {
+	if s, ok := raw.(string); ok {
+		c.nodes++
+		return constNode(s)
+	}
 	ns := c.compileArgs(op, raw, path)
+	c.fallible++
 	return func(e *env) any {
 		var b strings.Builder
 		for _, n := range ns {
-			v := n(e)
-			if s, ok := v.(string); ok {
-				b.WriteString(s)
-			} else if v != nil {
-				b.WriteString(toString(v))
+			switch v := n(e).(type) {
+			case string:
+				b.WriteString(v)
+			case nil:
+			case float64:
+				var num [32]byte
+				b.Write(strconv.AppendFloat(num[:0], v, 'f', -1, 64))
+			default:
+				e.fail = failCat
+				return nil
 			}
 		}
-		return b.String()
+		return strings.TrimSpace(b.String())
 	}
 }
 
