@@ -123,7 +123,9 @@ type fracBuckets struct {
 // fracWeight applies flagd's weight rules to one number: whole numbers only,
 // at most 2^31-1, negatives count as 0.
 func fracWeight(w float64) (uint64, bool) {
-	if math.IsNaN(w) || w != math.Trunc(w) || w > maxFractionalWeight {
+	// flagd checks w == float64(int64(w)): NaN, ±Inf, fractions and
+	// numbers outside int64 all fail it.
+	if math.IsNaN(w) || math.IsInf(w, 0) || w != math.Trunc(w) || w < math.MinInt64 || w > maxFractionalWeight {
 		return 0, false
 	}
 	if w < 0 {
