@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/control"
+	"github.com/pennon-dev/pennon/internal/natsauth"
 	"github.com/pennon-dev/pennon/internal/natsrun"
 	flagsync "github.com/pennon-dev/pennon/sync"
 )
@@ -31,16 +31,26 @@ func init() {
 // serverOptions are the control plane's settings.
 type serverOptions struct {
 	addr, data, natsURL, natsAddr string
-	replicas, snapshotEvery       int
-	adminTokenFile                string
-	envs                          []string // name or name:protected
-	heartbeat                     time.Duration
-	logFormat, logLevel           string
+	// External NATS: the control plane's own credentials, the account seed
+	// it mints sidecar credentials with, and the CA for TLS.
+	natsCreds, natsAccountSeed, natsCA string
+	// Embedded NATS: TLS certificate and key (optional).
+	natsTLSCert, natsTLSKey string
+	sidecarCredsTTL         time.Duration
+	sidecarLostAfter        time.Duration
+	replicas, snapshotEvery int
+	adminTokenFile          string
+	envs                    []string // name or name:protected
+	heartbeat               time.Duration
+	logFormat, logLevel     string
+	// Signing key file (default <data>/keys/signing.key) and retired public keys (default retired.pub beside it).
+	signingKeyFile, trustedKeysFile string
 }
 
 // runningServer is a started control plane. Close stops it and waits.
 type runningServer struct {
-	NATS       *server.Server // nil with an external cluster
+	NATS       *natsrun.Server // nil with an external cluster
+	NATSKeys   *natsauth.Keys  // mints sidecar credentials; nil: sidecars can only poll
 	NATSURL    string
 	Conn       *nats.Conn
 	Store      *config.Store
@@ -80,12 +90,31 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 		if err := os.MkdirAll(o.data, 0o700); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
 		}
-		ns, err := natsrun.Start(natsrun.Options{DataDir: filepath.Join(o.data, "jetstream"), Host: host, Port: port, SyncAlways: true, ServerName: "pennon"})
+		keys, created, err := natsauth.LoadOrCreate(filepath.Join(o.data, "nats"))
 		if err != nil {
 			return nil, err
 		}
-		rs.NATS, url = ns, ns.ClientURL()
-		log.Info("embedded NATS JetStream started", zap.String("url", url), zap.String("data", o.data), zap.Bool("syncAlways", true))
+		if created {
+			log.Info("NATS operator and account keys created", zap.String("dir", filepath.Join(o.data, "nats")))
+		}
+		ns, err := natsrun.Start(natsrun.Options{DataDir: filepath.Join(o.data, "jetstream"), Host: host, Port: port, SyncAlways: true, ServerName: "pennon",
+			Keys: keys, TLSCert: o.natsTLSCert, TLSKey: o.natsTLSKey})
+		if err != nil {
+			return nil, err
+		}
+		rs.NATS, rs.NATSKeys, url = ns, keys, ns.ClientURL()
+		if o.natsTLSCert != "" {
+			url = strings.Replace(url, "nats://", "tls://", 1)
+		}
+		log.Info("embedded NATS JetStream started with authorization (operator mode, no anonymous access)", zap.String("url", url), zap.String("data", o.data), zap.Bool("syncAlways", true), zap.Bool("tls", o.natsTLSCert != ""))
+	} else if o.natsAccountSeed != "" {
+		keys, err := natsauth.LoadAccount(o.natsAccountSeed)
+		if err != nil {
+			return nil, err
+		}
+		rs.NATSKeys = keys
+	} else {
+		log.Warn("no NATS account seed (--nats-account-seed-file): sidecars get no NATS credentials and can only poll")
 	}
 	rs.NATSURL = url
 	fail := func(err error) (*runningServer, error) {
@@ -98,16 +127,35 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 		}
 		return nil, err
 	}
-	nc, err := nats.Connect(url, nats.Name("pennon-control"), nats.MaxReconnects(-1))
+	copts := []nats.Option{nats.Name("pennon-control"), nats.MaxReconnects(-1)}
+	switch {
+	case rs.NATS != nil:
+		c, err := rs.NATS.ControlCredential()
+		if err != nil {
+			return fail(err)
+		}
+		copts = append(copts, nats.UserJWTAndSeed(c.JWT, string(c.Seed)))
+	case o.natsCreds != "":
+		copts = append(copts, nats.UserCredentials(o.natsCreds))
+	}
+	if o.natsCA != "" {
+		copts = append(copts, nats.RootCAs(o.natsCA))
+	}
+	nc, err := nats.Connect(url, copts...)
 	if err != nil {
-		return fail(fmt.Errorf("connect to NATS at %s: %w", url, err))
+		return fail(fmt.Errorf("connect to NATS at %s: %w", flagsync.RedactURL(url), err))
 	}
 	rs.Conn = nc
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fail(err)
 	}
-	if rs.Store, err = config.OpenStore(ctx, js, config.StoreOptions{Replicas: o.replicas, SnapshotEvery: o.snapshotEvery, Logger: log}); err != nil {
+	sig, err := loadSigning(o, log)
+	if err != nil {
+		return fail(err)
+	}
+	if rs.Store, err = config.OpenStore(ctx, js, config.StoreOptions{Replicas: o.replicas, SnapshotEvery: o.snapshotEvery, Logger: log,
+		Signer: sig.key, Trust: sig.trust, OnForeign: sig.onForeign}); err != nil {
 		return fail(err)
 	}
 	if rs.Tokens, err = control.OpenTokens(ctx, js, o.replicas, nil); err != nil {
@@ -123,13 +171,22 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 			return fail(fmt.Errorf("env %s: %w", spec, err))
 		}
 	}
-	reg, err := flagsync.NewRegistry(nc)
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sig.foreign)
+	regOpts := flagsync.RegistryOptions{Envs: rs.Store.EnvNames, LostAfter: o.sidecarLostAfter, Logger: log, Metrics: promReg}
+	if rs.NATSKeys != nil {
+		regOpts.Verifier = rs.NATSKeys
+	}
+	reg, err := flagsync.NewRegistry(nc, regOpts)
 	if err != nil {
 		return fail(err)
 	}
-	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	api, err := control.New(control.Options{Addr: o.addr, Store: rs.Store, Tokens: rs.Tokens, Logger: log, Registry: promReg, Sidecars: reg, JetStream: js, Replicas: o.replicas})
+	apiOpts := control.Options{Addr: o.addr, Store: rs.Store, Tokens: rs.Tokens, Logger: log, Registry: promReg, Sidecars: reg, JetStream: js, Replicas: o.replicas,
+		SidecarCredentialTTL: o.sidecarCredsTTL, Signer: sig.key, Trust: sig.trust, DataDir: o.data}
+	if rs.NATSKeys != nil {
+		apiOpts.NATS = rs.NATSKeys
+	}
+	api, err := control.New(apiOpts)
 	if err != nil {
 		return fail(err)
 	}
@@ -203,6 +260,9 @@ func (l *listFlag) Set(v string) error {
 }
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && serverSubcommands[args[0]] != nil {
+		return serverSubcommands[args[0]](ctx, args[1:], stdout, stderr)
+	}
 	fs := newFlagSet("server", "pennon server [--addr 127.0.0.1:8080] [--data ./pennon-data] [--env dev --env production:protected]",
 		"Runs the control plane: the admin API and the versioned flag store. By default it embeds a\n"+
 			"NATS JetStream server (fsync on every write) with its data in --data; --nats-url uses an\n"+
@@ -213,9 +273,18 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.data, "data", "./pennon-data", "data directory for the embedded NATS JetStream store")
 	fs.StringVar(&o.natsURL, "nats-url", "", "external NATS JetStream cluster URL (disables the embedded server)")
 	fs.StringVar(&o.natsAddr, "nats-addr", "127.0.0.1:4222", "where the embedded NATS server listens for sidecars")
+	fs.StringVar(&o.natsCreds, "nats-creds", "", "external NATS: the control plane's credentials file (control-plane.creds from `pennon server nats-config`)")
+	fs.StringVar(&o.natsAccountSeed, "nats-account-seed-file", "", "external NATS: the PENNON account seed (account.seed from `pennon server nats-config`), to mint sidecar credentials")
+	fs.StringVar(&o.natsCA, "nats-ca", "", "external NATS over TLS: PEM file of the CAs that sign the NATS servers' certificates")
+	fs.StringVar(&o.natsTLSCert, "nats-tls-cert", "", "embedded NATS: serve TLS with this certificate (PEM)")
+	fs.StringVar(&o.natsTLSKey, "nats-tls-key", "", "embedded NATS: the TLS certificate's private key (PEM)")
+	fs.DurationVar(&o.sidecarCredsTTL, "sidecar-credentials-ttl", time.Hour, "lifetime of the NATS credentials minted for sidecars (they renew before expiry)")
+	fs.DurationVar(&o.sidecarLostAfter, "sidecar-lost-after", 15*time.Second, "a sidecar silent this long is listed as lost")
 	fs.IntVar(&o.replicas, "replicas", 1, "JetStream replicas for streams and buckets (3 on a cluster)")
 	fs.IntVar(&o.snapshotEvery, "snapshot-every", 20, "write a full snapshot every N changesets")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "read the admin token from this file (or write the generated one there)")
+	fs.StringVar(&o.signingKeyFile, "signing-key-file", "", "ed25519 key that signs changesets, snapshots and heartbeats (secret; must exist; default <data>/keys/signing.key, created on first start)")
+	fs.StringVar(&o.trustedKeysFile, "trusted-keys-file", "", "retired public keys still trusted for what they signed, one ed25519:... per line (default retired.pub next to the signing key, if present)")
 	fs.Var(&envs, "env", "environment to create if missing (repeatable; name or name:protected)")
 	fs.DurationVar(&o.heartbeat, "heartbeat", time.Second, "heartbeat interval (freshness leases)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
@@ -237,7 +306,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if rs.AdminToken != "" {
 		fmt.Fprintf(stdout, "Admin token (shown once, stored only as a hash):\n  %s\n", rs.AdminToken)
 	}
-	fmt.Fprintf(stdout, "Control plane: http://%s   NATS: %s\n", rs.API.Addr(), rs.NATSURL)
+	fmt.Fprintf(stdout, "Control plane: http://%s   NATS: %s\n", rs.API.Addr(), flagsync.RedactURL(rs.NATSURL))
 	<-ctx.Done()
 	log.Info("shutting down")
 	return rs.Close()

@@ -36,6 +36,9 @@ type sidecarOptions struct {
 	maxBody                                         int
 	cacheMB                                         int
 	reload, drain                                   time.Duration
+	// remote mode: pinned signing keys (sidecar_trust.go)
+	trustKeys    listFlag
+	trustKeyFile string
 }
 
 func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -51,6 +54,8 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.natsURL, "nats", "nats://127.0.0.1:4222", "remote mode: NATS URL for pushed changes (empty: poll only)")
 	fs.StringVar(&o.token, "token", "", "remote mode: API token (a viewer token is enough); prefer --token-file or PENNON_TOKEN: a command line is visible in ps")
 	fs.StringVar(&o.tokenFile, "token-file", "", "remote mode: read the API token from this file (e.g. a mounted Kubernetes Secret)")
+	fs.Var(&o.trustKeys, "trust-key", "remote mode: pin the control plane's signing key, ed25519:... (repeatable; during a rotation give old and new); without it the keys are fetched from the control plane on first use")
+	fs.StringVar(&o.trustKeyFile, "trust-key-file", "", "remote mode: pin the signing keys listed in this file (one ed25519:... per line)")
 	fs.StringVar(&o.natsCA, "nats-ca", "", "remote mode: PEM file of the CAs that sign the NATS servers' TLS certificates")
 	fs.StringVar(&o.stateDir, "state-dir", "", "remote mode: directory for the last-known-good copy")
 	fs.StringVar(&o.defaults, "defaults", "", "remote mode: secure defaults flag file, served when nothing else is available")
@@ -198,7 +203,11 @@ func sidecarSource(o sidecarOptions, log *zap.Logger, reg prometheus.Registerer)
 		}
 		return src, src.Run, "file:" + o.file, nil
 	}
-	r, err := flagsync.NewRemote(flagsync.RemoteOptions{Env: o.env, ServerURL: o.server, NATSURL: o.natsURL, NATSCA: o.natsCA, Token: o.token,
+	pins, err := o.pinnedKeys()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	r, err := flagsync.NewRemote(flagsync.RemoteOptions{TrustKeys: pins, Env: o.env, ServerURL: o.server, NATSURL: o.natsURL, NATSCA: o.natsCA, Token: o.token,
 		StateDir: o.stateDir, Defaults: o.defaults, PollInterval: o.poll, Logger: log, Registry: reg})
 	if err != nil {
 		return nil, nil, "", err
