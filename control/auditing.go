@@ -57,11 +57,14 @@ func (s *Server) deny(ctx context.Context, p principal, action, env, target stri
 
 func (s *Server) recordSuppressed(ctx context.Context, w *denyWindow) {
 	s.log.Warn("denied requests not audited one by one (rate limit)", zap.String("token", w.id), zap.Int("suppressed", w.suppressed), zap.Time("from", w.start))
-	s.record(ctx, principal{}, "deny.suppressed", "", w.id, "suppressed", map[string]any{
+	e := AuditEntry{Actor: w.actor, Action: "deny.suppressed", Target: w.id, Outcome: "suppressed", Details: map[string]any{
 		"token": w.actor, "suppressed": w.suppressed, "written": w.written,
 		"from": w.start.UTC(), "to": w.last.UTC(), "actions": w.actions,
 		"note": fmt.Sprintf("more than %d denials in %s from this token: the rest are counted here", s.denials.limit, s.denials.window),
-	})
+	}}
+	if _, err := s.audit.Append(ctx, e); err != nil {
+		s.log.Error("audit entry not written", zap.String("action", e.Action), zap.Error(err))
+	}
 }
 
 // flushDenials writes the summaries of rate-limit windows that ended, so a

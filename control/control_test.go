@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pennon-dev/pennon/config"
-	"github.com/pennon-dev/pennon/internal/sign"
 	"github.com/pennon-dev/pennon/internal/natsrun"
+	"github.com/pennon-dev/pennon/internal/sign"
 )
 
 type fixture struct {
