@@ -177,6 +177,10 @@ func (p *plan) admit(t time.Time) (send, measured bool) {
 
 // work is one worker: one connection's worth of requests, closed or open loop.
 func (p *plan) work(ctx context.Context, w int, rec *recorder) {
+	if p.opts.Scenario.rpc != nil {
+		p.workGRPC(ctx, w, rec)
+		return
+	}
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -190,7 +194,19 @@ func (p *plan) work(ctx context.Context, w int, rec *recorder) {
 	c := newConn(p.addr, p.opts.Timeout)
 	defer c.close()
 	g := newGenerator(p.opts.Seed, w, p.opts.Scenario.poolSize())
+	p.drive(ctx, rec, w, func() (int, error) {
+		path, body := p.opts.Scenario.next(g)
+		req.SetRequestURI(path)
+		req.SetBodyRaw(body)
+		err := c.do(req, resp)
+		return status(resp, err), err
+	})
+}
 
+// drive sends requests with send, closed or open loop, until the plan's
+// bounds or ctx end it, and records each measured one. sendOne builds and
+// sends one request and returns its status (200 = success) and error.
+func (p *plan) drive(ctx context.Context, rec *recorder, w int, sendOne func() (int, error)) {
 	var (
 		interval time.Duration
 		next     time.Time
@@ -206,10 +222,6 @@ func (p *plan) work(ctx context.Context, w int, rec *recorder) {
 		defer timer.Stop()
 	}
 	for ctx.Err() == nil {
-		path, body := p.opts.Scenario.next(g)
-		req.SetRequestURI(path)
-		req.SetBodyRaw(body)
-
 		var begin time.Time
 		if interval > 0 {
 			intended := next
@@ -234,21 +246,21 @@ func (p *plan) work(ctx context.Context, w int, rec *recorder) {
 			if !send {
 				return
 			}
-			err := c.do(req, resp)
+			code, err := sendOne()
 			prevEnd = time.Now()
 			if measured {
-				rec.record(prevEnd.Sub(begin).Nanoseconds(), status(resp, err), err)
+				rec.record(prevEnd.Sub(begin).Nanoseconds(), code, err)
 			}
 			continue
 		}
 		begin = time.Now()
-		send, measured := p.admit(begin)
-		if !send {
+		ok, measured := p.admit(begin)
+		if !ok {
 			return
 		}
-		err := c.do(req, resp)
+		code, err := sendOne()
 		if measured {
-			rec.record(time.Since(begin).Nanoseconds(), status(resp, err), err)
+			rec.record(time.Since(begin).Nanoseconds(), code, err)
 		}
 	}
 }

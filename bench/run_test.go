@@ -78,6 +78,16 @@ func startResponder(t *testing.T, fail bool) (*Target, *ofrepResponder) {
 
 func TestRunScenarios(t *testing.T) {
 	tg, r := startResponder(t, false)
+	// gRPC scenarios need a gRPC server: the sidecar's flagd service.
+	grpcTarget, err := StartPennonGRPC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := grpcTarget.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	for _, name := range ScenarioNames() {
 		for _, rate := range []float64{0, 2000} {
 			t.Run(name+"/"+modeName(rate), func(t *testing.T) {
@@ -86,8 +96,12 @@ func TestRunScenarios(t *testing.T) {
 					t.Fatal(err)
 				}
 				var progress bytes.Buffer
+				url := tg.URL
+				if sc.GRPC() {
+					url = grpcTarget.URL
+				}
 				res, err := Run(context.Background(), Options{
-					URL: tg.URL, Scenario: sc, Connections: 4, Rate: rate,
+					URL: url, Scenario: sc, Connections: 4, Rate: rate,
 					Requests: 300, Duration: time.Minute, Progress: &progress, Headers: []string{"X-Api-Key: secret"},
 				})
 				if err != nil {

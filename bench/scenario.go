@@ -6,6 +6,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	evalv1 "github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/evaluation/v1"
 )
 
 // FlagKeys names the flags scenarios evaluate, so the same scenarios run
@@ -29,6 +33,10 @@ type Scenario struct {
 	// next writes one request's path and body. It is called by one worker
 	// at a time with that worker's generator; pools it reads are immutable.
 	next func(g *generator) (path string, body []byte)
+	// rpc, when set, makes the scenario a gRPC one: workers call flagd's
+	// ResolveBoolean with the request it returns instead of sending next's
+	// OFREP request (which then only documents the equivalent question).
+	rpc func(g *generator) *evalv1.ResolveBooleanRequest
 }
 
 // generator is one worker's private request-generation state.
@@ -67,6 +75,8 @@ var scenarioDocs = map[string]string{
 	"bulk":       "bulk evaluation of all flags (POST /ofrep/v1/evaluate/flags), contexts from 1,000 users",
 	"mix":        "realistic mix: 40% targeting, 30% fractional, 20% static, 10% bulk; 50,000 distinct users, Zipf-distributed",
 	"unique":     "cache-hostile: every request a never-seen-before context on the targeting flag",
+	"grpc-static": "the static scenario over flagd's gRPC evaluation service: ResolveBoolean of the static flag, one fixed context " +
+		"(target a sidecar's --grpc-addr, e.g. grpc=http://127.0.0.1:8013, or pennon-grpc)",
 }
 
 const (
@@ -125,6 +135,12 @@ func NewScenario(name string, keys FlagKeys) (Scenario, error) {
 				return bulkPath, body
 			}
 		}
+	case "grpc-static":
+		body := []byte(`{"context":{"targetingKey":"user-1"}}`)
+		s.next = func(*generator) (string, []byte) { return static, body }
+		req := &evalv1.ResolveBooleanRequest{FlagKey: keys.Static, Context: &structpb.Struct{
+			Fields: map[string]*structpb.Value{"targetingKey": structpb.NewStringValue("user-1")}}}
+		s.rpc = func(*generator) *evalv1.ResolveBooleanRequest { return req }
 	case "unique":
 		s.next = func(g *generator) (string, []byte) {
 			g.n++
@@ -134,6 +150,10 @@ func NewScenario(name string, keys FlagKeys) (Scenario, error) {
 	}
 	return s, nil
 }
+
+// GRPC reports whether the scenario calls flagd's gRPC evaluation service
+// (target a sidecar's --grpc-addr) rather than OFREP.
+func (s Scenario) GRPC() bool { return s.rpc != nil }
 
 // poolSize is how many distinct contexts the scenario draws from (for the
 // Zipf generator); 0 when it does not use a pool.

@@ -32,9 +32,9 @@ func TestScenarioBodies(t *testing.T) {
 				keys[req.Context["targetingKey"]] = true
 			}
 			switch name {
-			case "static":
+			case "static", "grpc-static":
 				if len(keys) != 1 {
-					t.Errorf("static: %d distinct contexts, want 1", len(keys))
+					t.Errorf("%s: %d distinct contexts, want 1", name, len(keys))
 				}
 			case "unique":
 				if len(keys) != 200 {
