@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/pennon-dev/pennon/internal/sign"
 )
 
 // TestAdminCLI drives the admin verbs against a real control plane (the dev
@@ -73,14 +75,34 @@ func TestAdminCLI(t *testing.T) {
 	if code, _, errOut = cli("audit", "export", "--out", exported); code != 0 {
 		t.Fatalf("export: %s", errOut)
 	}
-	if code, out, _ = cli("audit", "verify", "--file", exported); code != 0 || !strings.HasPrefix(out, "audit chain OK") {
+	if code, out, _ = cli("audit", "verify", "--file", exported); code != 0 || !strings.Contains(out, "audit chain OK") || !strings.Contains(out, "anchors checked") {
 		t.Fatalf("verify: %d %s", code, out)
+	}
+	if code, out, _ = cli("audit", "verify"); code != 0 || !strings.Contains(out, "audit chain OK") {
+		t.Fatalf("online verify: %d %s", code, out)
 	}
 	b, _ := os.ReadFile(exported)
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	lines[0] = strings.Replace(lines[0], `"outcome":"`, `"outcome":"x`, 1)
-	os.WriteFile(exported, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
-	if code, out, _ = cli("audit", "verify", "--file", exported); code != 1 || !strings.Contains(out, "BROKEN at entry 1") {
-		t.Fatalf("tampered verify: %d %s", code, out)
+	if !strings.Contains(lines[0], `"pennonAuditExport":1`) || !strings.Contains(lines[0], `"checkpoint"`) {
+		t.Fatalf("export header: %.300s", lines[0])
+	}
+	write := func(ls []string) {
+		os.WriteFile(exported, []byte(strings.Join(ls, "\n")+"\n"), 0o600)
+	}
+	other, _ := sign.Generate()
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		args  []string
+		want  string
+	}{
+		{"edited entry", append([]string{lines[0], strings.Replace(lines[1], `"outcome":"`, `"outcome":"x`, 1)}, lines[2:]...), nil, "BROKEN at entry 1"},
+		{"truncated tail", lines[:len(lines)-1], nil, "truncated tail"},
+		{"pinned key that did not sign it", lines, []string{"--trust-key", other.Public().String()}, "not signed by the control plane"},
+	} {
+		write(tc.lines)
+		if code, out, _ = cli(append([]string{"audit", "verify", "--file", exported}, tc.args...)...); code != 1 || !strings.Contains(out, tc.want) {
+			t.Fatalf("%s: %d %s", tc.name, code, out)
+		}
 	}
 }
