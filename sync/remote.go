@@ -626,7 +626,8 @@ func (r *Remote) onHeartbeat(ctx context.Context, m *nats.Msg) {
 	}
 }
 
-// Fresh implements proxy.FreshSource.
+// Fresh implements proxy.FreshSource. Always-fresh checks without a lease
+// are coalesced and bounded by time, not traffic (fresh.go).
 func (r *Remote) Fresh(ctx context.Context, f *evaluator.Flag) (*evaluator.Snapshot, error) {
 	r.mu.Lock()
 	lease, last := r.leaseUntil, r.lastSync
