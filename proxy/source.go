@@ -25,9 +25,14 @@ type FreshSource interface {
 	// Fresh returns the snapshot to evaluate flag f against. For always-fresh
 	// flags it returns the local snapshot only under a valid freshness lease
 	// and otherwise asks the control plane, bounded by ctx; an error means
-	// freshness could not be established and f's failMode applies. For
-	// background-refresh flags it returns the local snapshot at once and
+	// freshness could not be established and f's failMode applies (the
+	// server then answers with a value, see failModeResult). It is called on
+	// the request path, concurrently: implementations must coalesce checks so
+	// their load on the control plane is bounded by time, not by traffic.
+	// For background-refresh flags it returns the local snapshot at once and
 	// starts a refresh when the local copy is older than the flag's TTL.
+	// A bulk request calls it once per strategy with the first such flag,
+	// and every flag of that strategy shares the outcome.
 	Fresh(ctx context.Context, f *evaluator.Flag) (*evaluator.Snapshot, error)
 }
 
