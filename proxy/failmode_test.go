@@ -1,13 +1,16 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pennon-dev/pennon/internal/checkfor"
 	flagsync "github.com/pennon-dev/pennon/sync"
 )
 
@@ -36,6 +39,17 @@ func TestFailModesAnswerWithValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(rctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	// The control plane is unreachable, so the sidecar falls to its defaults.
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if r.Current() == nil {
+			return errors.New("no flag set served yet")
+		}
+		return nil
+	})
 	s := startServer(t, r)
 	base := "http://" + s.Addr()
 	ctx := `{"context":{"targetingKey":"u1","plan":"premium"}}`
