@@ -262,6 +262,10 @@ func TestReconcileAtStart(t *testing.T) {
 			t.Fatalf("commit %d: %v", v, err)
 		}
 	}
+	// A forged message (no signature) lands at version n+1.
+	if _, err := f.js.Publish(ctx, config.LogSubject("dev"), []byte(`{"env":"dev","version":1004,"prevVersion":1003,"author":"mallory","changes":[]}`)); err != nil {
+		t.Fatal(err)
+	}
 	before := len(f.auditEntries(t))
 	s2, logs := f.second(t)
 	entries := f.auditEntries(t)
@@ -273,6 +277,15 @@ func TestReconcileAtStart(t *testing.T) {
 	}
 	if len(recovered) != n {
 		t.Fatalf("recovered %d entries, want %d", len(recovered), n)
+	}
+	foreign := 0
+	for _, e := range entries[before:] {
+		if e.Outcome == "foreign" && e.Details["version"] == float64(n+1) && e.Details["why"] != "" {
+			foreign++
+		}
+	}
+	if foreign != 1 {
+		t.Fatalf("%d foreign entries for the forged version, want 1", foreign)
 	}
 	e := recovered[1002]
 	if e.Actor != "crashed-bot (0123456789abcdef)" || e.Details["reason"] != "outage at 1002" || e.Details["emergency"] != true || e.Details["committedAt"] == nil {

@@ -214,8 +214,12 @@ func (s *Server) auditAnchors(ctx context.Context) (*AuditAnchors, error) {
 			return nil, fmt.Errorf("env %s: %w", e.Name, err)
 		}
 		// The newest anchored changeset is within a few versions of the head
-		// (only commits that bypass the API lack one).
-		for v, n := info.State.LastSeq, 0; v >= max(info.State.FirstSeq, 1) && n < 64; v, n = v-1, n+1 {
+		// (only commits that bypass the API lack one). A message whose
+		// signature does not verify is passed over: a forged "newest
+		// changeset" must not hide the real anchor below it.
+		var fallback *ChangesetAnchor
+		found := false
+		for v, n := info.State.LastSeq, 0; v >= max(info.State.FirstSeq, 1) && n < 64 && !found; v, n = v-1, n+1 {
 			m, err := st.GetMsg(ctx, v)
 			if errors.Is(err, jetstream.ErrMsgNotFound) {
 				continue
@@ -226,8 +230,16 @@ func (s *Server) auditAnchors(ctx context.Context) (*AuditAnchors, error) {
 			if !hasAuditHead(m.Data) {
 				continue
 			}
-			out.Changesets = append(out.Changesets, ChangesetAnchor{Env: e.Name, Version: v, Data: m.Data, Signature: m.Header.Get(config.SignatureHeader)})
-			break
+			a := ChangesetAnchor{Env: e.Name, Version: v, Data: m.Data, Signature: m.Header.Get(config.SignatureHeader)}
+			if s.trust.Verify(sign.PurposeChangeset, a.Data, a.Signature) == nil {
+				out.Changesets = append(out.Changesets, a)
+				found = true
+			} else if fallback == nil {
+				fallback = &a
+			}
+		}
+		if !found && fallback != nil {
+			out.Changesets = append(out.Changesets, *fallback) // verify notes why it proves nothing
 		}
 	}
 	return out, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -73,6 +74,18 @@ func (s *Server) catchUp(ctx context.Context) error {
 				s.log.Warn("changeset unreadable; not reconciled", zap.String("env", env.Name), zap.Uint64("version", v), zap.Error(err))
 				continue
 			}
+			if cs.Foreign != "" {
+				// Not a changeset of the control plane (forged, unsigned,
+				// deleted): nothing was committed, but its presence is
+				// audited once.
+				if needAudit {
+					if _, err := s.audit.Append(ctx, AuditEntry{Actor: "unknown", Action: "foreign-changeset", Env: env.Name, Target: strconv.FormatUint(v, 10), Outcome: "foreign",
+						Details: map[string]any{"version": v, "why": cs.Foreign, "note": "the message at this version is not a valid changeset of the control plane and was skipped (see pennon doctor)"}}); err != nil {
+						return fmt.Errorf("env %s: audit entry for foreign version %d: %w", env.Name, v, err)
+					}
+				}
+				continue
+			}
 			if needIndex && cs.Emergency {
 				if err := s.indexEmergency(ctx, cs, ""); err != nil {
 					return fmt.Errorf("env %s: index emergency %d: %w", env.Name, v, err)
@@ -100,9 +113,9 @@ func (s *Server) catchUp(ctx context.Context) error {
 	return nil
 }
 
-// committedOutcomes are the outcomes of entries that stand for a committed
-// changeset (details.version is its version).
-var committedOutcomes = map[string]bool{"committed": true, "applied": true, "recovered": true}
+// committedOutcomes are the outcomes of entries that account for a version
+// (details.version is the version): committed, or found foreign.
+var committedOutcomes = map[string]bool{"committed": true, "applied": true, "recovered": true, "foreign": true}
 
 // auditedVersions reads the whole chain once: env → versions with an entry.
 func (s *Server) auditedVersions(ctx context.Context) (map[string]map[uint64]bool, int, error) {

@@ -422,6 +422,9 @@ func (s *Server) emergencies(w http.ResponseWriter, r *http.Request, p principal
 			if err != nil {
 				return err
 			}
+			if cs.Foreign != "" {
+				continue // erased or replaced since it was indexed (pennon doctor reports it)
+			}
 			out = append(out, item{Changeset: cs, Review: rv})
 		}
 	}
