@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -45,12 +46,16 @@ type Options struct {
 	// KeepAlive is the interval of EventStream's keep_alive events (flagd
 	// sends one every 20s); default 20s.
 	KeepAlive time.Duration
+	// Registry, if set, receives the gRPC metrics (the sidecar passes the
+	// registry it serves on /metrics).
+	Registry prometheus.Registerer
 }
 
 // Server runs flagd's evaluation and sync services.
 type Server struct {
 	o      Options
 	log    *zap.Logger
+	m      *metrics
 	fresh  proxy.FreshSource
 	caches structCaches
 	ctxs   sync.Pool // *scratch
@@ -104,7 +109,7 @@ func New(o Options) (*Server, error) {
 	if o.KeepAlive <= 0 {
 		o.KeepAlive = 20 * time.Second
 	}
-	s := &Server{o: o, log: o.Logger, stop: make(chan struct{})}
+	s := &Server{o: o, log: o.Logger, stop: make(chan struct{}), m: newMetrics(o.Registry)}
 	s.fresh, _ = o.Source.(proxy.FreshSource)
 	s.ctxs.New = func() any { return &scratch{ec: evaluator.NewContext(), buf: make([]byte, 0, 512)} }
 	if o.EvalAddr != "" {
@@ -243,7 +248,8 @@ func (s *Server) drain() {
 }
 
 // recoverer turns a panic in a handler into codes.Internal for that call
-// instead of a crashed sidecar (gRPC does not recover handler panics).
+// instead of a crashed sidecar (gRPC does not recover handler panics), and
+// counts every call in the metrics.
 func (s *Server) recoverer() []grpc.ServerOption {
 	report := func(method string, p any) error {
 		s.log.Error("gRPC handler panic", zap.String("method", method), zap.Any("panic", p))
@@ -251,18 +257,25 @@ func (s *Server) recoverer() []grpc.ServerOption {
 	}
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+			start := time.Now()
 			defer func() {
 				if p := recover(); p != nil {
 					resp, err = nil, report(info.FullMethod, p)
 				}
+				s.m.unary(info.FullMethod, start, err)
 			}()
 			return h(ctx, req)
 		}),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+			name := methodName(info.FullMethod)
+			open := s.m.streams.WithLabelValues(name)
+			open.Inc()
 			defer func() {
 				if p := recover(); p != nil {
 					err = report(info.FullMethod, p)
 				}
+				open.Dec()
+				s.m.requests.WithLabelValues(name, status.Code(err).String()).Inc()
 			}()
 			return h(srv, ss)
 		}),

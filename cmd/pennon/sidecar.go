@@ -124,7 +124,7 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	grpcSrv, err := flagdServices(o, src, name, log)
+	grpcSrv, err := flagdServices(o, src, name, log, reg)
 	if err != nil {
 		return err
 	}
@@ -162,12 +162,12 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 // and binds their ports. The sync service needs the flag document: a source
 // that keeps it is used directly; a file is read again on every change; a
 // source with neither runs without the sync service and says so once.
-func flagdServices(o sidecarOptions, src proxy.Source, name string, log *zap.Logger) (*flagdgrpc.Server, error) {
+func flagdServices(o sidecarOptions, src proxy.Source, name string, log *zap.Logger, reg prometheus.Registerer) (*flagdgrpc.Server, error) {
 	if o.grpcAddr == "" && o.syncAddr == "" {
 		return nil, nil
 	}
 	fo := flagdgrpc.Options{EvalAddr: o.grpcAddr, SyncAddr: o.syncAddr, AllowRemote: o.allowRemote, Source: src,
-		SourceName: name, Logger: log, DrainTimeout: o.drain}
+		SourceName: name, Logger: log, DrainTimeout: o.drain, Registry: reg}
 	if _, ok := src.(flagdgrpc.DocumentSource); !ok && o.syncAddr != "" {
 		if o.file != "" {
 			docs, err := flagdgrpc.NewFileDocuments(src, o.file)

@@ -27,7 +27,7 @@ func TestSidecarFlagdServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := sidecarOptions{file: file, grpcAddr: "127.0.0.1:0", syncAddr: "127.0.0.1:0", drain: time.Second}
-	g, err := flagdServices(o, src, "file:"+file, zap.NewNop())
+	g, err := flagdServices(o, src, "file:"+file, zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestSidecarFlagdServices(t *testing.T) {
 
 	var h evaluator.Holder
 	h.Store(src.Current())
-	noDoc, err := flagdServices(sidecarOptions{grpcAddr: "127.0.0.1:0", syncAddr: "127.0.0.1:0"}, &h, "env:x", zap.NewNop())
+	noDoc, err := flagdServices(sidecarOptions{grpcAddr: "127.0.0.1:0", syncAddr: "127.0.0.1:0"}, &h, "env:x", zap.NewNop(), nil)
 	if err != nil || noDoc == nil || noDoc.SyncAddr() != "" || noDoc.EvalAddr() == "" {
 		t.Fatalf("source without document: %v, %v", noDoc, err)
 	}
@@ -76,10 +76,10 @@ func TestSidecarFlagdServices(t *testing.T) {
 	if err := noDoc.Serve(cctx2); err != nil {
 		t.Fatal(err)
 	}
-	if off, err := flagdServices(sidecarOptions{}, src, "file", zap.NewNop()); off != nil || err != nil {
+	if off, err := flagdServices(sidecarOptions{}, src, "file", zap.NewNop(), nil); off != nil || err != nil {
 		t.Fatalf("both addresses empty: %v, %v", off, err)
 	}
-	if _, err := flagdServices(sidecarOptions{file: file, grpcAddr: "0.0.0.0:8013"}, src, "file", zap.NewNop()); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+	if _, err := flagdServices(sidecarOptions{file: file, grpcAddr: "0.0.0.0:8013"}, src, "file", zap.NewNop(), nil); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
 		t.Fatalf("non-loopback: %v", err)
 	}
 }
