@@ -104,6 +104,10 @@ type AuditLogOptions struct {
 	Replicas int
 	// Signer signs entries and checkpoints. Required.
 	Signer *sign.Key
+	// Trust verifies the checkpoint found at open (current and retired
+	// keys, so a key rotation does not look like a forged checkpoint);
+	// nil trusts the signer only.
+	Trust *sign.Trust
 	// CheckpointPath is the file the signed checkpoint is written to ("" :
 	// none; changeset anchors remain).
 	CheckpointPath string
@@ -154,8 +158,8 @@ func OpenAuditLog(ctx context.Context, js jetstream.JetStream, o AuditLogOptions
 		// Kept (not overwritten) so the evidence survives; Verify reports it.
 		a.log.Error("audit checkpoint unreadable: it is not extended until an operator investigates and removes it", zap.String("path", o.CheckpointPath), zap.Error(err))
 		a.contradict = true
-	case cp != nil && sign.NewTrust(o.Signer.Public()).Verify(sign.PurposeAudit, cp.signingBytes(), cp.Signature) != nil:
-		a.log.Error("audit checkpoint not signed by this control plane's key: it is kept for audit verify and not extended", zap.String("path", o.CheckpointPath), zap.Uint64("seq", cp.Seq))
+	case cp != nil && trustFor(o.Signer, o.Trust).Verify(sign.PurposeAudit, cp.signingBytes(), cp.Signature) != nil:
+		a.log.Error("audit checkpoint not signed by a trusted key: it is kept for audit verify and not extended", zap.String("path", o.CheckpointPath), zap.Uint64("seq", cp.Seq))
 		a.checkpoint, a.contradict = cp, true
 	default:
 		a.checkpoint = cp

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/pennon-dev/pennon/internal/sign"
 )
 
 // FuzzDecodeWriteRequest feeds arbitrary bodies to the strict JSON decoder
@@ -77,6 +79,32 @@ func FuzzParseRole(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if _, err := ParseRole(s); err != nil && err.Error() == "" {
 			t.Fatal("empty error")
+		}
+	})
+}
+
+// FuzzVerifyEntries feeds arbitrary exports (entries and anchors, as a
+// tampered file would hold them) to the offline verifier: it must answer,
+// never panic, and never call a chain with problems OK.
+func FuzzVerifyEntries(f *testing.F) {
+	f.Add(`[{"seq":1,"prevHash":"00","hash":"x"}]`, `{"checkpoint":{"seq":5,"hash":"h"}}`)
+	f.Add(`[{"seq":2},{"seq":1,"action":"<missing>"}]`, `{"changesets":[{"env":"dev","version":1,"data":"eyJhdWRpdEhlYWQiOnsic2VxIjo5OSwiaGFzaCI6IngifX0="}]}`)
+	f.Add(`[]`, `{"checkpoint":{"seq":18446744073709551615}}`)
+	f.Add(`null`, `null`)
+	key, _ := sign.Generate()
+	trust := sign.NewTrust(key.Public())
+	f.Fuzz(func(t *testing.T, entriesJSON, anchorsJSON string) {
+		var entries []AuditEntry
+		var anchors *AuditAnchors
+		if json.Unmarshal([]byte(entriesJSON), &entries) != nil || json.Unmarshal([]byte(anchorsJSON), &anchors) != nil {
+			return
+		}
+		res := VerifyEntries(entries, anchors, trust)
+		if res.OK != (len(res.Problems) == 0) || (!res.OK && res.Problem == "") {
+			t.Fatalf("inconsistent result: %+v", res)
+		}
+		if len(entries) > 0 && res.OK {
+			t.Fatalf("entries not signed by the trusted key passed: %+v", res)
 		}
 	})
 }

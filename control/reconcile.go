@@ -13,6 +13,12 @@ import (
 	"github.com/pennon-dev/pennon/config"
 )
 
+// Reconcile runs the start-up catch-up again. New runs it before serving;
+// call it after committing through the store directly (e.g. `pennon dev`
+// loading its example flags), so those versions get their audit entries
+// and emergency index now rather than at the next start.
+func (s *Server) Reconcile(ctx context.Context) error { return s.catchUp(ctx) }
+
 // catchUp runs once at start, before the API serves:
 //
 //   - audit reconciliation: a commit and its audit entry are two writes to

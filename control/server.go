@@ -138,7 +138,7 @@ func New(o Options) (*Server, error) {
 	if o.DataDir != "" {
 		cpPath = filepath.Join(o.DataDir, CheckpointFile)
 	}
-	if s.audit, err = OpenAuditLog(ctx, o.JetStream, AuditLogOptions{Replicas: o.Replicas, Signer: o.Signer, CheckpointPath: cpPath, Logger: o.Logger}); err != nil {
+	if s.audit, err = OpenAuditLog(ctx, o.JetStream, AuditLogOptions{Replicas: o.Replicas, Signer: o.Signer, Trust: s.trust, CheckpointPath: cpPath, Logger: o.Logger}); err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	if s.emerg, err = openEmergencies(ctx, o.JetStream, o.Replicas); err != nil {
