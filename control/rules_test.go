@@ -292,6 +292,12 @@ func TestAuthorizationHeaderAndOutage(t *testing.T) {
 	if code != 503 || !strings.Contains(body, `"code": "unavailable"`) || !strings.Contains(body, "unreachable") {
 		t.Fatalf("outage: %d %s", code, body)
 	}
+	if code, _ := get("bearer " + tok); code != 503 {
+		t.Fatalf("outage, second request: %d", code)
+	}
+	if n := f.logs.FilterMessageSnippet("store unreachable").Len(); n != 1 {
+		t.Fatalf("outage logged %d times, want once", n)
+	}
 }
 
 // TestStrictEnvelopes: request bodies are refused, naming the field, when

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -78,6 +79,7 @@ type Server struct {
 
 	denials          *denyLimiter
 	deniesSuppressed prometheus.Counter
+	tokenStoreDown   atomic.Bool // logged once per outage, not per request
 
 	credentials *prometheus.CounterVec
 }
@@ -285,10 +287,15 @@ func (s *Server) authenticate(r *http.Request) (*TokenRecord, error) {
 	rec, err := s.o.Tokens.Authenticate(ctx, tok)
 	switch {
 	case errors.Is(err, ErrTokenStoreUnavailable):
-		s.log.Warn("token not checked: store unreachable", zap.Error(err))
+		if s.tokenStoreDown.CompareAndSwap(false, true) {
+			s.log.Warn("tokens cannot be checked: store unreachable; answering 503 until it is back", zap.Error(err))
+		}
 		return nil, errf(http.StatusServiceUnavailable, "unavailable", "cannot check the token: the token store (NATS) is unreachable; retry shortly")
 	case err != nil:
 		return nil, errf(http.StatusUnauthorized, "unauthorized", "%v", err)
+	}
+	if s.tokenStoreDown.CompareAndSwap(true, false) {
+		s.log.Info("token store reachable again")
 	}
 	return rec, nil
 }
