@@ -1,6 +1,7 @@
 package natsrun
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pennon-dev/pennon/internal/natsauth"
 )
@@ -190,34 +192,89 @@ func (c *Cluster) start(i int, restart bool) error {
 	return nil
 }
 
-// WaitReady waits until one running node is JetStream's meta leader and
-// every running node reports healthy (JetStream meta group current).
+// WaitReady waits until one running node is JetStream's meta leader, the
+// leader sees every running node online, every running node reports
+// healthy, and a probe stream with as many replicas as running nodes (at
+// most 3) can be placed. The probe is what callers need: right after the
+// meta group forms, placement may still fail with "no suitable peers for
+// placement, peer offline" while the health checks already pass.
 func (c *Cluster) WaitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	var last string
 	for {
-		leader, healthy := false, true
-		for i, s := range c.running() {
-			if s == nil {
-				continue
+		last := c.notReady()
+		if last == "" {
+			err := c.probe(time.Until(deadline))
+			if err == nil {
+				return nil
 			}
-			leader = leader || s.JetStreamIsLeader()
-			if h := s.Healthz(&server.HealthzOptions{JSMetaOnly: true}); h.Status != "ok" {
-				healthy = false
-				last = fmt.Sprintf("node %s: %s", c.names[i], h.Error)
-			}
-		}
-		if leader && healthy {
-			return nil
-		}
-		if !leader {
-			last = "no JetStream meta leader yet"
+			last = "probe stream: " + err.Error()
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("natsrun: cluster not ready within %v: %s", timeout, last)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// probeStream is created and deleted by WaitReady.
+const probeStream = "NATSRUN_READY_PROBE"
+
+func (c *Cluster) probe(timeout time.Duration) error {
+	up := 0
+	first := -1
+	for i, s := range c.running() {
+		if s != nil {
+			up++
+			if first < 0 {
+				first = i
+			}
+		}
+	}
+	if first < 0 {
+		return errors.New("no node running")
+	}
+	nc, err := c.Connect(first, nats.MaxReconnects(0))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(max(timeout, time.Second), 5*time.Second))
+	defer cancel()
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: probeStream, Subjects: []string{"natsrun.ready.probe"},
+		Replicas: min(up, 3), Storage: jetstream.MemoryStorage}); err != nil {
+		return err
+	}
+	return js.DeleteStream(ctx, probeStream)
+}
+
+// notReady says why the cluster is not ready yet, or "".
+func (c *Cluster) notReady() string {
+	nodes := c.running()
+	var leader *server.Server
+	up := 0
+	for i, s := range nodes {
+		if s == nil {
+			continue
+		}
+		up++
+		if s.JetStreamIsLeader() {
+			leader = s
+		}
+		if h := s.Healthz(&server.HealthzOptions{JSMetaOnly: true}); h.Status != "ok" {
+			return fmt.Sprintf("node %s: %s", c.names[i], h.Error)
+		}
+	}
+	if leader == nil {
+		return "no JetStream meta leader yet"
+	}
+	if peers := leader.JetStreamClusterPeers(); len(peers) < up {
+		return fmt.Sprintf("meta leader %s sees %d of %d nodes online (%v)", leader.Name(), len(peers), up, peers)
+	}
+	return ""
 }
 
 func (c *Cluster) running() []*server.Server {
@@ -320,6 +377,6 @@ func (c *Cluster) Connect(first int, opts ...nats.Option) (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := []nats.Option{nats.UserJWTAndSeed(cr.JWT, string(cr.Seed)), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	base := []nats.Option{nats.UserJWTAndSeed(cr.JWT, string(cr.Seed)), nats.DontRandomize(), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
 	return nats.Connect(c.URLs(first), append(base, opts...)...)
 }
