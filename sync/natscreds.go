@@ -227,6 +227,9 @@ func (r *Remote) natsDown(err error) {
 
 func (r *Remote) natsBack() {
 	r.mu.Lock()
+	// A fresh connection gets one silence window for heartbeats to arrive
+	// before it counts as quiet (the lease is separate and not extended).
+	r.natsSince = time.Now()
 	r.rotating = false
 	r.mu.Unlock()
 	r.setNATS(true)

@@ -16,6 +16,7 @@ import (
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/control"
 	"github.com/pennon-dev/pennon/internal/checkfor"
+	"github.com/pennon-dev/pennon/internal/faultnet"
 )
 
 func remoteStatus(s *sidecar) RemoteStatus { return s.r.Status().(RemoteStatus) }
@@ -24,7 +25,10 @@ func remoteStatus(s *sidecar) RemoteStatus { return s.r.Status().(RemoteStatus) 
 // expire and stays on push, receiving changes throughout.
 func TestCredentialRenewalKeepsPush(t *testing.T) {
 	c := startCluster(t, func(o *control.Options) { o.SidecarCredentialTTL = 3 * time.Second })
-	s := startSidecar(t, RemoteOptions{ServerURL: c.api, NATSURL: c.nats, Token: c.token})
+	core, logs := observer.New(zap.InfoLevel)
+	// A generous silence threshold: this test is about renewal, not about
+	// heartbeats delayed on a loaded machine.
+	s := startSidecar(t, RemoteOptions{ServerURL: c.api, NATSURL: c.nats, Token: c.token, Logger: zap.New(core), SilenceAfter: 2 * time.Second})
 	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if st := remoteStatus(s); st.State != StatePush || st.NATSCredsExp == nil {
 			return fmt.Errorf("state %s, credentials %v", st.State, st.NATSCredsExp)
@@ -49,6 +53,9 @@ func TestCredentialRenewalKeepsPush(t *testing.T) {
 		t.Fatalf("credentials not renewed: first expiry %v, now %v", first, st.NATSCredsExp)
 	}
 	if st.State != StatePush || st.Transitions[StatePolling] > 0 {
+		for _, e := range logs.FilterMessage("sync state changed").All() {
+			t.Log(e.ContextMap())
+		}
 		t.Fatalf("renewal disturbed push: state %s, transitions %v", st.State, st.Transitions)
 	}
 	if st.AuthError != "" {
@@ -190,5 +197,50 @@ func TestPollingSidecarListed(t *testing.T) {
 			}
 		}
 		return fmt.Errorf("pod-poller not listed: %+v", c.reg.List("dev"))
+	})
+}
+
+// A NATS path that stalls (the connection stays up, nothing arrives) moves
+// the sidecar off push: the state follows the heartbeats, not TCP. Changes
+// still arrive by polling, and /readyz says so.
+func TestStalledNATSLeavesPush(t *testing.T) {
+	c := startCluster(t)
+	fp, err := faultnet.New(strings.TrimPrefix(c.nats, "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fp.Close()
+	s := startSidecar(t, RemoteOptions{ServerURL: c.api, NATSURL: "nats://" + fp.Addr(), Token: c.token})
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if state(s) != StatePush {
+			return fmt.Errorf("state %s", state(s))
+		}
+		return nil
+	})
+	fp.Stall()
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		st := remoteStatus(s)
+		// (The lease may stay valid: each successful poll renews it.)
+		if st.State != StatePolling || !st.NATS {
+			return fmt.Errorf("state %s, NATS connected %v", st.State, st.NATS)
+		}
+		return nil
+	})
+	if ok, detail := s.r.Ready(); !ok || !strings.Contains(detail, "polling") {
+		t.Fatalf("readyz while stalled: %v %q", ok, detail)
+	}
+	v := c.setDefault(t, "fast")
+	checkfor.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if s.version() != v || state(s) != StatePolling {
+			return fmt.Errorf("version %d state %s", s.version(), state(s))
+		}
+		return nil
+	})
+	fp.Unstall()
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if state(s) != StatePush {
+			return fmt.Errorf("state %s after the stall ended", state(s))
+		}
+		return nil
 	})
 }

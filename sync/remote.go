@@ -92,6 +92,7 @@ type Remote struct {
 	authErr     string    // why the control plane or NATS refused us, until it accepts us again
 	credsUntil  time.Time // when the current NATS credentials expire
 	rotating    bool      // a planned reconnect (credential renewal) is under way
+	natsSince   time.Time // when the NATS connection last came up
 	transitions map[string]int
 
 	kick chan struct{} // asks the loop for an immediate poll
@@ -150,9 +151,6 @@ func NewRemote(o RemoteOptions) (*Remote, error) {
 	}
 	r.v = newVerifier(o)
 	r.setStateLocked(StateStarting, "")
-	// Serve the disk copy (or the defaults) from the first request on, even
-	// before Run has reached the control plane.
-	r.bootstrapLocal()
 	return r, nil
 }
 
@@ -184,17 +182,41 @@ func (r *Remote) Run(ctx context.Context) error {
 	hbs := make(chan *nats.Msg, 16)
 	renew := time.NewTimer(time.Hour)
 	defer renew.Stop()
-	if r.o.NATSURL != "" {
-		var err error
-		if nc, err = r.connectNATS(msgs, hbs); err != nil {
-			return err
+	// NATS needs credentials from the control plane: when it cannot be
+	// reached yet, poll meanwhile and try NATS again later.
+	var natsRetry <-chan time.Time
+	connect := func() {
+		c, err := r.connectNATS(msgs, hbs)
+		if err != nil {
+			if natsRetry == nil {
+				r.log.Warn("NATS not connected; polling until it is", zap.String("nats", RedactURL(r.o.NATSURL)), zap.Error(err))
+			}
+			natsRetry = time.After(jitter(r.o.PollInterval, 0.2))
+			return
 		}
-		defer nc.Close()
+		nc, natsRetry = c, nil
 		r.scheduleRenewal(renew)
 	}
-	r.poll(ctx) // initial fetch
+	defer func() {
+		if nc != nil {
+			nc.Close()
+		}
+	}()
+	if r.o.NATSURL != "" {
+		connect()
+	}
+	// Bootstrap from the control plane first (bounded by HTTPTimeout) and
+	// fall down the ladder to the disk copy or the secure defaults only if
+	// that fails: a cold start next to a healthy control plane never serves
+	// defaults, and never says it does.
+	r.poll(ctx)
+	if r.Current() == nil {
+		r.bootstrapLocal()
+	}
 	poll := time.NewTimer(jitter(r.o.PollInterval, 0.2))
 	defer poll.Stop()
+	silence := time.NewTicker(max(r.o.SilenceAfter/2, 10*time.Millisecond))
+	defer silence.Stop()
 	report := time.NewTicker(5 * time.Second)
 	defer report.Stop()
 	lastReconcile := time.Now()
@@ -215,6 +237,8 @@ func (r *Remote) Run(ctx context.Context) error {
 			r.onHeartbeat(ctx, m)
 		case <-r.kick:
 			r.poll(ctx)
+		case <-natsRetry:
+			connect()
 		case <-renew.C:
 			if nc != nil {
 				r.renewNATS(ctx, nc)
@@ -223,6 +247,10 @@ func (r *Remote) Run(ctx context.Context) error {
 		case <-report.C:
 			if nc != nil {
 				r.publishReport(nc)
+			}
+		case <-silence.C:
+			if r.checkSilence() {
+				r.poll(ctx) // push went quiet: confirm with the control plane now
 			}
 		case <-poll.C:
 			if !r.pushHealthy() || time.Since(lastReconcile) >= r.o.ReconcileEvery {
@@ -417,7 +445,9 @@ func (r *Remote) saveLKGLocked() {
 func (r *Remote) liveState() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.natsUp {
+	// Push needs both a connection and recent heartbeats: a connection that
+	// carries nothing is not push.
+	if r.natsUp && r.quietForLocked() < r.o.SilenceAfter {
 		return StatePush
 	}
 	return StatePolling
@@ -741,4 +771,30 @@ func (r *Remote) reportLocked() config.SidecarReport {
 		rep.Version, rep.Hash = r.rec.Version, r.rec.Hash
 	}
 	return rep
+}
+
+// checkSilence moves the sidecar off push when heartbeats stopped even
+// though the NATS connection looks up (a stalled route, a partitioned
+// server): the sync state follows the lease, not the TCP connection.
+func (r *Remote) checkSilence() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if quiet := r.quietForLocked(); r.state == StatePush && quiet > r.o.SilenceAfter {
+		r.setStateLocked(StatePolling, "no heartbeat for "+quiet.Round(time.Millisecond).String()+" with NATS connected")
+		return true
+	}
+	return false
+}
+
+// quietForLocked is how long push has been silent: since the last
+// heartbeat or, if later, since the connection came up.
+func (r *Remote) quietForLocked() time.Duration {
+	return time.Since(maxTime(r.lastHB, r.natsSince))
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

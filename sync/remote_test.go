@@ -293,7 +293,7 @@ func TestDiskThenDefaultsWhenEverythingIsDown(t *testing.T) {
 	if state(s2) != StateDisk && state(s2) != StatePolling {
 		checkfor.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 			if state(s2) != StateDisk {
-				return fmt.Errorf("state %s", state(s2))
+				return fmt.Errorf("state %s: %+v", state(s2), s2.r.Status())
 			}
 			return nil
 		})
@@ -424,6 +424,13 @@ func TestAlwaysFreshFailClosed(t *testing.T) {
 	s.stop()
 	c.stop()
 	s2 := startSidecar(t, RemoteOptions{ServerURL: "http://127.0.0.1:1", Token: c.token, StateDir: dir})
+	// The control plane is tried first; the disk copy is served once that fails.
+	checkfor.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if s2.r.Current() == nil {
+			return fmt.Errorf("nothing served yet")
+		}
+		return nil
+	})
 	got := ask(s2.r)
 	// The safe variant's value, as a success (HTTP 200 shape), saying why.
 	if !strings.Contains(got, `"variant":"off"`) || !strings.Contains(got, `"value":false`) || !strings.Contains(got, `"reason":"STALE"`) ||

@@ -4,7 +4,6 @@
 package faultnet
 
 import (
-	"io"
 	"net"
 	"sync"
 )
@@ -14,8 +13,10 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	down  bool
+	mu      sync.Mutex
+	flowing *sync.Cond // signalled when stalled turns false or on Cut
+	stalled bool
+	down    bool
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
@@ -27,6 +28,7 @@ func New(target string) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.flowing = sync.NewCond(&p.mu)
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -66,8 +68,8 @@ func (p *Proxy) serve(c net.Conn) {
 	p.conns[t] = struct{}{}
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(t, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, t); done <- struct{}{} }()
+	go func() { p.copy(t, c); done <- struct{}{} }()
+	go func() { p.copy(c, t); done <- struct{}{} }()
 	<-done
 	p.drop(c)
 	p.drop(t)
@@ -81,9 +83,48 @@ func (p *Proxy) drop(c net.Conn) {
 	c.Close()
 }
 
+// copy forwards src to dst, holding data back while the proxy is stalled.
+func (p *Proxy) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			for p.stalled && !p.down {
+				p.flowing.Wait()
+			}
+			p.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Stall keeps every connection open but stops forwarding data in both
+// directions (a hung route or a partitioned server: TCP looks fine, nothing
+// arrives) until Unstall.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	p.stalled = true
+	p.mu.Unlock()
+}
+
+// Unstall lets held data through again.
+func (p *Proxy) Unstall() {
+	p.mu.Lock()
+	p.stalled = false
+	p.flowing.Broadcast()
+	p.mu.Unlock()
+}
+
 // Cut closes every open connection and refuses new ones.
 func (p *Proxy) Cut() {
 	p.mu.Lock()
+	p.flowing.Broadcast()
 	p.down = true
 	for c := range p.conns {
 		c.Close()
