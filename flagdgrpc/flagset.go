@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/pennon-dev/pennon/config"
@@ -201,7 +202,7 @@ func (in *prereqInliner) is(key, want string) any {
 	defIsWant := hasDef && def == want
 	var base any = defIsWant
 	if rule := p["targeting"]; !isEmptyRule(rule) {
-		r := in.rewrite(rule, key)
+		r := in.rewrite(rule, key, nil)
 		// The rule yields a variant name; booleans name the variants
 		// "true"/"false"; null means the default variant.
 		terms := []any{map[string]any{"===": []any{r, want}}}
@@ -236,12 +237,12 @@ func (in *prereqInliner) is(key, want string) any {
 // $ref is substituted (the evaluator may itself read the flag key),
 // $flagd.flagKey becomes key, and a fractional without a bucketing value
 // gets key + targetingKey as its explicit bucketing value.
-func (in *prereqInliner) rewrite(rule any, key string) any {
+func (in *prereqInliner) rewrite(rule any, key string, refs []string) any {
 	switch x := rule.(type) {
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {
-			out[i] = in.rewrite(e, key)
+			out[i] = in.rewrite(e, key, refs)
 		}
 		return out
 	case map[string]any:
@@ -249,9 +250,11 @@ func (in *prereqInliner) rewrite(rule any, key string) any {
 			for op, arg := range x {
 				switch op {
 				case "$ref":
-					if name, ok := arg.(string); ok {
+					// A served document has no reference cycles (it would
+					// not compile); refs guards against one anyway.
+					if name, ok := arg.(string); ok && !slices.Contains(refs, name) {
 						if ev, ok := in.evaluators[name]; ok {
-							return in.rewrite(ev, key)
+							return in.rewrite(ev, key, append(refs, name))
 						}
 					}
 				case "var":
@@ -261,7 +264,7 @@ func (in *prereqInliner) rewrite(rule any, key string) any {
 				case "fractional":
 					if a, ok := arg.([]any); ok && len(a) > 0 {
 						if _, bucket := a[0].([]any); bucket {
-							rest := in.rewrite(a, key).([]any)
+							rest := in.rewrite(a, key, refs).([]any)
 							tk := map[string]any{"var": "targetingKey"}
 							explicit := append([]any{map[string]any{"cat": []any{key, tk}}}, rest...)
 							// Without a targeting key flagd's fractional has
@@ -278,7 +281,7 @@ func (in *prereqInliner) rewrite(rule any, key string) any {
 		}
 		out := make(map[string]any, len(x))
 		for k, v := range x {
-			out[k] = in.rewrite(v, key)
+			out[k] = in.rewrite(v, key, refs)
 		}
 		return out
 	}
