@@ -302,10 +302,25 @@ func TestReconcileAtStart(t *testing.T) {
 	if !strings.Contains(body, `"version": 1002`) || !strings.Contains(body, "outage at 1002") {
 		t.Fatalf("emergency past 1,000 not listed: %.500s", body)
 	}
-	// A third start finds nothing to do.
+	// The index loses the entry (a lost write, a lost bucket): the next
+	// start restores it from the chain, reading only that changeset, and
+	// records nothing twice.
+	kv, err := f.js.KeyValue(ctx, EmergenciesBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Purge(ctx, emergencyKey("dev", 1002)); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := f.do(t, f.tokens["viewer"], "GET", "/api/v1/emergencies", ""); strings.Contains(body, `"version": 1002`) {
+		t.Fatal("index entry not removed")
+	}
 	_, logs3 := f.second(t)
-	if d := logs3.FilterMessage("audit reconciliation done").All(); len(d) != 1 || d[0].ContextMap()["recovered"] != int64(0) {
-		t.Fatalf("second reconciliation: %v", d)
+	if d := logs3.FilterMessage("audit reconciliation done").All(); len(d) != 1 || d[0].ContextMap()["recovered"] != int64(0) || d[0].ContextMap()["emergenciesIndexed"] != int64(1) {
+		t.Fatalf("third start: %v", d)
+	}
+	if _, body := f.do(t, f.tokens["viewer"], "GET", "/api/v1/emergencies", ""); !strings.Contains(body, `"version": 1002`) {
+		t.Fatalf("index not rebuilt: %.300s", body)
 	}
 	_ = s2
 }

@@ -18,8 +18,7 @@ import (
 // EmergenciesBucket indexes emergency changes, key "<env>.<version>", so
 // listing them costs one read per emergency instead of a scan of every
 // changeset (the scan stopped at 1,000 versions and missed later ones).
-// "<env>._scanned" records up to which version the start-up scan has
-// indexed the environment.
+// The start-up pass (catchUp) fills in what the index lacks.
 const EmergenciesBucket = "pennon-emergencies"
 
 // emergencyRecord is one index entry. AuthorID is the token that applied
@@ -34,7 +33,6 @@ type emergencyRecord struct {
 }
 
 func emergencyKey(env string, v uint64) string { return env + "." + strconv.FormatUint(v, 10) }
-func scannedKey(env string) string             { return env + "._scanned" }
 
 func openEmergencies(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: EmergenciesBucket, Replicas: max(replicas, 1), History: 1, Storage: jetstream.FileStorage})
@@ -71,16 +69,13 @@ func tokenIDOf(actor string) string {
 
 // emergencyList returns env's indexed emergencies, oldest first.
 func (s *Server) emergencyList(ctx context.Context, env string) ([]emergencyRecord, error) {
-	kl, err := s.emerg.ListKeysFiltered(ctx, env+".*")
+	set, err := s.indexedEmergencies(ctx, env)
 	if err != nil {
 		return nil, err
 	}
-	var versions []uint64
-	for k := range kl.Keys() {
-		v, err := strconv.ParseUint(strings.TrimPrefix(k, env+"."), 10, 64)
-		if err == nil {
-			versions = append(versions, v)
-		}
+	versions := make([]uint64, 0, len(set))
+	for v := range set {
+		versions = append(versions, v)
 	}
 	sort.Slice(versions, func(i, j int) bool { return versions[i] < versions[j] })
 	out := make([]emergencyRecord, 0, len(versions))
@@ -112,19 +107,17 @@ func (s *Server) emergencyRecord(ctx context.Context, env string, v uint64) (*em
 	return &rec, nil
 }
 
-// scannedUpTo is the version up to which env's emergencies are indexed.
-func (s *Server) scannedUpTo(ctx context.Context, env string) (uint64, error) {
-	ent, err := s.emerg.Get(ctx, scannedKey(env))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
-	}
+// indexedEmergencies is the set of env's versions in the index.
+func (s *Server) indexedEmergencies(ctx context.Context, env string) (map[uint64]bool, error) {
+	kl, err := s.emerg.ListKeysFiltered(ctx, env+".*")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return strconv.ParseUint(string(ent.Value()), 10, 64)
-}
-
-func (s *Server) setScanned(ctx context.Context, env string, v uint64) error {
-	_, err := s.emerg.Put(ctx, scannedKey(env), []byte(strconv.FormatUint(v, 10)))
-	return err
+	out := map[uint64]bool{}
+	for k := range kl.Keys() {
+		if v, err := strconv.ParseUint(strings.TrimPrefix(k, env+"."), 10, 64); err == nil {
+			out[v] = true
+		}
+	}
+	return out, nil
 }

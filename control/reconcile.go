@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -19,22 +18,30 @@ import (
 // and emergency index now rather than at the next start.
 func (s *Server) Reconcile(ctx context.Context) error { return s.catchUp(ctx) }
 
-// catchUp runs once at start, before the API serves:
+// catchUp runs once at start, before the API serves. It reads the audit
+// chain once and then:
 //
 //   - audit reconciliation: a commit and its audit entry are two writes to
 //     two streams, so a crash (kill -9) between them leaves a committed
 //     changeset with no entry. Every version of every environment without
 //     an entry gets one now, outcome "recovered", built from the changeset
 //     itself (author, time, reason). Writes that bypassed the control plane
-//     are caught the same way.
-//   - emergency index: emergency changesets committed since the last scan
-//     (including one whose index write was lost in a crash) are indexed.
+//     are caught the same way; a foreign message (forged, deleted) is
+//     audited once with outcome "foreign".
+//   - emergency index: every emergency the chain records (commit entries
+//     carry details.emergency) and every recovered one is indexed if the
+//     index lacks it — a lost index write, or a lost bucket, is rebuilt.
+//     Only versions the index lacks are read back, and only the signed
+//     changeset (not the audit entry) decides that a version is an
+//     emergency.
 //
+// Changesets are read only for versions that need it, so a restart costs
+// one pass over the chain, not one over every environment's history.
 // Two replicas starting at once may both recover the same version; the
 // duplicate entry is harmless (both say "recovered" for the same version).
 func (s *Server) catchUp(ctx context.Context) error {
 	start := time.Now()
-	audited, scanned, err := s.auditedVersions(ctx)
+	chain, err := s.readChain(ctx)
 	if err != nil {
 		return fmt.Errorf("audit reconciliation: read the chain: %w", err)
 	}
@@ -50,13 +57,14 @@ func (s *Server) catchUp(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("env %s: %w", env.Name, err)
 		}
-		upTo, err := s.scannedUpTo(ctx, env.Name)
+		have, err := s.indexedEmergencies(ctx, env.Name)
 		if err != nil {
 			return fmt.Errorf("env %s: emergency index: %w", env.Name, err)
 		}
+		audited := chain.audited[env.Name]
 		missing := 0
 		for v := uint64(1); v <= head.Version; v++ {
-			if !audited[env.Name][v] {
+			if !audited[v] {
 				missing++
 			}
 		}
@@ -64,16 +72,13 @@ func (s *Server) catchUp(ctx context.Context) error {
 			s.log.Warn("committed changesets without audit entries: recording them", zap.String("env", env.Name), zap.Int("missing", missing))
 		}
 		for v := uint64(1); v <= head.Version; v++ {
-			needAudit, needIndex := !audited[env.Name][v], v > upTo
+			needAudit := !audited[v]
+			needIndex := chain.emergencies[env.Name][v] && !have[v]
 			if !needAudit && !needIndex {
 				continue
 			}
 			cs, err := s.o.Store.Changeset(ctx, env.Name, v)
 			if err != nil {
-				if errors.Is(err, config.ErrVersionNotFound) {
-					s.log.Warn("changeset missing from its stream; nothing to reconcile", zap.String("env", env.Name), zap.Uint64("version", v))
-					continue
-				}
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -92,7 +97,7 @@ func (s *Server) catchUp(ctx context.Context) error {
 				}
 				continue
 			}
-			if needIndex && cs.Emergency {
+			if cs.Emergency && !have[v] {
 				if err := s.indexEmergency(ctx, cs, ""); err != nil {
 					return fmt.Errorf("env %s: index emergency %d: %w", env.Name, v, err)
 				}
@@ -108,13 +113,8 @@ func (s *Server) catchUp(ctx context.Context) error {
 				}
 			}
 		}
-		if head.Version > upTo {
-			if err := s.setScanned(ctx, env.Name, head.Version); err != nil {
-				return fmt.Errorf("env %s: emergency index: %w", env.Name, err)
-			}
-		}
 	}
-	s.log.Info("audit reconciliation done", zap.Int("entriesScanned", scanned), zap.Int("envs", len(envs)),
+	s.log.Info("audit reconciliation done", zap.Int("entriesScanned", chain.entries), zap.Int("envs", len(envs)),
 		zap.Int("recovered", recovered), zap.Int("emergenciesIndexed", indexed), zap.Duration("took", time.Since(start)))
 	return nil
 }
@@ -123,24 +123,37 @@ func (s *Server) catchUp(ctx context.Context) error {
 // (details.version is the version): committed, or found foreign.
 var committedOutcomes = map[string]bool{"committed": true, "applied": true, "recovered": true, "foreign": true}
 
-// auditedVersions reads the whole chain once: env → versions with an entry.
-func (s *Server) auditedVersions(ctx context.Context) (map[string]map[uint64]bool, int, error) {
+// chainSummary is what the start-up pass needs from the chain.
+type chainSummary struct {
+	entries     int
+	audited     map[string]map[uint64]bool // env → versions with an entry
+	emergencies map[string]map[uint64]bool // env → versions recorded as emergencies
+}
+
+// readChain reads the whole chain once.
+func (s *Server) readChain(ctx context.Context) (*chainSummary, error) {
 	info, err := s.audit.stream.Info(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	out := map[string]map[uint64]bool{}
-	n := 0
+	out := &chainSummary{audited: map[string]map[uint64]bool{}, emergencies: map[string]map[uint64]bool{}}
+	add := func(m map[string]map[uint64]bool, env string, v uint64) {
+		if m[env] == nil {
+			m[env] = map[uint64]bool{}
+		}
+		m[env][v] = true
+	}
 	err = s.audit.scan(ctx, info.State.FirstSeq, info.State.LastSeq, func(_ uint64, data []byte) bool {
-		n++
-		if n%50000 == 0 {
-			s.log.Info("audit reconciliation: reading the chain", zap.Int("entries", n), zap.Uint64("of", info.State.LastSeq))
+		out.entries++
+		if out.entries%50000 == 0 {
+			s.log.Info("audit reconciliation: reading the chain", zap.Int("entries", out.entries), zap.Uint64("of", info.State.LastSeq))
 		}
 		var e struct {
 			Env     string `json:"env"`
 			Outcome string `json:"outcome"`
 			Details struct {
-				Version json.Number `json:"version"`
+				Version   json.Number `json:"version"`
+				Emergency bool        `json:"emergency"`
 			} `json:"details"`
 		}
 		if json.Unmarshal(data, &e) != nil || e.Env == "" || !committedOutcomes[e.Outcome] {
@@ -150,13 +163,13 @@ func (s *Server) auditedVersions(ctx context.Context) (map[string]map[uint64]boo
 		if err != nil || v <= 0 {
 			return true
 		}
-		if out[e.Env] == nil {
-			out[e.Env] = map[uint64]bool{}
+		add(out.audited, e.Env, uint64(v))
+		if e.Details.Emergency {
+			add(out.emergencies, e.Env, uint64(v))
 		}
-		out[e.Env][uint64(v)] = true
 		return true
 	})
-	return out, n, err
+	return out, err
 }
 
 // recoveredEntry is the audit entry for a changeset that had none.
