@@ -227,16 +227,25 @@ func TestWritesConflictsAndValidation(t *testing.T) {
 	if code != 404 {
 		t.Fatalf("unknown env: %d", code)
 	}
-	// Snapshot ETag: unchanged → 304.
-	req, _ := http.NewRequest("GET", f.base+"/api/v1/envs/dev/snapshot", nil)
-	req.Header.Set("Authorization", "Bearer "+ed)
-	req.Header.Set("If-None-Match", `"2"`)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// Snapshot ETag (the flag set's identity, version and hash): unchanged → 304.
+	snap := func(inm string) *http.Response {
+		req, _ := http.NewRequest("GET", f.base+"/api/v1/envs/dev/snapshot", nil)
+		req.Header.Set("Authorization", "Bearer "+ed)
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 304 {
+	etag := snap("").Header.Get("ETag")
+	if !strings.HasPrefix(etag, `"2`) {
+		t.Fatalf("snapshot ETag %q does not name version 2", etag)
+	}
+	if resp := snap(etag); resp.StatusCode != 304 {
 		t.Fatalf("snapshot If-None-Match: %d", resp.StatusCode)
 	}
 	http.DefaultClient.CloseIdleConnections()
