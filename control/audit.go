@@ -94,9 +94,12 @@ type ChangesetAnchor struct {
 type AuditAnchors struct {
 	// Keys are the public keys the control plane trusts (informational: a
 	// verifier should pin its own copy with --trust-key).
-	Keys       []string          `json:"keys,omitempty"`
-	Checkpoint *AuditCheckpoint  `json:"checkpoint,omitempty"`
-	Changesets []ChangesetAnchor `json:"changesets,omitempty"`
+	Keys       []string         `json:"keys,omitempty"`
+	Checkpoint *AuditCheckpoint `json:"checkpoint,omitempty"`
+	// CheckpointError is set when the checkpoint file exists but cannot be
+	// read: reported by verify, never silently treated as "no checkpoint".
+	CheckpointError string            `json:"checkpointError,omitempty"`
+	Changesets      []ChangesetAnchor `json:"changesets,omitempty"`
 }
 
 // AuditLogOptions configure an AuditLog.
@@ -126,7 +129,7 @@ type AuditLog struct {
 	tail       config.AuditAnchor // last entry this process appended or read
 	tailKnown  bool
 	checkpoint *AuditCheckpoint // last checkpoint written (or loaded at open)
-	contradict bool             // "chain contradicts checkpoint" logged already
+	contradict bool             // the checkpoint is evidence against the chain: never extended again (logged once)
 	// While batching (start-up reconciliation) the checkpoint is written
 	// once at the end instead of after every append: one fsync, not one per
 	// recovered entry.
@@ -492,6 +495,9 @@ func VerifyEntries(entries []AuditEntry, anchors *AuditAnchors, trust *sign.Trus
 			case entries[a.Seq-1].Hash != a.Hash:
 				add(a.Seq, "entry %d is not the entry %s anchors: the chain was rewritten at or before entry %d", a.Seq, source, a.Seq)
 			}
+		}
+		if anchors.CheckpointError != "" {
+			add(0, "the checkpoint file is unreadable (%s): the anchor file was altered or damaged", anchors.CheckpointError)
 		}
 		if cp := anchors.Checkpoint; cp != nil {
 			if trust.Len() > 0 {

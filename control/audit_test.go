@@ -238,6 +238,10 @@ func TestAuditAnchors(t *testing.T) {
 	if res := f.verify(t); res.OK || !strings.Contains(fmt.Sprint(res.Problems), "the anchor file was altered") {
 		t.Fatalf("forged checkpoint: %+v", res)
 	}
+	os.WriteFile(filepath.Join(f.data, CheckpointFile), []byte("{not json"), 0o600)
+	if res := f.verify(t); res.OK || !strings.Contains(res.Problem, "the checkpoint file is unreadable") {
+		t.Fatalf("damaged checkpoint: %+v", res)
+	}
 }
 
 // TestReconcileAtStart commits through the store directly (as a control

@@ -197,7 +197,7 @@ func (s *Server) auditAnchors(ctx context.Context) (*AuditAnchors, error) {
 	sort.Strings(out.Keys)
 	cp, err := s.audit.LoadCheckpoint()
 	if err != nil {
-		return nil, fmt.Errorf("audit checkpoint: %w", err)
+		out.CheckpointError = err.Error()
 	}
 	out.Checkpoint = cp
 	envs, err := s.o.Store.Envs(ctx)
