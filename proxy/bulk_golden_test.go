@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/pennon-dev/pennon/evaluator"
+	"github.com/pennon-dev/pennon/examples"
+)
+
+// updateGolden rewrites testdata/bulk-golden.json from the current code.
+// It was run once, before the bulk path was rewritten for speed, so the
+// file records the answers as they were; the test proves they did not move.
+var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/bulk-golden.json from the current bulk answers")
+
+// generatedFlags returns a flagd document with n flags that exercises every
+// shape a bulk answer can take: static booleans, string targeting, numbers,
+// objects, fractional splits, disabled flags, flags without a default
+// (code default), prerequisites met and not met, a rule that fails
+// (GENERAL: an unknown variant name), flag-set and per-flag metadata, and
+// strings that need JSON escaping.
+func generatedFlags(n int) []byte {
+	flags := make(map[string]any, n)
+	for i := range n {
+		key := "flag-" + strconv.Itoa(i)
+		switch i % 12 {
+		case 0, 1, 2:
+			flags[key] = map[string]any{"state": "ENABLED", "variants": map[string]any{"on": true, "off": false}, "defaultVariant": "on"}
+		case 3:
+			flags[key] = map[string]any{"state": "ENABLED", "defaultVariant": "standard",
+				"variants": map[string]any{"internal": "internal", "eu": "eu", "standard": "standard"},
+				"targeting": map[string]any{"if": []any{
+					map[string]any{"ends_with": []any{map[string]any{"var": "email"}, "@pennon.dev"}}, "internal",
+					map[string]any{"in": []any{map[string]any{"var": "country"}, []any{"DE", "FR", "NL"}}}, "eu",
+					"standard"}}}
+		case 4:
+			flags[key] = map[string]any{"state": "ENABLED", "defaultVariant": "a",
+				"variants": map[string]any{"a": "a", "b": "b"},
+				"targeting": map[string]any{"fractional": []any{
+					map[string]any{"cat": []any{map[string]any{"var": "$flagd.flagKey"}, map[string]any{"var": "targetingKey"}}},
+					[]any{"a", 50}, []any{"b", 50}}}}
+		case 5:
+			flags[key] = map[string]any{"state": "DISABLED", "variants": map[string]any{"on": true, "off": false}, "defaultVariant": "on"}
+		case 6:
+			flags[key] = map[string]any{"state": "ENABLED", "variants": map[string]any{"on": true, "off": false}}
+		case 7:
+			flags[key] = map[string]any{"state": "ENABLED", "defaultVariant": "low",
+				"variants": map[string]any{"low": 0.25, "high": 1e21, "mid": 42},
+				"targeting": map[string]any{"if": []any{map[string]any{">=": []any{map[string]any{"var": "age"}, 30}}, "mid", nil}},
+				"metadata":  map[string]any{"owner": "team-" + strconv.Itoa(i%3), "ticket": i}}
+		case 8:
+			flags[key] = map[string]any{"state": "ENABLED", "defaultVariant": "cfg",
+				"variants": map[string]any{"cfg": map[string]any{"limit": 10, "names": []any{"a", "é\u2028\"x"}}, "none": []any{}}}
+		case 9:
+			flags[key] = map[string]any{"state": "ENABLED", "variants": map[string]any{"on": true, "off": false}, "defaultVariant": "off",
+				"targeting":     map[string]any{"if": []any{map[string]any{"==": []any{map[string]any{"var": "plan"}, "pro"}}, "on", "off"}},
+				"prerequisites": map[string]any{"flag-" + strconv.Itoa(i-6): "eu"}}
+		case 10:
+			flags[key] = map[string]any{"state": "ENABLED", "variants": map[string]any{"a": "a"}, "defaultVariant": "a",
+				"targeting": map[string]any{"var": "pick"}}
+		case 11:
+			flags["x.Esc_"+key] = map[string]any{"state": "ENABLED", "variants": map[string]any{"on": true, "off": false}, "defaultVariant": "off"}
+		}
+	}
+	b, err := json.Marshal(map[string]any{"metadata": map[string]any{"flagSetId": "gen", "version": 7}, "flags": flags})
+	if err != nil {
+		panic(err) // maps of strings and numbers: cannot fail
+	}
+	return b
+}
+
+// bulkGoldenContexts are the request bodies every golden set is asked with.
+var bulkGoldenContexts = []string{
+	``,
+	`{}`,
+	`{"context":{}}`,
+	`{"context":{"targetingKey":"user-1"}}`,
+	`{"context":{"targetingKey":"user-7","email":"ann@pennon.dev","country":"DE","plan":"pro","age":33,"appVersion":"3.4.0"}}`,
+	`{"context":{"targetingKey":"user-42","email":"bob@example.com","country":"SE","plan":"free","age":18,"appVersion":"2.9.9","pick":"a"}}`,
+	` {"context":{"targetingKey":"ü\u00e9","country":"NL","pick":7,"nested":{"a":[1,2,{"b":null}]}}} `,
+}
+
+// goldenCase is one recorded bulk answer.
+type goldenCase struct {
+	Set     string `json:"set"`
+	Context string `json:"context"`
+	Status  int    `json:"status"`
+	ETag    string `json:"etag"`
+	Bytes   int    `json:"bytes"`
+	SHA256  string `json:"sha256"`
+	// Body is kept in full for the small example set (readable diffs);
+	// the generated set's answers are compared by hash.
+	Body string `json:"body,omitempty"`
+}
+
+func bulkGoldenSets() []struct {
+	name string
+	doc  []byte
+} {
+	return []struct {
+		name string
+		doc  []byte
+	}{
+		{"checkout", examples.Checkout},
+		{"generated-1000", generatedFlags(1000)},
+	}
+}
+
+// TestBulkGolden: the bulk answers (status, ETag, body bytes) for
+// examples/checkout.json and a generated 1,000-flag set, under several
+// contexts, are byte-identical to the ones recorded before the bulk path
+// was optimised. Every request is asked twice, so a cached or precomputed
+// second answer is compared too.
+func TestBulkGolden(t *testing.T) {
+	path := filepath.Join("testdata", "bulk-golden.json")
+	var got []goldenCase
+	for _, set := range bulkGoldenSets() {
+		for _, cacheBytes := range []int64{0, -1} {
+			var h evaluator.Holder
+			h.Store(mustSnapshot(t, string(set.doc), 5))
+			s, err := New(Options{Addr: "127.0.0.1:0", Source: &h, CacheBytes: cacheBytes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if s.cache != nil {
+					s.cache.Close()
+				}
+			})
+			hd := s.Handler()
+			for round := range 3 {
+				for _, c := range bulkGoldenContexts {
+					var ctx fasthttp.RequestCtx
+					request(&ctx, "POST", "/ofrep/v1/evaluate/flags", []byte(c))
+					hd(&ctx)
+					body := ctx.Response.Body()
+					sum := sha256.Sum256(body)
+					gc := goldenCase{Set: set.name, Context: c, Status: ctx.Response.StatusCode(),
+						ETag: string(ctx.Response.Header.Peek("ETag")), Bytes: len(body), SHA256: hex.EncodeToString(sum[:])}
+					if set.name == "checkout" {
+						gc.Body = string(body)
+					}
+					if !json.Valid(body) {
+						t.Fatalf("%s %q: invalid JSON %q", set.name, c, truncate(string(body), 300))
+					}
+					if round == 0 && cacheBytes == 0 {
+						got = append(got, gc)
+						continue
+					}
+					// Later rounds and the cache-off server must repeat round 0.
+					if err := sameAsFirst(got, gc); err != nil {
+						t.Errorf("round %d cache %d: %v", round, cacheBytes, err)
+					}
+				}
+			}
+		}
+	}
+	if *updateGolden {
+		b, err := json.MarshalIndent(got, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s (%d cases)", path, len(got))
+		return
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./proxy -run TestBulkGolden -update-golden on the commit before the bulk rewrite)", err)
+	}
+	var want []goldenCase
+	if err := json.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != len(got) {
+		t.Fatalf("%d golden cases recorded, %d produced", len(want), len(got))
+	}
+	for i := range want {
+		w, g := want[i], got[i]
+		if w != g {
+			t.Errorf("%s context %q:\n got status %d etag %s %d bytes sha %s\nwant status %d etag %s %d bytes sha %s\n%s",
+				w.Set, w.Context, g.Status, g.ETag, g.Bytes, g.SHA256, w.Status, w.ETag, w.Bytes, w.SHA256, firstDiff(w.Body, g.Body))
+		}
+	}
+}
+
+// sameAsFirst finds the round-0 answer for gc's set and context in first.
+func sameAsFirst(first []goldenCase, gc goldenCase) error {
+	for _, f := range first {
+		if f.Set == gc.Set && f.Context == gc.Context {
+			if f != gc {
+				return fmt.Errorf("%s %q: answer changed between requests: %d bytes sha %s, first %d bytes sha %s\n%s",
+					gc.Set, gc.Context, gc.Bytes, gc.SHA256, f.Bytes, f.SHA256, firstDiff(f.Body, gc.Body))
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q: no first answer", gc.Set, gc.Context)
+}
+
+func firstDiff(a, b string) string {
+	if a == b {
+		return ""
+	}
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	lo := max(i-80, 0)
+	return fmt.Sprintf("first difference at byte %d:\nwant …%s\n got …%s", i, a[lo:min(len(a), i+80)], b[lo:min(len(b), i+80)])
+}
+
