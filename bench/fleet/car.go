@@ -91,17 +91,20 @@ func (c *car) appliedAt(v uint64) (time.Time, bool) {
 	return c.seen[i].t, true
 }
 
-// state is the sync state and served version.
+// state is the sync state and the newest version the watcher has seen
+// served (so a sidecar counted as converged has its delays recorded).
 func (c *car) state() (string, uint64) {
 	st, _ := c.r.Status().(flagsync.RemoteStatus)
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var v uint64
-	if s := c.r.Current(); s != nil {
-		v = s.Version()
+	if n := len(c.seen); n > 0 {
+		v = c.seen[n-1].v
 	}
 	return st.State, v
 }
 
-// leftPush is how many times this sidecar has entered polling so far.
+// pollingEntries is how many times this sidecar has entered polling so far.
 func (c *car) pollingEntries() int {
 	st, _ := c.r.Status().(flagsync.RemoteStatus)
 	return st.Transitions[flagsync.StatePolling]
