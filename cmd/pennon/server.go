@@ -108,7 +108,14 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 		}
 		log.Info("embedded NATS JetStream started with authorization (operator mode, no anonymous access)", zap.String("url", url), zap.String("data", o.data), zap.Bool("syncAlways", true), zap.Bool("tls", o.natsTLSCert != ""))
 	} else if o.natsAccountSeed != "" {
-		keys, err := natsauth.LoadAccount(o.natsAccountSeed)
+		if o.natsCreds == "" {
+			return nil, fmt.Errorf("--nats-account-seed-file needs --nats-creds (the control plane's own credential names the account)")
+		}
+		acc, err := natsauth.AccountOfCreds(o.natsCreds)
+		if err != nil {
+			return nil, err
+		}
+		keys, err := natsauth.LoadSigning(o.natsAccountSeed, acc)
 		if err != nil {
 			return nil, err
 		}

@@ -26,6 +26,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -48,27 +49,56 @@ const AccountName = "PENNON"
 // server, the --out directory of `pennon server nats-config`).
 const (
 	OperatorSeedFile = "operator.seed"
+	// IdentitySeedFile is the PENNON account's identity key. JetStream files
+	// the account's streams under its public key, so it never changes; keep
+	// it offline (it is only needed to re-issue the account JWT).
+	IdentitySeedFile = "account-identity.seed"
+	// AccountSeedFile is the account's current *signing* key: what the
+	// control plane mints credentials with. It can be rotated without
+	// touching the account's data.
 	AccountSeedFile  = "account.seed"
 	SystemSeedFile   = "system.seed"
 	AuthConfFile     = "auth.conf"
 	ControlCredsFile = "control-plane.creds"
 	ReadonlyCreds    = "readonly.creds"
+	// StateFile records retired signing keys still listed in the account
+	// JWT and revoked user keys, so re-running nats-config keeps them.
+	StateFile = "nats-auth-state.json"
 )
 
-// Keys are the operator, the PENNON account and the system account. Only the
-// account key is needed at run time by the control plane (to mint sidecar
-// credentials); the operator key signs the account JWTs once.
+// Keys are the operator, the PENNON account (identity and signing key) and
+// the system account. The control plane needs only the signing key and the
+// account's public key at run time; the operator and identity keys sign the
+// account JWTs.
 type Keys struct {
-	Operator nkeys.KeyPair // nil when only the account key was loaded
-	Account  nkeys.KeyPair
-	System   nkeys.KeyPair // nil when only the account key was loaded
+	Operator nkeys.KeyPair // nil when only the signing key was loaded
+	Identity nkeys.KeyPair // nil when only the signing key was loaded
+	Account  nkeys.KeyPair // the current signing key
+	System   nkeys.KeyPair // nil when only the signing key was loaded
+
+	accountPub string
+	state      authState
 
 	operatorJWT, accountJWT, systemJWT string
+}
+
+// authState is what survives between nats-config runs besides the seeds.
+type authState struct {
+	// Listed are retired signing keys' public keys the account JWT still
+	// accepts (rotation in progress: credentials they signed stay valid).
+	Listed []string `json:"listedSigningKeys,omitempty"`
+	// Revoked user public keys, with the time before which their JWTs are
+	// refused.
+	Revoked map[string]int64 `json:"revokedUsers,omitempty"`
 }
 
 // Generate creates a fresh operator, account and system account.
 func Generate() (*Keys, error) {
 	op, err := nkeys.CreateOperator()
+	if err != nil {
+		return nil, err
+	}
+	id, err := nkeys.CreateAccount()
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +110,8 @@ func Generate() (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Keys{Operator: op, Account: acc, System: sys}
+	k := &Keys{Operator: op, Identity: id, Account: acc, System: sys}
+	k.accountPub, _ = id.PublicKey()
 	return k, k.sign()
 }
 
@@ -90,7 +121,8 @@ func Generate() (*Keys, error) {
 func (k *Keys) sign() error {
 	opPub, _ := k.Operator.PublicKey()
 	sysPub, _ := k.System.PublicKey()
-	accPub, _ := k.Account.PublicKey()
+	accPub := k.accountPub
+	signPub, _ := k.Account.PublicKey()
 	oc := jwt.NewOperatorClaims(opPub)
 	oc.Name = "pennon"
 	oc.SystemAccount = sysPub
@@ -103,6 +135,13 @@ func (k *Keys) sign() error {
 	// JetStream is enabled per account in operator mode: unlimited within
 	// the servers' own limits.
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1, MaxAckPending: -1}
+	// Users are signed by a signing key, never by the identity key, so the
+	// signing key can be rotated while the account (and its data) stays.
+	ac.SigningKeys.Add(signPub)
+	ac.SigningKeys.Add(k.state.Listed...)
+	for pub, before := range k.state.Revoked {
+		ac.RevokeAt(pub, time.Unix(before, 0))
+	}
 	if k.accountJWT, err = ac.Encode(k.Operator); err != nil {
 		return fmt.Errorf("account jwt: %w", err)
 	}
@@ -122,30 +161,23 @@ func LoadOrCreate(dir string) (k *Keys, created bool, err error) {
 	}
 	k = &Keys{}
 	load := func(name string, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, error) {
-		path := filepath.Join(dir, name)
-		data, err := os.ReadFile(path)
-		if err == nil {
-			kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(data))))
-			if err != nil {
-				return nil, fmt.Errorf("nats keys: %s: not an nkey seed", path)
-			}
-			return kp, nil
+		kp, err := readSeed(filepath.Join(dir, name))
+		if err == nil || !errors.Is(err, os.ErrNotExist) {
+			return kp, err
 		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("nats keys: %w", err)
-		}
-		kp, err := create()
-		if err != nil {
+		if kp, err = create(); err != nil {
 			return nil, err
 		}
-		seed, _ := kp.Seed()
-		if err := sign.WriteFileAtomic(path, append(seed, '\n'), 0o600); err != nil {
-			return nil, fmt.Errorf("nats keys: %w", err)
+		if err := writeSeed(filepath.Join(dir, name), kp); err != nil {
+			return nil, err
 		}
 		created = true
 		return kp, nil
 	}
 	if k.Operator, err = load(OperatorSeedFile, nkeys.CreateOperator); err != nil {
+		return nil, false, err
+	}
+	if k.Identity, err = load(IdentitySeedFile, nkeys.CreateAccount); err != nil {
 		return nil, false, err
 	}
 	if k.Account, err = load(AccountSeedFile, nkeys.CreateAccount); err != nil {
@@ -154,31 +186,142 @@ func LoadOrCreate(dir string) (k *Keys, created bool, err error) {
 	if k.System, err = load(SystemSeedFile, nkeys.CreateAccount); err != nil {
 		return nil, false, err
 	}
+	k.accountPub, _ = k.Identity.PublicKey()
+	if data, err := os.ReadFile(filepath.Join(dir, StateFile)); err == nil {
+		if err := json.Unmarshal(data, &k.state); err != nil {
+			return nil, false, fmt.Errorf("nats keys: %s: %w", filepath.Join(dir, StateFile), err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, false, fmt.Errorf("nats keys: %w", err)
+	}
 	return k, created, k.sign()
 }
 
-// LoadAccount reads just the account seed (what a control plane in front
-// of an external NATS cluster needs to mint sidecar credentials).
-func LoadAccount(path string) (*Keys, error) {
+func readSeed(path string) (nkeys.KeyPair, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("nats account seed: %w", err)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("nats keys: %w", err)
 	}
 	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(data))))
 	if err != nil {
-		return nil, fmt.Errorf("nats account seed %s: not an nkey seed", path)
+		return nil, fmt.Errorf("nats keys: %s: not an nkey seed", path)
 	}
-	if pub, _ := kp.PublicKey(); !nkeys.IsValidPublicAccountKey(pub) {
-		return nil, fmt.Errorf("nats account seed %s: not an account key (it should start with SA)", path)
-	}
-	return &Keys{Account: kp}, nil
+	return kp, nil
 }
 
-// AccountPublicKey is the PENNON account's public key.
-func (k *Keys) AccountPublicKey() string {
-	pub, _ := k.Account.PublicKey()
-	return pub
+func writeSeed(path string, kp nkeys.KeyPair) error {
+	seed, _ := kp.Seed()
+	if err := sign.WriteFileAtomic(path, append(seed, '\n'), 0o600); err != nil {
+		return fmt.Errorf("nats keys: %w", err)
+	}
+	return nil
 }
+
+// RotateSigningKey replaces the account's signing key in dir with a new
+// one. The old key stays listed in the account JWT (credentials it signed
+// keep working) until RetireSigningKeys; the old control-plane credential is
+// revoked by then too. The account identity, and so its data, is unchanged.
+func RotateSigningKey(dir string) (*Keys, error) {
+	k, _, err := LoadOrCreate(dir)
+	if err != nil {
+		return nil, err
+	}
+	old, _ := k.Account.PublicKey()
+	next, err := nkeys.CreateAccount()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSeed(filepath.Join(dir, AccountSeedFile), next); err != nil {
+		return nil, err
+	}
+	k.Account = next
+	k.state.Listed = appendUnique(k.state.Listed, old)
+	return k, k.saveState(dir)
+}
+
+// RetireSigningKeys stops accepting every signing key but the current one
+// and revokes the control-plane credential previously written to dir (if
+// any), so a leaked copy of either stops working once NATS reloads
+// auth.conf.
+func RetireSigningKeys(dir string) (*Keys, error) {
+	k, _, err := LoadOrCreate(dir)
+	if err != nil {
+		return nil, err
+	}
+	k.state.Listed = nil
+	if data, err := os.ReadFile(filepath.Join(dir, ControlCredsFile)); err == nil {
+		if tok, err := jwt.ParseDecoratedJWT(data); err == nil {
+			if uc, err := jwt.DecodeUserClaims(tok); err == nil {
+				if k.state.Revoked == nil {
+					k.state.Revoked = map[string]int64{}
+				}
+				k.state.Revoked[uc.Subject] = time.Now().Unix() + 1
+			}
+		}
+	}
+	return k, k.saveState(dir)
+}
+
+func appendUnique(list []string, v string) []string {
+	for _, x := range list {
+		if x == v {
+			return list
+		}
+	}
+	return append(list, v)
+}
+
+func (k *Keys) saveState(dir string) error {
+	b, _ := json.MarshalIndent(k.state, "", "  ")
+	if err := sign.WriteFileAtomic(filepath.Join(dir, StateFile), b, 0o600); err != nil {
+		return fmt.Errorf("nats keys: %w", err)
+	}
+	return k.sign()
+}
+
+// LoadSigning reads just the account signing key (what a control plane in
+// front of an external NATS cluster needs to mint sidecar credentials);
+// accountPub is the account it signs for (IssuerAccount of the control
+// plane's own credential, see AccountOfCreds).
+func LoadSigning(path, accountPub string) (*Keys, error) {
+	kp, err := readSeed(path)
+	if err != nil {
+		return nil, fmt.Errorf("nats account signing key: %w", err)
+	}
+	if pub, _ := kp.PublicKey(); !nkeys.IsValidPublicAccountKey(pub) {
+		return nil, fmt.Errorf("nats account signing key %s: not an account key (it should start with SA)", path)
+	}
+	if !nkeys.IsValidPublicAccountKey(accountPub) {
+		return nil, fmt.Errorf("nats account signing key: %q is not an account public key", abbreviate(accountPub))
+	}
+	return &Keys{Account: kp, accountPub: accountPub}, nil
+}
+
+// AccountOfCreds is the account a .creds file's user belongs to.
+func AccountOfCreds(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("nats creds: %w", err)
+	}
+	tok, err := jwt.ParseDecoratedJWT(data)
+	if err != nil {
+		return "", fmt.Errorf("nats creds %s: %w", path, err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return "", fmt.Errorf("nats creds %s: %w", path, err)
+	}
+	if uc.IssuerAccount != "" {
+		return uc.IssuerAccount, nil
+	}
+	return uc.Issuer, nil
+}
+
+// AccountPublicKey is the PENNON account's public key (its identity).
+func (k *Keys) AccountPublicKey() string { return k.accountPub }
 
 // ConfigureServer turns on operator-mode authorization in opts: the
 // operator is trusted, both accounts are preloaded in a memory resolver,
@@ -253,6 +396,7 @@ func (k *Keys) userJWT(userPub, name string, perms jwt.Permissions, ttl time.Dur
 	uc := jwt.NewUserClaims(userPub)
 	uc.Name = name
 	uc.Permissions = perms
+	uc.IssuerAccount = k.accountPub
 	var exp time.Time
 	if ttl > 0 {
 		exp = time.Now().Add(ttl).Truncate(time.Second)
@@ -312,12 +456,13 @@ func abbreviate(s string) string {
 }
 
 // ReportToken is the subject token that binds a sidecar's reports to its
-// ID: an HMAC under a key derived from the account seed, so every control
-// plane replica computes the same token and nobody without the account key
-// can publish as another sidecar.
+// ID, so the registry can check that a report came on the subject its
+// sidecar's credentials allow. The secrecy that matters is NATS's: only the
+// control plane mints permission to publish on a token's subject. The key
+// derives from the account's public identity, so every control-plane replica
+// computes the same token and signing-key rotations keep it.
 func (k *Keys) ReportToken(env, sidecarID string) string {
-	seed, _ := k.Account.Seed()
-	key := sha256.Sum256(append([]byte("pennon report subjects\x00"), seed...))
+	key := sha256.Sum256([]byte("pennon report subjects\x00" + k.accountPub))
 	m := hmac.New(sha256.New, key[:])
 	m.Write([]byte(env + "\x00" + sidecarID))
 	return hex.EncodeToString(m.Sum(nil)[:12])
@@ -337,9 +482,15 @@ func (k *Keys) WriteConfig(dir string) error {
 	if err := write(AuthConfFile, []byte(k.AuthConf()), 0o644); err != nil {
 		return err
 	}
-	for name, kp := range map[string]nkeys.KeyPair{OperatorSeedFile: k.Operator, AccountSeedFile: k.Account, SystemSeedFile: k.System} {
+	for name, kp := range map[string]nkeys.KeyPair{OperatorSeedFile: k.Operator, IdentitySeedFile: k.Identity, AccountSeedFile: k.Account, SystemSeedFile: k.System} {
 		seed, _ := kp.Seed()
 		if err := write(name, append(seed, '\n'), 0o600); err != nil {
+			return err
+		}
+	}
+	if len(k.state.Listed) > 0 || len(k.state.Revoked) > 0 {
+		b, _ := json.MarshalIndent(k.state, "", "  ")
+		if err := write(StateFile, b, 0o600); err != nil {
 			return err
 		}
 	}

@@ -228,12 +228,16 @@ func TestKeysPersistAndConfigFiles(t *testing.T) {
 			t.Fatalf("%s: %v mode %v; want 0600", name, err, fi.Mode())
 		}
 	}
-	acct, err := natsauth.LoadAccount(filepath.Join(out, natsauth.AccountSeedFile))
-	if err != nil || acct.AccountPublicKey() != k1.AccountPublicKey() {
-		t.Fatalf("LoadAccount: %v", err)
+	accPub, err := natsauth.AccountOfCreds(filepath.Join(out, natsauth.ControlCredsFile))
+	if err != nil || accPub != k1.AccountPublicKey() {
+		t.Fatalf("AccountOfCreds = %s, %v; want %s", accPub, err, k1.AccountPublicKey())
 	}
-	if _, err := natsauth.LoadAccount(filepath.Join(out, natsauth.OperatorSeedFile)); err == nil {
-		t.Fatal("an operator seed was accepted as the account seed")
+	acct, err := natsauth.LoadSigning(filepath.Join(out, natsauth.AccountSeedFile), accPub)
+	if err != nil || acct.AccountPublicKey() != k1.AccountPublicKey() || acct.ReportToken("dev", "a") != k1.ReportToken("dev", "a") {
+		t.Fatalf("LoadSigning: %v", err)
+	}
+	if _, err := natsauth.LoadSigning(filepath.Join(out, natsauth.OperatorSeedFile), accPub); err == nil {
+		t.Fatal("an operator seed was accepted as the account signing key")
 	}
 	// A server started with the persisted keys accepts the written control-plane creds.
 	s, err := natsrun.Start(natsrun.Options{DataDir: filepath.Join(dir, "js"), Keys: k2})
@@ -246,4 +250,108 @@ func TestKeysPersistAndConfigFiles(t *testing.T) {
 		t.Fatalf("control-plane.creds refused: %v", err)
 	}
 	nc.Close()
+}
+
+// Rotating the account signing key keeps the account (and so every stream)
+// and, until the old key is retired, every credential already issued;
+// retiring it refuses those credentials and the old control-plane creds.
+func TestSigningKeyRotationKeepsData(t *testing.T) {
+	dir := t.TempDir()
+	keysDir := filepath.Join(dir, "keys")
+	k1, _, err := natsauth.LoadOrCreate(keysDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k1.WriteConfig(keysDir); err != nil { // control-plane.creds v1
+		t.Fatal(err)
+	}
+	start := func(k *natsauth.Keys) *natsrun.Server {
+		s, err := natsrun.Start(natsrun.Options{DataDir: filepath.Join(dir, "js"), Keys: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := start(k1)
+	nc, err := nats.Connect(s.ClientURL(), nats.UserCredentials(filepath.Join(keysDir, natsauth.ControlCredsFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PENNON_ENV_dev", Subjects: []string{"pennon.dev.log"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "pennon.dev.log", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	kp, _ := nkeys.CreateUser()
+	pub, _ := kp.PublicKey()
+	oldSidecar, _, _ := k1.Sidecar(pub, "x", []string{"pennon.dev.live"}, "pennon.dev.sidecars.a", time.Hour)
+	s.Shutdown()
+	s.WaitForShutdown()
+
+	connects := func(s *natsrun.Server, opt nats.Option) bool {
+		nc, err := nats.Connect(s.ClientURL(), opt, nats.NoReconnect())
+		if err != nil {
+			return false
+		}
+		nc.Close()
+		return true
+	}
+	oldCreds, _ := os.ReadFile(filepath.Join(keysDir, natsauth.ControlCredsFile))
+	oldCredsFile := filepath.Join(dir, "old.creds")
+	_ = os.WriteFile(oldCredsFile, oldCreds, 0o600)
+
+	k2, err := natsauth.RotateSigningKey(keysDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k2.AccountPublicKey() != k1.AccountPublicKey() {
+		t.Fatal("rotation changed the account identity")
+	}
+	s = start(k2)
+	if !connects(s, nats.UserJWT(func() (string, error) { return oldSidecar, nil }, kp.Sign)) {
+		t.Fatal("credentials from the previous signing key refused during the rotation")
+	}
+	newCP, _ := k2.ControlPlane(time.Minute)
+	nc, err = nats.Connect(s.ClientURL(), nats.UserJWTAndSeed(newCP.JWT, string(newCP.Seed)))
+	if err != nil {
+		t.Fatalf("new signing key refused: %v", err)
+	}
+	js, _ = jetstream.New(nc)
+	if st, err := js.Stream(ctx, "PENNON_ENV_dev"); err != nil {
+		t.Fatalf("stream lost by the rotation: %v", err)
+	} else if info, _ := st.Info(ctx); info.State.Msgs != 1 {
+		t.Fatalf("stream has %d messages after the rotation, want 1", info.State.Msgs)
+	}
+	nc.Close()
+	if err := k2.WriteConfig(keysDir); err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown()
+	s.WaitForShutdown()
+
+	// The old copy of control-plane.creds is what gets revoked: retire
+	// reads the file in dir, so put the old one back first.
+	_ = os.WriteFile(filepath.Join(keysDir, natsauth.ControlCredsFile), oldCreds, 0o600)
+	k3, err := natsauth.RetireSigningKeys(keysDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k3.WriteConfig(keysDir); err != nil {
+		t.Fatal(err)
+	}
+	s = start(k3)
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	if connects(s, nats.UserJWT(func() (string, error) { return oldSidecar, nil }, kp.Sign)) {
+		t.Fatal("credentials from a retired signing key still accepted")
+	}
+	if connects(s, nats.UserCredentials(oldCredsFile)) {
+		t.Fatal("revoked control-plane credentials still accepted")
+	}
+	if !connects(s, nats.UserCredentials(filepath.Join(keysDir, natsauth.ControlCredsFile))) {
+		t.Fatal("freshly written control-plane credentials refused")
+	}
 }
