@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/pennon-dev/pennon/evaluator"
@@ -113,11 +114,11 @@ func New(o Options) (*Server, error) {
 	s.fresh, _ = o.Source.(proxy.FreshSource)
 	s.ctxs.New = func() any { return &scratch{ec: evaluator.NewContext(), buf: make([]byte, 0, 512)} }
 	if o.EvalAddr != "" {
-		s.evalSrv = grpc.NewServer(s.recoverer()...)
+		s.evalSrv = grpc.NewServer(s.serverOptions()...)
 		evalv1.RegisterServiceServer(s.evalSrv, &evalService{s: s})
 	}
 	if o.SyncAddr != "" {
-		s.syncSrv = grpc.NewServer(s.recoverer()...)
+		s.syncSrv = grpc.NewServer(s.serverOptions()...)
 		syncv1.RegisterFlagSyncServiceServer(s.syncSrv, &syncService{s: s})
 	}
 	return s, nil
@@ -245,6 +246,22 @@ func (s *Server) drain() {
 		}
 		<-done
 	}
+}
+
+// maxRecvMsg bounds a request message. Contexts are limited far lower
+// (Options.Limits, 64 KiB by default, as for OFREP); this only stops a
+// client from making the server buffer gRPC's default 4 MiB first.
+const maxRecvMsg = 1 << 20
+
+// serverOptions are the options both services run with.
+func (s *Server) serverOptions() []grpc.ServerOption {
+	return append(s.recoverer(),
+		grpc.MaxRecvMsgSize(maxRecvMsg),
+		// flagd providers may ping to keep idle connections alive; grpc-go's
+		// default policy (one ping per 5 minutes) would answer a more eager
+		// client with GOAWAY "too_many_pings". flagd's own server accepts them.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
+	)
 }
 
 // recoverer turns a panic in a handler into codes.Internal for that call
