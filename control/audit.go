@@ -130,6 +130,7 @@ type AuditLog struct {
 	tailKnown  bool
 	checkpoint *AuditCheckpoint // last checkpoint written (or loaded at open)
 	contradict bool             // the checkpoint is evidence against the chain: never extended again (logged once)
+	tailLost   bool             // "tail unreadable" logged already
 	// While batching (start-up reconciliation) the checkpoint is written
 	// once at the end instead of after every append: one fsync, not one per
 	// recovered entry.
@@ -225,7 +226,24 @@ func (a *AuditLog) hashAt(ctx context.Context, seq uint64) (string, error) {
 	if a.checkpoint != nil && a.checkpoint.Seq == seq && !a.contradict {
 		return a.checkpoint.Hash, nil // the tail entry was deleted: keep linking to what it was
 	}
+	var se *json.SyntaxError
+	if errors.Is(err, jetstream.ErrMsgNotFound) || errors.As(err, &se) {
+		// The tail was deleted or replaced and nothing remembers its hash.
+		// Stopping here would let whoever deleted one entry stop all
+		// auditing (and, through AuditHead, all commits); instead the chain
+		// goes on with a link verify reports next to the deletion.
+		if !a.tailLost {
+			a.log.Error("audit chain tail unreadable: appending with an unknown link (audit verify reports it)", zap.Uint64("seq", seq), zap.Error(err))
+			a.tailLost = true
+		}
+		return unknownLink(seq), nil
+	}
 	return "", fmt.Errorf("audit: read entry %d (the chain's tail): %w", seq, err)
+}
+
+// unknownLink is the PrevHash of an entry appended after an unreadable tail.
+func unknownLink(seq uint64) string {
+	return "unknown: entry " + strconv.FormatUint(seq, 10) + " was unreadable"
 }
 
 // Append adds an entry, linking it to the current tail, signs it and

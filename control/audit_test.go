@@ -85,7 +85,7 @@ func TestAuditAttacksDetected(t *testing.T) {
 		name     string
 		attack   func(t *testing.T, f *fixture, entries []AuditEntry)
 		firstBad func(n int) uint64
-		want     string
+		want     func(n int) string // names the entry
 	}{
 		{"rewrite entry 3 (delete and republish with a recomputed hash)", func(t *testing.T, f *fixture, entries []AuditEntry) {
 			ctx := context.Background()
@@ -100,33 +100,35 @@ func TestAuditAttacksDetected(t *testing.T) {
 			if _, err := f.js.Publish(ctx, config.AuditSubject, b); err != nil {
 				t.Fatal(err)
 			}
-		}, func(int) uint64 { return 3 }, "entry 3 was deleted"},
+		}, func(int) uint64 { return 3 }, func(int) string { return "entry 3 was deleted" }},
 		{"delete entry 4", func(t *testing.T, f *fixture, _ []AuditEntry) {
 			st, _ := f.js.Stream(context.Background(), config.AuditStream)
 			if err := st.DeleteMsg(context.Background(), 4); err != nil {
 				t.Fatal(err)
 			}
-		}, func(int) uint64 { return 4 }, "entry 4 was deleted"},
+		}, func(int) uint64 { return 4 }, func(int) string { return "entry 4 was deleted" }},
 		{"truncate the tail (stream rebuilt without the last 3 entries, all valid)", func(t *testing.T, f *fixture, entries []AuditEntry) {
 			rebuildAudit(t, f.js, entries[:len(entries)-3])
-		}, func(n int) uint64 { return uint64(n - 2) }, "truncated tail"},
+		}, func(n int) uint64 { return uint64(n - 2) }, func(n int) string {
+			return fmt.Sprintf("entries %d..%d were removed (truncated tail)", n-2, n)
+		}},
 		{"rebuild the whole chain with valid hashes and entry 2 edited", func(t *testing.T, f *fixture, entries []AuditEntry) {
 			forged := append([]AuditEntry(nil), entries...)
 			forged[1].Outcome = "rejected"
 			rebuildAudit(t, f.js, rehash(forged, 2))
-		}, func(int) uint64 { return 2 }, "entry 2 is not signed by the control plane"},
+		}, func(int) uint64 { return 2 }, func(int) string { return "entry 2 is not signed by the control plane" }},
 		{"rebuild unsigned, content unchanged", func(t *testing.T, f *fixture, entries []AuditEntry) {
 			forged := append([]AuditEntry(nil), entries...)
 			for i := range forged {
 				forged[i].Signature = ""
 			}
 			rebuildAudit(t, f.js, forged)
-		}, func(int) uint64 { return 1 }, "entry 1 is not signed by the control plane (not signed)"},
+		}, func(int) uint64 { return 1 }, func(int) string { return "entry 1 is not signed by the control plane (not signed)" }},
 		{"reorder entries 2 and 3", func(t *testing.T, f *fixture, entries []AuditEntry) {
 			swapped := append([]AuditEntry(nil), entries...)
 			swapped[1], swapped[2] = swapped[2], swapped[1]
 			rebuildAudit(t, f.js, swapped)
-		}, func(int) uint64 { return 2 }, "entry 2 is missing or out of order (found sequence 3 in its place)"},
+		}, func(int) uint64 { return 2 }, func(int) string { return "entry 2 is missing or out of order (found sequence 3 in its place)" }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,12 +152,9 @@ func TestAuditAttacksDetected(t *testing.T) {
 			}
 			tc.attack(t, f, entries)
 			res := f.verify(t)
-			if res.OK || res.FirstBad != tc.firstBad(len(entries)) || !strings.Contains(res.Problem, tc.want) {
-				t.Fatalf("verify after the attack: got ok=%v firstBad=%d %q; want firstBad=%d containing %q\n%+v", res.OK, res.FirstBad, res.Problem, tc.firstBad(len(entries)), tc.want, res.Problems)
-			}
-			if !strings.Contains(res.Problem, fmt.Sprintf("entr%s %d", map[bool]string{true: "ies", false: "y"}[strings.Contains(tc.want, "truncated")], res.FirstBad)) &&
-				!strings.Contains(res.Problem, fmt.Sprintf("entries %d..", res.FirstBad)) {
-				t.Fatalf("problem does not name entry %d: %q", res.FirstBad, res.Problem)
+			want := tc.want(len(entries))
+			if res.OK || res.FirstBad != tc.firstBad(len(entries)) || !strings.Contains(res.Problem, want) {
+				t.Fatalf("verify after the attack: got ok=%v firstBad=%d %q; want firstBad=%d containing %q\n%+v", res.OK, res.FirstBad, res.Problem, tc.firstBad(len(entries)), want, res.Problems)
 			}
 			// Offline, from an export taken after the attack (anchors included).
 			after := f.auditEntries(t)
@@ -241,6 +240,40 @@ func TestAuditAnchors(t *testing.T) {
 	os.WriteFile(filepath.Join(f.data, CheckpointFile), []byte("{not json"), 0o600)
 	if res := f.verify(t); res.OK || !strings.Contains(res.Problem, "the checkpoint file is unreadable") {
 		t.Fatalf("damaged checkpoint: %+v", res)
+	}
+}
+
+// TestAuditContinuesAfterTailDeleted: deleting the last entry (with no
+// checkpoint or memory of it, as after a restart without a data dir) must
+// not stop auditing or commits; verify names the deletion.
+func TestAuditContinuesAfterTailDeleted(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	f.do(t, f.tokens["editor"], "PUT", "/api/v1/envs/dev/flags/a", `{"definition":`+flagDef+`}`)
+	f.do(t, f.tokens["editor"], "PUT", "/api/v1/envs/dev/flags/b", `{"definition":`+flagDef+`}`)
+	n := len(f.auditEntries(t))
+	st, _ := f.js.Stream(ctx, config.AuditStream)
+	if err := st.DeleteMsg(ctx, uint64(n)); err != nil {
+		t.Fatal(err)
+	}
+	// A control plane that never saw the tail (no checkpoint, fresh memory).
+	s2, err := New(Options{Addr: "127.0.0.1:0", Store: f.store, Tokens: f.toks, JetStream: f.js, Signer: f.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := f.toks.Authenticate(ctx, f.tokens["editor"])
+	if _, err := s2.commitAnchored(ctx, principal{tok: rec}, &config.Changeset{Env: "dev", Author: "x", Changes: []config.Change{{Flag: "c", Op: config.OpPut, Definition: []byte(flagDef)}}}); err != nil {
+		t.Fatalf("commit after the tail was deleted: %v", err)
+	}
+	s2.record(ctx, principal{tok: rec}, "commit", "dev", "c", "committed", map[string]any{"version": 3})
+	// Starting, s2 re-recorded the deleted commit entry (outcome recovered),
+	// linked to the unknown tail; the new commit's entry follows it.
+	entries := f.auditEntries(t)
+	if len(entries) != n+2 || entries[n].PrevHash != unknownLink(uint64(n)) || entries[n].Outcome != "recovered" || entries[n+1].PrevHash != entries[n].Hash {
+		t.Fatalf("entries after the deleted tail: %d, %+v", len(entries), entries[n:])
+	}
+	if res := f.verify(t); res.OK || res.FirstBad != uint64(n) || !strings.Contains(res.Problem, fmt.Sprintf("entry %d was deleted", n)) {
+		t.Fatalf("verify: %+v", res)
 	}
 }
 
