@@ -308,6 +308,8 @@ func checkNATSAuthorization(t *testing.T, url string, keys *natsauth.Keys) {
 		uc.Expires = time.Now().Add(time.Hour).Unix()
 		uc.Sub.Allow.Add(config.LiveSubject(env), config.HeartbeatSubject(env))
 		uc.Pub.Allow.Add(report)
+		// Signed by the account's signing key (account.seed) on behalf of the account.
+		uc.IssuerAccount = keys.AccountPublicKey()
 		tok, err := uc.Encode(keys.Account)
 		if err != nil {
 			t.Fatal(err)
