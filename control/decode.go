@@ -39,10 +39,16 @@ func decodeBody(r *http.Request, v any) error {
 	return decodeStrict(data, v)
 }
 
-// decodeStrict is decodeBody without the HTTP parts (fuzzed directly).
+// decodeStrict is decodeBody without the HTTP parts.
 func decodeStrict(data []byte, v any) error {
-	if len(bytes.TrimSpace(data)) == 0 {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
 		return errf(http.StatusBadRequest, "bad_request", "request body is empty; send a JSON object")
+	}
+	if trimmed[0] != '{' {
+		// null, arrays and scalars decode into a struct as "nothing set" or
+		// a type error; neither is what the caller meant.
+		return errf(http.StatusBadRequest, "bad_request", "request body must be a JSON object ({…})")
 	}
 	if err := checkEnvelope(data, reflect.TypeOf(v)); err != nil {
 		return err

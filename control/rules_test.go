@@ -318,6 +318,7 @@ func TestStrictEnvelopes(t *testing.T) {
 		{"unknown field lists the allowed ones", "POST", "/api/v1/envs/dev/rollback", `{"toVersion":1,"dryrun2":true}`, `unknown field \"dryrun2\" at the top level (allowed: dryRun, emergency, flags, reason, toVersion)`},
 		{"wrong type names the field", "POST", "/api/v1/envs/dev/rollback", `{"toVersion":"one"}`, `field \"toVersion\": a JSON string cannot be a uint64`},
 		{"empty body", "POST", "/api/v1/envs/dev/changesets", ` `, "request body is empty"},
+		{"null body", "POST", "/api/v1/envs/dev/changesets", `null`, "request body must be a JSON object"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
