@@ -651,8 +651,11 @@ func (r *Remote) onHeartbeat(ctx context.Context, m *nats.Msg) {
 		}
 	}
 	r.mu.Unlock()
-	if cur == nil || hb.Version > cur.Version || (hb.Version == cur.Version && hb.Hash != cur.Hash) {
-		r.poll(ctx) // behind, or drifted: reconcile
+	if cur == nil || hb.Version != cur.Version || hb.Hash != cur.Hash {
+		// Behind, drifted, or ahead of the control plane (restored from a
+		// backup): reconcile. A snapshot request names what we serve, so
+		// a heartbeat that merely lagged behind a push costs one 304.
+		r.poll(ctx)
 	}
 }
 

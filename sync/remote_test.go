@@ -50,6 +50,7 @@ type cluster struct {
 	admin   string
 	store   *config.Store
 	key     *sign.Key
+	toks    *control.Tokens
 	stop    func()
 	stopped bool
 }
@@ -99,7 +100,7 @@ func startCluster(t *testing.T, opts ...func(*control.Options)) *cluster {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = api.Serve(rctx) }()
 	go func() { defer wg.Done(); RunHeartbeats(rctx, nc, store, 50*time.Millisecond, zap.NewNop()) }()
-	c := &cluster{ns: ns, reg: reg, api2: api, nats: ns.ClientURL(), api: "http://" + api.Addr(), token: viewer, admin: admin, store: store, key: key}
+	c := &cluster{ns: ns, reg: reg, api2: api, nats: ns.ClientURL(), api: "http://" + api.Addr(), token: viewer, admin: admin, store: store, key: key, toks: toks}
 	c.stop = func() {
 		if c.stopped {
 			return

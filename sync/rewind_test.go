@@ -1,0 +1,93 @@
+package flagsync
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/pennon-dev/pennon/internal/checkfor"
+	"github.com/pennon-dev/pennon/internal/sign"
+)
+
+// switchable is the control plane's address as a sidecar sees it; the test
+// points it at another control plane (a restore from backup).
+type switchable struct{ target atomic.Pointer[url.URL] }
+
+func (s *switchable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	httputil.NewSingleHostReverseProxy(s.target.Load()).ServeHTTP(w, r)
+}
+
+func (s *switchable) point(t *testing.T, api string) {
+	u, err := url.Parse(api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.target.Store(u)
+}
+
+// TestSidecarConvergesToTheControlPlanesTruth: the control plane behind the
+// sidecar's address is replaced by one restored from a backup (a lower
+// version) or one that diverged at the same version. The sidecar takes the
+// control plane's signed snapshot, even to a lower version, and counts it.
+func TestSidecarConvergesToTheControlPlanesTruth(t *testing.T) {
+	cases := []struct {
+		name string
+		// commits on the sidecar's original control plane and on the
+		// replacement, as performance-mode default variants
+		before, after []string
+		want          string
+	}{
+		{"restore from backup (lower version)", []string{"fast", "safe"}, nil, "balanced"},
+		{"same version, another flag set", []string{"safe"}, []string{"fast"}, "fast"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := startCluster(t), startCluster(t)
+			// The replacement knows the sidecar's token, as a restored one would.
+			if err := b.toks.Import(t.Context(), a.token, "sidecar", map[string]string{"dev": "viewer"}); err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range tc.before {
+				a.setDefault(t, v)
+			}
+			for _, v := range tc.after {
+				b.setDefault(t, v)
+			}
+			front := &switchable{}
+			front.point(t, a.api)
+			srv := httptest.NewServer(front)
+			t.Cleanup(srv.Close)
+			// Polling only: the replacement's NATS is another server.
+			s := startSidecar(t, RemoteOptions{ServerURL: srv.URL, Token: a.token, TrustKeys: []sign.PublicKey{a.key.Public(), b.key.Public()}})
+			wantA := uint64(1 + len(tc.before))
+			checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+				if s.version() != wantA || s.perf() != tc.before[len(tc.before)-1] {
+					return fmt.Errorf("serves %s at v%d", s.perf(), s.version())
+				}
+				return nil
+			})
+			front.point(t, b.api)
+			wantB := uint64(1 + len(tc.after))
+			checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+				if s.version() != wantB || s.perf() != tc.want {
+					return fmt.Errorf("serves %s at v%d, want %s at v%d", s.perf(), s.version(), tc.want, wantB)
+				}
+				return nil
+			})
+			head, _ := b.store.Head(t.Context(), "dev")
+			if st := s.r.Status().(RemoteStatus); st.Hash != head.Hash {
+				t.Fatalf("sidecar hash %s, control plane %s", st.Hash, head.Hash)
+			}
+			if n := testutil.ToFloat64(s.r.v.mRewinds); n != 1 {
+				t.Fatalf("pennon_sync_rewinds_total = %v, want 1", n)
+			}
+		})
+	}
+}
