@@ -54,7 +54,7 @@ func generatedFlags(n int) []byte {
 			flags[key] = map[string]any{"state": "ENABLED", "variants": map[string]any{"on": true, "off": false}}
 		case 7:
 			flags[key] = map[string]any{"state": "ENABLED", "defaultVariant": "low",
-				"variants": map[string]any{"low": 0.25, "high": 1e21, "mid": 42},
+				"variants":  map[string]any{"low": 0.25, "high": 1e21, "mid": 42},
 				"targeting": map[string]any{"if": []any{map[string]any{">=": []any{map[string]any{"var": "age"}, 30}}, "mid", nil}},
 				"metadata":  map[string]any{"owner": "team-" + strconv.Itoa(i%3), "ticket": i}}
 		case 8:
@@ -220,4 +220,3 @@ func firstDiff(a, b string) string {
 	lo := max(i-80, 0)
 	return fmt.Sprintf("first difference at byte %d:\nwant …%s\n got …%s", i, a[lo:min(len(a), i+80)], b[lo:min(len(b), i+80)])
 }
-

@@ -3,6 +3,7 @@ package proxy
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,6 +29,22 @@ type metrics struct {
 
 	mu       sync.Mutex
 	counters atomic.Pointer[map[counterKey]prometheus.Counter]
+
+	plansMu sync.Mutex
+	plans   []*bulkPlan // bulk plans whose precomputed evaluations still need flushing
+}
+
+// flushingCollector is the evaluations counter: before each scrape it adds
+// the bulk answers' precomputed evaluations (bulkPlan.flush), so a scrape
+// always includes every answer served before it.
+type flushingCollector struct {
+	*prometheus.CounterVec
+	flush func()
+}
+
+func (f flushingCollector) Collect(ch chan<- prometheus.Metric) {
+	f.flush()
+	f.CounterVec.Collect(ch)
 }
 
 type counterKey struct {
@@ -73,14 +90,14 @@ func newMetrics(reg prometheus.Registerer, src Source) *metrics {
 		}
 		return 0
 	})
-	for _, c := range []prometheus.Collector{m.evals, m.errors, m.latency, m.cacheHit, m.cacheMiss, m.inFlight, m.requests, m.panics, m.sseConns, m.expired, m.failModes, version, flags} {
+	for _, c := range []prometheus.Collector{flushingCollector{m.evals, m.flushBulk}, m.errors, m.latency, m.cacheHit, m.cacheMiss, m.inFlight, m.requests, m.panics, m.sseConns, m.expired, m.failModes, version, flags} {
 		reg.MustRegister(c)
 	}
 	return m
 }
 
-// countEval counts one evaluation result.
-func (m *metrics) countEval(flagKnown bool, r *evaluator.Result) {
+// countEval counts one evaluation result and returns its counter.
+func (m *metrics) countEval(flagKnown bool, r *evaluator.Result) prometheus.Counter {
 	k := counterKey{flag: r.Key, variant: r.Variant, reason: r.Reason, code: r.ErrorCode}
 	if !flagKnown {
 		k.flag = "" // unknown keys come from clients: never a label value
@@ -88,28 +105,60 @@ func (m *metrics) countEval(flagKnown bool, r *evaluator.Result) {
 	if k.code != evaluator.CodeNone {
 		m.errors.WithLabelValues(string(k.code)).Inc()
 	}
+	c := m.counter(k)
+	c.Inc()
+	return c
+}
+
+// counter resolves the evaluations counter for k.
+func (m *metrics) counter(k counterKey) prometheus.Counter {
 	if c, ok := (*m.counters.Load())[k]; ok {
-		c.Inc()
-		return
+		return c
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	cur := *m.counters.Load()
-	c, ok := cur[k]
-	if !ok {
-		if len(cur) > 50000 {
-			// Cardinality guard: past this, count without caching the series.
-			m.mu.Unlock()
-			m.evals.WithLabelValues(k.flag, k.variant, string(k.reason)).Inc()
-			return
-		}
-		c = m.evals.WithLabelValues(k.flag, k.variant, string(k.reason))
-		next := make(map[counterKey]prometheus.Counter, len(cur)+1)
-		for kk, vv := range cur {
-			next[kk] = vv
-		}
-		next[k] = c
-		m.counters.Store(&next)
+	if c, ok := cur[k]; ok {
+		return c
 	}
-	m.mu.Unlock()
-	c.Inc()
+	c := m.evals.WithLabelValues(k.flag, k.variant, string(k.reason))
+	if len(cur) > 50000 {
+		// Cardinality guard: past this, count without caching the series.
+		return c
+	}
+	next := make(map[counterKey]prometheus.Counter, len(cur)+1)
+	for kk, vv := range cur {
+		next[kk] = vv
+	}
+	next[k] = c
+	m.counters.Store(&next)
+	return c
+}
+
+// addPlan and retirePlan track the bulk plans flushBulk must visit: the
+// current one, and replaced ones for planRetention after the swap (a
+// request that loaded a plan just before it was replaced still counts).
+func (m *metrics) addPlan(p *bulkPlan) {
+	m.plansMu.Lock()
+	m.plans = append(m.plans, p)
+	m.plansMu.Unlock()
+	m.flushBulk() // also prunes: the list stays short without scrapes
+}
+
+func (m *metrics) retirePlan(p *bulkPlan) { p.retired.Store(time.Now().UnixNano()) }
+
+// flushBulk adds every plan's precomputed evaluations to their counters
+// and forgets plans retired long enough ago.
+func (m *metrics) flushBulk() {
+	m.plansMu.Lock()
+	defer m.plansMu.Unlock()
+	keep := m.plans[:0]
+	for _, p := range m.plans {
+		p.flush()
+		if r := p.retired.Load(); r == 0 || time.Since(time.Unix(0, r)) < planRetention {
+			keep = append(keep, p)
+		}
+	}
+	clear(m.plans[len(keep):])
+	m.plans = keep
 }

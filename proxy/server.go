@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,10 @@ type Options struct {
 	// are cached; cheaper ones are faster to evaluate than to look up.
 	// Default 40; negative caches every cacheable flag.
 	CacheMinCost int
+	// CacheBulk caches whole bulk answers keyed by (snapshot version, the
+	// context values the flag set reads). See docs/sidecar.md for when it
+	// pays.
+	CacheBulk bool
 }
 
 // Server is the sidecar's HTTP server.
@@ -68,7 +73,8 @@ type Server struct {
 	status  StatusSource
 	m       *metrics
 	reg     *prometheus.Registry
-	cache   *ristretto.Cache[[]byte, []byte]
+	cache   *ristretto.Cache[[]byte, *cacheEntry]
+	plan    atomic.Pointer[bulkPlan] // bulk.go: the last snapshot's bulk plan
 	srv     *fasthttp.Server
 	ctxPool sync.Pool
 	bufPool sync.Pool
@@ -137,7 +143,7 @@ func New(o Options) (*Server, error) {
 		return 0
 	}))
 	if o.CacheBytes > 0 {
-		c, err := ristretto.NewCache(&ristretto.Config[[]byte, []byte]{
+		c, err := ristretto.NewCache(&ristretto.Config[[]byte, *cacheEntry]{
 			NumCounters: max(o.CacheBytes/64, 1000), MaxCost: o.CacheBytes, BufferItems: 64, Metrics: true,
 		})
 		if err != nil {
@@ -461,11 +467,16 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 	switch {
 	case f == nil:
 		r = snap.Evaluate(key, ec)
+		s.m.countEval(false, &r)
 	case f.Propagation() != evaluator.CacheFirst && s.fresh != nil:
 		r = s.evaluateFresh(snap, f, ec)
+		s.m.countEval(true, &r)
 	default:
-		var hit bool
-		if buf, hit = s.cached(buf, snap, f, ec); hit {
+		var hit, counted bool
+		if buf, hit, counted, r = s.cached(buf, snap, f, ec); hit {
+			if f.ExpiredAt(start) {
+				s.m.expired.WithLabelValues(f.Key()).Inc()
+			}
 			ctx.SetContentType(contentType)
 			ctx.SetBody(buf)
 			*bp = buf
@@ -473,9 +484,11 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 			s.m.latency.Observe(time.Since(start).Seconds())
 			return
 		}
-		r = snap.EvaluateFlag(f, ec)
+		if !counted {
+			r = snap.EvaluateFlag(f, ec)
+			s.m.countEval(true, &r)
+		}
 	}
-	s.m.countEval(f != nil, &r)
 	if f != nil && f.ExpiredAt(start) {
 		s.m.expired.WithLabelValues(f.Key()).Inc()
 	}
@@ -514,10 +527,13 @@ func (s *Server) evaluateFresh(local *evaluator.Snapshot, f *evaluator.Flag, ec 
 
 // cached answers from the response cache, or evaluates, encodes and caches.
 // dst is reused for the encoded body. Only flags with targeting are worth
-// caching: a static answer is cheaper to recompute than to look up.
-func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) ([]byte, bool) {
+// caching: a static answer is cheaper to recompute than to look up. hit
+// means dst holds the answer (cached or freshly cached); otherwise, when
+// evaluated, r is the counted result the caller must encode (an error
+// answer, which is not cached) and must not evaluate or count again.
+func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) (out []byte, hit, evaluated bool, r evaluator.Result) {
 	if s.cache == nil || len(f.Reads()) == 0 || f.Cost() < s.o.CacheMinCost {
-		return dst, false
+		return dst, false, false, r
 	}
 	kp := s.bufPool.Get().(*[]byte)
 	key := append((*kp)[:0], f.Key()...)
@@ -527,21 +543,23 @@ func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag,
 	key, ok := f.AppendCacheKey(key, ec)
 	defer func() { *kp = key; s.bufPool.Put(kp) }()
 	if !ok {
-		return dst, false
+		return dst, false, false, r
 	}
-	if v, hit := s.cache.Get(key); hit {
+	if e, hit := s.cache.Get(key); hit {
 		s.m.cacheHit.Inc()
-		return append(dst, v...), true
+		e.count() // a cached answer is an evaluation too
+		return append(dst, e.body...), true, true, r
 	}
 	s.m.cacheMiss.Inc()
-	r := snap.EvaluateFlag(f, ec)
-	s.m.countEval(true, &r)
+	r = snap.EvaluateFlag(f, ec)
+	c := s.m.countEval(true, &r)
 	if r.ErrorCode != evaluator.CodeNone {
-		return dst, false
+		return dst, false, true, r
 	}
 	dst = appendResult(dst, &r)
-	s.cache.Set(append([]byte(nil), key...), append([]byte(nil), dst...), int64(len(dst)+len(key)))
-	return dst, true
+	s.cache.Set(append([]byte(nil), key...), &cacheEntry{body: append([]byte(nil), dst...), ctrs: []prometheus.Counter{c}},
+		int64(len(dst)+len(key)+64))
+	return dst, true, true, r
 }
 
 func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
@@ -571,15 +589,35 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
+	if etag != "" {
+		ctx.Response.Header.Set("ETag", etag)
+	}
+	ctx.SetContentType(contentType)
 	bp := s.bufPool.Get().(*[]byte)
-	buf := append((*bp)[:0], `{"flags":[`...)
+	var buf []byte
+	if freshErr != nil {
+		buf = s.appendBulkFailMode((*bp)[:0], snap, ec, freshErr)
+		ctx.SetBody(buf)
+	} else {
+		buf = s.answerBulk(ctx, (*bp)[:0], s.bulkPlanFor(snap), ec)
+	}
+	*bp = buf
+	s.bufPool.Put(bp)
+	s.m.latency.Observe(time.Since(start).Seconds())
+}
+
+// appendBulkFailMode is the bulk answer when freshness could not be
+// established: always-fresh flags answer on their fail mode, the others
+// as usual. It is rare and evaluates every flag; the plan serves the rest.
+func (s *Server) appendBulkFailMode(buf []byte, snap *evaluator.Snapshot, ec *evaluator.Context, freshErr error) []byte {
+	buf = append(buf, `{"flags":[`...)
 	for i, key := range snap.Keys() {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
 		f := snap.Flag(key)
 		var r evaluator.Result
-		if freshErr != nil && f.Propagation() == evaluator.AlwaysFresh {
+		if f.Propagation() == evaluator.AlwaysFresh {
 			r = s.failModeResult(snap, f, ec, freshErr)
 		} else {
 			r = snap.EvaluateFlag(f, ec)
@@ -588,16 +626,8 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 		buf = appendResult(buf, &r)
 	}
 	buf = append(buf, `],"metadata":{"version":`...)
-	buf = appendString(buf, fmt.Sprint(snap.Version()))
-	buf = append(buf, `},"eventStreams":[{"type":"sse","endpoint":{"requestUri":"/v1/stream"},"inactivityDelaySec":120}]}`...)
-	if etag != "" {
-		ctx.Response.Header.Set("ETag", etag)
-	}
-	ctx.SetContentType(contentType)
-	ctx.SetBody(buf)
-	*bp = buf
-	s.bufPool.Put(bp)
-	s.m.latency.Observe(time.Since(start).Seconds())
+	buf = appendString(buf, strconv.FormatUint(snap.Version(), 10))
+	return append(buf, `},"eventStreams":[{"type":"sse","endpoint":{"requestUri":"/v1/stream"},"inactivityDelaySec":120}]}`...)
 }
 
 func etagMatches(header []byte, etag string) bool {
