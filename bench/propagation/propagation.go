@@ -19,6 +19,7 @@ import (
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/control"
 	"github.com/pennon-dev/pennon/internal/natsrun"
+	"github.com/pennon-dev/pennon/internal/sign"
 	flagsync "github.com/pennon-dev/pennon/sync"
 )
 
@@ -77,7 +78,11 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	store, err := config.OpenStore(ctx, js, config.StoreOptions{})
+	key, err := sign.Generate() // sidecars verify what the control plane signs
+	if err != nil {
+		return Result{}, err
+	}
+	store, err := config.OpenStore(ctx, js, config.StoreOptions{Signer: key})
 	if err != nil {
 		return Result{}, err
 	}
@@ -98,7 +103,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if _, err := store.Commit(ctx, &config.Changeset{Env: "bench", Changes: []config.Change{{Flag: "counter", Op: config.OpPut, Definition: flagDef(0)}}}); err != nil {
 		return Result{}, err
 	}
-	api, err := control.New(control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, JetStream: js, NATS: ns.Keys})
+	api, err := control.New(control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, JetStream: js, NATS: ns.Keys, Signer: key})
 	if err != nil {
 		return Result{}, err
 	}
@@ -114,7 +119,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	cars := make([]*flagsync.Remote, o.Sidecars)
 	for i := range cars {
-		r, err := flagsync.NewRemote(flagsync.RemoteOptions{Env: "bench", ServerURL: "http://" + api.Addr(), NATSURL: ns.ClientURL(), Token: tok, ID: fmt.Sprint("bench-", i)})
+		r, err := flagsync.NewRemote(flagsync.RemoteOptions{Env: "bench", ServerURL: "http://" + api.Addr(), NATSURL: ns.ClientURL(), Token: tok, ID: fmt.Sprint("bench-", i),
+			TrustKeys: []sign.PublicKey{key.Public()}})
 		if err != nil {
 			return Result{}, err
 		}
