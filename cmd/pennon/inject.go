@@ -38,9 +38,13 @@ func runInject(_ context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&o.CPULimit, "cpu-limit", "1", "sidecar CPU limit")
 	fs.StringVar(&o.MemoryRequest, "memory-request", "64Mi", "sidecar memory request")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "256Mi", "sidecar memory limit")
+	var trust listFlag
+	fs.Var(&trust, "trust-key", "pin the control plane's changeset signing key, ed25519:... (repeatable during a key rotation)")
+	fs.StringVar(&o.NATSCAConfigMap, "nats-ca-configmap", "", "ConfigMap (key \"ca.crt\") with the CA of NATS's TLS certificates; adds --nats-ca")
 	if err := parseSettings(fs, args); err != nil {
 		return err
 	}
+	o.TrustKeys = trust
 	var in io.Reader = os.Stdin
 	name := "stdin"
 	if *file != "" && *file != "-" {
