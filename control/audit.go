@@ -164,7 +164,7 @@ func OpenAuditLog(ctx context.Context, js jetstream.JetStream, o AuditLogOptions
 		a.contradict = true
 	case cp != nil && trustFor(o.Signer, o.Trust).Verify(sign.PurposeAudit, cp.signingBytes(), cp.Signature) != nil:
 		a.log.Error("audit checkpoint not signed by a trusted key: it is kept for audit verify and not extended", zap.String("path", o.CheckpointPath), zap.Uint64("seq", cp.Seq))
-		a.checkpoint, a.contradict = cp, true
+		a.contradict = true // and a.checkpoint stays nil: nothing is anchored to it
 	default:
 		a.checkpoint = cp
 	}
@@ -190,8 +190,12 @@ func (a *AuditLog) LoadCheckpoint() (*AuditCheckpoint, error) {
 	return &cp, nil
 }
 
-// Tail is the last entry of the chain (Seq 0 for an empty chain): what a
-// changeset records as its AuditHead.
+// Tail is what a changeset records as its AuditHead: the last entry of the
+// chain (Seq 0 for an empty chain) — unless the chain is known to have lost
+// the checkpointed entry (shorter than the checkpoint, a different entry
+// there, or a contradiction found on append). Then the checkpoint is
+// anchored instead: a signed changeset must never vouch for a chain that
+// was cut or rewritten.
 func (a *AuditLog) Tail(ctx context.Context) (config.AuditAnchor, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -200,14 +204,18 @@ func (a *AuditLog) Tail(ctx context.Context) (config.AuditAnchor, error) {
 		return config.AuditAnchor{}, err
 	}
 	last := info.State.LastSeq
-	if last == 0 {
-		return config.AuditAnchor{Hash: genesis}, nil
+	tail := config.AuditAnchor{Hash: genesis}
+	if last > 0 {
+		hash, err := a.hashAt(ctx, last)
+		if err != nil {
+			return config.AuditAnchor{}, err
+		}
+		tail = config.AuditAnchor{Seq: last, Hash: hash}
 	}
-	hash, err := a.hashAt(ctx, last)
-	if err != nil {
-		return config.AuditAnchor{}, err
+	if cp := a.checkpoint; cp != nil && (a.contradict || cp.Seq > last || (cp.Seq == last && cp.Hash != tail.Hash)) {
+		return config.AuditAnchor{Seq: cp.Seq, Hash: cp.Hash}, nil
 	}
-	return config.AuditAnchor{Seq: last, Hash: hash}, nil
+	return tail, nil
 }
 
 // hashAt is entry seq's hash, from memory when this process wrote or read

@@ -227,6 +227,16 @@ func TestAuditAnchors(t *testing.T) {
 	if res := f.verify(t); res.OK || res.FirstBad != uint64(n) || !strings.Contains(res.Problem, "truncated tail") {
 		t.Fatalf("after truncation and a new entry: %+v", res)
 	}
+	// The commit made after the truncation anchors the checkpoint, not the
+	// truncated chain's tail: a signed changeset never vouches for it.
+	head, _ := f.store.Head(ctx, "dev")
+	last, err := f.store.Changeset(ctx, "dev", head.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.AuditHead == nil || last.AuditHead.Seq != cp.Seq || last.AuditHead.Hash != cp.Hash {
+		t.Fatalf("changeset after truncation anchors %+v, want the checkpoint %d %s", last.AuditHead, cp.Seq, cp.Hash)
+	}
 	if f.logs.FilterMessageSnippet("no longer contains the checkpointed entry").Len() != 1 {
 		t.Fatal("contradiction not logged once")
 	}
