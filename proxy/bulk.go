@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -40,9 +41,9 @@ type bulkPlan struct {
 	cacheKeyReads []string
 	cacheable     bool
 
-	static []prometheus.Counter // one per precomputed flag
-	served atomic.Uint64        // answers not yet added to static
-	retired atomic.Int64        // unix nanos when a newer plan replaced it
+	static  []prometheus.Counter // one per precomputed flag
+	served  atomic.Uint64        // answers not yet added to static
+	retired atomic.Int64         // unix nanos when a newer plan replaced it
 }
 
 type bulkSeg struct {
@@ -51,44 +52,59 @@ type bulkSeg struct {
 	ctrs   *flagCounters
 }
 
-// flagCounters resolves a dynamic flag's (variant, reason) counter without
-// hashing the label strings on every evaluation: a flag has a handful of
-// outcomes, kept in a small copy-on-write list.
+// flagCounters remembers a dynamic flag's outcomes: a flag has a handful
+// (variant, reason, metadata) of them, each with its evaluations counter
+// and its encoded answer, kept in a small copy-on-write list. A bulk
+// request then neither hashes label strings nor re-encodes an answer it
+// has produced before.
 type flagCounters struct {
-	list atomic.Pointer[[]outcomeCounter]
+	list atomic.Pointer[[]outcome]
 	mu   sync.Mutex
 }
 
-type outcomeCounter struct {
+type outcome struct {
 	variant string
 	reason  evaluator.Reason
+	meta    *byte // identity of Result.MetadataJSON (snapshot-owned, immutable)
+	metaLen int
 	c       prometheus.Counter
+	enc     []byte // appendResult of the outcome
 }
 
-// count counts r (a result of this flag without an error code).
-func (fc *flagCounters) count(m *metrics, r *evaluator.Result) prometheus.Counter {
+// maxOutcomes bounds the list; a flag with more outcomes is counted and
+// encoded the slow way.
+const maxOutcomes = 16
+
+// appendCounted counts r (a result of this flag without an error code),
+// appends its encoding to dst and returns its counter.
+func (fc *flagCounters) appendCounted(dst []byte, m *metrics, r *evaluator.Result) ([]byte, prometheus.Counter) {
+	meta, metaLen := unsafe.SliceData(r.MetadataJSON), len(r.MetadataJSON)
 	if l := fc.list.Load(); l != nil {
 		for i := range *l {
 			o := &(*l)[i]
-			if o.variant == r.Variant && o.reason == r.Reason {
+			if o.variant == r.Variant && o.reason == r.Reason && o.meta == meta && o.metaLen == metaLen {
 				o.c.Inc()
-				return o.c
+				return append(dst, o.enc...), o.c
 			}
 		}
 	}
 	c := m.counter(counterKey{flag: r.Key, variant: r.Variant, reason: r.Reason})
+	c.Inc()
+	start := len(dst)
+	dst = appendResult(dst, r)
 	fc.mu.Lock()
-	var next []outcomeCounter
+	defer fc.mu.Unlock()
+	var next []outcome
 	if l := fc.list.Load(); l != nil {
+		if len(*l) >= maxOutcomes {
+			return dst, c
+		}
 		next = append(next, *l...)
 	}
-	if len(next) < 16 { // a flag with more outcomes falls back to the map
-		next = append(next, outcomeCounter{variant: r.Variant, reason: r.Reason, c: c})
-		fc.list.Store(&next)
-	}
-	fc.mu.Unlock()
-	c.Inc()
-	return c
+	next = append(next, outcome{variant: r.Variant, reason: r.Reason, meta: meta, metaLen: metaLen, c: c,
+		enc: append([]byte(nil), dst[start:]...)})
+	fc.list.Store(&next)
+	return dst, c
 }
 
 // bulkPlanFor returns the plan for snap, building it on first use.
@@ -167,13 +183,14 @@ func (p *bulkPlan) appendAnswer(dst []byte, ec *evaluator.Context, m *metrics, c
 		if r.ErrorCode != evaluator.CodeNone {
 			m.countEval(true, &r)
 			clean = false
-		} else {
-			c := sg.ctrs.count(m, &r)
-			if ctrs != nil {
-				ctrs = append(ctrs, c)
-			}
+			dst = appendResult(dst, &r) // error details can differ per context
+			continue
 		}
-		dst = appendResult(dst, &r)
+		var c prometheus.Counter
+		dst, c = sg.ctrs.appendCounted(dst, m, &r)
+		if ctrs != nil {
+			ctrs = append(ctrs, c)
+		}
 	}
 	p.served.Add(1)
 	return append(dst, p.tail...), ctrs, clean
@@ -205,7 +222,6 @@ func (p *bulkPlan) flush() {
 // planRetention is how long a replaced plan keeps being flushed: requests
 // that loaded it before the swap finish well within it.
 const planRetention = time.Minute
-
 
 // cacheEntry is one response-cache value: the encoded answer and the
 // evaluation counters it stands for, so a hit is counted in
