@@ -15,6 +15,10 @@ func TestParseSettingsPrecedence(t *testing.T) {
 	if err := os.WriteFile(file, []byte("addr: 127.0.0.1:9000\nlog-level: debug\ntimeout: 3s\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	addrFile := filepath.Join(dir, "addr")
+	if err := os.WriteFile(addrFile, []byte("127.0.0.1:5000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
@@ -31,6 +35,9 @@ func TestParseSettingsPrecedence(t *testing.T) {
 		{name: "config from env", env: map[string]string{"PENNON_CONFIG": file}, want: "127.0.0.1:9000", level: "debug", timeout: 3 * time.Second},
 		{name: "bad env value", env: map[string]string{"PENNON_TIMEOUT": "soon"}, wantErr: `PENNON_TIMEOUT: invalid value "soon"`},
 		{name: "stray argument", args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
+		{name: "value from a _FILE", env: map[string]string{"PENNON_ADDR_FILE": addrFile}, want: "127.0.0.1:5000", level: "info", timeout: time.Second},
+		{name: "env beats _FILE", env: map[string]string{"PENNON_ADDR_FILE": addrFile, "PENNON_ADDR": "127.0.0.1:7000"}, want: "127.0.0.1:7000", level: "info", timeout: time.Second},
+		{name: "missing _FILE", env: map[string]string{"PENNON_ADDR_FILE": filepath.Join(dir, "nope")}, wantErr: "PENNON_ADDR_FILE: open"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
