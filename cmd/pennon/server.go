@@ -310,7 +310,12 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if rs.AdminToken != "" {
+	switch {
+	case rs.AdminToken != "" && o.adminTokenFile != "":
+		// Written to the file (0600): it does not also go to stdout, where
+		// log collectors would keep it.
+		fmt.Fprintf(stdout, "Admin token created and written to %s (stored in pennon only as a hash)\n", o.adminTokenFile)
+	case rs.AdminToken != "":
 		fmt.Fprintf(stdout, "Admin token (shown once, stored only as a hash):\n  %s\n", rs.AdminToken)
 	}
 	fmt.Fprintf(stdout, "Control plane: http://%s   NATS: %s\n", rs.API.Addr(), flagsync.RedactURL(rs.NATSURL))
