@@ -19,8 +19,12 @@ import (
 
 // record appends an audit entry. Auditing must not silently fail: a failed
 // append is logged at error level (the start-up reconciliation restores
-// entries for commits; other events are only in the log then).
+// entries for commits; other events are only in the log then). The entry
+// outlives the request: a client that hangs up right after its commit (or
+// its denial) must not be able to skip the audit by cancelling.
 func (s *Server) record(ctx context.Context, p principal, action, env, target, outcome string, details map[string]any) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
 	if _, err := s.audit.Append(ctx, AuditEntry{Actor: p.actor(), Action: action, Env: env, Target: target, Outcome: outcome, Details: details}); err != nil {
 		s.log.Error("audit entry not written", zap.String("action", action), zap.String("env", env), zap.Error(err))
 	}
@@ -55,7 +59,12 @@ func (s *Server) deny(ctx context.Context, p principal, action, env, target stri
 	return ae
 }
 
+// auditTimeout bounds one audit append detached from its request.
+const auditTimeout = 10 * time.Second
+
 func (s *Server) recordSuppressed(ctx context.Context, w *denyWindow) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+	defer cancel()
 	s.log.Warn("denied requests not audited one by one (rate limit)", zap.String("token", w.id), zap.Int("suppressed", w.suppressed), zap.Time("from", w.start))
 	e := AuditEntry{Actor: w.actor, Action: "deny.suppressed", Target: w.id, Outcome: "suppressed", Details: map[string]any{
 		"token": w.actor, "suppressed": w.suppressed, "written": w.written,
