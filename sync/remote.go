@@ -551,7 +551,7 @@ func (r *Remote) getSnapshot(ctx context.Context) (*config.SnapshotRecord, error
 // a duplicate is ignored and a gap is caught up first. Anything that fails
 // verification is rejected and never served.
 func (r *Remote) onChangeset(ctx context.Context, m *nats.Msg) {
-	cs, proof, ok := r.verifiedPush(m)
+	cs, proof, ok := r.verifiedPush(ctx, m)
 	if !ok {
 		return
 	}

@@ -332,7 +332,7 @@ func (r *Remote) verifyHeartbeat(hb *config.Heartbeat) (string, error) {
 }
 
 // verifiedPush parses and verifies a message from the live subject.
-func (r *Remote) verifiedPush(m *nats.Msg) (*config.Changeset, *config.SignedChangeset, bool) {
+func (r *Remote) verifiedPush(ctx context.Context, m *nats.Msg) (*config.Changeset, *config.SignedChangeset, bool) {
 	seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 	if err != nil {
 		r.reject(rejectChangeset, whyMalformed, 0, errors.New("pushed changeset without a Nats-Sequence header"))
