@@ -343,7 +343,7 @@ func (r *Remote) verifiedPush(ctx context.Context, m *nats.Msg) (*config.Changes
 	if why == whyUnknownKey || why == whyNoTrust {
 		// The control plane may have rotated its key (or we never got it):
 		// re-fetch (unpinned sidecars only, rate-limited) and retry once.
-		r.ensureTrust(context.Background(), true)
+		r.ensureTrust(ctx, true)
 		cs, why, err = r.verifyChangeset(seq, m.Data, sig)
 	}
 	if why != "" {
