@@ -187,7 +187,9 @@ func (s *Server) commitAnchored(ctx context.Context, p principal, in *config.Cha
 		if p.tok != nil {
 			authorID = p.tok.ID
 		}
-		if err := s.indexEmergency(ctx, cs, authorID); err != nil {
+		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+		defer cancel()
+		if err := s.indexEmergency(ictx, cs, authorID); err != nil {
 			// The start-up scan indexes it if this process dies first.
 			s.log.Error("emergency change not indexed", zap.String("env", cs.Env), zap.Uint64("version", cs.Version), zap.Error(err))
 		}
