@@ -10,9 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/internal/checkfor"
+	"github.com/pennon-dev/pennon/internal/natsrun"
 	"github.com/pennon-dev/pennon/internal/sign"
 )
 
@@ -89,5 +93,49 @@ func TestSidecarConvergesToTheControlPlanesTruth(t *testing.T) {
 				t.Fatalf("pennon_sync_rewinds_total = %v, want 1", n)
 			}
 		})
+	}
+}
+
+// TestGapIsCaughtUpByReplayingSignedChangesets: a sidecar that receives
+// version v+3 while serving v replays v+1 and v+2 from the control plane's
+// signed changesets (each verified) instead of downloading a snapshot.
+func TestGapIsCaughtUpByReplayingSignedChangesets(t *testing.T) {
+	c := startCluster(t)
+	// No NATS and no polling during the test: the test hands the sidecar
+	// the pushed message itself.
+	s := startSidecar(t, RemoteOptions{ServerURL: c.api, Token: c.token, TrustKeys: []sign.PublicKey{c.key.Public()},
+		PollInterval: time.Hour, ReconcileEvery: time.Hour})
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s.version() != 1 {
+			return fmt.Errorf("version %d", s.version())
+		}
+		return nil
+	})
+	polls := testutil.ToFloat64(s.r.mApplied.WithLabelValues("poll"))
+	c.setDefault(t, "fast")
+	c.setDefault(t, "balanced")
+	last := c.setDefault(t, "safe")
+	js, _ := jetstream.New(natsrun.ConnectTest(t, c.ns))
+	stream, _ := js.Stream(t.Context(), config.StreamName("dev"))
+	raw, err := stream.GetMsg(t.Context(), last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(config.LiveSubject("dev"))
+	m.Data = raw.Data
+	m.Header = raw.Header
+	m.Header.Set("Nats-Sequence", fmt.Sprint(last))
+	s.r.onChangeset(t.Context(), m)
+	if s.version() != last || s.perf() != "safe" {
+		t.Fatalf("after the gap: %s at v%d, want safe at v%d", s.perf(), s.version(), last)
+	}
+	if n := testutil.ToFloat64(s.r.mApplied.WithLabelValues("catchup")); n != 2 {
+		t.Fatalf("applied by catch-up: %v, want 2", n)
+	}
+	if n := testutil.ToFloat64(s.r.mApplied.WithLabelValues("poll")); n != polls {
+		t.Fatalf("a snapshot was taken (%v polls applied, had %v): catch-up should have covered the gap", n, polls)
+	}
+	if n := testutil.ToFloat64(s.r.mGaps); n != 1 {
+		t.Fatalf("gaps counted %v, want 1", n)
 	}
 }
