@@ -32,8 +32,8 @@ func decodeContext(ec *evaluator.Context, st *structpb.Struct, lim evaluator.Lim
 	return buf, ec.Decode(buf, lim)
 }
 
-// valueError is a context value JSON cannot carry; path is built only on
-// the way out, so a good context costs no path strings.
+// valueError is a context too deep to take; path is built only on the way
+// out, so a good context costs no path strings.
 type valueError struct{ path, msg string }
 
 func tooDeep(max int) *valueError {
@@ -71,12 +71,19 @@ func appendValue(dst []byte, v *structpb.Value, depth, max int) ([]byte, *valueE
 	case *structpb.Value_StringValue:
 		return appendJSONString(dst, k.StringValue), nil
 	case *structpb.Value_NumberValue:
-		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
-			// A Struct can carry NaN and ±Inf; JSON, OFREP and flagd's
-			// rules cannot.
-			return dst, &valueError{msg: strconv.FormatFloat(k.NumberValue, 'g', -1, 64) + " is not a JSON number; send a finite number"}
+		// A Struct can carry NaN and ±Inf, which JSON cannot. flagd reads
+		// contexts through Struct.AsMap, which turns them into the strings
+		// "NaN", "Infinity" and "-Infinity"; so do we.
+		switch f := k.NumberValue; {
+		case math.IsNaN(f):
+			return append(dst, `"NaN"`...), nil
+		case math.IsInf(f, 1):
+			return append(dst, `"Infinity"`...), nil
+		case math.IsInf(f, -1):
+			return append(dst, `"-Infinity"`...), nil
+		default:
+			return strconv.AppendFloat(dst, f, 'g', -1, 64), nil
 		}
-		return strconv.AppendFloat(dst, k.NumberValue, 'g', -1, 64), nil
 	case *structpb.Value_StructValue:
 		return appendStruct(dst, k.StructValue, depth, max)
 	case *structpb.Value_ListValue:

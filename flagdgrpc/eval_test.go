@@ -2,6 +2,7 @@ package flagdgrpc
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -168,14 +169,19 @@ func TestBadContext(t *testing.T) {
 		cur["a"] = next
 		cur = next
 	}
+	many := map[string]any{}
+	for i := range 1100 {
+		many[fmt.Sprintf("k%d", i)] = i
+	}
 	tests := []struct {
 		name   string
 		ctx    *structpb.Struct
 		msgHas string
 	}{
-		{"NaN", &structpb.Struct{Fields: map[string]*structpb.Value{"seats": structpb.NewNumberValue(math.NaN())}}, "context.seats: NaN is not a JSON number"},
-		{"infinity in a list", &structpb.Struct{Fields: map[string]*structpb.Value{"l": structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewNumberValue(1), structpb.NewNumberValue(math.Inf(1))}})}}, "context.l[1]: +Inf"},
-		{"too deep", ctxStruct(t, deep), "nested deeper than"},
+		{"too deep", ctxStruct(t, deep), "context.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a: nested deeper than 16 levels"},
+		{"too deep in a list", ctxStruct(t, map[string]any{"l": []any{deep}}), "context.l[0].a.a"},
+		{"too many keys", ctxStruct(t, many), "INVALID_CONTEXT"},
+		{"too large", ctxStruct(t, map[string]any{"blob": strings.Repeat("x", 70<<10)}), "the limit is 65536"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -191,6 +197,26 @@ func TestBadContext(t *testing.T) {
 				t.Fatalf("ResolveAll: got %v, want Unknown", st.Code())
 			}
 		})
+	}
+}
+
+// TestNonFiniteNumbers: a Struct may carry NaN and ±Inf; like flagd (which
+// reads contexts through Struct.AsMap) the sidecar sees the strings "NaN",
+// "Infinity" and "-Infinity".
+func TestNonFiniteNumbers(t *testing.T) {
+	doc := `{"flags": {"kind": {"state": "ENABLED", "variants": {"nan": "nan", "inf": "inf", "ninf": "ninf", "other": "other"},
+	  "defaultVariant": "other", "targeting": {"if": [{"==": [{"var": "x"}, "NaN"]}, "nan", {"==": [{"var": "x"}, "Infinity"]}, "inf",
+	  {"==": [{"var": "x"}, "-Infinity"]}, "ninf", "other"]}}}}`
+	c := start(t, Options{Source: newDocHolder(t, doc)})
+	for _, tc := range []struct {
+		x    float64
+		want string
+	}{{math.NaN(), "nan"}, {math.Inf(1), "inf"}, {math.Inf(-1), "ninf"}, {1.5, "other"}} {
+		ctx := &structpb.Struct{Fields: map[string]*structpb.Value{"x": structpb.NewNumberValue(tc.x)}}
+		got := resolve(t, c, "string", "kind", ctx)
+		if got.code != codes.OK || got.value != tc.want {
+			t.Errorf("x=%v: %+v, want %s", tc.x, got, tc.want)
+		}
 	}
 }
 
