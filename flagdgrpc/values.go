@@ -16,8 +16,8 @@ import (
 
 // toValue converts decoded JSON as the evaluator and config hold it
 // (json.Number, int64, float64, bool, string, nil, []any, map[string]any)
-// into a protobuf Value. structpb.NewValue rejects json.Number and int64
-// overflow silently, hence this converter.
+// into a protobuf Value. structpb.NewValue rejects json.Number (how config
+// keeps metadata numbers), hence this converter.
 func toValue(v any) (*structpb.Value, error) {
 	switch x := v.(type) {
 	case nil:
@@ -123,8 +123,8 @@ func (c *structCache) object(raw []byte) (*structpb.Struct, bool) {
 	return s, true
 }
 
-// formatInt is used for version numbers in metadata Structs, which carry
-// strings for them as flagd's flagSetVersion does.
+// formatInt formats version numbers for metadata Structs as strings: a
+// Struct number is a double, which cannot hold every uint64.
 func formatInt(v uint64) string { return strconv.FormatUint(v, 10) }
 
 // asFloat reports a numeric variant value as float64.
