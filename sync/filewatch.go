@@ -6,9 +6,12 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -19,10 +22,18 @@ import (
 // FileOptions configure a FileSource.
 type FileOptions struct {
 	Path string // the flag document; required
-	// Interval between checks for changes; default 1s. Polling the file's
-	// content hash (not inotify) also works for Kubernetes ConfigMaps, which
-	// are swapped through symlinks.
+	// Interval between fallback checks of the file's content hash; default
+	// 1s. Changes are normally seen at once through inotify (see Run); the
+	// interval check catches what a watch can miss (network file systems,
+	// an exhausted inotify limit, a directory replaced under the watch).
 	Interval time.Duration
+	// Debounce is how long Run waits after the last file-system event
+	// before reading the file, so that an editor's truncate-then-write or
+	// kubelet's several renames are read once, whole; default 2ms. A burst
+	// of events never delays a reload by more than 25 × Debounce.
+	Debounce time.Duration
+	// NoWatch disables inotify: only the interval check runs.
+	NoWatch  bool
 	Logger   *zap.Logger
 	Registry prometheus.Registerer // optional: reload metrics
 }
@@ -55,6 +66,9 @@ func NewFileSource(o FileOptions) (*FileSource, error) {
 	if o.Interval <= 0 {
 		o.Interval = time.Second
 	}
+	if o.Debounce <= 0 {
+		o.Debounce = 2 * time.Millisecond
+	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -71,19 +85,158 @@ func NewFileSource(o FileOptions) (*FileSource, error) {
 	return fs, nil
 }
 
-// Run checks the file every Interval until ctx is cancelled.
+// Run reloads the file when it changes until ctx is cancelled.
+//
+// It watches the file's DIRECTORY with inotify (fsnotify), not the file:
+// Kubernetes updates a ConfigMap volume by writing a new timestamped
+// directory and renaming a `..data` symlink over the old one, and editors
+// save by renaming a new file over the old one — both replace the inode a
+// file watch would be attached to, while the directory sees every step.
+// When the path is a symlink into another directory (a ConfigMap's
+// flags.json -> ..data/flags.json, or a link elsewhere), that directory is
+// watched too, and the set is re-resolved after each reload. Any event in a
+// watched directory schedules a reload after Debounce of quiet; the reload
+// compares the content hash, so unrelated events cost one read. The
+// Interval check keeps running as the fallback.
 func (fs *FileSource) Run(ctx context.Context) {
 	t := time.NewTicker(fs.o.Interval)
 	defer t.Stop()
+	w := fs.newWatch()
+	if w != nil {
+		defer w.close()
+	}
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if w != nil {
+		events, errs = w.w.Events, w.w.Errors
+		// A change between NewFileSource's load and the watch is not an
+		// event: look once now that the watch is in place.
+		_ = fs.reload()
+	}
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	var first time.Time // first event of the pending burst
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			_ = fs.reload() // reload logs and records its own errors
+			if w != nil {
+				w.resolve()
+			}
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if !w.relevant(ev) {
+				continue
+			}
+			now := time.Now()
+			if first.IsZero() {
+				first = now
+			}
+			// Wait for quiet, but never longer than a bound after the
+			// first event: a file rewritten continuously still reloads.
+			wait := fs.o.Debounce
+			if now.Sub(first)+wait > 25*fs.o.Debounce {
+				wait = max(0, 25*fs.o.Debounce-now.Sub(first))
+			}
+			debounce.Reset(wait)
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			// An overflow lost events: reload now rather than trust the
+			// stream. Other errors leave the interval check in charge.
+			fs.log.Warn("flag file watch error; the interval check still runs", zap.String("file", fs.o.Path), zap.Error(err))
+			_ = fs.reload()
+			w.resolve()
+		case <-debounce.C:
+			first = time.Time{}
+			_ = fs.reload()
+			w.resolve()
 		}
 	}
 }
+
+// watch is Run's inotify state: the directories watched for the file.
+type watch struct {
+	fs   *FileSource
+	w    *fsnotify.Watcher
+	dirs map[string]bool
+	// names are the base names in the watched directories whose events
+	// matter: the file, the link target's name, and kubelet's `..`-prefixed
+	// entries (..data and the timestamped directories).
+	names map[string]bool
+}
+
+// newWatch starts watching; nil when inotify is off or unavailable (the
+// reason is logged once, and the interval check serves alone).
+func (fs *FileSource) newWatch() *watch {
+	if fs.o.NoWatch {
+		return nil
+	}
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		fs.log.Warn("cannot watch the flag file; checking it every interval instead (raise fs.inotify.max_user_instances to fix)",
+			zap.String("file", fs.o.Path), zap.Duration("interval", fs.o.Interval), zap.Error(err))
+		return nil
+	}
+	w := &watch{fs: fs, w: fw, dirs: map[string]bool{}}
+	w.resolve()
+	if len(w.dirs) == 0 {
+		fs.log.Warn("cannot watch the flag file's directory; checking it every interval instead",
+			zap.String("file", fs.o.Path), zap.Duration("interval", fs.o.Interval))
+	}
+	return w
+}
+
+// resolve watches the directory of the path and of its resolved target,
+// and stops watching directories no longer involved (a ConfigMap's old
+// timestamped directory).
+func (w *watch) resolve() {
+	if w == nil {
+		return
+	}
+	p := filepath.Clean(w.fs.o.Path)
+	want := map[string]bool{filepath.Dir(p): true}
+	names := map[string]bool{filepath.Base(p): true}
+	if real, err := filepath.EvalSymlinks(p); err == nil && real != p {
+		want[filepath.Dir(real)] = true
+		names[filepath.Base(real)] = true
+	}
+	for d := range want {
+		if w.dirs[d] {
+			continue
+		}
+		if err := w.w.Add(d); err != nil {
+			w.fs.log.Warn("cannot watch directory; the interval check covers it", zap.String("dir", d), zap.Error(err))
+			continue
+		}
+		w.dirs[d] = true
+	}
+	for d := range w.dirs {
+		if !want[d] {
+			_ = w.w.Remove(d) // already gone when kubelet deleted it
+			delete(w.dirs, d)
+		}
+	}
+	w.names = names
+}
+
+// relevant reports whether ev can have changed the file's content.
+func (w *watch) relevant(ev fsnotify.Event) bool {
+	if ev.Op == fsnotify.Chmod {
+		return false
+	}
+	base := filepath.Base(ev.Name)
+	return w.names[base] || strings.HasPrefix(base, "..")
+}
+
+func (w *watch) close() { _ = w.w.Close() }
 
 // reload reads the file and swaps in a new snapshot if the content changed.
 func (fs *FileSource) reload() error {
