@@ -168,14 +168,17 @@ func flagdServices(o sidecarOptions, src proxy.Source, name string, log *zap.Log
 	}
 	fo := flagdgrpc.Options{EvalAddr: o.grpcAddr, SyncAddr: o.syncAddr, AllowRemote: o.allowRemote, Source: src,
 		SourceName: name, Logger: log, DrainTimeout: o.drain, Registry: reg}
-	if _, ok := src.(flagdgrpc.DocumentSource); !ok && o.syncAddr != "" {
-		if o.file != "" {
+	if _, ok := src.(flagdgrpc.DocumentSource); !ok {
+		switch {
+		case o.file != "":
+			// Also used by the evaluation service: with the document, its
+			// change events name only the flags that changed.
 			docs, err := flagdgrpc.NewFileDocuments(src, o.file)
 			if err != nil {
 				return nil, err
 			}
 			fo.Documents = docs
-		} else {
+		case o.syncAddr != "":
 			log.Warn("flagd sync service disabled: this flag source does not expose its document", zap.String("source", name), zap.String("sync-addr", o.syncAddr))
 			fo.SyncAddr = ""
 			if fo.EvalAddr == "" {
