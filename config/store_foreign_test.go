@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -342,5 +343,48 @@ func TestBadSnapshotIsIgnored(t *testing.T) {
 				t.Fatalf("bad snapshot counted %d times (%v), want 1", total, counter.got)
 			}
 		})
+	}
+}
+
+func TestAdoptUnsignedHistory(t *testing.T) {
+	ctx := context.Background()
+	srv := natsrun.StartTest(t)
+	// A store from before signing wrote the history.
+	old := openTestStore(t, srv, StoreOptions{SnapshotEvery: 2})
+	if err := old.CreateEnv(ctx, EnvSettings{Name: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		if _, err := old.Commit(ctx, &Changeset{Env: "dev", Author: "ann", Changes: []Change{{Flag: "a", Op: OpPut, Definition: counterDef(i), BaseVersion: uint64(i - 1)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, _ := old.Head(ctx, "dev")
+	key, _ := sign.Generate()
+	s := openTestStore(t, srv, StoreOptions{Signer: key})
+	if head, err := s.Head(ctx, "dev"); err != nil || head.Version != 3 || head.Doc.Len() != 0 {
+		t.Fatalf("unsigned history with signatures checked: %+v %v; want v3 and no flags", head, err)
+	}
+	cs, err := s.AdoptUnsigned(ctx, "dev", "upgrade")
+	if err != nil || cs.Version != 4 {
+		t.Fatalf("adopt = %+v, %v", cs, err)
+	}
+	fresh := openTestStore(t, srv, StoreOptions{Signer: key})
+	head, err := fresh.Head(ctx, "dev")
+	if err != nil || head.Version != 4 || string(head.Doc.FlagJSON("a")) != string(want.Doc.FlagJSON("a")) {
+		t.Fatalf("after adoption: %+v %v; want v4 with a = %s", head, err, want.Doc.FlagJSON("a"))
+	}
+	if check, err := fresh.Check(ctx, "dev"); err != nil || check.Snapshot != "ok" {
+		t.Fatalf("snapshot after adoption: %+v %v", check, err)
+	}
+	// Once something is signed, unsigned messages are forgeries, not history.
+	if _, err := s.AdoptUnsigned(ctx, "dev", "again"); !errors.Is(err, ErrNothingToAdopt) {
+		t.Fatalf("second adoption: %v, want ErrNothingToAdopt", err)
+	}
+	if err := s.CreateEnv(ctx, EnvSettings{Name: "empty"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AdoptUnsigned(ctx, "empty", "upgrade"); !errors.Is(err, ErrNothingToAdopt) {
+		t.Fatalf("adopting an empty env: %v, want ErrNothingToAdopt", err)
 	}
 }

@@ -434,8 +434,9 @@ func (h *harness) startFleet(ctx context.Context) (StartupResult, error) {
 			return sr, ctx.Err()
 		}
 	}
-	conv, notOK := h.converge(ctx, h.head.Load(), w.start)
-	sr.DurationMs, sr.NotConverged = ms(conv), notOK
+	conv := h.converge(ctx, h.head.Load(), w.start)
+	notOK := conv.behind
+	sr.DurationMs, sr.NotConverged, sr.AllPushMs, sr.NotInPush = ms(conv.head), conv.behind, ms(conv.push), conv.notPush
 	s := h.end(w)
 	sr.Requests, sr.Routes, sr.Errors = s.Requests, s.Routes, s.Errors
 	sr.RequestsPerSidecar = float64(s.Requests) / float64(h.o.Sidecars)
@@ -447,30 +448,53 @@ func (h *harness) startFleet(ctx context.Context) (StartupResult, error) {
 	h.progress("fleet up in %.1fs (%d not converged): %.0f requests per sidecar, heap %.1f KiB and %.1f goroutines per sidecar",
 		sr.DurationMs/1000, notOK, sr.RequestsPerSidecar, sr.HeapPerSidecarBytes/1024, sr.GoroutinesPerSidecar)
 	if notOK > 0 {
-		return sr, fmt.Errorf("%d of %d sidecars did not reach version %d over push within %v", notOK, h.o.Sidecars, h.head.Load(), h.o.ConvergeTimeout)
+		return sr, fmt.Errorf("%d of %d sidecars did not reach version %d within %v", notOK, h.o.Sidecars, h.head.Load(), h.o.ConvergeTimeout)
 	}
 	return sr, nil
 }
 
-// converge waits until every sidecar serves at least version target over
-// push, and returns the time since from and how many had not (0 when all
-// did before the timeout).
-func (h *harness) converge(ctx context.Context, target uint64, from time.Time) (time.Duration, int) {
+// convergence is how long the fleet took to serve a version, and to be
+// back on push while serving it.
+type convergence struct {
+	head    time.Duration // every sidecar serves the target (or later)
+	behind  int           // sidecars not serving it when the wait ended
+	push    time.Duration // every sidecar serves it over push
+	notPush int           // sidecars not in push when the wait ended
+}
+
+// converge waits until every sidecar serves at least version target
+// (converged), then until every one is also in push, up to
+// ConvergeTimeout from now. Times are measured from from.
+func (h *harness) converge(ctx context.Context, target uint64, from time.Time) convergence {
 	deadline := time.Now().Add(h.o.ConvergeTimeout)
+	var c convergence
 	for {
-		behind := 0
-		for _, c := range h.fleet() {
-			if st, v := c.state(); st != flagsync.StatePush || v < target {
+		behind, notPush := 0, 0
+		for _, car := range h.fleet() {
+			st, v := car.state()
+			if v < target {
 				behind++
 			}
+			if st != flagsync.StatePush {
+				notPush++
+			}
 		}
-		if behind == 0 {
-			return time.Since(from), 0
+		if behind == 0 && c.head == 0 {
+			c.head = max(time.Since(from), time.Nanosecond)
+		}
+		if behind == 0 && notPush == 0 {
+			c.push = max(time.Since(from), time.Nanosecond)
+			return c
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return time.Since(from), behind
+			c.behind, c.notPush = behind, notPush
+			if c.head == 0 {
+				c.head = time.Since(from)
+			}
+			c.push = time.Since(from)
+			return c
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -49,7 +49,7 @@ func TestFleetSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Startup.NotConverged != 0 || res.Startup.RequestsPerSidecar < 1 || res.Startup.HeapPerSidecarBytes <= 0 {
+	if res.Startup.NotConverged != 0 || res.Startup.NotInPush != 0 || res.Startup.RequestsPerSidecar < 1 || res.Startup.HeapPerSidecarBytes <= 0 {
 		t.Errorf("start-up: %+v", res.Startup)
 	}
 	byName := map[string]*ScenarioResult{}
@@ -79,8 +79,10 @@ func TestFleetSmall(t *testing.T) {
 			if s.Samples != s.Acked*sidecars || s.Missing != 0 {
 				t.Errorf("samples %d (missing %d), want %d", s.Samples, s.Missing, s.Acked*sidecars)
 			}
-			if s.NotConverged != 0 || s.ConvergeMs <= 0 {
-				t.Errorf("converged in %.0f ms with %d sidecars behind", s.ConvergeMs, s.NotConverged)
+			// Every sidecar serves the head, and is back on push: a node
+			// loss or a control-plane restart must not leave anyone polling.
+			if s.NotConverged != 0 || s.ConvergeMs <= 0 || s.NotInPush != 0 || s.AllPushMs < s.ConvergeMs {
+				t.Errorf("converged in %.0f ms with %d sidecars behind; all in push after %.0f ms with %d not", s.ConvergeMs, s.NotConverged, s.AllPushMs, s.NotInPush)
 			}
 			if !(0 < s.P50Ms && s.P50Ms <= s.P99Ms && s.P99Ms <= s.MaxMs) {
 				t.Errorf("implausible delays p50 %.2f p99 %.2f max %.2f", s.P50Ms, s.P99Ms, s.MaxMs)

@@ -89,7 +89,7 @@ func (h *harness) end(w *window) windowStats {
 }
 
 // sampleEvery is the timeline's resolution.
-const sampleEvery = 250 * time.Millisecond
+const sampleEvery = 500 * time.Millisecond
 
 // sample records the fleet's states and the control planes' request rate
 // every sampleEvery until the returned function is called.

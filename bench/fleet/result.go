@@ -40,9 +40,12 @@ type Result struct {
 // StartupResult is the cost of bringing the fleet up.
 type StartupResult struct {
 	// DurationMs: first sidecar started → every sidecar serving the head
-	// over push (includes the StartRate ramp).
+	// (includes the StartRate ramp); AllPushMs: → every sidecar serving it
+	// over push; NotInPush had not when the wait timed out.
 	DurationMs         float64          `json:"durationMs"`
 	NotConverged       int              `json:"notConverged"`
+	AllPushMs          float64          `json:"allPushMs"`
+	NotInPush          int              `json:"notInPush"`
 	Requests           int64            `json:"requests"`
 	Errors             int64            `json:"errors"`
 	RequestsPerSidecar float64          `json:"requestsPerSidecar"`
@@ -80,11 +83,14 @@ type ScenarioResult struct {
 	CommitP50Ms      float64 `json:"commitP50Ms"`      // the Commit call itself (JetStream R3 ack)
 	CommitMaxMs      float64 `json:"commitMaxMs"`
 
-	// ConvergeMs: from ConvergedFrom until every sidecar served the head
-	// over push; NotConverged sidecars had not when the wait timed out.
+	// ConvergeMs: from ConvergedFrom until every sidecar served the head;
+	// AllPushMs: until every sidecar served it over push. NotConverged and
+	// NotInPush sidecars had not when the wait timed out.
 	ConvergeMs    float64 `json:"convergeMs"`
+	AllPushMs     float64 `json:"allPushMs"`
 	ConvergedFrom string  `json:"convergedFrom"`
 	NotConverged  int     `json:"notConverged"`
+	NotInPush     int     `json:"notInPush"`
 
 	// Control-plane load over the scenario (both replicas).
 	Requests                 int64            `json:"requests"`
@@ -139,8 +145,8 @@ type Point struct {
 
 // Summary is one line for progress output.
 func (s *ScenarioResult) Summary() string {
-	line := fmt.Sprintf("%s: %d/%d commits acked, commit→applied p50 %.1f ms p99 %.1f ms max %.1f ms, converged in %.2f s (%d not), %.2f control-plane requests/sidecar/min, peak %.0f req/s",
-		s.Name, s.Acked, s.Commits, s.P50Ms, s.P99Ms, s.MaxMs, s.ConvergeMs/1000, s.NotConverged, s.RequestsPerSidecarPerMin, s.PeakRequestsPerS)
+	line := fmt.Sprintf("%s: %d/%d commits acked, commit→applied p50 %.1f ms p99 %.1f ms max %.1f ms, converged in %.2f s (%d not), all in push after %.2f s (%d not), %.2f control-plane requests/sidecar/min, peak %.0f req/s",
+		s.Name, s.Acked, s.Commits, s.P50Ms, s.P99Ms, s.MaxMs, s.ConvergeMs/1000, s.NotConverged, s.AllPushMs/1000, s.NotInPush, s.RequestsPerSidecarPerMin, s.PeakRequestsPerS)
 	if s.KilledNode != "" {
 		line += fmt.Sprintf(", node %s killed: %d acked lost, %d sidecars fell back to polling", s.KilledNode, len(s.LostAcked), s.LeftPush)
 	}
@@ -151,13 +157,13 @@ func (s *ScenarioResult) Summary() string {
 func (r *Result) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "%d sidecars, %d NATS nodes (R3), %d control planes, %d flags; GOMAXPROCS %d\n",
 		r.Sidecars, r.NATSNodes, r.ControlPlanes, r.Flags+1, r.GOMAXPROCS)
-	fmt.Fprintf(w, "start-up: %.1f s to all in push, %.1f requests/sidecar, heap %.1f KiB/sidecar, %.1f goroutines/sidecar\n",
-		r.Startup.DurationMs/1000, r.Startup.RequestsPerSidecar, r.Startup.HeapPerSidecarBytes/1024, r.Startup.GoroutinesPerSidecar)
+	fmt.Fprintf(w, "start-up: %.1f s to all at head, %.1f s to all in push, %.1f requests/sidecar, heap %.1f KiB/sidecar, %.1f goroutines/sidecar\n",
+		r.Startup.DurationMs/1000, r.Startup.AllPushMs/1000, r.Startup.RequestsPerSidecar, r.Startup.HeapPerSidecarBytes/1024, r.Startup.GoroutinesPerSidecar)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tacked/commits\tp50 ms\tp99 ms\tmax ms\tconverge s\treq/sidecar/min\tpeak req/s\tCPU cores\t")
+	fmt.Fprintln(tw, "scenario\tacked/commits\tp50 ms\tp99 ms\tmax ms\tconverge s\tall push s\treq/sidecar/min\tpeak req/s\tCPU cores\t")
 	for _, s := range r.Scenarios {
-		fmt.Fprintf(tw, "%s\t%d/%d\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.0f\t%.2f\t\n", s.Name, s.Acked, s.Commits,
-			s.P50Ms, s.P99Ms, s.MaxMs, s.ConvergeMs/1000, s.RequestsPerSidecarPerMin, s.PeakRequestsPerS, s.CPUCores)
+		fmt.Fprintf(tw, "%s\t%d/%d\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t\n", s.Name, s.Acked, s.Commits,
+			s.P50Ms, s.P99Ms, s.MaxMs, s.ConvergeMs/1000, s.AllPushMs/1000, s.RequestsPerSidecarPerMin, s.PeakRequestsPerS, s.CPUCores)
 	}
 	return tw.Flush()
 }

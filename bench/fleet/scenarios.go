@@ -23,8 +23,7 @@ func (h *harness) steady(ctx context.Context) (*ScenarioResult, error) {
 		return sr, err
 	}
 	last := time.Now()
-	conv, behind := h.converge(ctx, h.head.Load(), last)
-	sr.ConvergeMs, sr.ConvergedFrom, sr.NotConverged = ms(conv), "last commit acknowledged", behind
+	sr.setConvergence(h.converge(ctx, h.head.Load(), last), "last commit acknowledged")
 	h.fill(sr, h.end(w))
 	h.delays(w.start, commits, sr)
 	return sr, h.check(sr)
@@ -52,6 +51,9 @@ func (h *harness) commitEvery(ctx context.Context, n int, every time.Duration, s
 			commits = append(commits, c)
 			sr.Acked++
 		}
+		if (i+1)%10 == 0 {
+			h.progress("%s: %d/%d commits, %d acknowledged", sr.Name, i+1, n, sr.Acked)
+		}
 		if i == n-1 {
 			break
 		}
@@ -69,7 +71,7 @@ func (h *harness) commitEvery(ctx context.Context, n int, every time.Duration, s
 func (h *harness) check(sr *ScenarioResult) error {
 	switch {
 	case sr.NotConverged > 0:
-		return fmt.Errorf("%d of %d sidecars did not reach the head over push within %v", sr.NotConverged, len(h.cars), h.o.ConvergeTimeout)
+		return fmt.Errorf("%d of %d sidecars did not reach the head within %v", sr.NotConverged, len(h.cars), h.o.ConvergeTimeout)
 	case len(sr.LostAcked) > 0:
 		return fmt.Errorf("acknowledged commits missing or changed after the node loss: versions %v", sr.LostAcked)
 	case sr.Acked == 0:
@@ -137,9 +139,8 @@ func (h *harness) restart(ctx context.Context) (*ScenarioResult, error) {
 		return sr, fmt.Errorf("commit after restart: %w", err)
 	}
 	sr.Acked++
-	conv, behind := h.converge(ctx, c.Version, up)
-	sr.ConvergeMs, sr.ConvergedFrom, sr.NotConverged = ms(conv), "restart began", behind
-	reqConverged := h.totals().req
+	sr.setConvergence(h.converge(ctx, c.Version, up), "restart began")
+	reqConverged := h.totals().req // fleet at the new head (and back on push, or timed out)
 	h.fill(sr, h.end(w))
 	h.delays(w.start, []commitRec{c}, sr)
 	// Requests per sidecar from the restart to convergence: the cost of a
@@ -191,8 +192,7 @@ func (h *harness) kill(ctx context.Context) (*ScenarioResult, error) {
 		h.fill(sr, h.end(w))
 		return sr, err
 	}
-	conv, behind := h.converge(ctx, head, last)
-	sr.ConvergeMs, sr.ConvergedFrom, sr.NotConverged = ms(conv), "last commit", behind
+	sr.setConvergence(h.converge(ctx, head, last), "last commit")
 	sr.LostAcked, err = h.verifyAcked(ctx, commits)
 	if err != nil {
 		h.fill(sr, h.end(w))
@@ -289,9 +289,12 @@ func (h *harness) burst(ctx context.Context) (*ScenarioResult, error) {
 	}
 	last := time.Now()
 	sr.BurstMs = ms(last.Sub(w.start))
-	conv, behind := h.converge(ctx, h.head.Load(), last)
-	sr.ConvergeMs, sr.ConvergedFrom, sr.NotConverged = ms(conv), "last commit acknowledged", behind
+	sr.setConvergence(h.converge(ctx, h.head.Load(), last), "last commit acknowledged")
 	h.fill(sr, h.end(w))
 	h.delays(w.start, commits, sr)
 	return sr, h.check(sr)
+}
+
+func (sr *ScenarioResult) setConvergence(c convergence, from string) {
+	sr.ConvergeMs, sr.NotConverged, sr.AllPushMs, sr.NotInPush, sr.ConvergedFrom = ms(c.head), c.behind, ms(c.push), c.notPush, from
 }

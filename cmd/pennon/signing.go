@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/internal/sign"
 )
 
@@ -84,6 +85,27 @@ func loadSigning(o serverOptions, log *zap.Logger) (*signing, error) {
 		foreign: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_store_foreign_total",
 			Help: "Foreign messages (unsigned, badly signed, misplaced or deleted changesets; bad snapshots) found and skipped in the store, by env and reason."},
 			[]string{"env", "why"})}, nil
+}
+
+// adoptUnsigned runs Store.AdoptUnsigned on every environment and logs what
+// it did; environments with nothing to adopt are skipped.
+func adoptUnsigned(ctx context.Context, store *config.Store, log *zap.Logger) error {
+	envs, err := store.Envs(ctx)
+	if err != nil {
+		return fmt.Errorf("adopt-unsigned: %w", err)
+	}
+	for _, e := range envs {
+		cs, err := store.AdoptUnsigned(ctx, e.Name, "pennon server --adopt-unsigned")
+		switch {
+		case errors.Is(err, config.ErrNothingToAdopt):
+			log.Info("adopt-unsigned: nothing to adopt", zap.String("env", e.Name), zap.Error(err))
+		case err != nil:
+			return fmt.Errorf("adopt-unsigned: %w", err)
+		default:
+			log.Info("adopt-unsigned: environment adopted", zap.String("env", e.Name), zap.Uint64("version", cs.Version))
+		}
+	}
+	return nil
 }
 
 // readPublicKeys reads one `ed25519:<base64>` per line (blank lines and
