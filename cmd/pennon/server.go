@@ -45,6 +45,7 @@ type serverOptions struct {
 	logFormat, logLevel     string
 	// Signing key file (default <data>/keys/signing.key) and retired public keys (default retired.pub beside it).
 	signingKeyFile, trustedKeysFile string
+	adoptUnsigned                   bool // sign the state of streams written before signing (signing.go)
 }
 
 // runningServer is a started control plane. Close stops it and waits.
@@ -178,6 +179,11 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 			return fail(fmt.Errorf("env %s: %w", spec, err))
 		}
 	}
+	if o.adoptUnsigned {
+		if err := adoptUnsigned(ctx, rs.Store, log); err != nil {
+			return fail(err)
+		}
+	}
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sig.foreign)
 	regOpts := flagsync.RegistryOptions{Envs: rs.Store.EnvNames, LostAfter: o.sidecarLostAfter, Logger: log, Metrics: promReg}
@@ -291,6 +297,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.IntVar(&o.snapshotEvery, "snapshot-every", 20, "write a full snapshot every N changesets")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "read the admin token from this file (or write the generated one there)")
 	fs.StringVar(&o.signingKeyFile, "signing-key-file", "", "ed25519 key that signs changesets, snapshots and heartbeats (secret; must exist; default <data>/keys/signing.key, created on first start)")
+	fs.BoolVar(&o.adoptUnsigned, "adopt-unsigned", false, "once, when upgrading a store written before changesets were signed: commit each such environment's state as one signed changeset (see docs/security.md)")
 	fs.StringVar(&o.trustedKeysFile, "trusted-keys-file", "", "retired public keys still trusted for what they signed, one ed25519:... per line (default retired.pub next to the signing key, if present)")
 	fs.Var(&envs, "env", "environment to create if missing (repeatable; name or name:protected)")
 	fs.DurationVar(&o.heartbeat, "heartbeat", time.Second, "heartbeat interval (freshness leases)")
