@@ -87,7 +87,11 @@ func (s *Store) noteForeign(env string, v uint64, why string, detail error) {
 	if detail != nil {
 		fields = append(fields, zap.Error(detail))
 	}
-	s.log.Warn("foreign message in the changeset stream skipped (the environment's state is unchanged at this version; see `pennon doctor`)", fields...)
+	if strings.HasPrefix(why, "snapshot-") {
+		s.log.Warn("stored snapshot ignored: rebuilding the state from the changeset stream (see `pennon doctor`)", fields...)
+	} else {
+		s.log.Warn("foreign message in the changeset stream skipped (the environment's state is unchanged at this version; see `pennon doctor`)", fields...)
+	}
 	if s.o.OnForeign != nil {
 		s.o.OnForeign(env, why)
 	}
