@@ -60,8 +60,8 @@ func (s *Server) evaluate(ctx context.Context, key string, reqCtx *structpb.Stru
 	if snap == nil {
 		return evaluator.Result{}, nil, status.Error(codes.Unavailable, errPrefix+"PROVIDER_NOT_READY, no flag set loaded yet; retry shortly")
 	}
-	sc := s.ctxs.Get().(*scratch)
-	defer s.ctxs.Put(sc)
+	sc := s.getScratch()
+	defer s.putScratch(sc)
 	var err error
 	if sc.buf, err = decodeContext(sc.ec, reqCtx, s.o.Limits, sc.buf); err != nil {
 		var ce *evaluator.ContextError
@@ -72,6 +72,17 @@ func (s *Server) evaluate(ctx context.Context, key string, reqCtx *structpb.Stru
 	}
 	r, used := s.evaluateFlag(ctx, snap, key, sc.ec)
 	return r, s.caches.forSnapshot(used), resultError(&r)
+}
+
+func (s *Server) getScratch() *scratch { return s.ctxs.Get().(*scratch) }
+
+// putScratch returns sc to the pool, without a buffer grown by one unusually
+// large context: the pool should not pin that memory.
+func (s *Server) putScratch(sc *scratch) {
+	if cap(sc.buf) > 64<<10 {
+		sc.buf = make([]byte, 0, 512)
+	}
+	s.ctxs.Put(sc)
 }
 
 // evaluateFlag returns the result and the snapshot it came from (Fresh may
@@ -196,8 +207,8 @@ func (e *evalService) ResolveAll(ctx context.Context, req *evalv1.ResolveAllRequ
 	if snap == nil {
 		return nil, status.Error(codes.Unavailable, errPrefix+"PROVIDER_NOT_READY, no flag set loaded yet; retry shortly")
 	}
-	sc := s.ctxs.Get().(*scratch)
-	defer s.ctxs.Put(sc)
+	sc := s.getScratch()
+	defer s.putScratch(sc)
 	var err error
 	if sc.buf, err = decodeContext(sc.ec, req.GetContext(), s.o.Limits, sc.buf); err != nil {
 		var ce *evaluator.ContextError
