@@ -29,7 +29,7 @@ type FileOptions struct {
 	Interval time.Duration
 	// Debounce is how long Run waits after the last file-system event
 	// before reading the file, so that an editor's truncate-then-write or
-	// kubelet's several renames are read once, whole; default 2ms. A burst
+	// kubelet's several renames are read once, whole; default 1ms. A burst
 	// of events never delays a reload by more than 25 × Debounce.
 	Debounce time.Duration
 	// NoWatch disables inotify: only the interval check runs.
@@ -67,7 +67,7 @@ func NewFileSource(o FileOptions) (*FileSource, error) {
 		o.Interval = time.Second
 	}
 	if o.Debounce <= 0 {
-		o.Debounce = 2 * time.Millisecond
+		o.Debounce = time.Millisecond
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
