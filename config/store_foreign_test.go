@@ -388,3 +388,33 @@ func TestAdoptUnsignedHistory(t *testing.T) {
 		t.Fatalf("adopting an empty env: %v, want ErrNothingToAdopt", err)
 	}
 }
+
+// TestSignedSnapshotIsMemoized: serving the current snapshot costs no
+// encoding, hashing or signing after the first request of a version.
+func TestSignedSnapshotIsMemoized(t *testing.T) {
+	ctx := context.Background()
+	srv := natsrun.StartTest(t)
+	key, _ := sign.Generate()
+	s := openTestStore(t, srv, StoreOptions{Signer: key})
+	if err := s.CreateEnv(ctx, EnvSettings{Name: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(ctx, &Changeset{Env: "dev", Author: "ann", Changes: []Change{{Flag: "a", Op: OpPut, Definition: counterDef(1)}}}); err != nil {
+		t.Fatal(err)
+	}
+	r1, b1, err := s.SignedSnapshot(ctx, "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, b2, _ := s.SignedSnapshot(ctx, "dev")
+	if r1 != r2 || &b1[0] != &b2[0] {
+		t.Fatal("the same version's signed snapshot was built twice")
+	}
+	if _, err := s.Commit(ctx, &Changeset{Env: "dev", Author: "ann", Changes: []Change{{Flag: "a", Op: OpPut, Definition: counterDef(2), BaseVersion: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	r3, _, _ := s.SignedSnapshot(ctx, "dev")
+	if r3 == r1 || r3.Version != 2 || sign.NewTrust(key.Public()).Verify(sign.PurposeSnapshot, r3.SigningBytes(), r3.Signature) != nil {
+		t.Fatalf("after a commit: %+v; want a new signed record at version 2", r3)
+	}
+}
