@@ -260,15 +260,23 @@ func (a *AuditLog) Append(ctx context.Context, e AuditEntry) (AuditEntry, error)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for attempt := 0; attempt < 20; attempt++ {
-		info, err := a.stream.Info(ctx)
-		if err != nil {
-			return e, err
-		}
-		last := info.State.LastSeq
-		e.PrevHash = genesis
-		if last > 0 {
-			if e.PrevHash, err = a.hashAt(ctx, last); err != nil {
+		// The tail this process wrote last is the usual expected-last
+		// sequence: publish against it directly (one round trip); only a
+		// lost race (another replica appended) costs a stream lookup.
+		var last uint64
+		var err error
+		if a.tailKnown {
+			last, e.PrevHash = a.tail.Seq, a.tail.Hash
+		} else {
+			info, err := a.stream.Info(ctx)
+			if err != nil {
 				return e, err
+			}
+			last, e.PrevHash = info.State.LastSeq, genesis
+			if last > 0 {
+				if e.PrevHash, err = a.hashAt(ctx, last); err != nil {
+					return e, err
+				}
 			}
 		}
 		e.Seq = last + 1
