@@ -267,13 +267,27 @@ const (
 	eventKeepAlive = "keep_alive"
 )
 
-// EventStream sends provider_ready at once, then configuration_change with
+// EventStream sends provider_ready once a flag set is loaded (at once on a
+// serving sidecar), then configuration_change with
 // the changed flags (data {"flags": {key: {"type", "source", "flagKey"}}})
 // for every new flag set, and keep_alive every KeepAlive, until the client
 // goes away or the server stops.
 func (e *evalService) EventStream(_ *evalv1.EventStreamRequest, stream grpc.ServerStreamingServer[evalv1.EventStreamResponse]) error {
 	s := e.s
 	st := s.current()
+	// Ready means "ask me": before the first flag set is loaded (a remote
+	// sidecar still bootstrapping) every answer would be PROVIDER_NOT_READY,
+	// so provider_ready waits for it.
+	for st.snap == nil {
+		select {
+		case <-st.changed:
+			st = s.current()
+		case <-stream.Context().Done():
+			return nil
+		case <-s.stop:
+			return nil
+		}
+	}
 	if err := stream.Send(&evalv1.EventStreamResponse{Type: eventReady, Data: emptyStruct}); err != nil {
 		return err
 	}

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/pennon-dev/pennon/config"
 	evalv1 "github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/evaluation/v1"
 	syncv1 "github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/sync/v1"
@@ -238,4 +241,63 @@ func waitForStatus(t *testing.T, src *flagsync.FileSource) {
 		}
 		return nil
 	})
+}
+
+// TestNotReadyUntilLoaded: before the first flag set, calls answer
+// Unavailable (PROVIDER_NOT_READY) and provider_ready waits for the set.
+func TestNotReadyUntilLoaded(t *testing.T) {
+	h := &docHolder{}
+	c := start(t, Options{Source: h})
+	_, err := c.eval.ResolveBoolean(callCtx(t), &evalv1.ResolveBooleanRequest{FlagKey: "static-on"})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "PROVIDER_NOT_READY") {
+		t.Fatalf("before load: %v", err)
+	}
+	if _, err := c.eval.ResolveAll(callCtx(t), &evalv1.ResolveAllRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("ResolveAll before load: %v", err)
+	}
+	if _, err := c.sync.FetchAllFlags(callCtx(t), &syncv1.FetchAllFlagsRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("FetchAllFlags before load: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := c.eval.EventStream(ctx, &evalv1.EventStreamRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan string, 4)
+	go func() {
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				close(events)
+				return
+			}
+			events <- ev.GetType()
+		}
+	}()
+	flagStream, err := c.sync.SyncFlags(ctx, &syncv1.SyncFlagsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing may arrive before the load; a short wait shows none did.
+	select {
+	case ev := <-events:
+		t.Fatalf("event %q before any flag set was loaded", ev)
+	case <-time.After(100 * time.Millisecond):
+	}
+	h.load(t, testFlags)
+	select {
+	case ev := <-events:
+		if ev != "provider_ready" {
+			t.Fatalf("first event %q, want provider_ready", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no provider_ready after the load")
+	}
+	if first := recvTimeout(t, flagStream.Recv, 5*time.Second); !strings.Contains(first.GetFlagConfiguration(), `"static-on"`) {
+		t.Fatalf("SyncFlags after the load: %s", first.GetFlagConfiguration())
+	}
+	if r, err := c.eval.ResolveBoolean(callCtx(t), &evalv1.ResolveBooleanRequest{FlagKey: "static-on"}); err != nil || !r.GetValue() {
+		t.Fatalf("after load: %v %v", r, err)
+	}
 }
