@@ -371,3 +371,30 @@ func TestReconcileAtStart(t *testing.T) {
 	}
 	_ = s2
 }
+
+// TestTwoReplicasOneChain: two control planes appending at once extend one
+// chain (expected-last-sequence, re-link after a lost race) and it verifies.
+func TestTwoReplicasOneChain(t *testing.T) {
+	f := setup(t)
+	s2, _ := f.second(t)
+	ctx := context.Background()
+	const each = 25
+	done := make(chan struct{})
+	for _, s := range []*Server{f.srv, s2} {
+		go func(s *Server) {
+			defer func() { done <- struct{}{} }()
+			for i := 0; i < each; i++ {
+				s.record(ctx, principal{}, "test", "dev", fmt.Sprint(i), "ok", nil)
+			}
+		}(s)
+	}
+	<-done
+	<-done
+	entries := f.auditEntries(t)
+	if len(entries) != 2*each {
+		t.Fatalf("%d entries, want %d", len(entries), 2*each)
+	}
+	if res := f.verify(t); !res.OK {
+		t.Fatalf("verify: %+v", res)
+	}
+}
