@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pennon-dev/pennon/internal/sign"
 )
 
 // TokensBucket holds token records (hashes only), key = token id.
@@ -62,6 +64,10 @@ type TokenRecord struct {
 	CreatedBy string            `json:"createdBy,omitempty"`
 	ExpiresAt *time.Time        `json:"expiresAt,omitempty"`
 	Revoked   bool              `json:"revoked,omitempty"`
+	// Signature is the control plane's (sign.PurposeToken) over the record
+	// with Signature empty: whoever can write the tokens bucket directly
+	// still cannot mint a token the API accepts.
+	Signature string `json:"signature,omitempty"`
 }
 
 // TokenInfo is a token as the API shows it (no hash).
@@ -105,6 +111,9 @@ func (t *TokenRecord) MaxRole() Role {
 type Tokens struct {
 	kv  jetstream.KeyValue
 	now func() time.Time
+
+	signer *sign.Key   // signs records written (nil: unsigned, tests only)
+	trust  *sign.Trust // verifies records read (nil: not checked)
 }
 
 // OpenTokens opens (or creates) the tokens bucket.
@@ -177,8 +186,10 @@ func (t *Tokens) Import(ctx context.Context, token, name string, roles map[strin
 }
 
 func (t *Tokens) put(ctx context.Context, rec *TokenRecord, create bool) error {
-	data, _ := json.Marshal(rec)
-	var err error
+	data, err := t.encode(rec)
+	if err != nil {
+		return err
+	}
 	if create {
 		_, err = t.kv.Create(ctx, rec.ID, data)
 	} else {
@@ -234,7 +245,7 @@ func (t *Tokens) Authenticate(ctx context.Context, token string) (*TokenRecord, 
 	if err != nil {
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) || errors.As(err, &se) || errors.As(err, &te) {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) || errors.Is(err, errTokenForged) || errors.As(err, &se) || errors.As(err, &te) {
 			return nil, ErrBadToken // unknown (or an unreadable record): the token does not authenticate
 		}
 		return nil, fmt.Errorf("%w: %v", ErrTokenStoreUnavailable, err)
@@ -256,11 +267,7 @@ func (t *Tokens) get(ctx context.Context, id string) (*TokenRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	var rec TokenRecord
-	if err := json.Unmarshal(ent.Value(), &rec); err != nil {
-		return nil, err
-	}
-	return &rec, nil
+	return t.decode(ent.Value())
 }
 
 // List returns every token (without hashes), oldest first.

@@ -169,6 +169,7 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	if rs.Tokens, err = control.OpenTokens(ctx, js, o.replicas, nil); err != nil {
 		return fail(err)
 	}
+	rs.Tokens.SignWith(sig.key, sig.trust)
 	if err := ensureAdminToken(ctx, rs, o, log); err != nil {
 		return fail(err)
 	}

@@ -33,6 +33,8 @@ const (
 	PurposeSnapshot  = "snapshot"
 	PurposeAudit     = "audit"
 	PurposeHeartbeat = "heartbeat"
+	PurposeToken     = "token"
+	PurposeEnv       = "env"
 )
 
 // Errors Verify returns; callers count and report them by kind.
