@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -335,5 +337,34 @@ func TestStrictEnvelopes(t *testing.T) {
 	// Nothing was written by any of them.
 	if code, body := f.do(t, ed, "GET", "/api/v1/envs/dev", ""); code != 200 || !strings.Contains(body, `"version": 0`) {
 		t.Fatalf("env after refused bodies: %d %s", code, body)
+	}
+}
+
+// TestEvery403GoesThroughDeny guards the rule for handlers written later:
+// a 403 built anywhere in the package must be handed to s.deny (on the same
+// or the previous line), which audits it and applies the rate limit.
+func TestEvery403GoesThroughDeny(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(data), "\n")
+		for i, line := range lines {
+			if !strings.Contains(line, "http.StatusForbidden") {
+				continue
+			}
+			if strings.Contains(line, "s.deny(") || (i > 0 && strings.Contains(lines[i-1], "s.deny(")) {
+				continue
+			}
+			t.Errorf("%s:%d: a 403 that bypasses s.deny (not audited, not rate-limited): %s", name, i+1, strings.TrimSpace(line))
+		}
 	}
 }
