@@ -245,7 +245,7 @@ func (e *cacheEntry) count() {
 // the response cache when the plan can be keyed. buf is scratch space
 // (returned, possibly grown, for the pool).
 func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan, ec *evaluator.Context) []byte {
-	if s.cache == nil || !plan.cacheable || !s.o.CacheBulk {
+	if s.cache == nil || !plan.cacheable || s.o.NoBulkCache {
 		buf, _, _ = plan.appendAnswer(buf, ec, s.m, nil)
 		ctx.SetBody(buf)
 		return buf

@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 
 	"github.com/pennon-dev/pennon/evaluator"
@@ -124,7 +126,7 @@ func TestBulkGolden(t *testing.T) {
 	path := filepath.Join("testdata", "bulk-golden.json")
 	var got []goldenCase
 	for _, set := range bulkGoldenSets() {
-		for _, cacheBytes := range []int64{0, -1} {
+		for _, cacheBytes := range []int64{0, -1} { // bulk cache on (default), cache off
 			var h evaluator.Holder
 			h.Store(mustSnapshot(t, string(set.doc), 5))
 			s, err := New(Options{Addr: "127.0.0.1:0", Source: &h, CacheBytes: cacheBytes})
@@ -161,6 +163,12 @@ func TestBulkGolden(t *testing.T) {
 						t.Errorf("round %d cache %d: %v", round, cacheBytes, err)
 					}
 				}
+				if s.cache != nil {
+					s.cache.Wait() // later rounds are answered from the cache
+				}
+			}
+			if s.cache != nil && testutil.ToFloat64(s.m.cacheHit) == 0 {
+				t.Errorf("%s: later rounds were never answered from the bulk cache", set.name)
 			}
 		}
 	}
@@ -219,4 +227,56 @@ func firstDiff(a, b string) string {
 	}
 	lo := max(i-80, 0)
 	return fmt.Sprintf("first difference at byte %d:\nwant …%s\n got …%s", i, a[lo:min(len(a), i+80)], b[lo:min(len(b), i+80)])
+}
+
+// TestBulkMetricsCountEveryEvaluation: pennon_evaluations_total counts
+// every flag of every bulk answer — precomputed, evaluated or served from
+// the response cache — and single-flag cache hits, exactly as if each had
+// been evaluated.
+func TestBulkMetricsCountEveryEvaluation(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		cacheBytes int64
+	}{{"cache on", 0}, {"cache off", -1}} {
+		t.Run(c.name, func(t *testing.T) {
+			var h evaluator.Holder
+			h.Store(mustSnapshot(t, testFlags, 1))
+			s := startServer(t, &h, func(o *Options) { o.CacheBytes = c.cacheBytes; o.CacheMinCost = -1 })
+			base := "http://" + s.Addr()
+			const n = 5
+			for i := range n {
+				_, _, body := do(t, "POST", base+"/ofrep/v1/evaluate/flags", "application/json", `{"context":{"plan":"premium"}}`)
+				if !strings.Contains(body, `{"key":"color","reason":"TARGETING_MATCH","variant":"red","value":"red","metadata":{"team":"web"}}`) {
+					t.Fatalf("bulk %d: %s", i, body)
+				}
+				if s.cache != nil {
+					s.cache.Wait()
+				}
+				_, _, body = do(t, "POST", base+"/ofrep/v1/evaluate/flags/color", "application/json", `{"context":{"plan":"premium"}}`)
+				if !strings.Contains(body, `"variant":"red"`) {
+					t.Fatalf("single %d: %s", i, body)
+				}
+				if s.cache != nil {
+					s.cache.Wait()
+				}
+			}
+			_, _, metrics := do(t, "GET", base+"/metrics", "", "")
+			for _, want := range []string{
+				`pennon_evaluations_total{flag="color",reason="TARGETING_MATCH",variant="red"} 10`,
+				`pennon_evaluations_total{flag="static-on",reason="STATIC",variant="on"} 5`,
+				`pennon_evaluations_total{flag="ratio",reason="STATIC",variant="low"} 5`,
+				`pennon_evaluations_total{flag="disabled",reason="DISABLED",variant=""} 5`,
+				`pennon_evaluations_total{flag="no-default",reason="DEFAULT",variant=""} 5`,
+				`pennon_evaluations_total{flag="broken",reason="DEFAULT",variant="a"} 5`,
+			} {
+				if !strings.Contains(metrics, want+"\n") {
+					t.Errorf("metrics lack %s", want)
+				}
+			}
+			hits := testutil.ToFloat64(s.m.cacheHit)
+			if c.cacheBytes < 0 && hits != 0 || c.cacheBytes >= 0 && hits < 2*(n-1) {
+				t.Errorf("cache hits %v (bulk and single answers from the cache, all but the first of each)", hits)
+			}
+		})
+	}
 }

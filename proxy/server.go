@@ -58,10 +58,12 @@ type Options struct {
 	// are cached; cheaper ones are faster to evaluate than to look up.
 	// Default 40; negative caches every cacheable flag.
 	CacheMinCost int
-	// CacheBulk caches whole bulk answers keyed by (snapshot version, the
-	// context values the flag set reads). See docs/sidecar.md for when it
-	// pays.
-	CacheBulk bool
+	// NoBulkCache keeps whole bulk answers out of the response cache. By
+	// default (cache on) a bulk answer is cached under (snapshot version,
+	// the context values the flag set's targeting reads): a repeated
+	// context is answered with one lookup and one memmove instead of
+	// evaluating every targeted flag (docs/sidecar.md, "Response cache").
+	NoBulkCache bool
 }
 
 // Server is the sidecar's HTTP server.
