@@ -54,7 +54,7 @@ func (s *Server) deny(ctx context.Context, p principal, action, env, target stri
 	}
 	details["status"] = ae.Status
 	details["message"] = ae.Message
-	s.log.Info("access denied", zap.String("token", id), zap.String("action", action), zap.String("env", env), zap.String("why", ae.Message))
+	s.log.Info("access denied", zap.String("token", id), zap.String("action", action), zap.String("env", env), zap.String("target", target), zap.String("why", ae.Message))
 	s.record(ctx, p, action, env, target, "denied", details)
 	return ae
 }
