@@ -367,7 +367,6 @@ func queryUint(r *http.Request, name string) (uint64, error) {
 	return n, nil
 }
 
-
 // actor names a principal in the audit log and in changesets.
 func (p principal) actor() string {
 	if p.tok == nil {
