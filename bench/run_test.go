@@ -237,7 +237,7 @@ func TestOptionsErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewScenario("nope", FlagKeys{}); err == nil || !strings.Contains(err.Error(), "allowed: bulk, fractional") {
+	if _, err := NewScenario("nope", FlagKeys{}); err == nil || !strings.Contains(err.Error(), "allowed: bulk, bulk-zipf, fractional") {
 		t.Errorf("unknown scenario error %v", err)
 	}
 }

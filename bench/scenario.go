@@ -73,8 +73,10 @@ var scenarioDocs = map[string]string{
 	"targeting":  "one flag with if/ends_with/in rules, contexts from 1,000 users",
 	"fractional": "one flag split by fractional bucketing on targetingKey, contexts from 10,000 users",
 	"bulk":       "bulk evaluation of all flags (POST /ofrep/v1/evaluate/flags), contexts from 1,000 users",
-	"mix":        "realistic mix: 40% targeting, 30% fractional, 20% static, 10% bulk; 50,000 distinct users, Zipf-distributed",
-	"unique":     "cache-hostile: every request a never-seen-before context on the targeting flag",
+	"bulk-zipf": "bulk evaluation of all flags, contexts from 50,000 users Zipf-distributed (a few hot users, a long tail: " +
+		"page loads of real traffic); load flags/bulk-1000.json for the 1,000-flag answer",
+	"mix":    "realistic mix: 40% targeting, 30% fractional, 20% static, 10% bulk; 50,000 distinct users, Zipf-distributed",
+	"unique": "cache-hostile: every request a never-seen-before context on the targeting flag",
 	"grpc-static": "the static scenario over flagd's gRPC evaluation service: ResolveBoolean of the static flag, one fixed context " +
 		"(target a sidecar's --grpc-addr, e.g. grpc=http://127.0.0.1:8013, or pennon-grpc)",
 }
@@ -115,6 +117,14 @@ func NewScenario(name string, keys FlagKeys) (Scenario, error) {
 	case "bulk":
 		pool := contextPool(1000)
 		s.next = func(g *generator) (string, []byte) { return bulkPath, pool[g.rng.IntN(len(pool))] }
+	case "bulk-zipf":
+		pool := contextPool(50000)
+		s.next = func(g *generator) (string, []byte) {
+			if g.zipf != nil {
+				return bulkPath, pool[g.zipf.Uint64()]
+			}
+			return bulkPath, pool[g.rng.IntN(len(pool))]
+		}
 	case "mix":
 		pool := contextPool(50000)
 		s.next = func(g *generator) (string, []byte) {
@@ -158,7 +168,7 @@ func (s Scenario) GRPC() bool { return s.rpc != nil }
 // poolSize is how many distinct contexts the scenario draws from (for the
 // Zipf generator); 0 when it does not use a pool.
 func (s Scenario) poolSize() int {
-	if s.Name == "mix" {
+	if s.Name == "mix" || s.Name == "bulk-zipf" {
 		return 50000
 	}
 	return 0

@@ -18,6 +18,13 @@ import (
 //go:embed flags/bench-flags.json
 var BenchFlags []byte
 
+// BulkFlags is bench/flags/bulk-1000.json: GenerateDocument(1000), the
+// 1,000-flag set the bulk figures in bench/README.md are measured with
+// (an ~81 KB bulk answer). flagd loads the same file.
+//
+//go:embed flags/bulk-1000.json
+var BulkFlags []byte
+
 // PennonOptions tune the in-process pennon sidecar target.
 type PennonOptions struct {
 	// Flags is a flag document; nil means BenchFlags.
@@ -25,6 +32,8 @@ type PennonOptions struct {
 	// CacheBytes sizes the response cache (proxy.Options.CacheBytes): 0 is
 	// proxy's default, negative disables the cache.
 	CacheBytes int64
+	// NoBulkCache keeps bulk answers out of the cache (proxy.Options).
+	NoBulkCache bool
 }
 
 // StartPennon starts pennon's real sidecar HTTP server (package proxy) on a
@@ -50,7 +59,7 @@ func StartPennon(o PennonOptions) (*Target, error) {
 	if o.CacheBytes < 0 {
 		label = "pennon-nocache"
 	}
-	srv, err := proxy.New(proxy.Options{Addr: "127.0.0.1:0", Source: &h, SourceName: "bench", CacheBytes: o.CacheBytes})
+	srv, err := proxy.New(proxy.Options{Addr: "127.0.0.1:0", Source: &h, SourceName: "bench", CacheBytes: o.CacheBytes, NoBulkCache: o.NoBulkCache})
 	if err != nil {
 		return nil, fmt.Errorf("pennon target: %w", err)
 	}
