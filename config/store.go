@@ -62,6 +62,13 @@ type EnvSettings struct {
 	RequireExpires bool      `json:"requireExpires,omitempty"`
 	MaxLifetime    string    `json:"maxLifetime,omitempty"` // Go duration, e.g. 2160h
 	CreatedAt      time.Time `json:"createdAt"`
+	// Signature is the control plane's (sign.PurposeEnv) over the settings
+	// with Signature and Untrusted empty.
+	Signature string `json:"signature,omitempty"`
+	// Untrusted is set by readers (never stored) when the stored settings
+	// fail their signature check: they are then served fail-safe (protected,
+	// so every write needs an approved change request) and reported.
+	Untrusted bool `json:"untrusted,omitempty"`
 }
 
 // State is an environment's full flag set at one version.
@@ -188,7 +195,7 @@ func (s *Store) CreateEnv(ctx context.Context, e EnvSettings) error {
 	}); err != nil {
 		return fmt.Errorf("create env %s: stream: %w", e.Name, err)
 	}
-	data, _ := json.Marshal(e)
+	data := s.encodeEnv(e)
 	if _, err := s.envs.Create(ctx, e.Name, data); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return ErrEnvExists
@@ -212,8 +219,7 @@ func (s *Store) Env(ctx context.Context, name string) (EnvSettings, error) {
 		}
 		return e, err
 	}
-	err = json.Unmarshal(ent.Value(), &e)
-	return e, err
+	return s.decodeEnv(name, ent.Value())
 }
 
 // Envs lists environments by name.

@@ -75,6 +75,9 @@ func foreignChangeset(env string, v uint64, why string) *Changeset {
 // noteForeign logs and counts a foreign message once per (env, version).
 func (s *Store) noteForeign(env string, v uint64, why string, detail error) {
 	key := env + "\x00" + strconv.FormatUint(v, 10)
+	if v == 0 {
+		key += "\x00" + why // snapshots and settings are not versions
+	}
 	s.mu.Lock()
 	_, seen := s.foreign[key]
 	if !seen && len(s.foreign) < maxForeignRemembered {
@@ -88,7 +91,9 @@ func (s *Store) noteForeign(env string, v uint64, why string, detail error) {
 	if detail != nil {
 		fields = append(fields, zap.Error(detail))
 	}
-	if strings.HasPrefix(why, "snapshot-") {
+	if why == "env-settings" {
+		s.log.Error("environment settings fail their signature check: serving them fail-safe (protected, owner and expiry required) until repaired", fields...)
+	} else if strings.HasPrefix(why, "snapshot-") {
 		s.log.Warn("stored snapshot ignored: rebuilding the state from the changeset stream (see `pennon doctor`)", fields...)
 	} else {
 		s.log.Warn("foreign message in the changeset stream skipped (the environment's state is unchanged at this version; see `pennon doctor`)", fields...)
