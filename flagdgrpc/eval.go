@@ -85,31 +85,6 @@ func (s *Server) putScratch(sc *scratch) {
 	s.ctxs.Put(sc)
 }
 
-// evaluateFlag returns the result and the snapshot it came from (Fresh may
-// answer from a newer one).
-func (s *Server) evaluateFlag(ctx context.Context, snap *evaluator.Snapshot, key string, ec *evaluator.Context) (evaluator.Result, *evaluator.Snapshot) {
-	f := snap.Flag(key)
-	if f == nil {
-		return snap.Evaluate(key, ec), snap
-	}
-	if f.Propagation() == evaluator.CacheFirst || s.fresh == nil {
-		return snap.EvaluateFlag(f, ec), snap
-	}
-	fctx, cancel := context.WithTimeout(ctx, s.o.FreshTimeout)
-	defer cancel()
-	fresh, err := s.fresh.Fresh(fctx, f)
-	if err != nil {
-		if f.FailMode() == evaluator.FailClosed {
-			return f.SafeResult("flag is always-fresh and freshness could not be established (" + err.Error() + "); serving the safe variant (failMode closed)"), snap
-		}
-		return snap.EvaluateFlag(f, ec), snap // failMode open: last known answer
-	}
-	if nf := fresh.Flag(key); nf != nil {
-		return fresh.EvaluateFlag(nf, ec), fresh
-	}
-	return fresh.Evaluate(key, ec), fresh
-}
-
 // resultError is the status for a result the typed responses cannot carry.
 // Any error code is an error, as in OFREP, whose error body carries no value
 // (this includes a failMode-closed answer, reason ERROR).
@@ -196,7 +171,8 @@ func (e *evalService) ResolveObject(ctx context.Context, req *evalv1.ResolveObje
 	return &evalv1.ResolveObjectResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
 }
 
-// ResolveAll evaluates every flag as the OFREP bulk endpoint does. Like
+// ResolveAll evaluates every flag as the OFREP bulk endpoint does (one
+// freshness check for the whole answer, see bulkFresh). Like
 // flagd it leaves out disabled flags and, since AnyFlag cannot say "error"
 // or "no value", flags that answer with an error or the caller's default;
 // integers are sent as double_value (flagd's numbers are float64) and
@@ -223,12 +199,19 @@ func (e *evalService) ResolveAll(ctx context.Context, req *evalv1.ResolveAllRequ
 			res.Metadata = m
 		}
 	}
+	snap, freshErr := s.bulkFresh(ctx, snap)
+	c := s.caches.forSnapshot(snap)
 	for _, key := range snap.Keys() {
-		r, used := s.evaluateFlag(ctx, snap, key, sc.ec)
+		f := snap.Flag(key)
+		var r evaluator.Result
+		if freshErr != nil && f.Propagation() == evaluator.AlwaysFresh {
+			r = s.failModeResult(snap, f, sc.ec, freshErr)
+		} else {
+			r = snap.EvaluateFlag(f, sc.ec)
+		}
 		if r.Reason == evaluator.ReasonDisabled || resultError(&r) != nil {
 			continue
 		}
-		c := s.caches.forSnapshot(used)
 		af := &evalv1.AnyFlag{Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}
 		switch v := r.Value.(type) {
 		case bool:
