@@ -8,6 +8,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
@@ -258,6 +259,14 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 		return buf
 	}
 	s.m.cacheMiss.Inc()
+	if !s.seenBefore(buf) {
+		// A context seen for the first time is answered, not cached: most
+		// one-off contexts never come back, and copying an ~80 KB answer
+		// that is never reused costs more than the cache saves.
+		body, _, _ := plan.appendAnswer(buf[len(buf):], ec, s.m, nil)
+		ctx.SetBody(body)
+		return body
+	}
 	key := append([]byte(nil), buf...)
 	body, ctrs, clean := plan.appendAnswer(buf[len(buf):], ec, s.m, make([]prometheus.Counter, 0, len(plan.segs)))
 	if !clean {
@@ -268,4 +277,25 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 	s.cache.Set(key, e, int64(len(e.body)+len(key)+8*len(ctrs)+64))
 	ctx.Response.SetBodyRaw(e.body)
 	return body
+}
+
+// doorkeeperSlots is the size of the recently-missed table: enough to
+// remember the distinct contexts of a few seconds of bulk traffic.
+const doorkeeperSlots = 1 << 14
+
+// doorkeeper remembers hashes of bulk cache keys that missed once, so
+// only a context asked for a second time is cached. It is lossy (a slot
+// is overwritten by a later key) and lock-free; a lost entry only delays
+// caching by one more miss.
+type doorkeeper [doorkeeperSlots]atomic.Uint64
+
+// seenBefore reports whether key missed before, and remembers it.
+func (s *Server) seenBefore(key []byte) bool {
+	h := xxhash.Sum64(key) | 1 // never 0: 0 is an empty slot
+	slot := &s.door[h%doorkeeperSlots]
+	if slot.Load() == h {
+		return true
+	}
+	slot.Store(h)
+	return false
 }

@@ -77,6 +77,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	cache   *ristretto.Cache[[]byte, *cacheEntry]
 	plan    atomic.Pointer[bulkPlan] // bulk.go: the last snapshot's bulk plan
+	door    *doorkeeper              // bulk.go: bulk contexts that missed once
 	srv     *fasthttp.Server
 	ctxPool sync.Pool
 	bufPool sync.Pool
@@ -152,6 +153,7 @@ func New(o Options) (*Server, error) {
 			return nil, fmt.Errorf("proxy: response cache: %w", err)
 		}
 		s.cache = c
+		s.door = new(doorkeeper)
 	}
 	s.ctxPool.New = func() any { return evaluator.NewContext() }
 	s.bufPool.New = func() any { b := make([]byte, 0, 1024); return &b }
