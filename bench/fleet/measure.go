@@ -207,6 +207,9 @@ func (h *harness) fill(sr *ScenarioResult, s windowStats) {
 	if s.Seconds > 0 {
 		sr.CPUCores = s.CPUSeconds / s.Seconds
 	}
+	if n := sr.Acked * len(h.cars); n > 0 {
+		sr.CPUMsPerApply = s.CPUSeconds * 1000 / float64(n)
+	}
 	for _, p := range s.Timeline {
 		sr.PeakRequestsPerS = max(sr.PeakRequestsPerS, p.RequestsPerS)
 	}

@@ -104,6 +104,11 @@ type ScenarioResult struct {
 	// Process CPU (NATS cluster + control planes + fleet, one process).
 	CPUSeconds float64 `json:"cpuSeconds"`
 	CPUCores   float64 `json:"cpuCores"`
+	// CPUMsPerApply is process CPU / (acknowledged commits × sidecars): an
+	// upper bound on what applying one pushed changeset costs one sidecar
+	// (verify, apply, compile, report), which a real sidecar pays on its
+	// own core but the simulation pays on the shared ones.
+	CPUMsPerApply float64 `json:"cpuMsPerApply"`
 
 	// restart
 	AllLeftPushMs                  float64 `json:"allLeftPushMs,omitempty"` // outage start → no sidecar in push
