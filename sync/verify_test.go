@@ -153,6 +153,26 @@ func TestForgedChangesetsAreNeverServed(t *testing.T) {
 			if n := testutil.ToFloat64(s.r.v.mRejected.WithLabelValues(rejectChangeset, whyUnsigned)); n != 2 {
 				t.Errorf("pennon_sync_rejected_total{changeset,unsigned} = %v, want 2", n)
 			}
+			// Straight onto the live subject, bypassing the stream: a real
+			// changeset's bytes and signature under a forged Nats-Sequence.
+			nc := natsrun.ConnectTest(t, c.ns)
+			head, _ := c.store.Head(ctx, "dev")
+			m := nats.NewMsg(config.LiveSubject("dev"))
+			m.Data, m.Header = real1.Data, nats.Header{}
+			m.Header.Set(config.SignatureHeader, real1.Header.Get(config.SignatureHeader))
+			m.Header.Set("Nats-Sequence", fmt.Sprint(head.Version+1))
+			if err := nc.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+			checkfor.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+				if r := lastRejection(s); r == nil || r.Version != head.Version+1 || r.Why != whyWrongVersion {
+					return fmt.Errorf("last rejection %+v, want v%d %s", r, head.Version+1, whyWrongVersion)
+				}
+				return nil
+			})
+			if got := s.perf(); got != "balanced" {
+				t.Fatalf("performance-mode = %q after a replay on the live subject, want balanced", got)
+			}
 			// The history API marks every foreign version instead of failing.
 			body := getJSON(t, c.api+"/api/v1/envs/dev/history?limit=100", c.admin)
 			if n := strings.Count(body, `"foreign"`); n != len(cases) {
