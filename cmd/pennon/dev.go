@@ -70,6 +70,10 @@ func runDevSystem(ctx context.Context, o devOptions, log *zap.Logger, stdout io.
 			return fmt.Errorf("load example flags: %w", err)
 		}
 		log.Info("example flags loaded", zap.String("env", "dev"), zap.Uint64("version", head.Version), zap.Int("flags", head.Doc.Len()))
+		// Committed through the store, not the API: give it its audit entry now.
+		if err := rs.API.Reconcile(ctx); err != nil {
+			log.Warn("audit reconciliation after loading the example", zap.Error(err))
+		}
 	}
 	sidecarTokFile := filepath.Join(o.data, "sidecar-token")
 	sidecarTok, err := readToken(sidecarTokFile)

@@ -17,8 +17,8 @@ type Proxy struct {
 	flowing *sync.Cond // signalled when stalled turns false or on Cut
 	stalled bool
 	down    bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup
 }
 
 // New listens on a random loopback port and forwards to target.
