@@ -243,13 +243,14 @@ func (e *cacheEntry) count() {
 }
 
 // answerBulk writes the bulk answer for ec from plan into ctx, through
-// the response cache when the plan can be keyed. buf is scratch space
-// (returned, possibly grown, for the pool).
+// the response cache when the plan can be keyed. buf is scratch space; a
+// freshly built answer is swapped into the response (SwapBody) rather
+// than copied, and the response's previous buffer is returned for the
+// pool.
 func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan, ec *evaluator.Context) []byte {
 	if s.cache == nil || !plan.cacheable || s.o.NoBulkCache {
 		buf, _, _ = plan.appendAnswer(buf, ec, s.m, nil)
-		ctx.SetBody(buf)
-		return buf
+		return ctx.Response.SwapBody(buf)[:0] // the answer becomes the body, no copy
 	}
 	buf = plan.appendCacheKey(buf, ec)
 	if e, hit := s.cache.Get(buf); hit {
@@ -264,14 +265,12 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 		// one-off contexts never come back, and copying an ~80 KB answer
 		// that is never reused costs more than the cache saves.
 		body, _, _ := plan.appendAnswer(buf[len(buf):], ec, s.m, nil)
-		ctx.SetBody(body)
-		return body
+		return ctx.Response.SwapBody(body)[:0] // the answer becomes the body, no copy
 	}
 	key := append([]byte(nil), buf...)
 	body, ctrs, clean := plan.appendAnswer(buf[len(buf):], ec, s.m, make([]prometheus.Counter, 0, len(plan.segs)))
 	if !clean {
-		ctx.SetBody(body)
-		return body
+		return ctx.Response.SwapBody(body)[:0] // the answer becomes the body, no copy
 	}
 	e := &cacheEntry{body: append([]byte(nil), body...), ctrs: ctrs, plan: plan}
 	s.cache.Set(key, e, int64(len(e.body)+len(key)+8*len(ctrs)+64))
