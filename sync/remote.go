@@ -385,7 +385,6 @@ func (r *Remote) installChecked(rec *config.SnapshotRecord, proof *config.Signed
 		r.reject(kind, whyHashMismatch, rec.Version, err)
 		return err
 	}
-	r.accepted(kind)
 	return r.installVerified(rec, doc, proof, via, state, base)
 }
 
@@ -555,7 +554,6 @@ func (r *Remote) onChangeset(ctx context.Context, m *nats.Msg) {
 	if !ok {
 		return
 	}
-	r.accepted(rejectChangeset)
 	r.applyChangeset(ctx, cs, proof, "push")
 }
 
@@ -639,7 +637,6 @@ func (r *Remote) onHeartbeat(ctx context.Context, m *nats.Msg) {
 		r.reject(rejectHeartbeat, why, hb.Version, err)
 		return // no lease, no reconcile: a forged heartbeat changes nothing
 	}
-	r.accepted(rejectHeartbeat)
 	r.mu.Lock()
 	r.lastHB = time.Now()
 	cur := r.rec

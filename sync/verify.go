@@ -59,6 +59,19 @@ type Rejection struct {
 	Detail  string    `json:"detail,omitempty"`
 }
 
+// rejectionRelog is how long one (kind, why) stays quiet in the log after
+// it was logged; repeats in between are only counted (and the next log line
+// says how many there were), so a flood of forged messages cannot flood the
+// log, and a problem that persists for hours is not forgotten either. Valid
+// input does not reset it: valid and forged input may interleave (a forger
+// next to the real heartbeats), and that must not become one line per forgery.
+const rejectionRelog = 15 * time.Minute
+
+type rejLog struct {
+	at         time.Time
+	suppressed int
+}
+
 // heartbeatMaxAge bounds how old a signed heartbeat may be: a recorded one
 // replayed later must not grant a lease. Generous, because pod clocks drift.
 const heartbeatMaxAge = time.Minute
@@ -75,7 +88,7 @@ type verifier struct {
 	trust     *sign.Trust
 	fetchedAt time.Time
 	warnedTOF bool
-	logged    map[string]string // kind → why last logged (cleared when the kind delivers valid input)
+	logged    map[string]rejLog // "kind/why" → when last logged and how many since
 	last      *Rejection
 	lastHB    time.Time // time of the last accepted heartbeat (replay guard)
 
@@ -84,7 +97,7 @@ type verifier struct {
 }
 
 func newVerifier(o RemoteOptions) *verifier {
-	v := &verifier{pinned: len(o.TrustKeys) > 0, logged: map[string]string{},
+	v := &verifier{pinned: len(o.TrustKeys) > 0, logged: map[string]rejLog{},
 		mRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_sync_rejected_total",
 			Help: "Input refused before serving it (pushed changesets, snapshots, disk copy, heartbeats), by kind and reason."}, []string{"kind", "why"}),
 		mRewinds: prometheus.NewCounter(prometheus.CounterOpts{Name: "pennon_sync_rewinds_total",
@@ -128,8 +141,9 @@ func whyOf(err error) string {
 	return whyBadSignature
 }
 
-// reject records refused input: counted always, logged once per kind until
-// that kind delivers valid input again (or the reason changes).
+// reject records refused input: always counted and kept as the last
+// rejection; logged once per source and reason (kind, why), then at most
+// every rejectionRelog with the number of repeats in between.
 func (r *Remote) reject(kind, why string, version uint64, err error) {
 	v := r.v
 	v.mRejected.WithLabelValues(kind, why).Inc()
@@ -137,25 +151,26 @@ func (r *Remote) reject(kind, why string, version uint64, err error) {
 	if err != nil {
 		rej.Detail = err.Error()
 	}
+	key := kind + "/" + why
 	v.mu.Lock()
 	v.last = rej
-	logIt := v.logged[kind] != why
-	v.logged[kind] = why
+	l := v.logged[key]
+	logIt := l.at.IsZero() || time.Since(l.at) >= rejectionRelog
+	suppressed := l.suppressed
+	if logIt {
+		v.logged[key] = rejLog{at: time.Now()}
+	} else {
+		l.suppressed++
+		v.logged[key] = l
+	}
 	v.mu.Unlock()
 	if logIt {
-		fields := []zap.Field{zap.String("kind", kind), zap.String("why", why), zap.Uint64("version", version)}
+		fields := []zap.Field{zap.String("kind", kind), zap.String("why", why), zap.Uint64("version", version), zap.Int("repeatsSinceLastLog", suppressed)}
 		if err != nil {
 			fields = append(fields, zap.Error(err))
 		}
 		r.log.Error("input rejected: not served (further rejections from this source are only counted in pennon_sync_rejected_total)", fields...)
 	}
-}
-
-// accepted marks kind as healthy again, so its next rejection is logged.
-func (r *Remote) accepted(kind string) {
-	r.v.mu.Lock()
-	delete(r.v.logged, kind)
-	r.v.mu.Unlock()
 }
 
 // lastRejection is for Status.
@@ -386,7 +401,6 @@ func (r *Remote) catchUp(ctx context.Context, to uint64) bool {
 			return false
 		}
 	}
-	r.accepted(rejectCatchUp)
 	cur = r.currentRec()
 	return cur != nil && cur.Version == to-1
 }
