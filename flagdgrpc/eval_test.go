@@ -323,3 +323,28 @@ func equalJSON(a, b any) bool {
 	jb, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && string(ja) == string(jb)
 }
+
+// TestPortInUse: a taken port fails Listen with the flag to change and
+// releases the other service's port.
+func TestPortInUse(t *testing.T) {
+	h := newDocHolder(t, testFlags)
+	first, err := New(Options{Source: h, EvalAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	defer first.evalLn.Close()
+	second, err := New(Options{Source: h, EvalAddr: "127.0.0.1:0", SyncAddr: first.EvalAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = second.Listen()
+	if err == nil || !strings.Contains(err.Error(), "choose another --sync-addr") {
+		t.Fatalf("got %v, want an error naming --sync-addr", err)
+	}
+	if second.evalLn != nil {
+		t.Fatal("the evaluation port stays bound after the failed Listen")
+	}
+}

@@ -144,7 +144,7 @@ func (s *Server) Listen() error {
 	if s.evalSrv != nil && s.evalLn == nil {
 		ln, err := net.Listen("tcp", s.o.EvalAddr)
 		if err != nil {
-			return fmt.Errorf("flagdgrpc: listen %s (grpc-addr): %w", s.o.EvalAddr, err)
+			return fmt.Errorf("flagdgrpc: listen %s (grpc-addr): %w; choose another --grpc-addr, or an empty one to disable the evaluation service", s.o.EvalAddr, err)
 		}
 		s.evalLn = ln
 	}
@@ -155,7 +155,7 @@ func (s *Server) Listen() error {
 				s.evalLn.Close()
 				s.evalLn = nil
 			}
-			return fmt.Errorf("flagdgrpc: listen %s (sync-addr): %w", s.o.SyncAddr, err)
+			return fmt.Errorf("flagdgrpc: listen %s (sync-addr): %w; choose another --sync-addr, or an empty one to disable the sync service", s.o.SyncAddr, err)
 		}
 		s.syncLn = ln
 	}
