@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -65,4 +67,24 @@ func BenchmarkFileReload(b *testing.B) {
 	b.Run("configmap-interval-only-100ms", func(b *testing.B) {
 		run(b, ReloadOptions{Style: "configmap", NoWatch: true, Interval: 100 * time.Millisecond})
 	})
+}
+
+// TestStartBareBody: the bare target of a given size answers exactly it.
+func TestStartBareBody(t *testing.T) {
+	body := []byte(`{"flags":[` + strings.Repeat(`{"key":"x"},`, 100) + `{"key":"y"}]}`)
+	tg, err := StartBareBody("bare-bulk", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	res, err := http.Post(tg.URL+bulkPath, "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer http.DefaultClient.CloseIdleConnections()
+	defer res.Body.Close()
+	got, _ := io.ReadAll(res.Body)
+	if string(got) != string(body) || tg.Label != "bare-bulk" {
+		t.Fatalf("label %s answered %q", tg.Label, got)
+	}
 }
