@@ -109,8 +109,3 @@ func (c *car) pollingEntries() int {
 	st, _ := c.r.Status().(flagsync.RemoteStatus)
 	return st.Transitions[flagsync.StatePolling]
 }
-
-func (c *car) stop() {
-	c.cancel()
-	<-c.done
-}

@@ -42,7 +42,7 @@ type controlPlane struct {
 	errs     atomic.Int64 // answers ≥ 500 and 429
 	busyNs   atomic.Int64 // summed handler wall time
 	routeMu  sync.Mutex
-	routes   map[string]int64
+	routes   map[string]int64 // by route, and by "route status" for status ≥ 400
 }
 
 func (cp *controlPlane) current() (*config.Store, *control.Tokens) {
@@ -156,6 +156,10 @@ func (cp *controlPlane) count(next http.Handler) http.Handler {
 		route := routeOf(r)
 		cp.routeMu.Lock()
 		cp.routes[route]++
+		if sw.code >= 400 {
+			// Failures by route and status, e.g. "/api/v1/envs/{env}/snapshot 503".
+			cp.routes[fmt.Sprintf("%s %d", route, sw.code)]++
+		}
 		cp.routeMu.Unlock()
 	})
 }

@@ -95,7 +95,7 @@ type ScenarioResult struct {
 	// Control-plane load over the scenario (both replicas).
 	Requests                 int64            `json:"requests"`
 	Errors                   int64            `json:"errors"`
-	Routes                   map[string]int64 `json:"routes"`
+	Routes                   map[string]int64 `json:"routes"` // by route; "route status" keys count answers ≥ 400
 	RequestsPerSidecarPerMin float64          `json:"requestsPerSidecarPerMin"`
 	PeakRequestsPerS         float64          `json:"peakRequestsPerS"`
 	ControlBusyS             float64          `json:"controlBusyS"` // summed handler wall time
