@@ -41,7 +41,6 @@ type natsCreds struct {
 	lastTry   time.Time
 	lastErr   error
 	backoff   time.Duration
-	authFails int
 }
 
 // credsRefreshMargin: credentials are renewed when less than this share of
