@@ -34,13 +34,13 @@ type natsCreds struct {
 	r  *Remote
 	kp nkeys.KeyPair
 
-	mu        sync.Mutex
-	jwt       string
-	expires   time.Time
-	report    string // subject this sidecar publishes reports on
-	lastTry   time.Time
-	lastErr   error
-	backoff   time.Duration
+	mu      sync.Mutex
+	jwt     string
+	expires time.Time
+	report  string // subject this sidecar publishes reports on
+	lastTry time.Time
+	lastErr error
+	backoff time.Duration
 }
 
 // credsRefreshMargin: credentials are renewed when less than this share of
