@@ -429,12 +429,15 @@ func (s *Server) decodeContext(ctx *fasthttp.RequestCtx, key string, ec *evaluat
 		err = ec.ValidateField(body, "context", s.o.Limits) // answer does not read it
 	}
 	if err != nil {
+		// A body that is not a JSON object with an object "context" is an
+		// invalid evaluation context, as flagd's OFREP endpoint answers it
+		// (PARSE_ERROR is OpenFeature's code for a bad flag configuration).
+		detail := err.Error()
 		var ce *evaluator.ContextError
 		if errors.As(err, &ce) {
-			s.writeError(ctx, fasthttp.StatusBadRequest, key, string(ce.Code), ce.Detail)
-		} else {
-			s.writeError(ctx, fasthttp.StatusBadRequest, key, "PARSE_ERROR", err.Error())
+			detail = ce.Detail
 		}
+		s.writeError(ctx, fasthttp.StatusBadRequest, key, "INVALID_CONTEXT", detail)
 		return false
 	}
 	return true
