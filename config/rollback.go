@@ -1,7 +1,9 @@
 package config
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -16,6 +18,7 @@ const (
 	RiskResurrected       = "deleted-flag-resurrected"
 	RiskCrossesEmergency  = "crosses-emergency-change"
 	RiskInvalid           = "rollback-would-be-rejected"
+	RiskSetPartKept       = "set-part-kept"
 )
 
 // Risk is one named danger of a rollback.
@@ -47,6 +50,36 @@ type RollbackPlan struct {
 	Risks    []Risk     `json:"risks"`
 	// TrafficShare is not computed: pennon records no evaluation contexts yet.
 	TrafficShare *float64 `json:"trafficShare"`
+	// Metadata and Evaluators, when set, are restored with the flags: a
+	// rollback of every flag restores the flag-set metadata and $evaluators
+	// of the target version; a rollback of named flags restores the
+	// evaluators those flags reference at the target version.
+	Metadata   map[string]any             `json:"metadata,omitempty"`
+	Evaluators map[string]json.RawMessage `json:"evaluators,omitempty"`
+}
+
+// restoresSetParts fills the plan's metadata and $evaluators from target
+// where they differ from head. An empty target value cannot be carried by
+// a changeset and is left as it is (noted as a risk).
+func (p *RollbackPlan) restoreSetParts(head, target *Document, all bool) {
+	if !all {
+		p.Evaluators, _ = PromotionEvaluators(target, head, p.Flags)
+		return
+	}
+	if !bytes.Equal(metadataJSON(head.metadata), metadataJSON(target.metadata)) {
+		if len(target.metadata) == 0 {
+			p.Risks = append(p.Risks, Risk{Kind: RiskSetPartKept, Detail: "the flag-set metadata was empty at the target version and is kept as it is now"})
+		} else {
+			p.Metadata = target.metadata
+		}
+	}
+	if !bytes.Equal(canonicalJSON(head.evaluators), canonicalJSON(target.evaluators)) && !(len(head.evaluators) == 0 && len(target.evaluators) == 0) {
+		if len(target.evaluators) == 0 {
+			p.Risks = append(p.Risks, Risk{Kind: RiskSetPartKept, Detail: "$evaluators was empty at the target version and is kept as it is now"})
+		} else {
+			p.Evaluators = target.evaluators
+		}
+	}
 }
 
 // PlanRollback computes the dry run of restoring flags (all flags when
@@ -123,6 +156,7 @@ func (s *Store) PlanRollback(ctx context.Context, env string, to uint64, flags [
 		}
 	}
 	plan.Systems = keysOf(systems)
+	plan.restoreSetParts(head.Doc, target.Doc, len(flags) == 0)
 	if err := s.addRisks(ctx, plan, head, target); err != nil {
 		return nil, err
 	}
@@ -145,7 +179,7 @@ func (s *Store) addRisks(ctx context.Context, plan *RollbackPlan, head, target *
 		rolled[f] = true
 	}
 	// What the environment would look like.
-	after, err := head.Doc.Apply(&Changeset{Changes: plan.Changes})
+	after, err := head.Doc.Apply(&Changeset{Changes: plan.Changes, Metadata: plan.Metadata, Evaluators: plan.Evaluators})
 	var ve *ValidationError
 	switch {
 	case errors.As(err, &ve):
@@ -257,20 +291,59 @@ func (s *Store) Rollback(ctx context.Context, env string, to uint64, flags []str
 	if err != nil {
 		return nil, err
 	}
-	if len(plan.Changes) == 0 {
+	if plan.Empty() {
 		return nil, &ValidationError{Problems: problems("toVersion", fmt.Sprintf("nothing to roll back: the flags are the same at version %d and now", to))}
 	}
-	return s.Commit(ctx, &Changeset{Env: env, Author: author, Reason: reason, Emergency: emergency, RollbackTo: to, Changes: plan.Changes})
+	return s.Commit(ctx, plan.Changeset(author, reason, emergency))
+}
+
+// Empty reports whether the rollback would change nothing.
+func (p *RollbackPlan) Empty() bool {
+	return len(p.Changes) == 0 && p.Metadata == nil && p.Evaluators == nil
+}
+
+// Changeset is the plan as the changeset that applies it.
+func (p *RollbackPlan) Changeset(author, reason string, emergency bool) *Changeset {
+	return &Changeset{Env: p.Env, Author: author, Reason: reason, Emergency: emergency, RollbackTo: p.To,
+		Changes: p.Changes, Metadata: p.Metadata, Evaluators: p.Evaluators}
 }
 
 // Promote copies flags (all when empty) from one environment's head to
 // another as one changeset, subject to the target's validation.
 func (s *Store) Promote(ctx context.Context, from, to string, flags []string, author, reason string, emergency bool) (*Changeset, error) {
+	cs, err := s.Promotion(ctx, from, to, flags)
+	if err != nil {
+		return nil, err
+	}
+	cs.Author, cs.Reason, cs.Emergency = author, reason, emergency
+	return s.Commit(ctx, cs)
+}
+
+// Promotion is the uncommitted changeset that promotes flags (all when
+// empty) from the head of `from` to `to`: their definitions, based on
+// `to`'s current flag versions, and the $evaluators they reference ($ref)
+// where `to` lacks them or has another rule under the same name (which
+// then changes for `to`'s other users of it too). Replaced names the
+// evaluators so replaced.
+func (s *Store) Promotion(ctx context.Context, from, to string, flags []string) (*Changeset, error) {
 	changes, promotedFrom, err := s.PromotionChanges(ctx, from, to, flags)
 	if err != nil {
 		return nil, err
 	}
-	return s.Commit(ctx, &Changeset{Env: to, Author: author, Reason: reason, Emergency: emergency, PromotedFrom: promotedFrom, Changes: changes})
+	src, err := s.Head(ctx, from)
+	if err != nil {
+		return nil, err
+	}
+	dst, err := s.Head(ctx, to)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, len(changes))
+	for i, c := range changes {
+		keys[i] = c.Flag
+	}
+	evs, _ := PromotionEvaluators(src.Doc, dst.Doc, keys)
+	return &Changeset{Env: to, PromotedFrom: promotedFrom, Changes: changes, Evaluators: evs}, nil
 }
 
 // PromotionChanges computes the puts that copy flags (all when empty) from
@@ -306,6 +379,12 @@ func (p *RollbackPlan) Text() string {
 	fmt.Fprintf(&b, "Rollback of %s in %s from version %d to %d (dry run)\n\n", strings.Join(p.Flags, ", "), p.Env, p.Head, p.To)
 	b.WriteString("Changes:\n")
 	writeFlagDiffs(&b, p.Diff)
+	if p.Metadata != nil {
+		fmt.Fprintf(&b, "~ metadata restored: %s\n", canonicalJSON(p.Metadata))
+	}
+	for _, name := range keysOf(p.Evaluators) {
+		fmt.Fprintf(&b, "~ $evaluators.%s restored: %s\n", name, p.Evaluators[name])
+	}
 	b.WriteString("\nAffected through prerequisites:\n")
 	if len(p.Affected) == 0 {
 		b.WriteString("  none\n")
