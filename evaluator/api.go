@@ -24,6 +24,9 @@ const (
 	ReasonDefault        Reason = "DEFAULT"
 	ReasonDisabled       Reason = "DISABLED"
 	ReasonError          Reason = "ERROR"
+	// ReasonStale: the answer comes from state that could not be confirmed
+	// fresh (a fail mode of an always-fresh flag), as OpenFeature's STALE.
+	ReasonStale Reason = "STALE"
 )
 
 // ErrorCode classifies a failed evaluation. The strings are OpenFeature's.
@@ -58,7 +61,8 @@ type FailMode uint8
 const (
 	// FailOpen serves the last known answer (the default).
 	FailOpen FailMode = iota
-	// FailClosed serves the flag's safeVariant with reason ERROR.
+	// FailClosed serves the flag's safeVariant with reason STALE (a value,
+	// not an error: an error code would make providers use the code default).
 	FailClosed
 )
 

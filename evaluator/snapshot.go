@@ -550,7 +550,7 @@ func (f *Flag) SafeResult(why string) Result {
 			why += "; the flag has neither safeVariant nor defaultVariant, so the caller's code default applies"
 		}
 	}
-	r := f.result(v, Reason("STALE"))
+	r := f.result(v, ReasonStale)
 	md := make(map[string]any, len(f.metadata)+2)
 	for k, x := range f.metadata {
 		md[k] = x

@@ -16,7 +16,7 @@ import (
 
 // reasonStale is OpenFeature's STALE: the value is real but the sidecar
 // could not vouch that it is current.
-const reasonStale = evaluator.Reason("STALE")
+const reasonStale = evaluator.ReasonStale
 
 // maxFailReason bounds pennonFailReason, as proxy does.
 const maxFailReason = 200

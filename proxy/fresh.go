@@ -12,7 +12,7 @@ import (
 // non-authoritative or possibly out of date". Both fail modes answer with
 // it (see docs/sidecar.md, "Fail modes"): the value is real and chosen by
 // the flag's owner, but the sidecar could not vouch that it is current.
-const reasonStale = evaluator.Reason("STALE")
+const reasonStale = evaluator.ReasonStale
 
 // maxFailReason bounds pennonFailReason: metadata is for a human and for
 // telemetry, not for a whole error chain.
