@@ -43,9 +43,6 @@ func (f *lkgFile) trustKeys() []sign.PublicKey {
 
 func lkgPath(dir, env string) string { return filepath.Join(dir, "pennon-lkg-"+env+".json") }
 
-// writeLKG writes a record without proof or keys.
-func writeLKG(dir string, rec *config.SnapshotRecord) error { return writeLKGFile(dir, rec, nil, nil) }
-
 // writeLKGFile writes atomically: temp file, fsync, rename, fsync the directory.
 func writeLKGFile(dir string, rec *config.SnapshotRecord, proof *config.SignedChangeset, trust *sign.Trust) error {
 	body, err := json.Marshal(rec)

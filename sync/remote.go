@@ -355,14 +355,8 @@ func (r *Remote) installDefaults() error {
 	return nil
 }
 
-// install verifies a snapshot record (signed by the control plane), checks
-// its document and serves it.
-func (r *Remote) install(rec *config.SnapshotRecord, via, state string) error {
-	return r.installChecked(rec, nil, via, state, nil)
-}
-
-// installChecked is install for a record vouched for by its own signature
-// or by proof (the signed changeset it was built from). base is the record
+// installChecked verifies a snapshot record, vouched for by its own
+// signature or by proof (the signed changeset it was built from). base is the record
 // we served when the snapshot was requested: if we still serve it, a record
 // at a lower version or with another hash is the control plane's truth and
 // replaces ours (a rewind, logged and counted); otherwise it is stale and
@@ -386,13 +380,6 @@ func (r *Remote) installChecked(rec *config.SnapshotRecord, proof *config.Signed
 		return err
 	}
 	return r.installVerified(rec, doc, proof, via, state, base)
-}
-
-// installDoc serves rec, whose document is already parsed and validated as
-// doc (a pushed changeset applied to the current document needs no second
-// parse of the whole flag set).
-func (r *Remote) installDoc(rec *config.SnapshotRecord, doc *config.Document, via, state string) error {
-	return r.installVerified(rec, doc, nil, via, state, nil)
 }
 
 // installVerified serves a verified record (see installChecked for base).
