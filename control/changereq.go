@@ -24,18 +24,22 @@ const (
 // ChangeRequest is a write to a protected environment waiting for an
 // approver other than its author.
 type ChangeRequest struct {
-	ID        string          `json:"id"`
-	Env       string          `json:"env"`
-	Author    string          `json:"author"`
-	AuthorID  string          `json:"authorId"`
-	Reason    string          `json:"reason"`
-	Changes   []config.Change `json:"changes"`
-	CreatedAt time.Time       `json:"createdAt"`
-	State     string          `json:"state"` // open, applied, rejected
-	DecidedBy string          `json:"decidedBy,omitempty"`
-	DecidedAt *time.Time      `json:"decidedAt,omitempty"`
-	Version   uint64          `json:"version,omitempty"` // the changeset it became
-	Note      string          `json:"note,omitempty"`    // rejection reason
+	ID       string          `json:"id"`
+	Env      string          `json:"env"`
+	Author   string          `json:"author"`
+	AuthorID string          `json:"authorId"`
+	Reason   string          `json:"reason"`
+	Changes  []config.Change `json:"changes"`
+	// Metadata and Evaluators replace the flag-set metadata and $evaluators
+	// when the request is applied (absent: unchanged).
+	Metadata   map[string]any             `json:"metadata,omitempty"`
+	Evaluators map[string]json.RawMessage `json:"evaluators,omitempty"`
+	CreatedAt  time.Time                  `json:"createdAt"`
+	State      string                     `json:"state"` // open, applied, rejected
+	DecidedBy  string                     `json:"decidedBy,omitempty"`
+	DecidedAt  *time.Time                 `json:"decidedAt,omitempty"`
+	Version    uint64                     `json:"version,omitempty"` // the changeset it became
+	Note       string                     `json:"note,omitempty"`    // rejection reason
 }
 
 // Review records that someone looked at an emergency change.

@@ -46,6 +46,9 @@ func (s *Server) routes() {
 	s.route("GET /api/v1/envs/{env}/flags/{key}", "flags.get", RoleViewer, s.getFlag)
 	s.route("PUT /api/v1/envs/{env}/flags/{key}", "flags.put", RoleEditor, s.putFlag)
 	s.route("DELETE /api/v1/envs/{env}/flags/{key}", "flags.delete", RoleEditor, s.deleteFlag)
+	s.route("PATCH /api/v1/envs/{env}/flags/{key}", "flags.patch", RoleEditor, s.patchFlag)
+	s.route("GET /api/v1/envs/{env}/export", "export", RoleViewer, s.export)
+	s.route("POST /api/v1/envs/{env}/apply", "apply", RoleViewer, s.applyFile)
 	s.route("GET /api/v1/envs/{env}/history", "history", RoleViewer, s.history)
 	s.route("GET /api/v1/envs/{env}/sidecars", "sidecars", RoleViewer, s.sidecars)
 	s.route("POST /api/v1/envs/{env}/nats-credentials", "nats-credentials", RoleViewer, s.natsCredentials)
@@ -167,6 +170,17 @@ type writeRequest struct {
 	Reason    string          `json:"reason"`
 	Emergency bool            `json:"emergency"`
 	Changes   []config.Change `json:"changes"`
+	// Metadata, when present, replaces the flag-set metadata; Evaluators,
+	// when present (and non-empty), replaces `$evaluators`. Both are
+	// versioned with the flags and validated with them.
+	Metadata   map[string]any             `json:"metadata,omitempty"`
+	Evaluators map[string]json.RawMessage `json:"evaluators,omitempty"`
+}
+
+// changeset is the request as a changeset authored by p.
+func (req writeRequest) changeset(env string, p principal) *config.Changeset {
+	return &config.Changeset{Env: env, Author: p.actor(), Reason: req.Reason, Emergency: req.Emergency, Changes: req.Changes,
+		Metadata: req.Metadata, Evaluators: req.Evaluators}
 }
 
 func (s *Server) commit(w http.ResponseWriter, r *http.Request, p principal) error {
@@ -201,7 +215,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, p principal, req 
 	if env.Protected && !req.Emergency {
 		return s.openChangeRequest(w, r, p, envName, req)
 	}
-	return s.commitChanges(w, r, p, envName, &config.Changeset{Env: envName, Author: p.actor(), Reason: req.Reason, Emergency: req.Emergency, Changes: req.Changes})
+	return s.commitChanges(w, r, p, envName, req.changeset(envName, p))
 }
 
 // commitChanges commits and answers 201 with the changeset.
@@ -294,7 +308,7 @@ func (s *Server) checkPolicy(ctx context.Context, env config.EnvSettings, change
 }
 
 func (s *Server) openChangeRequest(w http.ResponseWriter, r *http.Request, p principal, envName string, req writeRequest) error {
-	if len(req.Changes) == 0 {
+	if len(req.Changes) == 0 && req.Metadata == nil && req.Evaluators == nil {
 		return &config.ValidationError{Problems: problemList("changes", "at least one change is required")}
 	}
 	// Validate now so nobody approves a change that cannot apply.
@@ -302,10 +316,11 @@ func (s *Server) openChangeRequest(w http.ResponseWriter, r *http.Request, p pri
 	if err != nil {
 		return err
 	}
-	if _, err := head.Doc.Apply(&config.Changeset{Changes: req.Changes}); err != nil {
+	if _, err := head.Doc.Apply(&config.Changeset{Changes: req.Changes, Metadata: req.Metadata, Evaluators: req.Evaluators}); err != nil {
 		return err
 	}
-	cr := &ChangeRequest{ID: newID(), Env: envName, Author: p.actor(), AuthorID: p.tok.ID, Reason: req.Reason, Changes: req.Changes, CreatedAt: time.Now().UTC(), State: "open"}
+	cr := &ChangeRequest{ID: newID(), Env: envName, Author: p.actor(), AuthorID: p.tok.ID, Reason: req.Reason, Changes: req.Changes,
+		Metadata: req.Metadata, Evaluators: req.Evaluators, CreatedAt: time.Now().UTC(), State: "open"}
 	if err := s.flow.create(r.Context(), cr); err != nil {
 		return err
 	}
@@ -376,7 +391,8 @@ func (s *Server) decide(approve bool) handler {
 			s.record(r.Context(), p, "reject", env, cr.ID, "rejected", map[string]any{"reason": req.Reason})
 			return writeJSON(w, 200, cr)
 		}
-		cs, err := s.commitAnchored(r.Context(), p, &config.Changeset{Env: env, Author: cr.Author, Reason: cr.Reason + " (approved by " + p.actor() + ")", ChangeRequest: cr.ID, Changes: cr.Changes})
+		cs, err := s.commitAnchored(r.Context(), p, &config.Changeset{Env: env, Author: cr.Author, Reason: cr.Reason + " (approved by " + p.actor() + ")", ChangeRequest: cr.ID, Changes: cr.Changes,
+			Metadata: cr.Metadata, Evaluators: cr.Evaluators})
 		if err != nil {
 			s.record(r.Context(), p, "approve", env, cr.ID, "failed", map[string]any{"error": err.Error()})
 			return err // 409 if the flags moved on since the request was written
@@ -528,7 +544,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p principal) e
 		return s.deny(r.Context(), p, "rollback", env, strings.Join(req.Flags, ","), map[string]any{"toVersion": req.ToVersion, "reason": req.Reason},
 			errf(http.StatusForbidden, "forbidden", "rolling back %s needs the editor role (a dry run needs viewer)", env))
 	}
-	if len(plan.Changes) == 0 {
+	if plan.Empty() {
 		return errf(http.StatusUnprocessableEntity, "validation", "nothing to roll back: the flags are the same at version %d and now", req.ToVersion)
 	}
 	envSet, err := s.o.Store.Env(r.Context(), env)
@@ -536,7 +552,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p principal) e
 		return err
 	}
 	if envSet.Protected && !req.Emergency {
-		return s.openChangeRequest(w, r, p, env, writeRequest{Reason: "rollback to version " + strconv.FormatUint(req.ToVersion, 10) + ": " + req.Reason, Changes: plan.Changes})
+		return s.openChangeRequest(w, r, p, env, writeRequest{Reason: "rollback to version " + strconv.FormatUint(req.ToVersion, 10) + ": " + req.Reason, Changes: plan.Changes, Metadata: plan.Metadata, Evaluators: plan.Evaluators})
 	}
 	if req.Emergency && p.tok.RoleIn(env) < RoleApprover {
 		s.commits.WithLabelValues(env, "forbidden").Inc()
@@ -546,7 +562,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p principal) e
 	if strings.TrimSpace(req.Reason) == "" {
 		return &config.ValidationError{Problems: problemList("reason", "a rollback needs a reason")}
 	}
-	return s.commitChanges(w, r, p, env, &config.Changeset{Env: env, Author: p.actor(), Reason: req.Reason, Emergency: req.Emergency, RollbackTo: req.ToVersion, Changes: plan.Changes})
+	return s.commitChanges(w, r, p, env, plan.Changeset(p.actor(), req.Reason, req.Emergency))
 }
 
 func (s *Server) promote(w http.ResponseWriter, r *http.Request, p principal) error {
@@ -567,10 +583,11 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request, p principal) er
 		return s.deny(r.Context(), p, "promote", to, strings.Join(req.Flags, ","), map[string]any{"from": req.From},
 			errf(http.StatusForbidden, "forbidden", "promoting from %s needs at least the viewer role there", req.From))
 	}
-	changes, promotedFrom, err := s.o.Store.PromotionChanges(r.Context(), req.From, to, req.Flags)
+	promo, err := s.o.Store.Promotion(r.Context(), req.From, to, req.Flags)
 	if err != nil {
 		return err
 	}
+	changes, promotedFrom := promo.Changes, promo.PromotedFrom
 	env, err := s.o.Store.Env(r.Context(), to)
 	if err != nil {
 		return err
@@ -580,9 +597,9 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request, p principal) er
 	}
 	reason := fmt.Sprintf("promote from %s: %s", promotedFrom, req.Reason)
 	if env.Protected {
-		return s.openChangeRequest(w, r, p, to, writeRequest{Reason: reason, Changes: changes})
+		return s.openChangeRequest(w, r, p, to, writeRequest{Reason: reason, Changes: changes, Evaluators: promo.Evaluators})
 	}
-	return s.commitChanges(w, r, p, to, &config.Changeset{Env: to, Author: p.actor(), Reason: reason, PromotedFrom: promotedFrom, Changes: changes})
+	return s.commitChanges(w, r, p, to, &config.Changeset{Env: to, Author: p.actor(), Reason: reason, PromotedFrom: promotedFrom, Changes: changes, Evaluators: promo.Evaluators})
 }
 
 func (s *Server) auditList(w http.ResponseWriter, r *http.Request, _ principal) error {
