@@ -255,12 +255,14 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 	buf = plan.appendCacheKey(buf, ec)
 	if e, hit := s.cache.Get(buf); hit {
 		s.m.cacheHit.Inc()
+		s.bulkAdmit.observe(true)
 		e.count()
 		ctx.Response.SetBodyRaw(e.body) // immutable once cached
 		return buf
 	}
 	s.m.cacheMiss.Inc()
-	if !s.seenBefore(buf) {
+	s.bulkAdmit.observe(false)
+	if !s.seenBefore(buf) || !s.bulkAdmit.admit() {
 		// A context seen for the first time is answered, not cached: most
 		// one-off contexts never come back, and copying an ~80 KB answer
 		// that is never reused costs more than the cache saves.
@@ -297,4 +299,35 @@ func (s *Server) seenBefore(key []byte) bool {
 	}
 	slot.Store(h)
 	return false
+}
+
+// bulkAdmitWindow is how many bulk cache lookups one hit-rate sample spans.
+const bulkAdmitWindow = 1024
+
+// bulkAdmission throttles caching of bulk answers when it does not pay.
+// Bulk answers are large (~90 KB at 1,000 flags): when the distinct
+// contexts in play outnumber what the cache holds (e.g. 1,000 users
+// asking uniformly, 16 MiB holding ~180 answers), nearly every cached
+// answer is evicted before it is reused, and copying it in, evicting and
+// collecting it costs more than the few hits save (bench/README.md,
+// "Response cache"). So after a window of lookups with fewer than 1 in 4
+// hits, only 1 in 8 eligible answers is cached — enough to notice when
+// traffic turns repetitive again, and the hit rate of a cache that is not
+// churned stays what its capacity allows.
+type bulkAdmission struct {
+	lookups, hits, sampled atomic.Uint64
+	throttled              atomic.Bool
+}
+
+func (a *bulkAdmission) observe(hit bool) {
+	if hit {
+		a.hits.Add(1)
+	}
+	if a.lookups.Add(1)%bulkAdmitWindow == 0 {
+		a.throttled.Store(a.hits.Swap(0)*4 < bulkAdmitWindow)
+	}
+}
+
+func (a *bulkAdmission) admit() bool {
+	return !a.throttled.Load() || a.sampled.Add(1)%8 == 0
 }

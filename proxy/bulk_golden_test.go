@@ -282,3 +282,34 @@ func TestBulkMetricsCountEveryEvaluation(t *testing.T) {
 		})
 	}
 }
+
+// TestBulkAdmission: a window of lookups with fewer than 1 in 4 hits
+// throttles caching of bulk answers to 1 in 8; a window with enough hits
+// lifts it.
+func TestBulkAdmission(t *testing.T) {
+	var a bulkAdmission
+	admitted := func() int {
+		n := 0
+		for range 80 {
+			if a.admit() {
+				n++
+			}
+		}
+		return n
+	}
+	if n := admitted(); n != 80 {
+		t.Fatalf("fresh: %d of 80 admitted, want all", n)
+	}
+	for i := range bulkAdmitWindow {
+		a.observe(i%5 == 0) // 20 % hits
+	}
+	if n := admitted(); n != 10 {
+		t.Fatalf("after a 20%% window: %d of 80 admitted, want 10", n)
+	}
+	for i := range bulkAdmitWindow {
+		a.observe(i%2 == 0) // 50 % hits
+	}
+	if n := admitted(); n != 80 {
+		t.Fatalf("after a 50%% window: %d of 80 admitted, want all", n)
+	}
+}

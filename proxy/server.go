@@ -68,19 +68,20 @@ type Options struct {
 
 // Server is the sidecar's HTTP server.
 type Server struct {
-	o       Options
-	log     *zap.Logger
-	src     Source
-	fresh   FreshSource
-	status  StatusSource
-	m       *metrics
-	reg     *prometheus.Registry
-	cache   *ristretto.Cache[[]byte, *cacheEntry]
-	plan    atomic.Pointer[bulkPlan] // bulk.go: the last snapshot's bulk plan
-	door    *doorkeeper              // bulk.go: bulk contexts that missed once
-	srv     *fasthttp.Server
-	ctxPool sync.Pool
-	bufPool sync.Pool
+	o         Options
+	log       *zap.Logger
+	src       Source
+	fresh     FreshSource
+	status    StatusSource
+	m         *metrics
+	reg       *prometheus.Registry
+	cache     *ristretto.Cache[[]byte, *cacheEntry]
+	plan      atomic.Pointer[bulkPlan] // bulk.go: the last snapshot's bulk plan
+	door      *doorkeeper              // bulk.go: bulk contexts that missed once
+	bulkAdmit bulkAdmission            // bulk.go: stops caching bulk answers that are not reused
+	srv       *fasthttp.Server
+	ctxPool   sync.Pool
+	bufPool   sync.Pool
 
 	ln      net.Listener
 	health  *fasthttp.Server
