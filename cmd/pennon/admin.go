@@ -98,16 +98,26 @@ type apiErrorBody struct {
 
 // call performs a request; a non-2xx answer becomes a readable error.
 func (c *client) call(ctx context.Context, method, path string, body any, query url.Values) ([]byte, int, error) {
-	if c.token == "" {
-		return nil, 0, errors.New("--token (or PENNON_TOKEN) is required")
-	}
-	var rd io.Reader
+	var data []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, 0, err
 		}
-		rd = bytes.NewReader(b)
+		data = b
+	}
+	return c.send(ctx, method, path, "application/json", data, query)
+}
+
+// send performs a request with a body of the given content type (none
+// when data is nil); a non-2xx answer becomes a readable error.
+func (c *client) send(ctx context.Context, method, path, contentType string, data []byte, query url.Values) ([]byte, int, error) {
+	if c.token == "" {
+		return nil, 0, errors.New("--token (or PENNON_TOKEN) is required")
+	}
+	var rd io.Reader
+	if data != nil {
+		rd = bytes.NewReader(data)
 	}
 	u := strings.TrimRight(c.server, "/") + path
 	if len(query) > 0 {
@@ -118,8 +128,8 @@ func (c *client) call(ctx context.Context, method, path string, body any, query 
 		return nil, 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if data != nil {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -169,9 +179,9 @@ func (c *client) print(raw []byte, f func(w *tabwriter.Writer) error) error {
 func envPath(env, rest string) string { return "/api/v1/envs/" + url.PathEscape(env) + rest }
 
 func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := adminFlags("flags", "pennon flags list|get KEY|set KEY|delete KEY [--env dev] [--token T]", "Work with the flags of one environment.", stderr)
-	file := fs.String("file", "", "set: flag definition file (JSON)")
-	def := fs.String("definition", "", "set: flag definition as JSON")
+	fs, c := adminFlags("flags", "pennon flags list|get KEY|set KEY|patch KEY|delete KEY [--env dev] [--token T]", "Work with the flags of one environment.\npatch sends a JSON merge patch (RFC 7396): fields it does not name are kept, null removes one.", stderr)
+	file := fs.String("file", "", "set: flag definition file (JSON); patch: merge patch file")
+	def := fs.String("definition", "", "set: flag definition as JSON; patch: the merge patch as JSON")
 	base := fs.Uint64("base", 0, "the flag version your change is based on (0 for a new flag)")
 	reason := fs.String("reason", "", "why (required in protected environments)")
 	emergency := fs.Bool("emergency", false, "apply directly in a protected environment (approvers only)")
@@ -181,7 +191,7 @@ func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	c.out = stdout
 	if len(pos) == 0 {
-		return errors.New("which verb? list, get KEY, set KEY, delete KEY")
+		return errors.New("which verb? list, get KEY, set KEY, patch KEY, delete KEY")
 	}
 	switch verb := pos[0]; {
 	case verb == "list":
@@ -235,6 +245,8 @@ func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		return c.printWrite(raw, code)
+	case verb == "patch":
+		return c.patchFlag(ctx, pos[1], *file, *def, *base, *reason, *emergency)
 	case verb == "delete":
 		q := url.Values{"baseVersion": {fmt.Sprint(*base)}, "reason": {*reason}}
 		if *emergency {
@@ -246,7 +258,7 @@ func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return c.printWrite(raw, code)
 	default:
-		return fmt.Errorf("unknown verb %q: list, get, set, delete", verb)
+		return fmt.Errorf("unknown verb %q: list, get, set, patch, delete", verb)
 	}
 }
 

@@ -46,6 +46,10 @@ type serverOptions struct {
 	// Signing key file (default <data>/keys/signing.key) and retired public keys (default retired.pub beside it).
 	signingKeyFile, trustedKeysFile string
 	adoptUnsigned                   bool // sign the state of streams written before signing (signing.go)
+	// GitOps: apply <watchDir>/<env>.json files as changesets (control/gitops.go).
+	watchDir   string
+	watchEvery time.Duration
+	watchPrune bool
 }
 
 // runningServer is a started control plane. Close stops it and waits.
@@ -213,6 +217,17 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	rs.wg.Add(1)
 	go func() { defer rs.wg.Done(); flagsync.RunHeartbeats(runCtx, nc, rs.Store, o.heartbeat, log) }()
 	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close() }()
+	if o.watchDir != "" {
+		if st, err := os.Stat(o.watchDir); err != nil || !st.IsDir() {
+			cancel()
+			return fail(fmt.Errorf("--watch-dir %s: not a readable directory (%v)", o.watchDir, err))
+		}
+		rs.wg.Add(1)
+		go func() {
+			defer rs.wg.Done()
+			_ = api.WatchDir(runCtx, control.WatchOptions{Dir: o.watchDir, Every: o.watchEvery, Prune: o.watchPrune})
+		}()
+	}
 	return rs, nil
 }
 
@@ -301,6 +316,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.BoolVar(&o.adoptUnsigned, "adopt-unsigned", false, "once, when upgrading a store written before changesets were signed: commit each such environment's state as one signed changeset (see docs/security.md)")
 	fs.StringVar(&o.trustedKeysFile, "trusted-keys-file", "", "retired public keys still trusted for what they signed, one ed25519:... per line (default retired.pub next to the signing key, if present)")
 	fs.Var(&envs, "env", "environment to create if missing (repeatable; name or name:protected)")
+	fs.StringVar(&o.watchDir, "watch-dir", "", "GitOps: apply DIR/<env>.json (flagd files, e.g. a ConfigMap mount or a git checkout) as changesets whenever they change (docs/control.md)")
+	fs.DurationVar(&o.watchEvery, "watch-every", 5*time.Second, "with --watch-dir: how often the files are checked")
+	fs.BoolVar(&o.watchPrune, "watch-prune", false, "with --watch-dir: delete flags and $evaluators a file does not have (default: keep them)")
 	fs.DurationVar(&o.heartbeat, "heartbeat", time.Second, "heartbeat interval (freshness leases)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
