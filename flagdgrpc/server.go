@@ -5,19 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/status"
 
 	"github.com/pennon-dev/pennon/evaluator"
-	evalv1 "github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/evaluation/v1"
-	syncv1 "github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/sync/v1"
+	"github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/evaluation/v1/evaluationv1connect"
+	"github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/sync/v1/syncv1connect"
 	"github.com/pennon-dev/pennon/proxy"
 )
 
@@ -64,8 +62,8 @@ type Server struct {
 	mu      sync.Mutex
 	st      *state // latest flag-set state, replaced by watch
 	stop    chan struct{}
-	evalSrv *grpc.Server
-	syncSrv *grpc.Server
+	evalSrv *http.Server
+	syncSrv *http.Server
 	evalLn  net.Listener
 	syncLn  net.Listener
 }
@@ -114,12 +112,12 @@ func New(o Options) (*Server, error) {
 	s.fresh, _ = o.Source.(proxy.FreshSource)
 	s.ctxs.New = func() any { return &scratch{ec: evaluator.NewContext(), buf: make([]byte, 0, 512)} }
 	if o.EvalAddr != "" {
-		s.evalSrv = grpc.NewServer(s.serverOptions()...)
-		evalv1.RegisterServiceServer(s.evalSrv, &evalService{s: s})
+		path, h := evaluationv1connect.NewServiceHandler(&connectEval{s: s, e: &evalService{s: s}}, connect.WithReadMaxBytes(maxRecvMsg))
+		s.evalSrv = s.httpServer(path, h)
 	}
 	if o.SyncAddr != "" {
-		s.syncSrv = grpc.NewServer(s.serverOptions()...)
-		syncv1.RegisterFlagSyncServiceServer(s.syncSrv, &syncService{s: s})
+		path, h := syncv1connect.NewFlagSyncServiceHandler(&connectSync{s: s, y: &syncService{s: s}}, connect.WithReadMaxBytes(maxRecvMsg))
+		s.syncSrv = s.httpServer(path, h)
 	}
 	return s, nil
 }
@@ -188,7 +186,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.setState(s.buildState(nil))
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
-	serve := func(srv *grpc.Server, ln net.Listener, what string) {
+	serve := func(srv *http.Server, ln net.Listener, what string) {
 		if srv == nil {
 			return
 		}
@@ -196,7 +194,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("flagdgrpc: %s service: %w", what, err)
 			}
 		}()
@@ -222,79 +220,34 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// drain stops both services gracefully, forcing them after DrainTimeout.
+// drain stops both services gracefully, closing them after DrainTimeout.
 func (s *Server) drain() {
-	done := make(chan struct{})
-	go func() {
-		for _, srv := range []*grpc.Server{s.evalSrv, s.syncSrv} {
-			if srv != nil {
-				srv.GracefulStop()
-			}
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.DrainTimeout)
+	defer cancel()
+	for _, srv := range []*http.Server{s.evalSrv, s.syncSrv} {
+		if srv == nil {
+			continue
 		}
-		close(done)
-	}()
-	t := time.NewTimer(s.o.DrainTimeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		s.log.Warn("gRPC drain incomplete", zap.Duration("timeout", s.o.DrainTimeout))
-		for _, srv := range []*grpc.Server{s.evalSrv, s.syncSrv} {
-			if srv != nil {
-				srv.Stop()
-			}
+		if err := srv.Shutdown(ctx); err != nil {
+			s.log.Warn("gRPC drain incomplete", zap.Duration("timeout", s.o.DrainTimeout), zap.Error(err))
+			_ = srv.Close()
 		}
-		<-done
 	}
+}
+
+// httpServer serves one connect handler over HTTP/1.1 and cleartext
+// HTTP/2 (prior knowledge, which is how gRPC clients connect without TLS).
+func (s *Server) httpServer(path string, h http.Handler) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle(path, h)
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{Handler: mux, Protocols: &p, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: zap.NewStdLog(s.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel)))}
 }
 
 // maxRecvMsg bounds a request message. Contexts are limited far lower
 // (Options.Limits, 64 KiB by default, as for OFREP); this only stops a
-// client from making the server buffer gRPC's default 4 MiB first.
+// client from making the server buffer a large message first.
 const maxRecvMsg = 1 << 20
-
-// serverOptions are the options both services run with.
-func (s *Server) serverOptions() []grpc.ServerOption {
-	return append(s.recoverer(),
-		grpc.MaxRecvMsgSize(maxRecvMsg),
-		// flagd providers may ping to keep idle connections alive; grpc-go's
-		// default policy (one ping per 5 minutes) would answer a more eager
-		// client with GOAWAY "too_many_pings". flagd's own server accepts them.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
-	)
-}
-
-// recoverer turns a panic in a handler into codes.Internal for that call
-// instead of a crashed sidecar (gRPC does not recover handler panics), and
-// counts every call in the metrics.
-func (s *Server) recoverer() []grpc.ServerOption {
-	report := func(method string, p any) error {
-		s.log.Error("gRPC handler panic", zap.String("method", method), zap.Any("panic", p))
-		return status.Error(codes.Internal, "internal error")
-	}
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
-			start := time.Now()
-			defer func() {
-				if p := recover(); p != nil {
-					resp, err = nil, report(info.FullMethod, p)
-				}
-				s.m.unary(info.FullMethod, start, err)
-			}()
-			return h(ctx, req)
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
-			name := methodName(info.FullMethod)
-			open := s.m.streams.WithLabelValues(name)
-			open.Inc()
-			defer func() {
-				if p := recover(); p != nil {
-					err = report(info.FullMethod, p)
-				}
-				open.Dec()
-				s.m.requests.WithLabelValues(name, status.Code(err).String()).Inc()
-			}()
-			return h(srv, ss)
-		}),
-	}
-}
