@@ -132,6 +132,8 @@ type Store struct {
 	heads   map[string]*State
 	locks   map[string]*sync.Mutex // serialises commits per env within this process
 	foreign map[string]string      // "env\x00version" already logged and counted
+
+	reads readCache // environments, stream handles, verified changesets (store_read.go)
 	served  map[string]*servedSnapshot
 }
 
@@ -253,10 +255,10 @@ func (s *Store) envLock(env string) *sync.Mutex {
 
 // Head returns the environment's latest state, catching up from the stream.
 func (s *Store) Head(ctx context.Context, env string) (*State, error) {
-	if _, err := s.Env(ctx, env); err != nil {
+	if _, err := s.knownEnv(ctx, env); err != nil {
 		return nil, err
 	}
-	stream, err := s.js.Stream(ctx, StreamName(env))
+	stream, err := s.stream(ctx, env)
 	if err != nil {
 		return nil, fmt.Errorf("env %s: stream: %w", env, err)
 	}
@@ -292,11 +294,11 @@ func (s *Store) Head(ctx context.Context, env string) (*State, error) {
 		s.noteForeign(env, head.Version+1, ForeignMissing, fmt.Errorf("versions %d-%d are not in the stream", head.Version+1, first-1))
 		head = s.step(head, foreignChangeset(env, first-1, ForeignMissing))
 	}
-	for v := head.Version + 1; v <= last; v++ {
-		cs, _, err := s.readChangeset(ctx, stream, env, v)
-		if err != nil {
-			return nil, err
-		}
+	list, err := s.readRange(ctx, stream, env, head.Version+1, last)
+	if err != nil {
+		return nil, err
+	}
+	for _, cs := range list {
 		head = s.step(head, cs)
 	}
 	s.remember(head)
@@ -373,14 +375,14 @@ func (s *Store) readSnapshot(ctx context.Context, env string) (st *State, why st
 // foreign or missing comes back marked (Foreign set, no changes), not as an
 // error; a version past the head is ErrVersionNotFound.
 func (s *Store) Changeset(ctx context.Context, env string, v uint64) (*Changeset, error) {
-	stream, err := s.js.Stream(ctx, StreamName(env))
+	stream, err := s.stream(ctx, env)
 	if err != nil {
 		return nil, ErrEnvNotFound
 	}
 	if v == 0 {
 		return nil, fmt.Errorf("env %s version 0: %w", env, ErrVersionNotFound)
 	}
-	cs, _, err := s.readChangeset(ctx, stream, env, v)
+	cs, err := s.cachedChangeset(ctx, stream, env, v)
 	if err != nil {
 		return nil, err
 	}
@@ -406,15 +408,14 @@ func (s *Store) Changesets(ctx context.Context, env string, after uint64, limit 
 	if limit <= 0 || limit > 1000 {
 		limit = 1000
 	}
-	out := []*Changeset{}
-	for v := after + 1; v <= head.Version && len(out) < limit; v++ {
-		cs, err := s.Changeset(ctx, env, v)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, cs)
+	if after >= head.Version {
+		return []*Changeset{}, nil
 	}
-	return out, nil
+	stream, err := s.stream(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	return s.readRange(ctx, stream, env, after+1, min(head.Version, after+uint64(limit)))
 }
 
 // History returns, newest first, up to limit changesets before version
@@ -431,15 +432,28 @@ func (s *Store) History(ctx context.Context, env, flag string, before uint64, li
 	if before > 0 && before-1 < v {
 		v = before - 1
 	}
+	stream, err := s.stream(ctx, env)
+	if err != nil {
+		return nil, err
+	}
 	out := []*Changeset{}
-	for ; v >= 1 && len(out) < limit; v-- {
-		cs, err := s.Changeset(ctx, env, v)
+	// Newest first, one page of versions per read (a flag filter may need
+	// several pages).
+	for v >= 1 && len(out) < limit {
+		from := uint64(1)
+		if v > uint64(limit) {
+			from = v - uint64(limit) + 1
+		}
+		page, err := s.readRange(ctx, stream, env, from, v)
 		if err != nil {
 			return nil, err
 		}
-		if flag == "" || touches(cs, flag) {
-			out = append(out, cs)
+		for i := len(page) - 1; i >= 0 && len(out) < limit; i-- {
+			if cs := page[i]; flag == "" || touches(cs, flag) {
+				out = append(out, cs)
+			}
 		}
+		v = from - 1
 	}
 	return out, nil
 }

@@ -399,6 +399,7 @@ func (s *Store) Repair(ctx context.Context, env string) (*RepairResult, error) {
 	}
 	res := &RepairResult{Env: env, Deleted: []uint64{}}
 	for _, f := range c.Foreign {
+		s.reads.forget(env, f.Version)
 		if err := stream.SecureDeleteMsg(ctx, f.Version); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return res, fmt.Errorf("env %s: erase version %d: %w", env, f.Version, err)
 		}
