@@ -30,6 +30,7 @@ import (
 // per static flag.
 type bulkPlan struct {
 	snap *evaluator.Snapshot
+	id   uint64 // unique per plan (cache keys)
 	// segs: static bytes, then the dynamic flag that follows them. The last
 	// segment has no flag.
 	segs []bulkSeg
@@ -131,7 +132,7 @@ func (s *Server) bulkPlanFor(snap *evaluator.Snapshot) *bulkPlan {
 
 // newBulkPlan encodes snap's request-independent answers.
 func newBulkPlan(snap *evaluator.Snapshot, m *metrics) *bulkPlan {
-	p := &bulkPlan{snap: snap, cacheable: true}
+	p := &bulkPlan{snap: snap, id: planIDs.Add(1), cacheable: true}
 	reads := map[string]bool{}
 	var cur []byte
 	empty := evaluator.NewContext()
@@ -197,16 +198,22 @@ func (p *bulkPlan) appendAnswer(dst []byte, ec *evaluator.Context, m *metrics, c
 	return append(dst, p.tail...), ctrs, clean
 }
 
-// appendCacheKey appends the version and the values of every path the
+// appendCacheKey appends the plan's id and the values of every path the
 // plan's dynamic flags read: two contexts with equal keys get equal bulk
 // answers (the same argument as evaluator.Flag.AppendCacheKey, over the
-// union of the flags' reads).
+// union of the flags' reads). The id, not the version, names the
+// snapshot: a sidecar can replace a snapshot by another of the same
+// version (a rejected or rewound flag set), and no answer of the old one
+// may be served for the new.
 func (p *bulkPlan) appendCacheKey(dst []byte, ec *evaluator.Context) []byte {
 	dst = append(dst, 0, 'B', 0) // no flag key starts with NUL: never a single-flag key
-	dst = strconv.AppendUint(dst, p.snap.Version(), 10)
+	dst = strconv.AppendUint(dst, p.id, 10)
 	dst = append(dst, 0)
 	return ec.AppendValues(dst, p.cacheKeyReads)
 }
+
+// planIDs numbers plans for cache keys.
+var planIDs atomic.Uint64
 
 // flush adds the answers served since the last flush to the precomputed
 // flags' counters.

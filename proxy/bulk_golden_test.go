@@ -313,3 +313,32 @@ func TestBulkAdmission(t *testing.T) {
 		t.Fatalf("after a 50%% window: %d of 80 admitted, want all", n)
 	}
 }
+
+// TestBulkCacheFollowsSnapshot: a cached bulk answer is never served for
+// another snapshot — not for a new version, and not for a different flag
+// set that arrives under the same version (a rejected or rewound set).
+func TestBulkCacheFollowsSnapshot(t *testing.T) {
+	var h evaluator.Holder
+	h.Store(mustSnapshot(t, testFlags, 1))
+	s := startServer(t, &h)
+	base := "http://" + s.Addr() + "/ofrep/v1/evaluate/flags"
+	ask := func(want string) {
+		t.Helper()
+		for range 3 { // first miss, second miss (cached), hit
+			_, _, body := do(t, "POST", base, "application/json", `{"context":{"plan":"premium"}}`)
+			if !strings.Contains(body, want) {
+				t.Fatalf("answer lacks %s:\n%s", want, body)
+			}
+			s.cache.Wait()
+		}
+	}
+	ask(`{"key":"color","reason":"TARGETING_MATCH","variant":"red","value":"red","metadata":{"team":"web"}}`)
+	if testutil.ToFloat64(s.m.cacheHit) == 0 {
+		t.Fatal("the third request was not a cache hit")
+	}
+	same := strings.Replace(testFlags, `"premium"]}, "red", "blue"]`, `"premium"]}, "blue", "red"]`, 1)
+	h.Store(mustSnapshot(t, same, 1))
+	ask(`{"key":"color","reason":"TARGETING_MATCH","variant":"blue","value":"blue","metadata":{"team":"web"}}`)
+	h.Store(mustSnapshot(t, testFlags, 2))
+	ask(`{"key":"color","reason":"TARGETING_MATCH","variant":"red","value":"red","metadata":{"team":"web"}}`)
+}
