@@ -20,14 +20,14 @@ var benchContext = map[string]any{"targetingKey": "u1", "plan": "premium", "coun
 
 // BenchmarkLoopbackResolveBooleanStatic and
 // BenchmarkLoopbackResolveBooleanTargeting5 measure a whole ResolveBoolean
-// call over a real 127.0.0.1 TCP connection (HTTP/2, protobuf, context
-// conversion, evaluation), with parallel callers on one client connection
-// as a flagd provider uses it.
+// call over a real 127.0.0.1 TCP connection (gRPC over HTTP/2, protobuf,
+// context conversion, evaluation), with parallel callers on one grpc-go
+// client connection as flagd's gRPC providers use it.
 //
 // Last measured (2 shared cores under other load, -benchtime=2s, next to
-// OFREP's loopback benchmarks): static 170,780 ns/op, 5-clause targeting
-// 190,283 ns/op, 206 allocs/op (client and server; OFREP: 70,566 and
-// 88,995 ns/op). grpc-go's HTTP/2 and protobuf work dominates; see
+// OFREP's loopback benchmarks): static 296,446 ns/op, 5-clause targeting
+// 304,460 ns/op, 230 allocs/op (client and server; OFREP: 73,891 and
+// 99,685 ns/op). HTTP/2 and protobuf work on both ends dominates; see
 // docs/grpc.md.
 func BenchmarkLoopbackResolveBooleanStatic(b *testing.B) {
 	benchmarkResolveBoolean(b, "static")
