@@ -14,4 +14,6 @@
 // Protocol details follow flagd (open-feature/flagd,
 // core/pkg/service/flag-evaluation and core/pkg/service/sync): error codes
 // map to the gRPC status codes flagd uses, events carry flagd's type names.
+// Like flagd's, each port speaks gRPC, gRPC-Web and the Connect protocol
+// (connect-go; see connect.go).
 package flagdgrpc

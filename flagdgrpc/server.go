@@ -211,7 +211,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err = <-errc:
 	}
 	stopWatch()
-	close(s.stop) // ends EventStream and SyncFlags, which GracefulStop would wait for
+	close(s.stop) // ends EventStream and SyncFlags, which Shutdown would wait for
 	s.drain()
 	wg.Wait()
 	if err == nil {
