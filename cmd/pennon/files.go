@@ -20,6 +20,7 @@ import (
 func init() {
 	register(command{name: "export", summary: "write an environment's flag set as a flagd file (canonical JSON)", run: runExport})
 	register(command{name: "apply", summary: "make an environment match a flag file: show the plan, commit it as one changeset", run: runApply})
+	register(command{name: "import", summary: "same as apply (for flagd users: pennon import -f flags.json --env E)", run: runApply})
 }
 
 func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
