@@ -26,6 +26,10 @@ type Diff struct {
 	Flags             []FlagDiff `json:"flags"`
 	MetadataChanged   bool       `json:"metadataChanged,omitempty"`
 	EvaluatorsChanged bool       `json:"evaluatorsChanged,omitempty"`
+	// Evaluators and Metadata say what changed in $evaluators (by name)
+	// and in the flag-set metadata, when they did.
+	Evaluators []EvaluatorDiff `json:"evaluators,omitempty"`
+	Metadata   *MetadataDiff   `json:"metadata,omitempty"`
 }
 
 // DiffDocuments lists the flags that differ between a and b, by key.
@@ -87,10 +91,11 @@ func (d *Diff) Text() string {
 	fmt.Fprintf(&b, "%s: version %d → %d, %d flag(s) differ\n", d.Env, d.From, d.To, len(d.Flags))
 	writeFlagDiffs(&b, d.Flags)
 	if d.MetadataChanged {
-		b.WriteString("~ flag-set metadata changed\n")
+		fmt.Fprintf(&b, "~ flag-set metadata changed: %s → %s\n", orAbsent(d.Metadata.From), orAbsent(d.Metadata.To))
 	}
 	if d.EvaluatorsChanged {
 		b.WriteString("~ $evaluators changed\n")
+		writeEvaluatorDiffs(&b, d.Evaluators)
 	}
 	return b.String()
 }
@@ -160,6 +165,12 @@ func (s *Store) Diff(ctx context.Context, env string, from, to uint64) (*Diff, e
 	_ = json.Unmarshal(b.Doc.Canonical(), &rb)
 	d.MetadataChanged = !bytes.Equal(ra.Metadata, rb.Metadata)
 	d.EvaluatorsChanged = !bytes.Equal(ra.Evaluators, rb.Evaluators)
+	if d.MetadataChanged {
+		d.Metadata = &MetadataDiff{From: metadataJSON(a.Doc.metadata), To: metadataJSON(b.Doc.metadata)}
+	}
+	if d.EvaluatorsChanged {
+		d.Evaluators = DiffEvaluators(a.Doc.evaluators, b.Doc.evaluators)
+	}
 	return d, nil
 }
 

@@ -121,17 +121,7 @@ func PlanApply(head *State, doc *Document, prune bool, bases map[string]uint64) 
 	for k, v := range want {
 		next[k] = v
 	}
-	for _, name := range keysOf(union(cur, next)) {
-		from, to := cur[name], next[name]
-		switch {
-		case from == nil && to != nil:
-			p.Evaluators = append(p.Evaluators, EvaluatorDiff{Name: name, Change: "added", To: to})
-		case from != nil && to == nil:
-			p.Evaluators = append(p.Evaluators, EvaluatorDiff{Name: name, Change: "removed", From: from})
-		case !bytes.Equal(from, to):
-			p.Evaluators = append(p.Evaluators, EvaluatorDiff{Name: name, Change: "changed", From: from, To: to})
-		}
-	}
+	p.Evaluators = DiffEvaluators(cur, next)
 	if !prune {
 		for _, name := range keysOf(cur) {
 			if _, ok := want[name]; !ok {
@@ -174,6 +164,37 @@ func PlanApply(head *State, doc *Document, prune bool, bases map[string]uint64) 
 	}
 	p.ResultHash = after.Hash()
 	return p, nil
+}
+
+// DiffEvaluators lists, by name, how two $evaluators maps differ.
+func DiffEvaluators(cur, next map[string]json.RawMessage) []EvaluatorDiff {
+	out := []EvaluatorDiff{}
+	for _, name := range keysOf(union(cur, next)) {
+		from, to := cur[name], next[name]
+		switch {
+		case from == nil && to != nil:
+			out = append(out, EvaluatorDiff{Name: name, Change: "added", To: to})
+		case from != nil && to == nil:
+			out = append(out, EvaluatorDiff{Name: name, Change: "removed", From: from})
+		case !bytes.Equal(from, to):
+			out = append(out, EvaluatorDiff{Name: name, Change: "changed", From: from, To: to})
+		}
+	}
+	return out
+}
+
+// writeEvaluatorDiffs renders evaluator differences, one line each.
+func writeEvaluatorDiffs(b *strings.Builder, evs []EvaluatorDiff) {
+	for _, e := range evs {
+		switch e.Change {
+		case "added":
+			fmt.Fprintf(b, "+ $evaluators.%s: %s\n", e.Name, e.To)
+		case "removed":
+			fmt.Fprintf(b, "- $evaluators.%s: %s\n", e.Name, e.From)
+		default:
+			fmt.Fprintf(b, "~ $evaluators.%s: %s → %s\n", e.Name, e.From, e.To)
+		}
+	}
 }
 
 func countChange(fs []FlagDiff, change string) int {
@@ -222,16 +243,7 @@ func (p *ApplyPlan) Text() string {
 	for _, k := range p.Kept {
 		fmt.Fprintf(&b, "= %s (kept: not in the file)\n", k)
 	}
-	for _, e := range p.Evaluators {
-		switch e.Change {
-		case "added":
-			fmt.Fprintf(&b, "+ $evaluators.%s: %s\n", e.Name, e.To)
-		case "removed":
-			fmt.Fprintf(&b, "- $evaluators.%s: %s\n", e.Name, e.From)
-		default:
-			fmt.Fprintf(&b, "~ $evaluators.%s: %s → %s\n", e.Name, e.From, e.To)
-		}
-	}
+	writeEvaluatorDiffs(&b, p.Evaluators)
 	if p.MetadataChange != nil {
 		fmt.Fprintf(&b, "~ metadata: %s → %s\n", orAbsent(p.MetadataChange.From), p.MetadataChange.To)
 	}

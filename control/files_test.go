@@ -126,7 +126,7 @@ func TestWritesCarryEvaluatorsAndMetadata(t *testing.T) {
 		t.Fatalf("dropping a referenced evaluator: %d %s", code, body)
 	}
 	code, body = f.do(t, f.tokens["viewer"], "GET", "/api/v1/envs/dev/diff?from=1&to=2&format=text", "")
-	if code != 200 || !strings.Contains(body, "~ $evaluators changed") {
+	if code != 200 || !strings.Contains(body, "~ $evaluators changed\n~ $evaluators.staff: {\"ends_with\":[{\"var\":\"email\"},\"@a.example\"]} → {\"ends_with\":[{\"var\":\"email\"},\"@b.example\"]}\n") {
 		t.Fatalf("diff: %d %s", code, body)
 	}
 	code, body = f.do(t, f.tokens["viewer"], "GET", "/api/v1/envs/dev/history", "")

@@ -65,7 +65,7 @@ func (s *Server) WatchDir(ctx context.Context, o WatchOptions) error {
 			files = are.ExistingCollector.(*prometheus.CounterVec)
 		}
 	}
-	w := &watcher{s: s, o: o, seen: map[string]string{}, files: files}
+	w := &watcher{s: s, o: o, seen: map[string]string{}, files: files, failing: map[string]string{}}
 	s.log.Info("watching flag files", zap.String("dir", o.Dir), zap.Duration("every", o.Every), zap.Bool("prune", o.Prune))
 	t := time.NewTicker(o.Every)
 	defer t.Stop()
@@ -84,6 +84,20 @@ type watcher struct {
 	o     WatchOptions
 	seen  map[string]string // env → content hash last handled
 	files *prometheus.CounterVec
+	// failing is, per env, the transient error last logged: a store outage
+	// is logged when it starts or changes, not on every check.
+	failing map[string]string
+}
+
+// transient counts and logs (once per distinct error) a failure that the
+// next check retries.
+func (w *watcher) transient(env string, log *zap.Logger, err error) bool {
+	w.files.WithLabelValues(env, "failed").Inc()
+	if w.failing[env] != err.Error() {
+		w.failing[env] = err.Error()
+		log.Warn("flag file not applied (retried at every check; logged again only if the error changes)", zap.Error(err))
+	}
+	return true
 }
 
 func (w *watcher) scan(ctx context.Context) {
@@ -130,9 +144,7 @@ func (w *watcher) applyFile(ctx context.Context, env, path string, data []byte, 
 	if _, err := w.s.o.Store.Env(ctx, env); errors.Is(err, config.ErrEnvNotFound) {
 		return reject("environment does not exist (create it first: pennon envs create "+env+")", nil)
 	} else if err != nil {
-		w.files.WithLabelValues(env, "failed").Inc()
-		log.Warn("flag file not applied (will retry)", zap.Error(err))
-		return true
+		return w.transient(env, log, err)
 	}
 	doc, err := config.Parse(data)
 	if err != nil {
@@ -140,9 +152,7 @@ func (w *watcher) applyFile(ctx context.Context, env, path string, data []byte, 
 	}
 	head, err := w.s.o.Store.Head(ctx, env)
 	if err != nil {
-		w.files.WithLabelValues(env, "failed").Inc()
-		log.Warn("flag file not applied (will retry)", zap.Error(err))
-		return true
+		return w.transient(env, log, err)
 	}
 	plan, err := config.PlanApply(head, doc, w.o.Prune, nil)
 	if err != nil {
@@ -167,10 +177,9 @@ func (w *watcher) applyFile(ctx context.Context, env, path string, data []byte, 
 	case errors.As(err, &ve):
 		return reject("the file would make the flag set invalid", err)
 	case errors.As(err, &ce), err != nil:
-		w.files.WithLabelValues(env, "failed").Inc()
-		log.Warn("flag file not applied (will retry)", zap.Error(err))
-		return true
+		return w.transient(env, log, err)
 	}
+	delete(w.failing, env)
 	var out struct {
 		Version       uint64
 		ChangeRequest struct{ ID string }
