@@ -71,3 +71,14 @@ func BenchmarkHandlerBulk1000(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBulkPlanBuild is what the first bulk request after a snapshot
+// swap pays to build the plan (once per snapshot, 1,000 flags).
+func BenchmarkBulkPlanBuild(b *testing.B) {
+	snap := mustSnapshot(b, string(generatedFlags(1000)), 1)
+	s := newTestServer(b, testFlags)
+	b.ReportAllocs()
+	for b.Loop() {
+		newBulkPlan(snap, s.m)
+	}
+}

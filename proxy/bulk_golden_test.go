@@ -11,12 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 
 	"github.com/pennon-dev/pennon/evaluator"
 	"github.com/pennon-dev/pennon/examples"
+	"github.com/pennon-dev/pennon/internal/checkfor"
 )
 
 // updateGolden rewrites testdata/bulk-golden.json from the current code.
@@ -341,4 +343,27 @@ func TestBulkCacheFollowsSnapshot(t *testing.T) {
 	ask(`{"key":"color","reason":"TARGETING_MATCH","variant":"blue","value":"blue","metadata":{"team":"web"}}`)
 	h.Store(mustSnapshot(t, testFlags, 2))
 	ask(`{"key":"color","reason":"TARGETING_MATCH","variant":"red","value":"red","metadata":{"team":"web"}}`)
+}
+
+// TestBulkPlanBuiltAhead: once a sidecar has served a bulk request, the
+// plan for each new snapshot is built when the snapshot arrives, not by
+// the next bulk request.
+func TestBulkPlanBuiltAhead(t *testing.T) {
+	var h evaluator.Holder
+	h.Store(mustSnapshot(t, testFlags, 1))
+	s := startServer(t, &h)
+	if p := s.plan.Load(); p != nil {
+		t.Fatal("a plan was built before any bulk request")
+	}
+	if code, _, body := do(t, "POST", "http://"+s.Addr()+"/ofrep/v1/evaluate/flags", "application/json", `{}`); code != 200 {
+		t.Fatalf("bulk: %d %s", code, body)
+	}
+	next := mustSnapshot(t, testFlags, 2)
+	h.Store(next)
+	checkfor.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if p := s.plan.Load(); p == nil || p.snap != next {
+			return fmt.Errorf("plan not yet built for version 2")
+		}
+		return nil
+	})
 }

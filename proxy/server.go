@@ -79,6 +79,7 @@ type Server struct {
 	plan      atomic.Pointer[bulkPlan] // bulk.go: the last snapshot's bulk plan
 	door      *doorkeeper              // bulk.go: bulk contexts that missed once
 	bulkAdmit bulkAdmission            // bulk.go: stops caching bulk answers that are not reused
+	bulkUsed  atomic.Bool              // a bulk request was served: plans are built ahead
 	srv       *fasthttp.Server
 	ctxPool   sync.Pool
 	bufPool   sync.Pool
@@ -607,6 +608,9 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 		buf = s.appendBulkFailMode((*bp)[:0], snap, ec, freshErr)
 		ctx.SetBody(buf)
 	} else {
+		if !s.bulkUsed.Load() {
+			s.bulkUsed.Store(true)
+		}
 		buf = s.answerBulk(ctx, (*bp)[:0], s.bulkPlanFor(snap), ec)
 	}
 	*bp = buf
@@ -694,6 +698,11 @@ func (s *Server) watchVersions(done chan<- struct{}) {
 		ch := s.src.Changed()
 		if snap := s.src.Current(); snap != nil {
 			s.noteVersion(snap.Version())
+			if s.bulkUsed.Load() {
+				// Build the new snapshot's bulk plan here, not in the first
+				// bulk request after the swap (~2 ms per 1,000 flags).
+				s.bulkPlanFor(snap)
+			}
 		}
 		select {
 		case <-ch:
