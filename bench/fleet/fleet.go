@@ -320,9 +320,10 @@ type commitRec struct {
 }
 
 // commit changes the counter flag through the next control plane in turn
-// (both replicas take writes, as behind a load balancer). An error leaves
-// the base version refreshed from the head, so the next commit does not
-// conflict with an unacknowledged write that did land.
+// (both replicas take writes, as behind a load balancer). After an error
+// the base version is re-read (from the conflict, or the head with a fresh
+// deadline): a commit that timed out may still have landed, and the next
+// one must not conflict with it.
 func (h *harness) commit(ctx context.Context) (commitRec, error) {
 	h.commitMu.Lock()
 	defer h.commitMu.Unlock()
@@ -339,15 +340,41 @@ func (h *harness) commit(ctx context.Context) (commitRec, error) {
 	cs, err := store.Commit(cctx, &config.Changeset{Env: Env, Author: "fleet", Reason: "fleet bench",
 		Changes: []config.Change{{Flag: counterFlag, Op: config.OpPut, Definition: def, BaseVersion: h.counterVer}}})
 	if err != nil {
-		if head, herr := store.Head(cctx, Env); herr == nil {
-			h.counterVer = head.FlagVersions[counterFlag]
-			h.head.Store(head.Version)
-		}
+		h.rebase(ctx, store, err)
 		return commitRec{}, err
 	}
 	h.counterVer = cs.Version
 	h.head.Store(cs.Version)
 	return commitRec{Version: cs.Version, Hash: cs.Hash, Def: def, Start: start, Ack: time.Now()}, nil
+}
+
+// rebase re-reads the counter flag's version after a failed commit.
+func (h *harness) rebase(ctx context.Context, store *config.Store, err error) {
+	var conflict *config.ConflictError
+	if errors.As(err, &conflict) {
+		for _, c := range conflict.Conflicts {
+			if c.Flag == counterFlag {
+				h.counterVer = c.CurrentVersion
+				if c.CurrentVersion > h.head.Load() {
+					h.head.Store(c.CurrentVersion)
+				}
+			}
+		}
+		return
+	}
+	for range 3 {
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		head, herr := store.Head(hctx, Env)
+		cancel()
+		if herr == nil {
+			h.counterVer = head.FlagVersions[counterFlag]
+			h.head.Store(head.Version)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
 }
 
 // trueHead reads the environment's head from JetStream, retrying until
