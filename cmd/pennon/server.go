@@ -86,6 +86,11 @@ func (r *runningServer) Close() error {
 // admin API, heartbeats and the sidecar registry.
 func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runningServer, error) {
 	rs := &runningServer{errc: make(chan error, 1)}
+	if o.watchDir != "" {
+		if st, err := os.Stat(o.watchDir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("--watch-dir %s: not a readable directory (%v)", o.watchDir, err)
+		}
+	}
 	url := o.natsURL
 	if url == "" {
 		host, port, err := splitHostPortNumber(o.natsAddr)
@@ -218,10 +223,6 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	go func() { defer rs.wg.Done(); flagsync.RunHeartbeats(runCtx, nc, rs.Store, o.heartbeat, log) }()
 	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close() }()
 	if o.watchDir != "" {
-		if st, err := os.Stat(o.watchDir); err != nil || !st.IsDir() {
-			cancel()
-			return fail(fmt.Errorf("--watch-dir %s: not a readable directory (%v)", o.watchDir, err))
-		}
 		rs.wg.Add(1)
 		go func() {
 			defer rs.wg.Done()
