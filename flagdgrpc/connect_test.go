@@ -35,14 +35,17 @@ func TestConnectProtocol(t *testing.T) {
 			if r.Msg.GetValue() != "red" || r.Msg.GetReason() != "TARGETING_MATCH" || r.Msg.GetVariant() != "red" || r.Msg.GetMetadata().AsMap()["kind"] != "ui" {
 				t.Fatalf("ResolveString: %v", r.Msg)
 			}
-			for _, tc := range []struct {
-				key  string
-				want connect.Code
-			}{{"nope", connect.CodeNotFound}, {"disabled", connect.CodeUnavailable}} {
-				_, err = eval.ResolveBoolean(callCtx(t), connect.NewRequest(&evalv1.ResolveBooleanRequest{FlagKey: tc.key}))
-				if connect.CodeOf(err) != tc.want {
-					t.Fatalf("%s: %v, want %v", tc.key, err, tc.want)
-				}
+			_, err = eval.ResolveBoolean(callCtx(t), connect.NewRequest(&evalv1.ResolveBooleanRequest{FlagKey: "nope"}))
+			if connect.CodeOf(err) != connect.CodeNotFound {
+				t.Fatalf("nope: %v, want NotFound", err)
+			}
+			d, err := eval.ResolveBoolean(callCtx(t), connect.NewRequest(&evalv1.ResolveBooleanRequest{FlagKey: "disabled"}))
+			if err != nil || d.Msg.Value != nil || d.Msg.GetReason() != "DISABLED" {
+				t.Fatalf("disabled: %v %v, want no value and reason DISABLED", d, err)
+			}
+			f, err := eval.ResolveBoolean(callCtx(t), connect.NewRequest(&evalv1.ResolveBooleanRequest{FlagKey: "static-off"}))
+			if err != nil || f.Msg.Value == nil || *f.Msg.Value || f.Msg.GetVariant() != "off" {
+				t.Fatalf("static-off: %v %v, want an explicit false", f, err)
 			}
 			_, err = eval.ResolveBoolean(callCtx(t), connect.NewRequest(&evalv1.ResolveBooleanRequest{FlagKey: "color"}))
 			if connect.CodeOf(err) != connect.CodeInvalidArgument {

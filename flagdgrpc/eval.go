@@ -85,23 +85,25 @@ func (s *Server) putScratch(sc *scratch) {
 	s.ctxs.Put(sc)
 }
 
-// resultError is the status for a result the typed responses cannot carry.
-// Any error code is an error, as in OFREP, whose error body carries no value
-// (this includes a failMode-closed answer, reason ERROR).
+// resultError is the status for a result that is an error. Any error code
+// is one, as in OFREP, whose error body carries no value. A disabled flag
+// and a flag with no default variant are not errors: as flagd answers them
+// (its code-default ADR and flagd#1965), the response has reason DISABLED
+// or DEFAULT and no value and no variant, which tells the provider to use
+// the caller's code default.
 func resultError(r *evaluator.Result) error {
-	switch {
-	case r.ErrorCode != evaluator.CodeNone:
+	if r.ErrorCode != evaluator.CodeNone {
 		return evalError(r.ErrorCode, r.ErrorDetails)
-	case r.Reason == evaluator.ReasonDisabled:
-		// flagd: FLAG_DISABLED → Unavailable; providers answer the code default.
-		return status.Error(codes.Unavailable, errPrefix+"FLAG_DISABLED, flag '"+r.Key+"' is disabled; the caller's default applies")
-	case !r.HasValue:
-		// No default variant and no rule matched: OFREP omits the value so
-		// the caller's code default applies. The typed responses have no
-		// "no value", so answer as flagd does for a flag it cannot serve.
-		return status.Error(codes.NotFound, errPrefix+"FLAG_NOT_FOUND, flag '"+r.Key+"' has no default variant and no rule matched; the caller's default applies")
 	}
 	return nil
+}
+
+// variant is r's variant for a typed response: unset when there is none.
+func variant(r *evaluator.Result) *string {
+	if r.Variant == "" {
+		return nil
+	}
+	return &r.Variant
 }
 
 func typeMismatch(r *evaluator.Result, want string) error {
@@ -113,11 +115,15 @@ func (e *evalService) ResolveBoolean(ctx context.Context, req *evalv1.ResolveBoo
 	if err != nil {
 		return nil, err
 	}
-	v, ok := r.Value.(bool)
-	if !ok {
-		return nil, typeMismatch(&r, "boolean")
+	resp := &evalv1.ResolveBooleanResponse{Reason: string(r.Reason), Metadata: c.metadata(&r)}
+	if r.HasValue {
+		v, ok := r.Value.(bool)
+		if !ok {
+			return nil, typeMismatch(&r, "boolean")
+		}
+		resp.Value, resp.Variant = &v, variant(&r)
 	}
-	return &evalv1.ResolveBooleanResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
+	return resp, nil
 }
 
 func (e *evalService) ResolveString(ctx context.Context, req *evalv1.ResolveStringRequest) (*evalv1.ResolveStringResponse, error) {
@@ -125,11 +131,15 @@ func (e *evalService) ResolveString(ctx context.Context, req *evalv1.ResolveStri
 	if err != nil {
 		return nil, err
 	}
-	v, ok := r.Value.(string)
-	if !ok {
-		return nil, typeMismatch(&r, "string")
+	resp := &evalv1.ResolveStringResponse{Reason: string(r.Reason), Metadata: c.metadata(&r)}
+	if r.HasValue {
+		v, ok := r.Value.(string)
+		if !ok {
+			return nil, typeMismatch(&r, "string")
+		}
+		resp.Value, resp.Variant = &v, variant(&r)
 	}
-	return &evalv1.ResolveStringResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
+	return resp, nil
 }
 
 func (e *evalService) ResolveFloat(ctx context.Context, req *evalv1.ResolveFloatRequest) (*evalv1.ResolveFloatResponse, error) {
@@ -137,11 +147,15 @@ func (e *evalService) ResolveFloat(ctx context.Context, req *evalv1.ResolveFloat
 	if err != nil {
 		return nil, err
 	}
-	v, ok := asFloat(r.Value)
-	if !ok {
-		return nil, typeMismatch(&r, "number")
+	resp := &evalv1.ResolveFloatResponse{Reason: string(r.Reason), Metadata: c.metadata(&r)}
+	if r.HasValue {
+		v, ok := asFloat(r.Value)
+		if !ok {
+			return nil, typeMismatch(&r, "number")
+		}
+		resp.Value, resp.Variant = &v, variant(&r)
 	}
-	return &evalv1.ResolveFloatResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
+	return resp, nil
 }
 
 func (e *evalService) ResolveInt(ctx context.Context, req *evalv1.ResolveIntRequest) (*evalv1.ResolveIntResponse, error) {
@@ -149,11 +163,15 @@ func (e *evalService) ResolveInt(ctx context.Context, req *evalv1.ResolveIntRequ
 	if err != nil {
 		return nil, err
 	}
-	v, ok := asInt(r.Value)
-	if !ok {
-		return nil, typeMismatch(&r, "number")
+	resp := &evalv1.ResolveIntResponse{Reason: string(r.Reason), Metadata: c.metadata(&r)}
+	if r.HasValue {
+		v, ok := asInt(r.Value)
+		if !ok {
+			return nil, typeMismatch(&r, "number")
+		}
+		resp.Value, resp.Variant = &v, variant(&r)
 	}
-	return &evalv1.ResolveIntResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
+	return resp, nil
 }
 
 func (e *evalService) ResolveObject(ctx context.Context, req *evalv1.ResolveObjectRequest) (*evalv1.ResolveObjectResponse, error) {
@@ -161,14 +179,18 @@ func (e *evalService) ResolveObject(ctx context.Context, req *evalv1.ResolveObje
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := r.Value.(map[string]any); !ok {
-		return nil, typeMismatch(&r, "object")
+	resp := &evalv1.ResolveObjectResponse{Reason: string(r.Reason), Metadata: c.metadata(&r)}
+	if r.HasValue {
+		if _, ok := r.Value.(map[string]any); !ok {
+			return nil, typeMismatch(&r, "object")
+		}
+		v, ok := c.object(r.ValueJSON)
+		if !ok {
+			return nil, evalError(evaluator.CodeGeneral, "flag '"+r.Key+"': variant "+r.Variant+" cannot be encoded as a protobuf Struct")
+		}
+		resp.Value, resp.Variant = v, variant(&r)
 	}
-	v, ok := c.object(r.ValueJSON)
-	if !ok {
-		return nil, evalError(evaluator.CodeGeneral, "flag '"+r.Key+"': variant "+r.Variant+" cannot be encoded as a protobuf Struct")
-	}
-	return &evalv1.ResolveObjectResponse{Value: v, Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}, nil
+	return resp, nil
 }
 
 // ResolveAll evaluates every flag as the OFREP bulk endpoint does (one
@@ -209,7 +231,7 @@ func (e *evalService) ResolveAll(ctx context.Context, req *evalv1.ResolveAllRequ
 		} else {
 			r = snap.EvaluateFlag(f, sc.ec)
 		}
-		if r.Reason == evaluator.ReasonDisabled || resultError(&r) != nil {
+		if r.Reason == evaluator.ReasonDisabled || resultError(&r) != nil || !r.HasValue {
 			continue
 		}
 		af := &evalv1.AnyFlag{Reason: string(r.Reason), Variant: r.Variant, Metadata: c.metadata(&r)}

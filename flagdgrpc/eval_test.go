@@ -20,6 +20,7 @@ const testFlags = `{
   "metadata": {"team": "web"},
   "flags": {
     "static-on": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on", "owner": "web-team"},
+    "static-off": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"},
     "no-default": {"state": "ENABLED", "variants": {"on": true, "off": false}},
     "disabled": {"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
     "color": {"state": "ENABLED", "variants": {"red": "red", "blue": "blue"}, "defaultVariant": "blue",
@@ -42,7 +43,8 @@ func ctxStruct(t testing.TB, m map[string]any) *structpb.Struct {
 	return s
 }
 
-// answer is what a typed resolver returned, or the status it failed with.
+// answer is what a typed resolver returned, or the status it failed with;
+// value is nil when the response has none (use the code default).
 type answer struct {
 	value   any
 	reason  string
@@ -69,23 +71,38 @@ func resolve(t *testing.T, c *clients, kind, key string, ctx *structpb.Struct) a
 	case "bool":
 		var r *evalv1.ResolveBooleanResponse
 		r, err = c.eval.ResolveBoolean(cctx, &evalv1.ResolveBooleanRequest{FlagKey: key, Context: ctx})
-		resp, value = r, r.GetValue()
+		resp = r
+		if r != nil && r.Value != nil {
+			value = *r.Value
+		}
 	case "string":
 		var r *evalv1.ResolveStringResponse
 		r, err = c.eval.ResolveString(cctx, &evalv1.ResolveStringRequest{FlagKey: key, Context: ctx})
-		resp, value = r, r.GetValue()
+		resp = r
+		if r != nil && r.Value != nil {
+			value = *r.Value
+		}
 	case "int":
 		var r *evalv1.ResolveIntResponse
 		r, err = c.eval.ResolveInt(cctx, &evalv1.ResolveIntRequest{FlagKey: key, Context: ctx})
-		resp, value = r, r.GetValue()
+		resp = r
+		if r != nil && r.Value != nil {
+			value = *r.Value
+		}
 	case "float":
 		var r *evalv1.ResolveFloatResponse
 		r, err = c.eval.ResolveFloat(cctx, &evalv1.ResolveFloatRequest{FlagKey: key, Context: ctx})
-		resp, value = r, r.GetValue()
+		resp = r
+		if r != nil && r.Value != nil {
+			value = *r.Value
+		}
 	case "object":
 		var r *evalv1.ResolveObjectResponse
 		r, err = c.eval.ResolveObject(cctx, &evalv1.ResolveObjectRequest{FlagKey: key, Context: ctx})
-		resp, value = r, r.GetValue().AsMap()
+		resp = r
+		if r.GetValue() != nil {
+			value = r.GetValue().AsMap()
+		}
 	default:
 		t.Fatalf("unknown kind %q", kind)
 	}
@@ -130,10 +147,14 @@ func TestResolvers(t *testing.T) {
 			want: answer{code: codes.InvalidArgument}, msgHas: "TYPE_MISMATCH"},
 		{name: "array is not an object", kind: "object", key: "list",
 			want: answer{code: codes.InvalidArgument}, msgHas: "TYPE_MISMATCH"},
-		{name: "disabled flag", kind: "bool", key: "disabled",
-			want: answer{code: codes.Unavailable}, msgHas: "FLAG_DISABLED"},
-		{name: "no default variant: caller's default", kind: "bool", key: "no-default",
-			want: answer{code: codes.NotFound}, msgHas: "no default variant"},
+		{name: "disabled flag: no value, reason DISABLED", kind: "bool", key: "disabled",
+			want: answer{value: nil, reason: "DISABLED", meta: web}},
+		{name: "disabled flag of another type: still no value", kind: "string", key: "disabled",
+			want: answer{value: nil, reason: "DISABLED", meta: web}},
+		{name: "no default variant: no value, reason DEFAULT", kind: "bool", key: "no-default",
+			want: answer{value: nil, reason: "DEFAULT", meta: web}},
+		{name: "false is a value", kind: "bool", key: "static-off",
+			want: answer{value: false, reason: "STATIC", variant: "off", meta: web}},
 		{name: "rule names a missing variant", kind: "string", key: "broken", ctx: map[string]any{"pick": "zzz"},
 			want: answer{code: codes.Unknown}, msgHas: "GENERAL"},
 	}
@@ -231,11 +252,12 @@ func TestResolveAll(t *testing.T) {
 		reason, varian string
 	}
 	want := map[string]flag{
-		"static-on": {true, "STATIC", "on"},
-		"color":     {"red", "TARGETING_MATCH", "red"},
-		"ratio":     {1.5, "STATIC", "high"},
-		"limit":     {float64(1000), "TARGETING_MATCH", "big"},
-		"theme":     {map[string]any{"bg": "white", "size": float64(1)}, "STATIC", "light"},
+		"static-on":  {true, "STATIC", "on"},
+		"static-off": {false, "STATIC", "off"},
+		"color":      {"red", "TARGETING_MATCH", "red"},
+		"ratio":      {1.5, "STATIC", "high"},
+		"limit":      {float64(1000), "TARGETING_MATCH", "big"},
+		"theme":      {map[string]any{"bg": "white", "size": float64(1)}, "STATIC", "light"},
 		// Left out: disabled, no-default (no value), broken (error), list (array).
 	}
 	if len(res.GetFlags()) != len(want) {

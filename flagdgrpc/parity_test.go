@@ -120,14 +120,20 @@ func compareWithOFREP(t *testing.T, c *clients, addr, key string, ctx map[string
 	st := ctxStruct(t, ctx)
 	code, body := ofrep(t, addr, key, ctx)
 	value, hasValue := body["value"]
+	if body["errorCode"] == nil && !hasValue {
+		// Disabled, or no default variant: every resolver answers with no
+		// value (the caller's code default), OFREP's reason and metadata.
+		for _, kind := range []string{"bool", "string", "int", "float", "object"} {
+			got := resolve(t, c, kind, key, st)
+			if got.code != codes.OK || got.value != nil || got.variant != "" || got.reason != body["reason"] || !equalJSON(got.meta, body["metadata"]) {
+				t.Fatalf("%s: OFREP %d %v; gRPC %+v", kind, code, body, got)
+			}
+		}
+		return
+	}
 	var wantCode codes.Code
-	switch {
-	case body["errorCode"] != nil:
+	if body["errorCode"] != nil {
 		wantCode = codeFor(evaluator.ErrorCode(body["errorCode"].(string)))
-	case body["reason"] == "DISABLED":
-		wantCode = codes.Unavailable
-	case !hasValue:
-		wantCode = codes.NotFound
 	}
 	if wantCode != codes.OK {
 		// Every typed resolver fails the same way.

@@ -74,7 +74,7 @@ func TestEventStream(t *testing.T) {
 			strings.Replace(strings.Replace(strings.Replace(testFlags, `"premium"]}, "red", "blue"]`, `"gold"]}, "red", "blue"]`, 1),
 				`"list": {"state": "ENABLED", "variants": {"a": [1, 2]}, "defaultVariant": "a"}`,
 				`"fresh": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a"}`, 1), `"team": "web"`, `"team": "mobile"`, 1),
-			change{"static-on": "update", "no-default": "update", "disabled": "update", "color": "update", "broken": "update",
+			change{"static-on": "update", "static-off": "update", "no-default": "update", "disabled": "update", "color": "update", "broken": "update",
 				"ratio": "update", "limit": "update", "theme": "update", "fresh": "update"}},
 	}
 	for _, st := range steps {
