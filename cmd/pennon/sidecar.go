@@ -66,7 +66,7 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.healthAddr, "health-addr", "", "optional second listener for /healthz, /readyz and /metrics only (for kubelet probes and Prometheus), e.g. 0.0.0.0:8017")
 	fs.IntVar(&o.maxBody, "max-body-bytes", 64<<10, "largest accepted request body")
 	fs.IntVar(&o.cacheMB, "cache-mb", 16, "response cache size in MiB (0 disables)")
-	fs.DurationVar(&o.reload, "reload-interval", time.Second, "how often to check the flag file for changes")
+	fs.DurationVar(&o.reload, "reload-interval", time.Second, "fallback check of the flag file (changes are seen at once through inotify on its directory; this catches anything inotify misses)")
 	fs.DurationVar(&o.drain, "drain-timeout", 5*time.Second, "how long shutdown waits for in-flight requests")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
