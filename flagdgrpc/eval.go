@@ -27,9 +27,10 @@ const errPrefix = "FlagdError:, "
 
 // Status codes as flagd's evaluation service maps its error codes
 // (core/pkg/service/flag-evaluation, errFormat): FLAG_NOT_FOUND → NotFound,
-// TYPE_MISMATCH → InvalidArgument, a disabled flag → Unavailable,
-// PARSE_ERROR → DataLoss, anything else (GENERAL, INVALID_CONTEXT,
-// TARGETING_KEY_MISSING) → Unknown.
+// TYPE_MISMATCH → InvalidArgument, PARSE_ERROR → DataLoss, anything else
+// (GENERAL, INVALID_CONTEXT, TARGETING_KEY_MISSING) → Unknown. (flagd's
+// older FLAG_DISABLED → Unavailable is gone: a disabled flag is an answer
+// without a value, see resultError.)
 func codeFor(c evaluator.ErrorCode) codes.Code {
 	switch c {
 	case evaluator.CodeFlagNotFound:
