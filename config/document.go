@@ -38,12 +38,18 @@ type FlagDoc struct {
 	Propagation    string                     `json:"propagation,omitempty"`
 	FailMode       string                     `json:"failMode,omitempty"`
 	SafeVariant    string                     `json:"safeVariant,omitempty"`
+	// FallbackTargeting is a cheaper rule the sidecar serves when the flag's
+	// evaluation exceeds TargetingBudget or the sidecar is overloaded
+	// (docs/sidecar.md, "Graceful degradation of targeting").
+	FallbackTargeting json.RawMessage `json:"fallbackTargeting,omitempty"`
+	TargetingBudget   string          `json:"targetingBudget,omitempty"` // Go duration, e.g. "20us"
 
 	// decoded keeps the values Parse already decoded, so that checking and
 	// compiling do not decode the same JSON again (read-only, shared).
 	decoded struct {
 		variants  map[string]any
 		targeting any
+		fallback  any
 	}
 }
 

@@ -63,6 +63,21 @@ func (d *Document) specs(keys []string) ([]evaluator.FlagSpec, []evaluator.Probl
 				sp.Targeting = resolved
 			}
 		}
+		if len(f.FallbackTargeting) > 0 {
+			t := f.decoded.fallback
+			if t == nil {
+				_ = decodeJSON(f.FallbackTargeting, &t)
+			}
+			sp.FallbackTargeting, sp.HasFallback = t, true
+			if bytes.Contains(f.FallbackTargeting, []byte(`"$ref"`)) {
+				resolved, ps := resolveRefs(t, evs, "flags."+key+".fallbackTargeting", nil)
+				problems = append(problems, ps...)
+				sp.FallbackTargeting = resolved
+			}
+			if f.TargetingBudget != "" {
+				sp.TargetingBudget, _ = parseBudget(f.TargetingBudget) // validated by Parse
+			}
+		}
 		if len(d.metadata) > 0 || len(f.Metadata) > 0 {
 			sp.Metadata = make(map[string]any, len(d.metadata)+len(f.Metadata))
 			for k, v := range d.metadata {

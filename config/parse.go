@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/pennon-dev/pennon/evaluator"
 )
@@ -17,8 +18,8 @@ var flagKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$`)
 
 var (
 	topLevelFields = []string{"$schema", "$evaluators", "flags", "metadata"}
-	flagFields     = []string{"defaultVariant", "description", "expires", "failMode", "metadata", "owner",
-		"prerequisites", "propagation", "retirement", "safeVariant", "state", "systems", "targeting", "variants"}
+	flagFields     = []string{"defaultVariant", "description", "expires", "failMode", "fallbackTargeting", "metadata", "owner",
+		"prerequisites", "propagation", "retirement", "safeVariant", "state", "systems", "targeting", "targetingBudget", "variants"}
 )
 
 // parser accumulates problems while reading a document.
@@ -241,6 +242,25 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 			f.decoded.targeting = t
 		}
 	}
+	if raw, ok := m["fallbackTargeting"]; ok {
+		var t any
+		if err := decodeJSON(raw, &t); err != nil {
+			p.add(base+".fallbackTargeting", "must be a JSON Logic rule")
+		} else if _, isObj := t.(map[string]any); !isObj {
+			p.add(base+".fallbackTargeting", "must be a JSON Logic rule object (use {} to serve the default variant), got %s", jsonTypeName(t))
+		} else {
+			f.FallbackTargeting = canonicalJSON(t)
+			f.decoded.fallback = t
+		}
+	}
+	str("targetingBudget", &f.TargetingBudget)
+	if f.TargetingBudget != "" {
+		if _, err := parseBudget(f.TargetingBudget); err != nil {
+			p.add(base+".targetingBudget", "%v", err)
+		} else if len(f.FallbackTargeting) == 0 {
+			p.add(base+".targetingBudget", "needs fallbackTargeting: the budget decides when the fallback rule is served")
+		}
+	}
 	if raw, ok := m["metadata"]; ok {
 		f.Metadata = p.metadata(raw, base+".metadata")
 	}
@@ -288,6 +308,24 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 		return nil // nothing left to check it with
 	}
 	return f
+}
+
+// maxTargetingBudget bounds targetingBudget: an evaluation budget is
+// microseconds; a value in seconds is a typo, not a budget.
+const maxTargetingBudget = time.Second
+
+// parseBudget reads a targetingBudget (a Go duration such as "20us").
+func parseBudget(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("%q is not a duration: write a Go duration such as \"20us\" or \"1.5ms\"", s)
+	case d <= 0:
+		return 0, fmt.Errorf("%q must be positive (e.g. \"20us\")", s)
+	case d > maxTargetingBudget:
+		return 0, fmt.Errorf("%q is above the maximum %s: an evaluation budget is microseconds (e.g. \"20us\")", s, maxTargetingBudget)
+	}
+	return d, nil
 }
 
 // describeJSONError turns a decoding error of a whole document into a

@@ -86,6 +86,19 @@ type FlagSpec struct {
 	HasDefaultVariant bool
 	// Targeting is decoded JSON (UseNumber); nil or an empty object means none.
 	Targeting any
+	// FallbackTargeting is a cheaper rule a sidecar may serve instead of
+	// Targeting when the flag's evaluation exceeds its budget or the
+	// process is overloaded (EvaluateFallback). nil means the flag has no
+	// fallback and is never degraded; an empty object means the fallback
+	// answers the default variant.
+	FallbackTargeting any
+	// HasFallback reports whether FallbackTargeting was given (an empty
+	// object is a fallback: "serve the default").
+	HasFallback bool
+	// TargetingBudget is the evaluation cost above which the fallback is
+	// served; zero means the sidecar's default. Only meaningful with a
+	// fallback.
+	TargetingBudget time.Duration
 	// Metadata is flag-set metadata merged with the flag's own (flag wins).
 	Metadata map[string]any
 	// Prerequisites maps another flag's key to the variant it must evaluate to.
@@ -97,6 +110,27 @@ type FlagSpec struct {
 	// does not change answers; it lets the sidecar count expired flags
 	// still being served.
 	Expires time.Time
+}
+
+// FallbackReason says why EvaluateFallback was asked for; it is written
+// into the answer's metadata (pennonFallbackReason).
+type FallbackReason uint8
+
+// Fallback reasons.
+const (
+	// FallbackCost: the flag's measured evaluation cost exceeds its budget.
+	FallbackCost FallbackReason = iota
+	// FallbackOverload: the process is overloaded.
+	FallbackOverload
+	numFallbackReasons
+)
+
+// String is the reason as written in metadata, metrics and logs.
+func (r FallbackReason) String() string {
+	if r == FallbackOverload {
+		return "overload"
+	}
+	return "cost"
 }
 
 // Problem is one thing wrong with input, located by a JSON path such as

@@ -37,8 +37,22 @@ type Flag struct {
 	collected   bool  // prerequisites folded into reads/cost (build time only)
 	expires     int64 // unix nanoseconds; 0 = never
 
+	// fallback is the cheaper rule served under pressure (nil with
+	// hasFallback: the default variant); fbMeta[reason] is the flag's
+	// metadata plus pennonTargeting "fallback" and the reason, encoded at
+	// load so a degraded answer allocates nothing.
+	fallback    node
+	hasFallback bool
+	budget      time.Duration
+	fbMeta      [numFallbackReasons]fallbackMeta
+
 	metadata     map[string]any
 	metadataJSON []byte
+}
+
+type fallbackMeta struct {
+	m map[string]any
+	j []byte
 }
 
 type variant struct {
@@ -257,6 +271,9 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 		f.dynamic = c.dynamic
 		f.cost = c.nodes
 	}
+	if sp.HasFallback {
+		problems = append(problems, compileFallback(f, sp, base)...)
+	}
 	if f.metadata == nil {
 		f.metadata = map[string]any{}
 	}
@@ -265,7 +282,53 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 		problems = append(problems, Problem{Path: base + ".metadata", Reason: err.Error()})
 	}
 	f.metadataJSON = mj
+	if f.hasFallback {
+		for why := FallbackReason(0); why < numFallbackReasons; why++ {
+			md := make(map[string]any, len(f.metadata)+2)
+			for k, v := range f.metadata {
+				md[k] = v
+			}
+			md["pennonTargeting"] = "fallback"
+			md["pennonFallbackReason"] = why.String()
+			j, _ := json.Marshal(md) // f.metadata marshalled above
+			f.fbMeta[why] = fallbackMeta{m: md, j: j}
+		}
+	}
 	return f, problems
+}
+
+// compileFallback compiles the flag's fallbackTargeting. Its context reads
+// join the flag's own: a cache key or a bulk plan built from Reads then
+// covers whichever rule answers, so neither has to know which one did.
+// Cost stays the full rule's: it decides whether caching pays, and the
+// fallback only serves uncached answers.
+func compileFallback(f *Flag, sp *FlagSpec, base string) []Problem {
+	var problems []Problem
+	if sp.TargetingBudget < 0 {
+		problems = append(problems, Problem{Path: base + ".targetingBudget", Reason: "must be positive (e.g. \"20us\")"})
+	}
+	f.hasFallback, f.budget = true, sp.TargetingBudget
+	if isEmptyRule(sp.FallbackTargeting) {
+		return problems
+	}
+	c := newCompiler(sp.Key)
+	f.fallback = c.compile(normalize(sp.FallbackTargeting), "")
+	for _, p := range c.problems {
+		problems = append(problems, Problem{Path: joinPath(base+".fallbackTargeting", p.Path), Reason: p.Reason})
+	}
+	seen := make(map[string]bool, len(f.reads))
+	for _, r := range f.reads {
+		seen[r] = true
+	}
+	for r := range c.reads {
+		if !seen[r] {
+			f.reads = append(f.reads, r)
+		}
+	}
+	sort.Strings(f.reads)
+	f.readsTime = f.readsTime || c.clock
+	f.dynamic = f.dynamic || c.dynamic
+	return problems
 }
 
 func (f *Flag) variantNames() []string {
@@ -380,6 +443,28 @@ func (s *Snapshot) EvaluateFlag(f *Flag, ctx *Context) Result {
 }
 
 func (s *Snapshot) eval(f *Flag, ctx *Context, depth int) Result {
+	return s.evalRule(f, f.rule, nil, ctx, depth)
+}
+
+// EvaluateFallback evaluates f with its fallbackTargeting instead of its
+// targeting; why goes into the metadata (pennonTargeting "fallback",
+// pennonFallbackReason). Prerequisites are evaluated with their own full
+// rules. A flag without a fallback (HasFallback false) is evaluated as by
+// EvaluateFlag: callers never change the answer of a flag that did not ask
+// for it. Like EvaluateFlag it does not allocate.
+func (s *Snapshot) EvaluateFallback(f *Flag, ctx *Context, why FallbackReason) Result {
+	if !f.hasFallback || why >= numFallbackReasons {
+		return s.EvaluateFlag(f, ctx)
+	}
+	if ctx == nil {
+		ctx = NewContext()
+	}
+	return s.evalRule(f, f.fallback, &f.fbMeta[why], ctx, 0)
+}
+
+// evalRule evaluates f with rule; fb, when not nil, replaces the metadata
+// of answers the rule decided (a fallback answer says so).
+func (s *Snapshot) evalRule(f *Flag, rule node, fb *fallbackMeta, ctx *Context, depth int) Result {
 	if f.disabled {
 		// flagd answers a disabled flag with the caller's code default.
 		return f.result(nil, ReasonDisabled)
@@ -393,7 +478,16 @@ func (s *Snapshot) eval(f *Flag, ctx *Context, depth int) Result {
 			return r
 		}
 	}
-	if f.rule == nil {
+	r := s.decide(f, rule, ctx)
+	if fb != nil {
+		r.Metadata, r.MetadataJSON = fb.m, fb.j
+	}
+	return r
+}
+
+// decide runs rule (nil: none) and maps its output to a variant.
+func (s *Snapshot) decide(f *Flag, rule node, ctx *Context) Result {
+	if rule == nil {
 		if f.def == nil {
 			return f.result(nil, ReasonDefault) // code default, as flagd reports it
 		}
@@ -401,7 +495,7 @@ func (s *Snapshot) eval(f *Flag, ctx *Context, depth int) Result {
 	}
 	e := &ctx.env
 	*e = env{root: ctx.m, flagKey: f.key, now: s.now}
-	out := f.rule(e)
+	out := rule(e)
 	failed := e.fail
 	*e = env{}
 	if failed != "" {
@@ -451,6 +545,14 @@ func (f *Flag) errResult(code ErrorCode, details string) Result {
 
 // Key is the flag's key.
 func (f *Flag) Key() string { return f.key }
+
+// HasFallback reports whether the flag declares fallbackTargeting: only
+// such flags may be degraded (EvaluateFallback).
+func (f *Flag) HasFallback() bool { return f.hasFallback }
+
+// TargetingBudget is the flag's own evaluation budget (targetingBudget),
+// zero when it uses the sidecar's default.
+func (f *Flag) TargetingBudget() time.Duration { return f.budget }
 
 // Propagation is the flag's propagation strategy.
 func (f *Flag) Propagation() Propagation { return f.propagation }

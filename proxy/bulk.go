@@ -181,7 +181,7 @@ func (p *bulkPlan) appendAnswer(dst []byte, ec *evaluator.Context, m *metrics, c
 		if sg.flag == nil {
 			break
 		}
-		r := p.snap.EvaluateFlag(sg.flag, ec)
+		r := m.deg.evaluateFlag(p.snap, sg.flag, ec) // full rule, or fallback under pressure (degrade.go)
 		if r.ErrorCode != evaluator.CodeNone {
 			m.countEval(true, &r)
 			clean = false
@@ -255,6 +255,10 @@ func (e *cacheEntry) count() {
 // than copied, and the response's previous buffer is returned for the
 // pool.
 func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan, ec *evaluator.Context) []byte {
+	// While any flag serves its fallback, answers are looked up but not
+	// cached: a fallback answer must never be served later under the full
+	// rule's key (degrade.go, calm).
+	epoch, calm := s.deg.calm()
 	if s.cache == nil || !plan.cacheable || s.o.NoBulkCache {
 		buf, _, _ = plan.appendAnswer(buf, ec, s.m, nil)
 		return ctx.Response.SwapBody(buf)[:0] // the answer becomes the body, no copy
@@ -278,7 +282,7 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 	}
 	key := append([]byte(nil), buf...)
 	body, ctrs, clean := plan.appendAnswer(buf[len(buf):], ec, s.m, make([]prometheus.Counter, 0, len(plan.segs)))
-	if !clean {
+	if !clean || !calm || !s.deg.stillCalm(epoch) {
 		return ctx.Response.SwapBody(body)[:0] // the answer becomes the body, no copy
 	}
 	e := &cacheEntry{body: append([]byte(nil), body...), ctrs: ctrs, plan: plan}

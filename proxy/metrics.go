@@ -32,6 +32,10 @@ type metrics struct {
 
 	plansMu sync.Mutex
 	plans   []*bulkPlan // bulk plans whose precomputed evaluations still need flushing
+
+	// deg is the server's degrader, reached from here by the bulk plans
+	// (degrade.go); nil evaluates every flag with its full rule.
+	deg *degrader
 }
 
 // flushingCollector is the evaluations counter: before each scrape it adds
@@ -162,3 +166,33 @@ func (m *metrics) flushBulk() {
 	clear(m.plans[len(keep):])
 	m.plans = keep
 }
+
+// degradeMetrics are the series of graceful degradation (degrade.go).
+type degradeMetrics struct {
+	answers *prometheus.CounterVec
+	d       atomic.Pointer[degrader]
+}
+
+func newDegradeMetrics(reg prometheus.Registerer) *degradeMetrics {
+	m := &degradeMetrics{answers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_targeting_fallback_answers_total",
+		Help: "Answers served by a flag's fallbackTargeting instead of its targeting, by flag and reason (cost: the rule is over its budget; overload: too many requests in flight)."},
+		[]string{"flag", "reason"})}
+	degraded := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pennon_targeting_degraded_flags",
+		Help: "Flags being served by their fallbackTargeting now."}, func() float64 {
+		if d := m.d.Load(); d != nil {
+			return float64(d.degraded.Load())
+		}
+		return 0
+	})
+	overloaded := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pennon_overloaded",
+		Help: "1 while the sidecar counts more OFREP requests in flight than --overload-inflight (flags with fallbackTargeting serve it)."}, func() float64 {
+		if d := m.d.Load(); d != nil && d.overloaded.Load() {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(m.answers, degraded, overloaded)
+	return m
+}
+
+func (m *degradeMetrics) bind(d *degrader) { m.d.Store(d) }

@@ -48,6 +48,9 @@ type Status struct {
 	Uptime     string     `json:"uptime"`
 	Cache      CacheStats `json:"cache"`
 	Sync       any        `json:"sync,omitempty"`
+	// Targeting is graceful degradation: overload, and the flags served
+	// by their fallbackTargeting with their measured cost (degrade.go).
+	Targeting *TargetingStatus `json:"targeting"`
 }
 
 func (s *Server) statusHandler(ctx *fasthttp.RequestCtx) {
@@ -61,6 +64,7 @@ func (s *Server) statusHandler(ctx *fasthttp.RequestCtx) {
 			st.LastChange = &t
 		}
 	}
+	st.Targeting = s.deg.status(snap)
 	if s.status != nil {
 		st.Sync = s.status.Status()
 		if st.Ready {

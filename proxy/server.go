@@ -64,6 +64,17 @@ type Options struct {
 	// context is answered with one lookup and one memmove instead of
 	// evaluating every targeted flag (docs/sidecar.md, "Response cache").
 	NoBulkCache bool
+	// TargetingBudget is the default evaluation budget of flags with
+	// fallbackTargeting and no targetingBudget (degrade.go); default 50µs.
+	TargetingBudget time.Duration
+	// OverloadInFlight: above this many OFREP requests in flight the
+	// sidecar is overloaded and flags with fallbackTargeting serve it;
+	// default 256, negative turns overload detection off.
+	OverloadInFlight int
+	// CostSampleEvery: one evaluation in this many of a flag with
+	// fallbackTargeting is timed; a power of two, default 64, negative
+	// turns cost measuring off.
+	CostSampleEvery int
 }
 
 // Server is the sidecar's HTTP server.
@@ -74,6 +85,7 @@ type Server struct {
 	fresh     FreshSource
 	status    StatusSource
 	m         *metrics
+	deg       *degrader // degrade.go: fallback targeting under cost or overload
 	reg       *prometheus.Registry
 	cache     *ristretto.Cache[[]byte, *cacheEntry]
 	plan      atomic.Pointer[bulkPlan] // bulk.go: the last snapshot's bulk plan
@@ -140,6 +152,11 @@ func New(o Options) (*Server, error) {
 	s.fresh, _ = o.Source.(FreshSource)
 	s.status, _ = o.Source.(StatusSource)
 	s.m = newMetrics(o.Registry, o.Source)
+	deg, err := newDegrader(&o, o.Logger, newDegradeMetrics(o.Registry))
+	if err != nil {
+		return nil, err
+	}
+	s.deg, s.m.deg = deg, deg
 	o.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pennon_snapshot_age_seconds",
 		Help: "Seconds since the served flag set last changed."}, func() float64 {
 		if ns := s.lastChange.Load(); ns > 0 {
@@ -452,6 +469,8 @@ func (s *Server) notReady(ctx *fasthttp.RequestCtx, key string) {
 
 func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 	start := ctx.Time() // set by fasthttp when the request arrived: no extra clock read
+	s.deg.enter() // in-flight count: overload detection (degrade.go)
+	defer s.deg.exit()
 	if key == "" || strings.Contains(key, "/") {
 		s.writeError(ctx, fasthttp.StatusNotFound, key, string(evaluator.CodeFlagNotFound), "flag key missing or malformed in path")
 		return
@@ -479,6 +498,9 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 		s.m.countEval(false, &r)
 	case f.Propagation() != evaluator.CacheFirst && s.fresh != nil:
 		r = s.evaluateFresh(snap, f, ec)
+		s.m.countEval(true, &r)
+	case f.HasFallback() && s.evaluateDegradable(snap, f, ec, &r):
+		// Fallback answers and sampled cost probes, never through the cache.
 		s.m.countEval(true, &r)
 	default:
 		var hit, counted bool
@@ -573,6 +595,8 @@ func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag,
 
 func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 	start := ctx.Time()
+	s.deg.enter() // in-flight count: overload detection (degrade.go)
+	defer s.deg.exit()
 	if !s.checkContentType(ctx, "") {
 		return
 	}
