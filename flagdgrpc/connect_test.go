@@ -70,6 +70,21 @@ func TestConnectProtocol(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkFlagdShape(t, all.Msg.GetFlagConfiguration())
+			flags, err := sync.SyncFlags(streamCtx(t), connect.NewRequest(&syncv1.SyncFlagsRequest{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !flags.Receive() || flags.Msg().GetFlagConfiguration() != all.Msg.GetFlagConfiguration() {
+				t.Fatalf("SyncFlags: %v %v", flags.Msg(), flags.Err())
+			}
+			flags.Close()
 		})
 	}
+}
+
+// streamCtx is a stream context cancelled when the test ends.
+func streamCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx
 }
