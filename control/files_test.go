@@ -397,6 +397,19 @@ func TestWatchDir(t *testing.T) {
 	if head.Doc.Metadata()["flagSet"] != "checkout-2" {
 		t.Fatalf("metadata: %v", head.Doc.Metadata())
 	}
+	// A protected environment gets a change request, not a commit.
+	write("prod.json", file)
+	deadline = time.Now().Add(10 * time.Second)
+	for gitopsCount(t, f.srv, "prod", "change-request") < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	code, body := f.do(t, f.tokens["viewer"], "GET", "/api/v1/envs/prod/change-requests?state=open", "")
+	if code != 200 || !strings.Contains(body, `"author": "gitops (gitops)"`) || !strings.Contains(body, `"internalUser"`) {
+		t.Fatalf("change request: %d %s", code, body)
+	}
+	if head, _ := f.store.Head(context.Background(), "prod"); head.Version != 0 {
+		t.Fatalf("protected environment written directly: version %d", head.Version)
+	}
 }
 
 // gitopsCount reads pennon_gitops_files_total{env,outcome} from the
