@@ -43,9 +43,9 @@ import (
 
 // Targeting modes of a flag, as stored in flagLoad.mode.
 const (
-	modeFull uint32 = iota
-	modeCost        // fallback: the full rule is over budget
-	modeOverload    // fallback: the sidecar is overloaded
+	modeFull     uint32 = iota
+	modeCost            // fallback: the full rule is over budget
+	modeOverload        // fallback: the sidecar is overloaded
 )
 
 func modeName(m uint32) string {
@@ -256,16 +256,23 @@ func (d *degrader) settle(fl *flagLoad, mode uint32) {
 // and updates its over-budget state with hysteresis. Concurrent samples
 // may lose an update; the average only needs to be roughly right.
 func (fl *flagLoad) observe(took time.Duration) {
+	budget := fl.budget.Load()
+	// A sample is wall time: a goroutine descheduled mid-evaluation (a
+	// shared core, a GC pause) reads as milliseconds. Capping a sample at
+	// twice the budget keeps one such outlier from degrading a flag well
+	// under budget (0.75·avg + 0.5·budget stays under budget while avg is
+	// under ⅔ of it), while a rule really over budget still converges
+	// above it. The average shown in /v1/status is capped the same way.
+	sample := min(int64(took), 2*budget)
 	old := fl.ewma.Load()
-	next := int64(took)
+	next := sample
 	if old > 0 {
-		next = old + (int64(took)-old)/4
+		next = old + (sample-old)/4
 	}
 	if next <= 0 {
 		next = 1 // 0 means "never sampled"
 	}
 	fl.ewma.Store(next)
-	budget := fl.budget.Load()
 	switch {
 	case next > budget:
 		fl.slow.Store(true)
