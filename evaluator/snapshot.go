@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,6 +15,7 @@ import (
 // concurrent use by any number of goroutines.
 type Snapshot struct {
 	version uint64
+	id      uint64 // unique per snapshot in this process (see ID)
 	flags   map[string]*Flag
 	keys    []string
 	now     func() time.Time
@@ -80,7 +82,7 @@ func (p Problem) String() string {
 // NewSnapshot compiles specs into a snapshot at version. It reports every
 // problem at once and returns a nil snapshot if there are any.
 func NewSnapshot(version uint64, specs []FlagSpec, opts SnapshotOptions) (*Snapshot, []Problem) {
-	s := &Snapshot{version: version, flags: make(map[string]*Flag, len(specs)), now: opts.Now}
+	s := &Snapshot{version: version, id: snapshotIDs.Add(1), flags: make(map[string]*Flag, len(specs)), now: opts.Now}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -411,6 +413,16 @@ func mixedKinds(kinds map[string]string) string {
 
 // Version is the flag-set version this snapshot was built at.
 func (s *Snapshot) Version() uint64 { return s.version }
+
+// snapshotIDs numbers snapshots in this process.
+var snapshotIDs atomic.Uint64
+
+// ID identifies this snapshot among all snapshots of the process. Two
+// snapshots can share a version — a sidecar rewound to the control plane's
+// truth after a restore from backup, or repaired from same-version drift —
+// so anything keyed by "which flag set answered" (response cache keys, bulk
+// ETags) uses ID, never Version alone.
+func (s *Snapshot) ID() uint64 { return s.id }
 
 // Len is the number of flags.
 func (s *Snapshot) Len() int { return len(s.flags) }

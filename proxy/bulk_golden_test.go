@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -149,7 +150,7 @@ func TestBulkGolden(t *testing.T) {
 					body := ctx.Response.Body()
 					sum := sha256.Sum256(body)
 					gc := goldenCase{Set: set.name, Context: c, Status: ctx.Response.StatusCode(),
-						ETag: string(ctx.Response.Header.Peek("ETag")), Bytes: len(body), SHA256: hex.EncodeToString(sum[:])}
+						ETag: etagShape(string(ctx.Response.Header.Peek("ETag"))), Bytes: len(body), SHA256: hex.EncodeToString(sum[:])}
 					if set.name == "checkout" {
 						gc.Body = string(body)
 					}
@@ -198,6 +199,11 @@ func TestBulkGolden(t *testing.T) {
 	}
 	for i := range want {
 		w, g := want[i], got[i]
+		// The ETag's hash part includes the snapshot's process-unique ID
+		// (a rewind can reuse a version), so it differs between runs: its
+		// version and shape are compared, context-dependence is
+		// TestBulkETagDependsOnContext's job.
+		w.ETag, g.ETag = etagShape(w.ETag), etagShape(g.ETag)
 		if w != g {
 			t.Errorf("%s context %q:\n got status %d etag %s %d bytes sha %s\nwant status %d etag %s %d bytes sha %s\n%s",
 				w.Set, w.Context, g.Status, g.ETag, g.Bytes, g.SHA256, w.Status, w.ETag, w.Bytes, w.SHA256, firstDiff(w.Body, g.Body))
@@ -366,4 +372,14 @@ func TestBulkPlanBuiltAhead(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+var etagRE = regexp.MustCompile(`^"(\d+)-[0-9a-f]{24}"$`)
+
+// etagShape reduces a bulk ETag to its version and shape.
+func etagShape(etag string) string {
+	if m := etagRE.FindStringSubmatch(etag); m != nil {
+		return `"` + m[1] + `-<24 hex>"`
+	}
+	return etag
 }

@@ -23,10 +23,14 @@ import (
 // the previous user's flags.)
 func bulkETag(snap *evaluator.Snapshot, body []byte) string {
 	h := sha256.New()
-	var v [8]byte
+	var v [16]byte
 	n := snap.Version()
-	for i := range v {
-		v[i] = byte(n >> (8 * i))
+	// The snapshot's ID too: a flag set rewound to the control plane's
+	// truth can come back under the same version, and a client holding the
+	// old ETag must not get a 304 for it.
+	id := snap.ID()
+	for i := 0; i < 8; i++ {
+		v[i], v[8+i] = byte(n>>(8*i)), byte(id>>(8*i))
 	}
 	h.Write(v[:])
 	h.Write(bytes.TrimSpace(body))

@@ -569,7 +569,7 @@ func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag,
 	kp := s.bufPool.Get().(*[]byte)
 	key := append((*kp)[:0], f.Key()...)
 	key = append(key, 0)
-	key = appendUint(key, snap.Version())
+	key = appendUint(key, snap.ID()) // not the version: a rewind can reuse one
 	key = append(key, 0)
 	key, ok := f.AppendCacheKey(key, ec)
 	defer func() { *kp = key; s.bufPool.Put(kp) }()

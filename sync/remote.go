@@ -89,10 +89,11 @@ type Remote struct {
 	lastErr     string
 	lkgErr      string // why the disk copy was not used, if it was not
 	natsUp      bool
-	authErr     string    // why the control plane or NATS refused us, until it accepts us again
-	credsUntil  time.Time // when the current NATS credentials expire
-	rotating    bool      // a planned reconnect (credential renewal) is under way
-	natsSince   time.Time // when the NATS connection last came up
+	authErr     string           // why the control plane or NATS refused us, until it accepts us again
+	credsUntil  time.Time        // when the current NATS credentials expire
+	rotating    bool             // a planned reconnect (credential renewal) is under way
+	defaultsDoc *config.Document // the secure defaults, while they are served
+	natsSince   time.Time        // when the NATS connection last came up
 	transitions map[string]int
 
 	kick chan struct{} // asks the loop for an immediate poll
@@ -351,8 +352,21 @@ func (r *Remote) installDefaults() error {
 		return nil // something better arrived meanwhile
 	}
 	r.Store(snap)
+	r.defaultsDoc = doc
 	r.setStateLocked(StateDefaults, "no control plane and no last-known-good copy")
 	return nil
+}
+
+// CurrentDocument returns the snapshot being served and the document it
+// was compiled from, read together (flagdgrpc's sync service sends the
+// document to flagd's in-process providers).
+func (r *Remote) CurrentDocument() (*evaluator.Snapshot, *config.Document) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.doc == nil {
+		return r.Current(), r.defaultsDoc
+	}
+	return r.Current(), r.doc
 }
 
 // installChecked verifies a snapshot record, vouched for by its own

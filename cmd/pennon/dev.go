@@ -93,8 +93,10 @@ func runDevSystem(ctx context.Context, o devOptions, log *zap.Logger, stdout io.
 	defer stopSidecar()
 	done := make(chan error, 1)
 	go func() {
+		// The dev sidecar pins the control plane's key: it is in this process.
 		done <- serveSidecar(sctx, sidecarOptions{addr: o.sidecarAddr, env: "dev", server: apiURL, natsURL: rs.NATSURL, token: sidecarTok,
-			stateDir: filepath.Join(o.data, "sidecar"), poll: 2 * time.Second, reload: time.Second, drain: 5 * time.Second, maxBody: 64 << 10, cacheMB: 16}, log, addrCh)
+			trustKeys: listFlag{rs.SigningKey.Public().String()},
+			stateDir:  filepath.Join(o.data, "sidecar"), poll: 2 * time.Second, reload: time.Second, drain: 5 * time.Second, maxBody: 64 << 10, cacheMB: 16}, log, addrCh)
 	}()
 	var sidecarAddr string
 	select {

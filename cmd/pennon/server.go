@@ -21,6 +21,7 @@ import (
 	"github.com/pennon-dev/pennon/control"
 	"github.com/pennon-dev/pennon/internal/natsauth"
 	"github.com/pennon-dev/pennon/internal/natsrun"
+	"github.com/pennon-dev/pennon/internal/sign"
 	flagsync "github.com/pennon-dev/pennon/sync"
 )
 
@@ -56,6 +57,7 @@ type serverOptions struct {
 type runningServer struct {
 	NATS       *natsrun.Server // nil with an external cluster
 	NATSKeys   *natsauth.Keys  // mints sidecar credentials; nil: sidecars can only poll
+	SigningKey *sign.Key       // signs changesets, snapshots, heartbeats, tokens
 	NATSURL    string
 	Conn       *nats.Conn
 	Store      *config.Store
@@ -171,6 +173,7 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	if err != nil {
 		return fail(err)
 	}
+	rs.SigningKey = sig.key
 	if rs.Store, err = config.OpenStore(ctx, js, config.StoreOptions{Replicas: o.replicas, SnapshotEvery: o.snapshotEvery, Logger: log,
 		Signer: sig.key, Trust: sig.trust, OnForeign: sig.onForeign}); err != nil {
 		return fail(err)

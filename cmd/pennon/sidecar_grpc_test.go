@@ -83,3 +83,58 @@ func TestSidecarFlagdServices(t *testing.T) {
 		t.Fatalf("non-loopback: %v", err)
 	}
 }
+
+// In remote mode the sync service sends what the sidecar serves: the flag
+// set from the control plane, then every pushed change.
+func TestSidecarFlagdSyncRemoteMode(t *testing.T) {
+	d := startDev(t)
+	tok, err := readToken(d.data + "/sidecar-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := flagsync.NewRemote(flagsync.RemoteOptions{Env: "dev", ServerURL: d.api, NATSURL: d.nats, Token: tok, ID: "grpc-remote", PollInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(context.Background())
+	rdone := make(chan struct{})
+	go func() { defer close(rdone); _ = r.Run(rctx) }()
+	defer func() { rcancel(); <-rdone }()
+	g, err := flagdServices(sidecarOptions{env: "dev", grpcAddr: "127.0.0.1:0", syncAddr: "127.0.0.1:0", drain: time.Second}, r, "env:dev", zap.NewNop(), nil)
+	if err != nil || g == nil || g.SyncAddr() == "" {
+		t.Fatalf("remote mode must run the sync service: %v (%v)", err, g)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	sc, err := grpc.NewClient(g.SyncAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer scancel()
+	stream, err := syncv1.NewFlagSyncServiceClient(sc).SyncFlags(sctx, &syncv1.SyncFlagsRequest{ProviderId: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil || !strings.Contains(first.GetFlagConfiguration(), `"performance-mode"`) {
+		t.Fatalf("initial sync: %v %v", first, err)
+	}
+	code, body := post(t, d.api+"/api/v1/envs/dev/flags/performance-mode", d.admin, "PUT",
+		`{"baseVersion":1,"reason":"grpc sync test","definition":{"state":"ENABLED","variants":{"fast":"fast","balanced":"balanced","safe":"safe"},"defaultVariant":"safe"}}`)
+	if code != 201 {
+		t.Fatalf("change: %d %s", code, body)
+	}
+	for {
+		next, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("no update after the change: %v", err)
+		}
+		if strings.Contains(next.GetFlagConfiguration(), `"defaultVariant":"safe"`) {
+			return
+		}
+	}
+}
