@@ -306,3 +306,66 @@ func TestDecodeContext(t *testing.T) {
 		t.Fatalf("key limit: %v", err)
 	}
 }
+
+// TestEvaluateFallback: the fallback rule answers with metadata saying so
+// and why, prerequisites still apply, the flag's reads cover both rules,
+// flags without a fallback are unchanged, and nothing is allocated.
+func TestEvaluateFallback(t *testing.T) {
+	withFB := spec(t, "f", `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","metadata":{"team":"web"},
+		"targeting":{"if":[{"==":[{"var":"email"},"a@x"]},"on","off"]}}`)
+	withFB.FallbackTargeting = map[string]any{"if": []any{map[string]any{"==": []any{map[string]any{"var": "plan"}, "premium"}}, "on", "off"}}
+	withFB.HasFallback, withFB.TargetingBudget = true, 20*time.Microsecond
+	emptyFB := spec(t, "e", `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off",
+		"targeting":{"if":[{"==":[{"var":"email"},"a@x"]},"on","off"]}}`)
+	emptyFB.HasFallback = true
+	gated := spec(t, "g", `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","prerequisites":{"gate":"on"},
+		"targeting":{"if":[{"==":[{"var":"email"},"a@x"]},"on","off"]}}`)
+	gated.FallbackTargeting, gated.HasFallback = map[string]any{"if": []any{true, "on", "off"}}, true
+	specs := []FlagSpec{withFB, emptyFB, gated,
+		spec(t, "gate", `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}`),
+		spec(t, "plain", `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","targeting":{"if":[{"==":[{"var":"email"},"a@x"]},"on","off"]}}`)}
+	s, ps := NewSnapshot(1, specs, SnapshotOptions{})
+	if ps != nil {
+		t.Fatal(ps)
+	}
+	ctx := ctxOf(t, `{"email":"b@x","plan":"premium"}`)
+	tests := []struct {
+		name, flag string
+		why        FallbackReason
+		variant    string
+		reason     Reason
+		meta       string
+	}{
+		{"cost", "f", FallbackCost, "on", ReasonTargetingMatch, `{"pennonFallbackReason":"cost","pennonTargeting":"fallback","team":"web"}`},
+		{"overload", "f", FallbackOverload, "on", ReasonTargetingMatch, `{"pennonFallbackReason":"overload","pennonTargeting":"fallback","team":"web"}`},
+		{"empty fallback serves the default", "e", FallbackCost, "off", ReasonStatic, `{"pennonFallbackReason":"cost","pennonTargeting":"fallback"}`},
+		{"prerequisite still gates", "g", FallbackCost, "off", ReasonDefault, `{"prerequisiteFailed":"gate","prerequisiteRequired":"on"}`},
+		{"no fallback: full rule, own metadata", "plain", FallbackOverload, "off", ReasonTargetingMatch, `{}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.EvaluateFallback(s.Flag(tc.flag), ctx, tc.why)
+			if r.Variant != tc.variant || r.Reason != tc.reason || string(r.MetadataJSON) != tc.meta {
+				t.Fatalf("got %s %s %s, want %s %s %s", r.Variant, r.Reason, r.MetadataJSON, tc.variant, tc.reason, tc.meta)
+			}
+		})
+	}
+	if full := s.EvaluateFlag(s.Flag("f"), ctx); full.Variant != "off" || string(full.MetadataJSON) != `{"team":"web"}` {
+		t.Fatalf("full rule: %+v", full)
+	}
+	if got := strings.Join(s.Flag("f").Reads(), ","); got != "email,plan" {
+		t.Fatalf("reads %q, want both rules' (email,plan)", got)
+	}
+	if !s.Flag("f").HasFallback() || s.Flag("plain").HasFallback() || s.Flag("f").TargetingBudget() != 20*time.Microsecond {
+		t.Fatal("HasFallback/TargetingBudget")
+	}
+	f := s.Flag("f")
+	if n := testing.AllocsPerRun(100, func() { _ = s.EvaluateFallback(f, ctx, FallbackCost) }); n != 0 {
+		t.Fatalf("EvaluateFallback allocates %v times", n)
+	}
+	bad := spec(t, "b", `{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}`)
+	bad.FallbackTargeting, bad.HasFallback = map[string]any{"if": []any{map[string]any{"nope": []any{1}}, "on", nil}}, true
+	if _, ps := NewSnapshot(1, []FlagSpec{bad}, SnapshotOptions{}); len(ps) != 1 || ps[0].Path != "flags.b.fallbackTargeting.if[0]" {
+		t.Fatalf("problems %v, want one at flags.b.fallbackTargeting.if[0]", ps)
+	}
+}
