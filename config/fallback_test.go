@@ -83,6 +83,14 @@ func TestFallbackTargetingParse(t *testing.T) {
 			if got := d.Flag("f"); len(got.FallbackTargeting) == 0 || (tc.budget != 0) != (got.TargetingBudget != "") {
 				t.Fatalf("FlagDoc lost the fields: %+v", got)
 			}
+			// ... and through the canonical form (store, snapshots, export).
+			again, err := Parse(d.Canonical())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again.Hash() != d.Hash() || !strings.Contains(string(d.Canonical()), `"fallbackTargeting":`) {
+				t.Fatalf("canonical round trip lost fallbackTargeting: %s", d.Canonical())
+			}
 		})
 	}
 }
