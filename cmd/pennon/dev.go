@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +14,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/examples"
 )
 
@@ -21,6 +23,7 @@ func init() {
 
 type devOptions struct {
 	data, sidecarAddr, apiAddr, natsAddr string
+	grpcAddr, syncAddr                   string // flagd's ports; empty (tests) disables
 	logFormat, logLevel                  string
 }
 
@@ -34,6 +37,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&o.sidecarAddr, "addr", "127.0.0.1:8016", "sidecar (OFREP) listen address")
 	fs.StringVar(&o.apiAddr, "api-addr", "127.0.0.1:8080", "control plane listen address")
 	fs.StringVar(&o.natsAddr, "nats-addr", "127.0.0.1:4222", "embedded NATS listen address")
+	fs.StringVar(&o.grpcAddr, "grpc-addr", "127.0.0.1:8013", "flagd evaluation service (gRPC) of the sidecar; empty disables")
+	fs.StringVar(&o.syncAddr, "sync-addr", "127.0.0.1:8015", "flagd sync service of the sidecar (in-process providers); empty disables")
 	fs.StringVar(&o.logFormat, "log-format", "console", "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level")
 	fs.String("config", "", "YAML file with any of these settings")
@@ -66,14 +71,13 @@ func runDevSystem(ctx context.Context, o devOptions, log *zap.Logger, stdout io.
 		return err
 	}
 	if head.Version == 0 {
-		if head, err = loadExample(ctx, rs.Store); err != nil {
+		if err := loadExample(ctx, "http://"+rs.API.Addr(), admin); err != nil {
 			return fmt.Errorf("load example flags: %w", err)
 		}
-		log.Info("example flags loaded", zap.String("env", "dev"), zap.Uint64("version", head.Version), zap.Int("flags", head.Doc.Len()))
-		// Committed through the store, not the API: give it its audit entry now.
-		if err := rs.API.Reconcile(ctx); err != nil {
-			log.Warn("audit reconciliation after loading the example", zap.Error(err))
+		if head, err = rs.Store.Head(ctx, "dev"); err != nil {
+			return err
 		}
+		log.Info("example flags loaded", zap.String("env", "dev"), zap.Uint64("version", head.Version), zap.Int("flags", head.Doc.Len()))
 	}
 	sidecarTokFile := filepath.Join(o.data, "sidecar-token")
 	sidecarTok, err := readToken(sidecarTokFile)
@@ -95,8 +99,8 @@ func runDevSystem(ctx context.Context, o devOptions, log *zap.Logger, stdout io.
 	go func() {
 		// The dev sidecar pins the control plane's key: it is in this process.
 		done <- serveSidecar(sctx, sidecarOptions{addr: o.sidecarAddr, env: "dev", server: apiURL, natsURL: rs.NATSURL, token: sidecarTok,
-			trustKeys: listFlag{rs.SigningKey.Public().String()},
-			stateDir:  filepath.Join(o.data, "sidecar"), poll: 2 * time.Second, reload: time.Second, drain: 5 * time.Second, maxBody: 64 << 10, cacheMB: 16}, log, addrCh)
+			trustKeys: listFlag{rs.SigningKey.Public().String()}, grpcAddr: o.grpcAddr, syncAddr: o.syncAddr,
+			stateDir: filepath.Join(o.data, "sidecar"), poll: 2 * time.Second, reload: time.Second, drain: 5 * time.Second, maxBody: 64 << 10, cacheMB: 16}, log, addrCh)
 	}()
 	var sidecarAddr string
 	select {
@@ -105,6 +109,9 @@ func runDevSystem(ctx context.Context, o devOptions, log *zap.Logger, stdout io.
 		return fmt.Errorf("sidecar: %w", err)
 	}
 	printDevBanner(stdout, sidecarAddr, apiURL, rs.NATSURL, admin, head.FlagVersions["performance-mode"])
+	if o.grpcAddr != "" || o.syncAddr != "" {
+		fmt.Fprintf(stdout, "  flagd providers: RPC mode %s, in-process (sync) %s\n\n", orOff(o.grpcAddr), orOff(o.syncAddr))
+	}
 	if ready != nil {
 		ready <- [3]string{sidecarAddr, apiURL, admin}
 	}
@@ -125,17 +132,27 @@ func readToken(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// loadExample commits the checkout example as the dev environment's first
-// changeset.
-func loadExample(ctx context.Context, store *config.Store) (*config.State, error) {
-	doc, err := config.Parse(examples.Checkout)
+// loadExample applies the checkout example to the dev environment through
+// the admin API, as a user would with `pennon apply`: one changeset, signed,
+// audited and anchored like any other.
+func loadExample(ctx context.Context, api, token string) error {
+	body, _ := json.Marshal(map[string]any{"document": json.RawMessage(examples.Checkout), "reason": "load the checkout example (pennon dev)"})
+	req, err := http.NewRequestWithContext(ctx, "POST", api+"/api/v1/envs/dev/apply", bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if _, err := store.Commit(ctx, config.LoadChangeset("dev", doc, "pennon dev", "load the checkout example")); err != nil {
-		return nil, err
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
 	}
-	return store.Head(ctx, "dev")
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+		return fmt.Errorf("apply answered %d: %s", resp.StatusCode, b)
+	}
+	return nil
 }
 
 func printDevBanner(w io.Writer, sidecar, api, natsURL, admin string, perfVersion uint64) {
@@ -162,4 +179,11 @@ Try:
   curl -s '%[2]s/api/v1/envs/dev/history?limit=5' -H 'Authorization: Bearer %[4]s'
 
 `, sidecar, api, natsURL, admin, perfVersion)
+}
+
+func orOff(addr string) string {
+	if addr == "" {
+		return "off"
+	}
+	return addr
 }
