@@ -258,7 +258,7 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 	// While any flag serves its fallback, answers are looked up but not
 	// cached: a fallback answer must never be served later under the full
 	// rule's key (degrade.go, calm).
-	epoch, calm := s.deg.calm()
+	epoch, calm := s.deg.calm(plan.snap)
 	if s.cache == nil || !plan.cacheable || s.o.NoBulkCache {
 		buf, _, _ = plan.appendAnswer(buf, ec, s.m, nil)
 		return ctx.Response.SwapBody(buf)[:0] // the answer becomes the body, no copy

@@ -76,6 +76,7 @@ type flagLoad struct {
 	slow   atomic.Bool   // over budget (with hysteresis)
 	mode   atomic.Uint32 // what is served now: modeFull, modeCost, modeOverload
 	since  atomic.Int64  // unix nanoseconds of the last transition
+	dead   atomic.Bool   // dropped from the table (flag gone or lost its fallback)
 	served [2]counterInc // fallback answers, per evaluator.FallbackReason
 }
 
@@ -161,6 +162,12 @@ func (d *degrader) load(snap *evaluator.Snapshot, f *evaluator.Flag) *flagLoad {
 	}
 	idx := d.idx.Load()
 	if idx == nil || idx.snap != snap {
+		if idx != nil && snap.Version() < idx.snap.Version() {
+			// A request that loaded the previous flag set just before a
+			// swap: state is per key, so the current table serves it,
+			// and the table is not rebuilt back and forth.
+			return idx.flags[f.Key()]
+		}
 		idx = d.index(snap)
 	}
 	return idx.flags[f.Key()]
@@ -199,7 +206,11 @@ func (d *degrader) index(snap *evaluator.Snapshot) *degradeIndex {
 	}
 	if old != nil {
 		for key, fl := range old.flags {
-			if idx.flags[key] == nil && fl.mode.Swap(modeFull) != modeFull {
+			if idx.flags[key] != nil {
+				continue
+			}
+			fl.dead.Store(true) // before the swap: see settle
+			if fl.mode.Swap(modeFull) != modeFull {
 				d.degraded.Add(-1) // the flag is gone (or lost its fallback)
 				d.epoch.Add(1)
 			}
@@ -224,7 +235,7 @@ func (d *degrader) want(fl *flagLoad) uint32 {
 // requests seeing the same change, only the one whose swap succeeds logs.
 func (d *degrader) settle(fl *flagLoad, mode uint32) {
 	old := fl.mode.Load()
-	if old == mode || !fl.mode.CompareAndSwap(old, mode) {
+	if old == mode || fl.dead.Load() || !fl.mode.CompareAndSwap(old, mode) {
 		return
 	}
 	d.epoch.Add(1)
@@ -233,6 +244,14 @@ func (d *degrader) settle(fl *flagLoad, mode uint32) {
 		d.degraded.Add(1)
 	case mode == modeFull:
 		d.degraded.Add(-1)
+	}
+	// A request still holding a state the table just dropped must not
+	// leave it counted as degraded: index marks it dead before resetting
+	// it, so either index's reset saw this change (and uncounted it) or
+	// this sees dead and undoes it.
+	if fl.dead.Load() && mode != modeFull && fl.mode.CompareAndSwap(mode, modeFull) {
+		d.degraded.Add(-1)
+		return
 	}
 	fl.since.Store(time.Now().UnixNano())
 	reason := "recovered"
@@ -321,9 +340,19 @@ func (d *degrader) evaluateFlag(snap *evaluator.Snapshot, f *evaluator.Flag, ec 
 	return snap.EvaluateFlag(f, ec)
 }
 
-// calm reports whether answers built now may be cached (no flag degraded,
-// not overloaded) and the epoch to check afterwards with stillCalm.
-func (d *degrader) calm() (uint64, bool) {
+// calm reports whether answers of snap built now may be cached (no flag
+// degraded, not overloaded) and the epoch to check afterwards with
+// stillCalm. It brings the state table to snap first, so a flag that lost
+// its fallback (or left the flag set) stops counting as degraded even if
+// no flag with a fallback has been asked for since.
+func (d *degrader) calm(snap *evaluator.Snapshot) (uint64, bool) {
+	if idx := d.idx.Load(); idx != nil && idx.snap != snap && snap.Version() >= idx.snap.Version() {
+		d.index(snap)
+	}
+	return d.state()
+}
+
+func (d *degrader) state() (uint64, bool) {
 	ep := d.epoch.Load()
 	return ep, d.degraded.Load() == 0 && !d.overloaded.Load()
 }
@@ -331,7 +360,7 @@ func (d *degrader) calm() (uint64, bool) {
 // stillCalm reports whether nothing changed since calm returned ep: an
 // answer built in between contains no fallback answer.
 func (d *degrader) stillCalm(ep uint64) bool {
-	cur, ok := d.calm()
+	cur, ok := d.state()
 	return ok && cur == ep
 }
 

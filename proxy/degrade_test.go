@@ -393,3 +393,36 @@ func BenchmarkDegradeEvaluate(b *testing.B) {
 		})
 	}
 }
+
+// TestDegradeFollowsSnapshot: a degraded flag that loses its fallback in a
+// new flag set answers with its full rule at once and stops being counted
+// (a stale count would keep bulk answers out of the cache for good).
+func TestDegradeFollowsSnapshot(t *testing.T) {
+	core, _ := observer.New(zapcore.InfoLevel)
+	var h evaluator.Holder
+	h.Store(mustSnapshot(t, degradeFlags, 1))
+	s := startServer(t, &h, func(o *Options) { o.Logger = zap.New(core); o.OverloadInFlight = 1; o.CostSampleEvery = -1 })
+	base := "http://" + s.Addr()
+	ctx := `{"context":{"plan":"premium"}}`
+	s.deg.enter()
+	s.deg.enter()
+	if _, _, b := do(t, "POST", base+"/ofrep/v1/evaluate/flags/cheap", "application/json", ctx); b != fbOverloadChp {
+		t.Fatalf("cheap under overload: %s", b)
+	}
+	if n := s.deg.degraded.Load(); n != 1 {
+		t.Fatalf("degraded = %d, want 1", n)
+	}
+	h.Store(mustSnapshot(t, strings.Replace(degradeFlags, `"fallbackTargeting":{"if":[{"==":[{"var":"plan"},"premium"]},"on","off"]}}`, `"metadata":{}}`, 1), 2))
+	if _, _, b := do(t, "POST", base+"/ofrep/v1/evaluate/flags/cheap", "application/json", ctx); b != fullCheap {
+		t.Fatalf("cheap without its fallback: got %s, want %s", b, fullCheap)
+	}
+	s.deg.calm(h.Current()) // what a bulk answer asks before caching: it brings the table to the new set
+	if n := s.deg.degraded.Load(); n != 0 {
+		t.Fatalf("degraded = %d after the flag lost its fallback, want 0", n)
+	}
+	if st := statusTargeting(t, base); st.FlagsWithFallback != 1 || len(st.Degraded) != 1 || st.Degraded[0].Flag != "slow" {
+		t.Fatalf("status: %+v", st)
+	}
+	s.deg.exit()
+	s.deg.exit()
+}
