@@ -2,24 +2,14 @@ package flagdgrpc
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 
 	"github.com/pennon-dev/pennon/evaluator"
 )
 
 // Freshness and fail modes, as the OFREP server applies them (proxy's
-// evaluateFresh, failModeResult and bulkFresh; docs/sidecar.md, "Fail
-// modes"). proxy keeps them unexported, so they are restated here;
-// TestFailModesMatchOFREP compares the two servers on the same source so
-// the copies cannot drift apart unnoticed.
-
-// reasonStale is OpenFeature's STALE: the value is real but the sidecar
-// could not vouch that it is current.
-const reasonStale = evaluator.ReasonStale
-
-// maxFailReason bounds pennonFailReason, as proxy does.
-const maxFailReason = 200
+// evaluateFresh and bulkFresh; docs/sidecar.md, "Fail modes"). The fail-mode
+// answer itself is evaluator.Snapshot.FailModeResult, shared by both
+// servers; TestFailModesMatchOFREP compares the two on the same source.
 
 // evaluateFlag answers one flag and returns the snapshot the answer came
 // from (Fresh may bring a newer one).
@@ -46,44 +36,10 @@ func (s *Server) evaluateFlag(ctx context.Context, snap *evaluator.Snapshot, key
 	return fresh.Evaluate(key, ec), fresh
 }
 
-// failModeResult answers an always-fresh flag whose freshness could not be
-// established: closed serves the safe variant (Flag.SafeResult); open the
-// last known answer with reason STALE and metadata pennonStale,
-// pennonFailMode, pennonFailReason. Both carry a value; an error stays an
-// error.
+// failModeResult answers as the OFREP server does (evaluator's
+// FailModeResult).
 func (s *Server) failModeResult(local *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context, err error) evaluator.Result {
-	why := failReason(err)
-	if f.FailMode() == evaluator.FailClosed {
-		return f.SafeResult(why)
-	}
-	r := local.EvaluateFlag(f, ec)
-	if r.ErrorCode != evaluator.CodeNone {
-		return r
-	}
-	md := make(map[string]any, len(r.Metadata)+3)
-	for k, v := range r.Metadata {
-		md[k] = v
-	}
-	md["pennonStale"] = true
-	md["pennonFailMode"] = "open"
-	md["pennonFailReason"] = why
-	b, merr := json.Marshal(md)
-	if merr != nil {
-		b = []byte(`{"pennonStale":true,"pennonFailMode":"open"}`)
-	}
-	r.Reason, r.Metadata, r.MetadataJSON = reasonStale, md, b
-	return r
-}
-
-func failReason(err error) string {
-	msg := err.Error()
-	if errors.Is(err, context.DeadlineExceeded) {
-		msg = "freshness check timed out: " + msg
-	}
-	if len(msg) > maxFailReason {
-		msg = msg[:maxFailReason] + "…"
-	}
-	return msg
+	return local.FailModeResult(f, ec, evaluator.FailReason(err))
 }
 
 // bulkFresh establishes freshness once for a whole ResolveAll: it asks for

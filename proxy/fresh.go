@@ -2,65 +2,20 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 
 	"github.com/pennon-dev/pennon/evaluator"
 )
 
-// reasonStale is OpenFeature's STALE reason: "the resolved value is
-// non-authoritative or possibly out of date". Both fail modes answer with
-// it (see docs/sidecar.md, "Fail modes"): the value is real and chosen by
-// the flag's owner, but the sidecar could not vouch that it is current.
-const reasonStale = evaluator.ReasonStale
-
-// maxFailReason bounds pennonFailReason: metadata is for a human and for
-// telemetry, not for a whole error chain.
-const maxFailReason = 200
-
 // failModeResult answers an always-fresh flag whose freshness could not be
-// established (err), as its failMode says. Both modes answer with a value:
-// an OFREP error answer has none, and the app would fall back to its code
-// default — a decision the flag's owner did not make.
-//
-//   - closed: the safeVariant (evaluator.Flag.SafeResult), metadata
-//     pennonFailMode "closed" and pennonFailReason.
-//   - open: the last known answer from the local snapshot, reason STALE,
-//     metadata pennonStale true, pennonFailMode "open", pennonFailReason. A
-//     local answer that is itself an error stays that error.
+// established (err), as its failMode says (evaluator's FailModeResult),
+// and counts it.
 func (s *Server) failModeResult(local *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context, err error) evaluator.Result {
-	why := failReason(err)
+	mode := "open"
 	if f.FailMode() == evaluator.FailClosed {
-		s.m.failModes.WithLabelValues("closed").Inc()
-		return f.SafeResult(why)
+		mode = "closed"
 	}
-	s.m.failModes.WithLabelValues("open").Inc()
-	r := local.EvaluateFlag(f, ec)
-	if r.ErrorCode != evaluator.CodeNone {
-		return r
-	}
-	md := make(map[string]any, len(r.Metadata)+3)
-	for k, v := range r.Metadata {
-		md[k] = v
-	}
-	md["pennonStale"] = true
-	md["pennonFailMode"] = "open"
-	md["pennonFailReason"] = why
-	b, merr := json.Marshal(md)
-	if merr != nil { // metadata came from JSON: cannot fail, but never emit a broken body
-		b = []byte(`{"pennonStale":true,"pennonFailMode":"open"}`)
-	}
-	r.Reason, r.Metadata, r.MetadataJSON = reasonStale, md, b
-	return r
-}
-
-// failReason is the short pennonFailReason for err.
-func failReason(err error) string {
-	msg := err.Error()
-	if errors.Is(err, context.DeadlineExceeded) {
-		msg = "freshness check timed out: " + msg
-	}
-	return truncate(msg, maxFailReason)
+	s.m.failModes.WithLabelValues(mode).Inc()
+	return local.FailModeResult(f, ec, evaluator.FailReason(err))
 }
 
 // freshIndex remembers, per snapshot, the first flag of each propagation
