@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -53,7 +54,7 @@ func setup(t *testing.T) *fixture {
 	}
 	core, logs := observer.New(zap.DebugLevel)
 	dataDir := t.TempDir()
-	s, err := New(Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Logger: zap.New(core), JetStream: js, DataDir: dataDir, Signer: key})
+	s, err := New(Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Logger: zap.New(core), JetStream: js, DataDir: dataDir, Signer: key, NATS: srv.Keys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +124,8 @@ const flagDef = `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultV
 // and a protected environment.
 func TestRBACMatrix(t *testing.T) {
 	f := setup(t)
+	kp, _ := nkeys.CreateUser()
+	userPub, _ := kp.PublicKey()
 	type ep struct {
 		name, method, path, body string
 		need                     string // weakest role allowed
@@ -144,6 +147,12 @@ func TestRBACMatrix(t *testing.T) {
 		{"audit", "GET", "/api/v1/audit/verify", "", "admin-star", ""},
 		{"tokens", "GET", "/api/v1/tokens", "", "admin-star", ""},
 		{"envs.create", "POST", "/api/v1/envs", `{"name":"new-ROLE-ENV"}`, "admin-star", ""},
+		{"export", "GET", "/api/v1/envs/%s/export", "", "viewer", ""},
+		{"apply dry run", "POST", "/api/v1/envs/%s/apply", `{"document":{"flags":{}},"dryRun":true}`, "viewer", ""},
+		{"check", "GET", "/api/v1/envs/%s/check", "", "viewer", ""},
+		{"signed changesets", "GET", "/api/v1/envs/%s/signed-changesets?after=0", "", "viewer", ""},
+		{"nats credentials", "POST", "/api/v1/envs/%s/nats-credentials", `{"id":"pod-ROLE","publicKey":"` + userPub + `"}`, "viewer", ""},
+		{"signing keys", "GET", "/api/v1/signing-keys", "", "viewer", ""},
 	}
 	rank := map[string]int{"": 0, "viewer": 1, "editor": 2, "approver": 3, "admin": 4, "admin-star": 5, "never": 6}
 	for _, env := range []string{"dev", "prod"} {
