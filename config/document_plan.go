@@ -254,7 +254,7 @@ func (p *ApplyPlan) Text() string {
 }
 
 // referencedEvaluators returns the $evaluators names the flags' targeting
-// uses, directly or through other evaluators, sorted.
+// and fallbackTargeting use, directly or through other evaluators, sorted.
 func referencedEvaluators(d *Document, flags []string) []string {
 	seen := map[string]bool{}
 	var walk func(v any)
@@ -283,12 +283,14 @@ func referencedEvaluators(d *Document, flags []string) []string {
 	}
 	for _, k := range flags {
 		f := d.Flag(k)
-		if f == nil || len(f.Targeting) == 0 {
+		if f == nil {
 			continue
 		}
-		var t any
-		if json.Unmarshal(f.Targeting, &t) == nil {
-			walk(t)
+		for _, rule := range []json.RawMessage{f.Targeting, f.FallbackTargeting} {
+			var t any
+			if len(rule) > 0 && json.Unmarshal(rule, &t) == nil {
+				walk(t)
+			}
 		}
 	}
 	out := make([]string, 0, len(seen))

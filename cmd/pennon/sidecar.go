@@ -36,6 +36,8 @@ type sidecarOptions struct {
 	maxBody                                         int
 	cacheMB                                         int
 	reload, drain                                   time.Duration
+	targetingBudget                                 time.Duration
+	overloadInFlight                                int
 	// remote mode: pinned signing keys (sidecar_trust.go)
 	trustKeys    listFlag
 	trustKeyFile string
@@ -68,6 +70,8 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&o.cacheMB, "cache-mb", 16, "response cache size in MiB (0 disables)")
 	fs.DurationVar(&o.reload, "reload-interval", time.Second, "fallback check of the flag file (changes are seen at once through inotify on its directory; this catches anything inotify misses)")
 	fs.DurationVar(&o.drain, "drain-timeout", 5*time.Second, "how long shutdown waits for in-flight requests")
+	fs.DurationVar(&o.targetingBudget, "targeting-budget", 50*time.Microsecond, "evaluation budget of flags with fallbackTargeting: above it (sampled) they serve their fallback rule")
+	fs.IntVar(&o.overloadInFlight, "overload-inflight", 256, "above this many OFREP requests in flight the sidecar is overloaded: flags with fallbackTargeting serve it")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.String("config", "", "YAML file with any of these settings")
@@ -117,7 +121,8 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 		cache = -1
 	}
 	srv, err := proxy.New(proxy.Options{Addr: o.addr, AllowRemote: o.allowRemote, Source: src, SourceName: name, HealthAddr: o.healthAddr,
-		Logger: log, Registry: reg, MaxBodyBytes: o.maxBody, CacheBytes: cache, DrainTimeout: o.drain})
+		Logger: log, Registry: reg, MaxBodyBytes: o.maxBody, CacheBytes: cache, DrainTimeout: o.drain,
+		TargetingBudget: o.targetingBudget, OverloadInFlight: o.overloadInFlight})
 	if err != nil {
 		return err
 	}
