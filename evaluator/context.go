@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // DefaultLimits are the context limits used when a Limits field is zero.
@@ -15,9 +16,147 @@ var DefaultLimits = Limits{MaxBytes: 64 << 10, MaxDepth: 16, MaxKeys: 1024}
 // Context is a decoded evaluation context. Reusable: Reset it and decode the
 // next request into it (pool them to keep the request path cheap). Not safe
 // for concurrent use.
+//
+// Ownership: the maps, slices and boxed values a decoded context holds
+// (everything reachable from Map()) belong to the Context and are reused by
+// its next Reset or Decode; strings and numbers taken out of them stay valid
+// forever (strings point into an immutable copy of the request, made fresh
+// for every Decode). That reuse is what makes a pooled Context decode a
+// typical request with one allocation: the evaluator and the cache-key
+// functions read the values during one evaluation and keep none of them.
 type Context struct {
 	m   map[string]any
 	env env // per-evaluation scratch, kept here so evaluation does not allocate
+	mem arena
+}
+
+// arena is the reusable storage a Context decodes into. Nested objects come
+// from maps, array elements from anys, and the boxes behind string and
+// number values from strs and nums; Reset rewinds all of them. A chunk that
+// fills up mid-decode is replaced by a larger one (values already decoded
+// keep the old chunk alive), so the next decode of a similar request fits.
+type arena struct {
+	maps  []map[string]any
+	nmaps int
+	anys  []any
+	strs  []string
+	nums  []float64
+	arrs  [][]any // the boxes behind array values
+	// stack holds the elements of the arrays being decoded (a nested array
+	// pushes above its parent's) until each is complete and copied to anys.
+	stack []any
+}
+
+// arenaKeep bounds the chunks a Context keeps across Reset, so one huge
+// request does not pin its memory in a pooled Context forever.
+const arenaKeep = 4096
+
+func (a *arena) reset() {
+	for _, m := range a.maps[:a.nmaps] {
+		clear(m)
+	}
+	a.nmaps = 0
+	if len(a.maps) > arenaKeep/16 {
+		a.maps = nil
+	}
+	// clear so a pooled Context does not keep the last request's data alive
+	clear(a.anys)
+	clear(a.strs)
+	clear(a.stack[:cap(a.stack)])
+	if cap(a.stack) > arenaKeep {
+		a.stack = nil
+	}
+	a.stack = a.stack[:0]
+	if cap(a.anys) > arenaKeep {
+		a.anys = nil
+	}
+	if cap(a.strs) > arenaKeep {
+		a.strs = nil
+	}
+	clear(a.arrs)
+	if cap(a.arrs) > arenaKeep {
+		a.arrs = nil
+	}
+	a.arrs = a.arrs[:0]
+	if cap(a.nums) > arenaKeep {
+		a.nums = nil
+	}
+	a.anys, a.strs, a.nums = a.anys[:0], a.strs[:0], a.nums[:0]
+}
+
+// newMap returns an empty map for a nested object.
+func (a *arena) newMap() map[string]any {
+	if a.nmaps < len(a.maps) {
+		a.nmaps++
+		return a.maps[a.nmaps-1]
+	}
+	m := make(map[string]any, 4)
+	a.maps = append(a.maps, m)
+	a.nmaps++
+	return m
+}
+
+// eface is the runtime layout of an interface{} value (type word, data
+// word), as reflect and the runtime define it. Boxing a string or float64
+// into an interface allocates a copy of the value; building the interface
+// around a slot of a reusable chunk instead costs nothing.
+type eface struct {
+	typ  unsafe.Pointer
+	data unsafe.Pointer
+}
+
+var (
+	stringType  = typeWord("")
+	float64Type = typeWord(float64(0))
+	arrayType   = typeWord([]any(nil))
+)
+
+func typeWord(v any) unsafe.Pointer { return (*eface)(unsafe.Pointer(&v)).typ }
+
+// boxString returns s as an interface whose data word points into a.strs.
+func (a *arena) boxString(s string) any {
+	if len(s) == 0 {
+		return ""
+	}
+	if len(a.strs) == cap(a.strs) {
+		a.strs = make([]string, 0, max(2*cap(a.strs), 16))
+	}
+	a.strs = append(a.strs, s)
+	var v any
+	e := (*eface)(unsafe.Pointer(&v))
+	e.typ, e.data = stringType, unsafe.Pointer(&a.strs[len(a.strs)-1])
+	return v
+}
+
+// boxFloat is boxString for numbers.
+func (a *arena) boxFloat(f float64) any {
+	if len(a.nums) == cap(a.nums) {
+		a.nums = make([]float64, 0, max(2*cap(a.nums), 8))
+	}
+	a.nums = append(a.nums, f)
+	var v any
+	e := (*eface)(unsafe.Pointer(&v))
+	e.typ, e.data = float64Type, unsafe.Pointer(&a.nums[len(a.nums)-1])
+	return v
+}
+
+// array copies elems into the arena and returns them as a boxed slice whose
+// capacity is its length, so an append by a reader cannot overwrite the
+// next array's elements.
+func (a *arena) array(elems []any) any {
+	if cap(a.anys)-len(a.anys) < len(elems) {
+		a.anys = make([]any, 0, max(2*cap(a.anys), len(elems), 16))
+	}
+	n := len(a.anys)
+	a.anys = append(a.anys, elems...)
+	if len(a.arrs) == cap(a.arrs) {
+		a.arrs = make([][]any, 0, max(2*cap(a.arrs), 4))
+	}
+	a.arrs = append(a.arrs, a.anys[n:len(a.anys):len(a.anys)])
+	var v any
+	e := (*eface)(unsafe.Pointer(&v))
+	e.typ, e.data = arrayType, unsafe.Pointer(&a.arrs[len(a.arrs)-1])
+	return v
 }
 
 // NewContext returns an empty context.
@@ -39,6 +178,7 @@ func (c *Context) Reset() {
 		c.m = make(map[string]any, 8)
 	}
 	clear(c.m)
+	c.mem.reset()
 }
 
 // Map returns the decoded context (read-only).
@@ -80,7 +220,7 @@ func (c *Context) Decode(data []byte, lim Limits) error {
 	if len(data) > lim.MaxBytes {
 		return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("context is %d bytes, the limit is %d", len(data), lim.MaxBytes)}
 	}
-	d := decoder{data: data, src: string(data), lim: lim}
+	d := decoder{data: data, src: string(data), lim: lim, mem: &c.mem}
 	d.skipSpace()
 	if d.pos < len(d.data) && d.data[d.pos] != '{' {
 		v, err := d.value(0)
@@ -121,7 +261,7 @@ func (c *Context) decodeField(data []byte, field string, lim Limits, discard boo
 	if len(data) > lim.MaxBytes {
 		return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("request body is %d bytes, the limit is %d", len(data), lim.MaxBytes)}
 	}
-	d := decoder{data: data, lim: lim, discard: discard}
+	d := decoder{data: data, lim: lim, discard: discard, mem: &c.mem}
 	if !discard {
 		d.src = string(data)
 	}
@@ -206,6 +346,7 @@ type decoder struct {
 	pos     int
 	keys    int
 	lim     Limits
+	mem     *arena
 }
 
 func (d *decoder) fail(msg string) error {
@@ -247,7 +388,7 @@ func (d *decoder) value(depth int) (any, error) {
 	case c == '{':
 		var m map[string]any
 		if !d.discard {
-			m = make(map[string]any)
+			m = d.mem.newMap()
 		}
 		if err := d.objectInto(m, depth); err != nil {
 			return nil, err
@@ -260,10 +401,10 @@ func (d *decoder) value(depth int) (any, error) {
 		return d.array(depth)
 	case c == '"':
 		s, err := d.str()
-		if err != nil {
+		if err != nil || d.discard {
 			return nil, err
 		}
-		return s, nil
+		return d.mem.boxString(s), nil
 	case c == 't':
 		return trueVal, d.literal("true")
 	case c == 'f':
@@ -343,7 +484,7 @@ func (d *decoder) number() (any, error) {
 	if err != nil {
 		return nil, &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("number at offset %d is out of range", start)}
 	}
-	return f, nil
+	return d.mem.boxFloat(f), nil
 }
 
 // rawStr validates a string without building it.
@@ -522,22 +663,22 @@ func (d *decoder) objectInto(m map[string]any, depth int) error {
 
 func (d *decoder) array(depth int) (any, error) {
 	d.pos++ // '['
-	var out []any
-	if !d.discard {
-		out = []any{}
-	}
 	d.skipSpace()
 	if d.peek() == ']' {
 		d.pos++
-		return out, nil
+		if d.discard {
+			return nil, nil
+		}
+		return []any{}, nil
 	}
+	base := len(d.mem.stack)
 	for {
 		v, err := d.value(depth + 1)
 		if err != nil {
 			return nil, err
 		}
 		if !d.discard {
-			out = append(out, v)
+			d.mem.stack = append(d.mem.stack, v)
 		}
 		d.keys++
 		if d.keys > d.lim.MaxKeys {
@@ -549,6 +690,12 @@ func (d *decoder) array(depth int) (any, error) {
 			d.pos++
 		case ']':
 			d.pos++
+			if d.discard {
+				return nil, nil
+			}
+			out := d.mem.array(d.mem.stack[base:])
+			clear(d.mem.stack[base:])
+			d.mem.stack = d.mem.stack[:base]
 			return out, nil
 		default:
 			return nil, d.fail("expected ',' or ']' in array")

@@ -2,6 +2,7 @@ package evaluator
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -12,13 +13,28 @@ func FuzzDecodeContext(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c := NewContext()
+		// Decode into a Context that already holds a context, as a pooled
+		// one does, so reuse of its storage is exercised on every input.
+		if err := c.Decode(context200, Limits{}); err != nil {
+			t.Fatal(err)
+		}
 		err := c.Decode(data, Limits{MaxBytes: 4096, MaxDepth: 8, MaxKeys: 64})
 		if err == nil {
-			// A decoded context must agree with encoding/json about validity.
+			// A decoded context must agree with encoding/json about validity
+			// and about every value.
 			var m map[string]any
 			if json.Unmarshal(data, &m) != nil {
 				t.Fatalf("accepted invalid JSON %q", data)
 			}
+			if !reflect.DeepEqual(c.Map(), m) {
+				t.Fatalf("decoded %q as %#v, encoding/json as %#v", data, c.Map(), m)
+			}
+			// and a second decode into the same storage gives the same values
+			if err := c.Decode(data, Limits{MaxBytes: 4096, MaxDepth: 8, MaxKeys: 64}); err != nil || !reflect.DeepEqual(c.Map(), m) {
+				t.Fatalf("second decode of %q: %v, %#v", data, err, c.Map())
+			}
+		} else if len(c.Map()) != 0 {
+			t.Fatalf("failed decode of %q left %d keys", data, len(c.Map()))
 		}
 		errFull := c.DecodeField(data, "context", Limits{MaxBytes: 4096, MaxDepth: 8, MaxKeys: 64})
 		errCheck := c.ValidateField(data, "context", Limits{MaxBytes: 4096, MaxDepth: 8, MaxKeys: 64})
