@@ -88,6 +88,7 @@ type Server struct {
 	deg       *degrader // degrade.go: fallback targeting under cost or overload
 	reg       *prometheus.Registry
 	cache     *ristretto.Cache[[]byte, *cacheEntry]
+	guard     *cacheGuard // steps the single-flag cache aside when it stops paying
 	plan      atomic.Pointer[bulkPlan] // bulk.go: the last snapshot's bulk plan
 	door      *doorkeeper              // bulk.go: bulk contexts that missed once
 	bulkAdmit bulkAdmission            // bulk.go: stops caching bulk answers that are not reused
@@ -173,6 +174,10 @@ func New(o Options) (*Server, error) {
 		}
 		s.cache = c
 		s.door = new(doorkeeper)
+		bypass := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pennon_cache_bypassed",
+			Help: "1 while the single-flag response cache is stepped aside because its hit rate collapsed."})
+		o.Registry.MustRegister(bypass)
+		s.guard = newCacheGuard(s.log, bypass)
 	}
 	s.ctxPool.New = func() any { return evaluator.NewContext() }
 	s.bufPool.New = func() any { b := make([]byte, 0, 1024); return &b }
@@ -563,7 +568,7 @@ func (s *Server) evaluateFresh(local *evaluator.Snapshot, f *evaluator.Flag, ec 
 // evaluated, r is the counted result the caller must encode (an error
 // answer, which is not cached) and must not evaluate or count again.
 func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) (out []byte, hit, evaluated bool, r evaluator.Result) {
-	if s.cache == nil || len(f.Reads()) == 0 || f.Cost() < s.o.CacheMinCost {
+	if s.cache == nil || len(f.Reads()) == 0 || f.Cost() < s.o.CacheMinCost || s.guard.bypassed() {
 		return dst, false, false, r
 	}
 	kp := s.bufPool.Get().(*[]byte)
@@ -576,7 +581,9 @@ func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag,
 	if !ok {
 		return dst, false, false, r
 	}
-	if e, hit := s.cache.Get(key); hit {
+	e, hit := s.cache.Get(key)
+	s.guard.record(hit)
+	if hit {
 		s.m.cacheHit.Inc()
 		e.count() // a cached answer is an evaluation too
 		return append(dst, e.body...), true, true, r
@@ -704,6 +711,9 @@ type CacheStats struct {
 	Added   uint64 `json:"added"`
 	Evicted uint64 `json:"evicted"`
 	Dropped uint64 `json:"droppedSets"`
+	// Guard: whether the single-flag cache is stepped aside because its
+	// hit rate collapsed (see cacheguard.go).
+	Guard *cacheGuardStatus `json:"guard,omitempty"`
 }
 
 func (s *Server) cacheStats() CacheStats {
@@ -711,7 +721,12 @@ func (s *Server) cacheStats() CacheStats {
 		return CacheStats{Enabled: s.cache != nil}
 	}
 	m := s.cache.Metrics
-	return CacheStats{Enabled: true, Hits: m.Hits(), Misses: m.Misses(), Added: m.KeysAdded(), Evicted: m.KeysEvicted(), Dropped: m.SetsDropped()}
+	st := CacheStats{Enabled: true, Hits: m.Hits(), Misses: m.Misses(), Added: m.KeysAdded(), Evicted: m.KeysEvicted(), Dropped: m.SetsDropped()}
+	if s.guard != nil {
+		g := s.guard.status()
+		st.Guard = &g
+	}
+	return st
 }
 
 // watchVersions records when the served snapshot changes (for /v1/status
