@@ -527,10 +527,9 @@ func (d *decoder) str() (string, error) {
 		}
 		d.pos++
 	}
-	var buf []byte
-	if !d.discard {
-		buf = append(buf, d.data[start:d.pos]...)
-	}
+	// The prefix is kept even when discarding: the UTF-8 check at the end
+	// must see it, or ValidateField would accept what DecodeField rejects.
+	buf := append([]byte(nil), d.data[start:d.pos]...)
 	for d.pos < len(d.data) {
 		c := d.data[d.pos]
 		switch {

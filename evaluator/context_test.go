@@ -116,3 +116,20 @@ func TestDecodeContextAllocs(t *testing.T) {
 		t.Fatalf("DecodeField of a 200-byte context: %v allocations, want ≤ 2", allocs)
 	}
 }
+
+// TestValidateFieldInvalidUTF8BeforeEscape: a string with invalid UTF-8
+// before its first escape is rejected by ValidateField exactly as by
+// DecodeField (ValidateField used to skip the bytes before the escape).
+func TestValidateFieldInvalidUTF8BeforeEscape(t *testing.T) {
+	body := []byte("{\"x\":\"\xa4\\b\",\"context\":{}}")
+	c := NewContext()
+	for name, err := range map[string]error{
+		"DecodeField":   c.DecodeField(body, "context", Limits{}),
+		"ValidateField": c.ValidateField(body, "context", Limits{}),
+	} {
+		ce, ok := err.(*ContextError)
+		if !ok || ce.Code != CodeParseError || ce.Detail != "invalid JSON at offset 10: string is not valid UTF-8" {
+			t.Errorf("%s: err = %#v", name, err)
+		}
+	}
+}

@@ -8,7 +8,7 @@ import (
 )
 
 func FuzzDecodeContext(f *testing.F) {
-	for _, s := range []string{`{"context":{"a":[1,{"b":"\u00e9"}]},"x":1e5}`, `{"context":5}`, `{"context":{"n":1e999}}`, `{}`, `{"a":1}`, string(context200), `{"a":"\ud83d\ude00"}`, `{"a":[[[]]]}`, `[`, `{"a":-0.5e+3}`, `{"a":"\u12"}`} {
+	for _, s := range []string{`{"context":{"a":[1,{"b":"\u00e9"}]},"x":1e5}`, `{"context":5}`, `{"context":{"n":1e999}}`, `{}`, `{"a":1}`, string(context200), `{"a":"\ud83d\ude00"}`, `{"a":[[[]]]}`, `[`, `{"a":-0.5e+3}`, `{"a":"\u12"}`, "{\"\":\"\xa4\\b0000\"}"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
