@@ -53,7 +53,24 @@ func (cp *controlPlane) current() (*config.Store, *control.Tokens) {
 
 // start (re)starts the replica: connect, open the store and tokens, build
 // the API, listen (on the same address after a restart) and serve.
+//
+// JetStream may refuse to place an R3 stream for a moment after the
+// cluster formed or a node came back ("no suitable peers for placement":
+// the meta leader has not had fresh stats from a peer yet), so that one
+// error is retried for up to 30 s; everything start creates is
+// create-or-update, so a retry is safe.
 func (cp *controlPlane) start(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := cp.startOnce(ctx)
+		if err == nil || !strings.Contains(err.Error(), "no suitable peers for placement") || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func (cp *controlPlane) startOnce(ctx context.Context) error {
 	h := cp.h
 	nc, err := h.cluster.Connect(cp.idx%h.cluster.Len(), nats.Name(fmt.Sprintf("fleet-control-%d", cp.idx)))
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -275,8 +276,16 @@ func (h *harness) cpAddrs() []string {
 
 func (h *harness) createEnv(ctx context.Context, cp *controlPlane) error {
 	store, toks := cp.current()
-	if err := store.CreateEnv(ctx, config.EnvSettings{Name: Env}); err != nil {
-		return fmt.Errorf("create env: %w", err)
+	// Retried like controlPlane.start: placement may be refused for a moment.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		err := store.CreateEnv(ctx, config.EnvSettings{Name: Env})
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "no suitable peers for placement") || time.Now().After(deadline) {
+			return fmt.Errorf("create env: %w", err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	tok, _, err := toks.Create(ctx, "fleet-sidecars", map[string]string{Env: "viewer"}, 0, "fleet bench")
 	if err != nil {
