@@ -3,7 +3,6 @@ package fleet
 import (
 	"maps"
 	"sort"
-	"sync"
 	"syscall"
 	"time"
 
@@ -92,10 +91,10 @@ func (h *harness) end(w *window) windowStats {
 const sampleEvery = 500 * time.Millisecond
 
 // sample records the fleet's states and the control planes' request rate
-// every sampleEvery until the returned function is called.
+// every sampleEvery until the returned function is called, which takes one
+// last sample (a scenario shorter than sampleEvery still gets a point).
 func (h *harness) sample(start time.Time) func() []Point {
 	var (
-		mu   sync.Mutex
 		pts  []Point
 		stop = make(chan struct{})
 		done = make(chan struct{})
@@ -105,17 +104,13 @@ func (h *harness) sample(start time.Time) func() []Point {
 		tick := time.NewTicker(sampleEvery)
 		defer tick.Stop()
 		prev, prevT := h.totals(), time.Now()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
+		take := func() {
 			now, cur := time.Now(), h.totals()
 			p := Point{T: now.Sub(start).Seconds(), Head: h.head.Load()}
-			dt := now.Sub(prevT).Seconds()
-			p.RequestsPerS = float64(cur.req-prev.req) / dt
-			p.ReportsPerS = float64(cur.reports-prev.reports) / dt
+			if dt := now.Sub(prevT).Seconds(); dt > 0 {
+				p.RequestsPerS = float64(cur.req-prev.req) / dt
+				p.ReportsPerS = float64(cur.reports-prev.reports) / dt
+			}
 			prev, prevT = cur, now
 			for _, c := range h.fleet() {
 				st, v := c.state()
@@ -131,16 +126,21 @@ func (h *harness) sample(start time.Time) func() []Point {
 					p.AtHead++
 				}
 			}
-			mu.Lock()
 			pts = append(pts, p)
-			mu.Unlock()
+		}
+		for {
+			select {
+			case <-stop:
+				take()
+				return
+			case <-tick.C:
+				take()
+			}
 		}
 	}()
 	return func() []Point {
 		close(stop)
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
+		<-done // pts is only read after the sampler has finished
 		return pts
 	}
 }
