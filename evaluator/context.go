@@ -361,6 +361,10 @@ func (d *decoder) peek() byte {
 }
 
 func (d *decoder) skipSpace() {
+	// Compact JSON has no space at all: answer that with one comparison.
+	if d.pos < len(d.data) && d.data[d.pos] > ' ' {
+		return
+	}
 	for d.pos < len(d.data) {
 		switch d.data[d.pos] {
 		case ' ', '\t', '\n', '\r':
@@ -504,29 +508,33 @@ func (d *decoder) str() (string, error) {
 	start := d.pos
 	// fast path: no escapes; ASCII-only strings (the common case) need no
 	// separate UTF-8 pass
+	// (data and i are locals so the loop runs in registers, not through d)
 	var high byte
-	for d.pos < len(d.data) {
-		c := d.data[d.pos]
+	data, i := d.data, d.pos
+	for i < len(data) {
+		c := data[i]
 		high |= c
 		if c == '"' {
-			if high >= utf8.RuneSelf && !utf8.Valid(d.data[start:d.pos]) {
+			d.pos = i
+			if high >= utf8.RuneSelf && !utf8.Valid(data[start:i]) {
 				return "", d.fail("string is not valid UTF-8")
 			}
-			end := d.pos
-			d.pos++
+			d.pos = i + 1
 			if d.discard {
 				return "", nil
 			}
-			return d.src[start:end], nil
+			return d.src[start:i], nil
 		}
 		if c == '\\' {
 			break
 		}
 		if c < 0x20 {
+			d.pos = i
 			return "", d.fail("control character in string")
 		}
-		d.pos++
+		i++
 	}
+	d.pos = i
 	// The prefix is kept even when discarding: the UTF-8 check at the end
 	// must see it, or ValidateField would accept what DecodeField rejects.
 	buf := append([]byte(nil), d.data[start:d.pos]...)
