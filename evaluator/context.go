@@ -59,29 +59,27 @@ func (a *arena) reset() {
 	if len(a.maps) > arenaKeep/16 {
 		a.maps = nil
 	}
-	// clear so a pooled Context does not keep the last request's data alive
-	clear(a.anys)
-	clear(a.strs)
-	clear(a.stack[:cap(a.stack)])
-	if cap(a.stack) > arenaKeep {
-		a.stack = nil
-	}
-	a.stack = a.stack[:0]
+	// The chunks are rewound, not cleared: clearing pointer memory costs
+	// write barriers on every request, and what the stale slots keep
+	// reachable is bounded (arenaKeep slots, pointing at earlier request
+	// copies) and overwritten by the next decodes. The array stack is
+	// cleared as each array completes.
 	if cap(a.anys) > arenaKeep {
 		a.anys = nil
 	}
 	if cap(a.strs) > arenaKeep {
 		a.strs = nil
 	}
-	clear(a.arrs)
 	if cap(a.arrs) > arenaKeep {
 		a.arrs = nil
 	}
-	a.arrs = a.arrs[:0]
 	if cap(a.nums) > arenaKeep {
 		a.nums = nil
 	}
-	a.anys, a.strs, a.nums = a.anys[:0], a.strs[:0], a.nums[:0]
+	if cap(a.stack) > arenaKeep {
+		a.stack = nil
+	}
+	a.anys, a.strs, a.arrs, a.nums, a.stack = a.anys[:0], a.strs[:0], a.arrs[:0], a.nums[:0], a.stack[:0]
 }
 
 // newMap returns an empty map for a nested object.
