@@ -275,6 +275,7 @@ func (s *Store) Head(ctx context.Context, env string) (*State, error) {
 			return nil, err
 		}
 	}
+	s.reads.noteHead(env)
 	if head.Version == last {
 		s.remember(head)
 		return head, nil

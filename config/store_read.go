@@ -36,11 +36,13 @@ type readCache struct {
 	streams map[string]jetstream.Stream
 	cs      map[string]*Changeset // "env\x00version" → verified (or foreign-marked) changeset
 	order   []string              // insertion order, for eviction
+	headAt  map[string]time.Time  // when Head last confirmed env's head against the stream
 }
 
 func (c *readCache) init() {
 	if c.envs == nil {
 		c.envs, c.streams, c.cs = map[string]EnvSettings{}, map[string]jetstream.Stream{}, map[string]*Changeset{}
+		c.headAt = map[string]time.Time{}
 	}
 }
 
@@ -223,4 +225,29 @@ func (c *readCache) forget(env string, v uint64) {
 	defer c.mu.Unlock()
 	c.init()
 	delete(c.cs, csKey(env, v))
+}
+
+// noteHead records that env's head was just confirmed against the stream.
+func (c *readCache) noteHead(env string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.init()
+	c.headAt[env] = time.Now()
+}
+
+// RecentHead returns env's head as last confirmed against the stream, if
+// that was within the last `within`; nil otherwise. Heartbeats use it to
+// keep going through a short JetStream leader election (no commit can land
+// meanwhile, so the head is still the truth); nothing that decides what
+// to commit may use it.
+func (s *Store) RecentHead(env string, within time.Duration) *State {
+	s.reads.mu.Lock()
+	at := s.reads.headAt[env]
+	s.reads.mu.Unlock()
+	if at.IsZero() || time.Since(at) > within {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.heads[env]
 }

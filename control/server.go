@@ -321,7 +321,10 @@ func storeUnavailable(err error) bool {
 			return true
 		}
 	}
-	return false
+	// JetStream answers 503 while a stream has no leader (an election after
+	// a node loss) or the meta layer is unavailable: a retry will succeed.
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code == http.StatusServiceUnavailable || errors.Is(err, jetstream.ErrNoHeartbeat)
 }
 
 func writeErr(w http.ResponseWriter, err error) {

@@ -20,6 +20,7 @@ func RunHeartbeats(ctx context.Context, nc *nats.Conn, store *config.Store, inte
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var names []string // last known environments
 	failing := false
 	for {
 		select {
@@ -27,27 +28,44 @@ func RunHeartbeats(ctx context.Context, nc *nats.Conn, store *config.Store, inte
 			return
 		case <-t.C:
 		}
-		envs, err := store.Envs(ctx)
-		if err != nil {
-			if !failing && ctx.Err() == nil {
-				log.Warn("heartbeats paused: store unavailable", zap.Error(err))
-			}
-			failing = true
-			continue
+		if n, err := store.EnvNames(ctx); err == nil {
+			names = n
 		}
-		if failing {
+		sent := 0
+		var lastErr error
+		for _, env := range names {
+			// Bounded per environment, so one slow read cannot stall the rest.
+			hctx, cancel := context.WithTimeout(ctx, interval)
+			head, err := store.Head(hctx, env)
+			cancel()
+			if err != nil {
+				lastErr = err
+				// While JetStream elects a new stream leader nothing can be
+				// committed, so the head confirmed moments ago is still the
+				// truth: keep the fleet's leases alive through it instead of
+				// dropping every sidecar to polling.
+				if head = store.RecentHead(env, heartbeatGrace); head == nil {
+					continue
+				}
+			}
+			hb := config.Heartbeat{Env: env, Version: head.Version, Hash: head.Hash, Time: time.Now().UTC()}
+			store.SignHeartbeat(&hb) // a forged heartbeat must not grant a stale sidecar a lease
+			b, _ := json.Marshal(hb)
+			_ = nc.Publish(config.HeartbeatSubject(env), b)
+			sent++
+		}
+		switch {
+		case sent == 0 && len(names) > 0 && !failing && ctx.Err() == nil:
+			log.Warn("heartbeats paused: store unavailable", zap.Error(lastErr))
+			failing = true
+		case sent > 0 && failing:
 			log.Info("heartbeats resumed")
 			failing = false
 		}
-		for _, e := range envs {
-			head, err := store.Head(ctx, e.Name)
-			if err != nil {
-				continue
-			}
-			hb := config.Heartbeat{Env: e.Name, Version: head.Version, Hash: head.Hash, Time: time.Now().UTC()}
-			store.SignHeartbeat(&hb) // a forged heartbeat must not grant a stale sidecar a lease
-			b, _ := json.Marshal(hb)
-			_ = nc.Publish(config.HeartbeatSubject(e.Name), b)
-		}
 	}
 }
+
+// heartbeatGrace is how long a head confirmed against the stream keeps
+// being announced while the stream cannot be read (a leader election takes
+// a few seconds).
+const heartbeatGrace = 5 * time.Second

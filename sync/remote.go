@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -94,6 +95,7 @@ type Remote struct {
 	rotating    bool             // a planned reconnect (credential renewal) is under way
 	defaultsDoc *config.Document // the secure defaults, while they are served
 	natsSince   time.Time        // when the NATS connection last came up
+	behindSince time.Time        // first heartbeat announcing a version we do not have yet
 	transitions map[string]int
 
 	kick chan struct{} // asks the loop for an immediate poll
@@ -220,7 +222,10 @@ func (r *Remote) Run(ctx context.Context) error {
 	defer silence.Stop()
 	report := time.NewTicker(5 * time.Second)
 	defer report.Stop()
-	lastReconcile := time.Now()
+	// Reconciliation even while push works, spread over the whole period so
+	// a fleet started together does not poll in waves: the first one at a
+	// random point of the period, then every period ± 50 %.
+	lastReconcile, reconcileAfter := time.Now(), time.Duration(rand.Int64N(int64(r.o.ReconcileEvery)+1))
 	for {
 		select {
 		case <-ctx.Done():
@@ -254,9 +259,9 @@ func (r *Remote) Run(ctx context.Context) error {
 				r.poll(ctx) // push went quiet: confirm with the control plane now
 			}
 		case <-poll.C:
-			if !r.pushHealthy() || time.Since(lastReconcile) >= r.o.ReconcileEvery {
+			if !r.pushHealthy() || time.Since(lastReconcile) >= reconcileAfter {
 				r.poll(ctx)
-				lastReconcile = time.Now()
+				lastReconcile, reconcileAfter = time.Now(), jitter(r.o.ReconcileEvery, 0.5)
 			}
 			poll.Reset(jitter(r.o.PollInterval, 0.2))
 		}
@@ -461,7 +466,9 @@ func (r *Remote) poll(ctx context.Context) {
 	if err != nil {
 		r.mu.Lock()
 		r.lastErr = err.Error()
-		if r.state == StatePush {
+		// A failed reconciliation does not end push while pushes and
+		// heartbeats still arrive: only the lease says whether push works.
+		if r.state == StatePush && !(r.natsUp && r.quietForLocked() < r.o.SilenceAfter) {
 			r.setStateLocked(StatePolling, "control plane unreachable: "+err.Error())
 		}
 		r.mu.Unlock()
@@ -648,13 +655,42 @@ func (r *Remote) onHeartbeat(ctx context.Context, m *nats.Msg) {
 			r.setStateLocked(StatePush, "heartbeat matches")
 		}
 	}
+	reconcile := false
+	switch {
+	case cur == nil:
+		reconcile = true
+	case hb.Version > cur.Version:
+		// Behind. The heartbeat and the pushed changeset leave the control
+		// plane together and usually arrive in either order: give the push
+		// a moment before asking for a snapshot, so a fleet does not answer
+		// every commit with a request (and every replica's heartbeat with
+		// another).
+		now := time.Now()
+		if r.behindSince.IsZero() {
+			r.behindSince = now
+		}
+		reconcile = now.Sub(r.behindSince) >= r.behindGrace()
+	case hb.Version != cur.Version || hb.Hash != cur.Hash:
+		// Drifted at the same version, or ahead of the control plane
+		// (restored from a backup): reconcile at once.
+		reconcile = true
+	default:
+		r.behindSince = time.Time{}
+	}
+	if reconcile {
+		r.behindSince = time.Time{}
+	}
 	r.mu.Unlock()
-	if cur == nil || hb.Version != cur.Version || hb.Hash != cur.Hash {
-		// Behind, drifted, or ahead of the control plane (restored from a
-		// backup): reconcile. A snapshot request names what we serve, so
-		// a heartbeat that merely lagged behind a push costs one 304.
+	if reconcile {
 		r.poll(ctx)
 	}
+}
+
+// behindGrace is how long a sidecar that heard of a newer version waits for
+// its push before reconciling: a third of the silence threshold (1 s by
+// default), at least 100 ms.
+func (r *Remote) behindGrace() time.Duration {
+	return max(r.o.SilenceAfter/3, 100*time.Millisecond)
 }
 
 // Fresh implements proxy.FreshSource. Always-fresh checks without a lease
