@@ -145,7 +145,7 @@ func PlanApply(head *State, doc *Document, prune bool, bases map[string]uint64) 
 	// Flag-set metadata is one value: the file's replaces the environment's.
 	curMeta, wantMeta := metadataJSON(head.Doc.metadata), metadataJSON(doc.metadata)
 	switch {
-	case doc.metadata == nil || len(doc.metadata) == 0:
+	case len(doc.metadata) == 0:
 		if len(head.Doc.metadata) > 0 {
 			p.Notes = append(p.Notes, "the file has no flag-set metadata: the environment's is kept")
 		}

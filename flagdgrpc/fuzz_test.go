@@ -20,7 +20,7 @@ import (
 func FuzzDecodeContext(f *testing.F) {
 	seeds := []map[string]any{
 		{},
-		{"targetingKey": "user-1", "age": 33, "ratio": 0.25, "big": 1e300, "neg": -0.0, "ok": true, "none": nil},
+		{"targetingKey": "user-1", "age": 33, "ratio": 0.25, "big": 1e300, "neg": math.Copysign(0, -1), "ok": true, "none": nil},
 		{"nested": map[string]any{"list": []any{1, "two", map[string]any{"three": []any{}}}}, "esc": "\"\\\n\t\u2028\u0001é"},
 		{"k\u0000ey": "v", "": ""},
 	}

@@ -115,10 +115,6 @@ func TestEventStreamKeepAlive(t *testing.T) {
 	}
 }
 
-// pennonOnly are pennon's per-flag fields, which must not reach flagd's
-// providers.
-var pennonOnly = []string{"owner", "description", "expires", "systems", "retirement", "prerequisites", "propagation", "failMode", "safeVariant"}
-
 func checkFlagdShape(t *testing.T, js string) map[string]any {
 	t.Helper()
 	var doc map[string]any
