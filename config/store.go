@@ -133,8 +133,8 @@ type Store struct {
 	locks   map[string]*sync.Mutex // serialises commits per env within this process
 	foreign map[string]string      // "env\x00version" already logged and counted
 
-	reads readCache // environments, stream handles, verified changesets (store_read.go)
-	served  map[string]*servedSnapshot
+	reads  readCache // environments, stream handles, verified changesets (store_read.go)
+	served map[string]*servedSnapshot
 }
 
 // OpenStore creates (or opens) the buckets the store needs.

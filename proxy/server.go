@@ -88,7 +88,7 @@ type Server struct {
 	deg       *degrader // degrade.go: fallback targeting under cost or overload
 	reg       *prometheus.Registry
 	cache     *ristretto.Cache[[]byte, *cacheEntry]
-	guard     *cacheGuard // steps the single-flag cache aside when it stops paying
+	guard     *cacheGuard              // steps the single-flag cache aside when it stops paying
 	plan      atomic.Pointer[bulkPlan] // bulk.go: the last snapshot's bulk plan
 	door      *doorkeeper              // bulk.go: bulk contexts that missed once
 	bulkAdmit bulkAdmission            // bulk.go: stops caching bulk answers that are not reused
@@ -474,7 +474,7 @@ func (s *Server) notReady(ctx *fasthttp.RequestCtx, key string) {
 
 func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 	start := ctx.Time() // set by fasthttp when the request arrived: no extra clock read
-	s.deg.enter() // in-flight count: overload detection (degrade.go)
+	s.deg.enter()       // in-flight count: overload detection (degrade.go)
 	defer s.deg.exit()
 	if key == "" || strings.Contains(key, "/") {
 		s.writeError(ctx, fasthttp.StatusNotFound, key, string(evaluator.CodeFlagNotFound), "flag key missing or malformed in path")
