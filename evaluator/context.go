@@ -263,13 +263,24 @@ func (c *Context) decodeField(data []byte, field string, lim Limits, discard boo
 	if !discard {
 		d.src = string(data)
 	}
+	// The body is read the way flagd's OFREP handler reads it (Go's
+	// json.Decoder into a struct with an `any` context), so the same request
+	// gets the same answer from both: a null body or a context member that
+	// is not an object means an empty context; the member name matches
+	// case-insensitively and the last one wins; only the first JSON value is
+	// read, so trailing data is ignored. A body that is not an object (and
+	// not null) or is malformed is still an error.
 	d.skipSpace()
 	if d.pos >= len(d.data) || d.data[d.pos] != '{' {
 		if d.pos >= len(d.data) {
 			return d.fail("empty body, expected a JSON object")
 		}
+		isNull := d.data[d.pos] == 'n'
 		if _, err := d.value(0); err != nil {
 			return err
+		}
+		if isNull {
+			return nil
 		}
 		return &ContextError{Code: CodeParseError, Detail: "request body must be a JSON object"}
 	}
@@ -277,15 +288,16 @@ func (c *Context) decodeField(data []byte, field string, lim Limits, discard boo
 	d.skipSpace()
 	if d.peek() == '}' {
 		d.pos++
-		return d.end()
+		return nil
 	}
+	seen := false
 	for {
 		d.skipSpace()
 		start := d.pos
 		if _, err := d.rawStr(); err != nil {
 			return err
 		}
-		isField := string(d.data[start:d.pos]) == `"`+field+`"`
+		isField := d.pos-start >= 2 && bytes.EqualFold(d.data[start+1:d.pos-1], []byte(field))
 		d.skipSpace()
 		if d.peek() != ':' {
 			return d.fail("expected ':' after object key")
@@ -293,22 +305,17 @@ func (c *Context) decodeField(data []byte, field string, lim Limits, discard boo
 		d.pos++
 		d.skipSpace()
 		if isField {
-			switch d.peek() {
-			case '{':
+			if seen {
+				clear(c.m) // a later member replaces the earlier one
+			}
+			seen = true
+			if d.peek() == '{' {
 				if err := d.objectInto(c.m, 1); err != nil {
 					c.Reset()
 					return err
 				}
-			case 'n':
-				if _, err := d.value(1); err != nil {
-					return err
-				}
-			default:
-				kind := kindOf(d.peek())
-				if _, err := d.value(1); err != nil {
-					return err
-				}
-				return &ContextError{Code: CodeInvalidContext, Detail: fmt.Sprintf("%s must be a JSON object, got %s", field, kind)}
+			} else if _, err := d.value(1); err != nil { // null or not an object: ignored
+				return err
 			}
 		} else if _, err := d.value(1); err != nil {
 			return err
@@ -319,10 +326,6 @@ func (c *Context) decodeField(data []byte, field string, lim Limits, discard boo
 			d.pos++
 		case '}':
 			d.pos++
-			if err := d.end(); err != nil {
-				c.Reset()
-				return err
-			}
 			return nil
 		default:
 			c.Reset()

@@ -299,8 +299,31 @@ func TestDecodeContext(t *testing.T) {
 	if tk, _ := c.TargetingKey(); tk != "u1" {
 		t.Fatal("DecodeField lost the context")
 	}
-	if err := c.DecodeField([]byte(`{"context":"x"}`), "context", Limits{}); err == nil || err.(*ContextError).Code != CodeInvalidContext {
-		t.Fatalf("string context: %v", err)
+	// Read as flagd's OFREP handler reads a body (Go's json.Decoder into an
+	// `any` context): these are empty contexts or the last context, not errors.
+	for _, tc := range []struct{ body, wantTK string }{
+		{`{"context":"x"}`, ""},                     // not an object: ignored
+		{`{"context":[1,2]}`, ""},                   // not an object: ignored
+		{`null`, ""},                                // null body
+		{`{"CONTEXT":{"targetingKey":"u2"}}`, "u2"}, // names match case-insensitively
+		{`{"context":{"targetingKey":"a"},"context":{"targetingKey":"b"}}`, "b"}, // the last one wins
+		{`{"context":{"targetingKey":"a"},"context":null}`, ""},                  // ... even when it is null
+		{`{"context":{"targetingKey":"u3"}} trailing`, "u3"},                     // only the first value is read
+	} {
+		if err := c.DecodeField([]byte(tc.body), "context", Limits{}); err != nil {
+			t.Fatalf("%s: %v", tc.body, err)
+		}
+		if tk, _ := c.TargetingKey(); tk != tc.wantTK {
+			t.Fatalf("%s: targetingKey %q, want %q", tc.body, tk, tc.wantTK)
+		}
+		if err := c.ValidateField([]byte(tc.body), "context", Limits{}); err != nil {
+			t.Fatalf("ValidateField %s: %v", tc.body, err)
+		}
+	}
+	for _, bad := range []string{`[1]`, `"x"`, `{"context":`, `{"context":{"a":}}`} {
+		if err := c.DecodeField([]byte(bad), "context", Limits{}); err == nil {
+			t.Fatalf("%s: want an error", bad)
+		}
 	}
 	if err := c.Decode([]byte(`{"a":1,"b":2,"c":3}`), Limits{MaxKeys: 2}); err == nil || err.(*ContextError).Code != CodeInvalidContext {
 		t.Fatalf("key limit: %v", err)

@@ -9,10 +9,10 @@ import (
 
 // TestOFREPBodiesAsFlagd pins how request bodies are read where pennon
 // answers what flagd's OFREP handler (flagd/pkg/service/flag-evaluation/
-// ofrep/handler.go, extractOfrepRequest and flagdContext) answers. Where the
-// two still differ -- the error code for a malformed body, a non-object or
-// null context member, a null body, trailing data -- docs/evaluator.md
-// ("Known gaps") says so; those are decided in server.go.
+// ofrep/handler.go, extractOfrepRequest and flagdContext) answers, including
+// the lenient cases (a non-object or null context, a null body, member names
+// in any case, the last member winning, trailing data) and the error code of
+// a malformed body (INVALID_CONTEXT).
 func TestOFREPBodiesAsFlagd(t *testing.T) {
 	s := newTestServer(t, testFlags)
 	h := s.Handler()
@@ -40,6 +40,16 @@ func TestOFREPBodiesAsFlagd(t *testing.T) {
 			`{"context":`, 400, "", ""},
 		{"body that is an array is a 400 naming the flag", "cannot unmarshal an array into ofrep.Request → 400",
 			`[1, 2]`, 400, "", ""},
+		{"context that is not an object is ignored", "flagdContext: not a map → warning, empty context",
+			`{"context": ["premium"]}`, 200, "blue", "TARGETING_MATCH"},
+		{"null body is an empty context", "Decode(null) leaves the request zero → empty context",
+			`null`, 200, "blue", "TARGETING_MATCH"},
+		{"member names match case-insensitively", "encoding/json matches field names case-insensitively",
+			`{"Context": {"plan": "premium"}}`, 200, "red", "TARGETING_MATCH"},
+		{"the last context member wins", "encoding/json: a repeated member replaces the earlier one",
+			`{"context": {"plan": "premium"}, "context": {"plan": "free"}}`, 200, "blue", "TARGETING_MATCH"},
+		{"data after the body is ignored", "json.Decoder.Decode reads the first value only",
+			`{"context": {"plan": "premium"}} trailing`, 200, "red", "TARGETING_MATCH"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

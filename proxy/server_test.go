@@ -123,7 +123,7 @@ func TestEndpoints(t *testing.T) {
 		{"not found", "POST", "/ofrep/v1/evaluate/flags/nope", js, `{"context":{}}`, 404, `{"key":"nope","errorCode":"FLAG_NOT_FOUND","errorDetails":"flag 'nope' was not found"}`},
 		{"targeting names no variant", "POST", "/ofrep/v1/evaluate/flags/broken", js, `{"context":{"pick":"zzz"}}`, 400, `"errorCode":"GENERAL"`},
 		{"malformed json", "POST", "/ofrep/v1/evaluate/flags/static-on", js, `{"context":`, 400, `"errorCode":"INVALID_CONTEXT"`},
-		{"context not object", "POST", "/ofrep/v1/evaluate/flags/static-on", js, `{"context":[1]}`, 400, `"errorCode":"INVALID_CONTEXT"`},
+		{"context not object (ignored, as flagd does)", "POST", "/ofrep/v1/evaluate/flags/static-on", js, `{"context":[1]}`, 200, `"value":true`},
 		{"too deep", "POST", "/ofrep/v1/evaluate/flags/static-on", js, `{"context":` + strings.Repeat(`{"a":`, 30) + `1` + strings.Repeat(`}`, 31), 400, `"errorCode":"INVALID_CONTEXT"`},
 		{"wrong content type", "POST", "/ofrep/v1/evaluate/flags/static-on", "text/plain", `{}`, 415, `"errorCode":"PARSE_ERROR"`},
 		{"body too large", "POST", "/ofrep/v1/evaluate/flags/static-on", js, `{"context":{"x":"` + strings.Repeat("a", 2000) + `"}}`, 413, `exceeds 1024 bytes`},
