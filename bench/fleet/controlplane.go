@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -59,11 +60,16 @@ func (cp *controlPlane) current() (*config.Store, *control.Tokens) {
 // the meta leader has not had fresh stats from a peer yet), so that one
 // error is retried for up to 30 s; everything start creates is
 // create-or-update, so a retry is safe.
+//
+// A request JetStream never answers (sent while the meta leader changed)
+// times out after 10 s per attempt and is retried the same way: on a
+// loaded machine (CI, -race) a fresh cluster sometimes loses one.
 func (cp *controlPlane) start(ctx context.Context) error {
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		err := cp.startOnce(ctx)
-		if err == nil || !strings.Contains(err.Error(), "no suitable peers for placement") || time.Now().After(deadline) || ctx.Err() != nil {
+		retry := err != nil && (strings.Contains(err.Error(), "no suitable peers for placement") || errors.Is(err, context.DeadlineExceeded))
+		if !retry || time.Now().After(deadline) || ctx.Err() != nil {
 			return err
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -81,7 +87,7 @@ func (cp *controlPlane) startOnce(ctx context.Context) error {
 	if err != nil {
 		return fail(err)
 	}
-	octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
+	octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
 	defer ocancel()
 	store, err := config.OpenStore(octx, js, config.StoreOptions{Replicas: 3, Signer: h.key, Trust: h.trust, Logger: h.o.Logger})
 	if err != nil {
