@@ -78,3 +78,28 @@ func TestCacheBypassedWhenContextsNeverRepeat(t *testing.T) {
 		t.Fatalf("status does not show the bypass: %s", status)
 	}
 }
+
+// A cache whose lookup costs more than the evaluation it saves is stepped
+// aside too, with that reason, even at a good hit rate.
+func TestCacheGuardSlowerThanEvaluating(t *testing.T) {
+	gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})
+	g := newCacheGuard(zap.NewNop(), gauge)
+	g.observeLookup(3 * time.Microsecond)
+	g.observeEval(time.Microsecond)
+	for i := 0; i < guardWindow; i++ {
+		g.record(i%2 == 0)
+	}
+	st := g.status()
+	if !st.Bypassed || st.Reason != "a lookup costs more than evaluating" || st.LookupCost == "" || st.EvalCost == "" {
+		t.Fatalf("slow cache not bypassed: %+v", st)
+	}
+	g2 := newCacheGuard(zap.NewNop(), gauge)
+	g2.observeLookup(time.Microsecond)
+	g2.observeEval(3 * time.Microsecond)
+	for i := 0; i < guardWindow; i++ {
+		g2.record(i%2 == 0)
+	}
+	if g2.bypassed() {
+		t.Fatal("a cache faster than evaluating was bypassed")
+	}
+}

@@ -581,7 +581,15 @@ func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag,
 	if !ok {
 		return dst, false, false, r
 	}
+	sample := s.guard.sample()
+	var t0 time.Time
+	if sample {
+		t0 = time.Now()
+	}
 	e, hit := s.cache.Get(key)
+	if sample {
+		s.guard.observeLookup(time.Since(t0))
+	}
 	s.guard.record(hit)
 	if hit {
 		s.m.cacheHit.Inc()
@@ -589,7 +597,13 @@ func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag,
 		return append(dst, e.body...), true, true, r
 	}
 	s.m.cacheMiss.Inc()
+	if sample {
+		t0 = time.Now()
+	}
 	r = snap.EvaluateFlag(f, ec)
+	if sample {
+		s.guard.observeEval(time.Since(t0))
+	}
 	c := s.m.countEval(true, &r)
 	if r.ErrorCode != evaluator.CodeNone {
 		return dst, false, true, r
