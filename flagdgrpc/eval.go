@@ -230,7 +230,7 @@ func (e *evalService) ResolveAll(ctx context.Context, req *evalv1.ResolveAllRequ
 		if freshErr != nil && f.Propagation() == evaluator.AlwaysFresh {
 			r = s.failModeResult(snap, f, sc.ec, freshErr)
 		} else {
-			r = snap.EvaluateFlag(f, sc.ec)
+			r = s.evalFlag(snap, f, sc.ec)
 		}
 		if r.Reason == evaluator.ReasonDisabled || resultError(&r) != nil || !r.HasValue {
 			continue

@@ -19,7 +19,7 @@ func (s *Server) evaluateFlag(ctx context.Context, snap *evaluator.Snapshot, key
 		return snap.Evaluate(key, ec), snap
 	}
 	if f.Propagation() == evaluator.CacheFirst || s.fresh == nil {
-		return snap.EvaluateFlag(f, ec), snap
+		return s.evalFlag(snap, f, ec), snap
 	}
 	fctx, cancel := context.WithTimeout(ctx, s.o.FreshTimeout)
 	fresh, err := s.fresh.Fresh(fctx, f)
@@ -31,7 +31,7 @@ func (s *Server) evaluateFlag(ctx context.Context, snap *evaluator.Snapshot, key
 		fresh = snap
 	}
 	if nf := fresh.Flag(key); nf != nil {
-		return fresh.EvaluateFlag(nf, ec), fresh
+		return s.evalFlag(fresh, nf, ec), fresh
 	}
 	return fresh.Evaluate(key, ec), fresh
 }
@@ -83,4 +83,12 @@ func (s *Server) bulkFresh(ctx context.Context, snap *evaluator.Snapshot) (*eval
 		snap = fresh
 	}
 	return snap, nil
+}
+
+// evalFlag evaluates f as the OFREP server would (Options.EvaluateFlag).
+func (s *Server) evalFlag(snap *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) evaluator.Result {
+	if s.o.EvaluateFlag != nil {
+		return s.o.EvaluateFlag(snap, f, ec)
+	}
+	return snap.EvaluateFlag(f, ec)
 }

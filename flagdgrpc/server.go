@@ -48,6 +48,11 @@ type Options struct {
 	// Registry, if set, receives the gRPC metrics (the sidecar passes the
 	// registry it serves on /metrics).
 	Registry prometheus.Registerer
+	// EvaluateFlag, if set, evaluates a flag the way the OFREP server does
+	// (proxy.Server.EvaluateFlag: a flag with fallbackTargeting serves it
+	// under cost or overload), so both protocols answer alike. Default:
+	// Snapshot.EvaluateFlag.
+	EvaluateFlag func(*evaluator.Snapshot, *evaluator.Flag, *evaluator.Context) evaluator.Result
 }
 
 // Server runs flagd's evaluation and sync services.

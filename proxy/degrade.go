@@ -434,3 +434,11 @@ func (s *Server) evaluateDegradable(snap *evaluator.Snapshot, f *evaluator.Flag,
 	}
 	return ok
 }
+
+// EvaluateFlag evaluates f against snap as the OFREP endpoints do, through
+// the targeting degradation (a flag with fallbackTargeting serves it under
+// cost or overload, with metadata saying so). flagd's gRPC services use it
+// so both protocols answer alike.
+func (s *Server) EvaluateFlag(snap *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) evaluator.Result {
+	return s.deg.evaluateFlag(snap, f, ec)
+}

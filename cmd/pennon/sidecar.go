@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 
+	"github.com/pennon-dev/pennon/evaluator"
 	"github.com/pennon-dev/pennon/flagdgrpc"
 	"github.com/pennon-dev/pennon/proxy"
 	flagsync "github.com/pennon-dev/pennon/sync"
@@ -38,6 +39,9 @@ type sidecarOptions struct {
 	reload, drain                                   time.Duration
 	targetingBudget                                 time.Duration
 	overloadInFlight                                int
+	// evaluate is the OFREP server's flag evaluation (set by serveSidecar),
+	// so flagd's gRPC services degrade targeting exactly as OFREP does.
+	evaluate func(*evaluator.Snapshot, *evaluator.Flag, *evaluator.Context) evaluator.Result
 	// remote mode: pinned signing keys (sidecar_trust.go)
 	trustKeys    listFlag
 	trustKeyFile string
@@ -129,6 +133,7 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	o.evaluate = srv.EvaluateFlag
 	grpcSrv, err := flagdServices(o, src, name, log, reg)
 	if err != nil {
 		return err
@@ -172,7 +177,7 @@ func flagdServices(o sidecarOptions, src proxy.Source, name string, log *zap.Log
 		return nil, nil
 	}
 	fo := flagdgrpc.Options{EvalAddr: o.grpcAddr, SyncAddr: o.syncAddr, AllowRemote: o.allowRemote, Source: src,
-		SourceName: name, Logger: log, DrainTimeout: o.drain, Registry: reg}
+		SourceName: name, Logger: log, DrainTimeout: o.drain, Registry: reg, EvaluateFlag: o.evaluate}
 	if _, ok := src.(flagdgrpc.DocumentSource); !ok {
 		switch {
 		case o.file != "":
