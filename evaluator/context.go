@@ -739,18 +739,3 @@ var smallInts = func() [256]any {
 // emptyObject0 stands for any object while discarding: callers only need to
 // know it was an object.
 var emptyObject0 any = map[string]any(nil)
-
-// kindOf names the JSON type a value starting with b has.
-func kindOf(b byte) string {
-	switch {
-	case b == '[':
-		return "array"
-	case b == '"':
-		return "string"
-	case b == 't' || b == 'f':
-		return "boolean"
-	case b == '-' || (b >= '0' && b <= '9'):
-		return "number"
-	}
-	return "invalid JSON"
-}
