@@ -2,10 +2,8 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -13,8 +11,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 
-	"github.com/pennon-dev/pennon/config"
-	"github.com/pennon-dev/pennon/evaluator"
 	"github.com/pennon-dev/pennon/flagdgrpc"
 	evalv1 "github.com/pennon-dev/pennon/flagdgrpc/gen/flagd/evaluation/v1"
 )
@@ -74,41 +70,16 @@ func grpcStatus(err error) int {
 // http://host:port (gRPC is HTTP/2 in cleartext here); load it with the
 // grpc-* scenarios, and the pennon target with their OFREP twins.
 func StartPennonGRPC() (*Target, error) {
-	doc, err := config.Parse(BenchFlags)
+	h, err := holderOf(BenchFlags)
 	if err != nil {
 		return nil, fmt.Errorf("pennon-grpc target: %w", err)
 	}
-	snap, err := doc.Compile(1)
-	if err != nil {
-		return nil, fmt.Errorf("pennon-grpc target: %w", err)
-	}
-	var h evaluator.Holder
-	h.Store(snap)
-	srv, err := flagdgrpc.New(flagdgrpc.Options{EvalAddr: "127.0.0.1:0", Source: &h, SourceName: "bench"})
+	srv, err := flagdgrpc.New(flagdgrpc.Options{EvalAddr: "127.0.0.1:0", Source: h, SourceName: "bench"})
 	if err != nil {
 		return nil, fmt.Errorf("pennon-grpc target: %w", err)
 	}
 	if err := srv.Listen(); err != nil {
 		return nil, fmt.Errorf("pennon-grpc target: %w", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var serveErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		serveErr = srv.Serve(ctx)
-	}()
-	return &Target{
-		Label: "pennon-grpc",
-		URL:   "http://" + srv.EvalAddr(),
-		close: func() error {
-			cancel()
-			wg.Wait()
-			if errors.Is(serveErr, context.Canceled) {
-				return nil
-			}
-			return serveErr
-		},
-	}, nil
+	return serveTarget("pennon-grpc", "http://"+srv.EvalAddr(), srv.Serve), nil
 }

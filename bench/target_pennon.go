@@ -45,38 +45,53 @@ func StartPennon(o PennonOptions) (*Target, error) {
 	if flags == nil {
 		flags = BenchFlags
 	}
-	doc, err := config.Parse(flags)
+	h, err := holderOf(flags)
 	if err != nil {
 		return nil, fmt.Errorf("pennon target: %w", err)
 	}
-	snap, err := doc.Compile(1)
-	if err != nil {
-		return nil, fmt.Errorf("pennon target: %w", err)
-	}
-	var h evaluator.Holder
-	h.Store(snap)
 	label := "pennon"
 	if o.CacheBytes < 0 {
 		label = "pennon-nocache"
 	}
-	srv, err := proxy.New(proxy.Options{Addr: "127.0.0.1:0", Source: &h, SourceName: "bench", CacheBytes: o.CacheBytes, NoBulkCache: o.NoBulkCache})
+	srv, err := proxy.New(proxy.Options{Addr: "127.0.0.1:0", Source: h, SourceName: "bench", CacheBytes: o.CacheBytes, NoBulkCache: o.NoBulkCache})
 	if err != nil {
 		return nil, fmt.Errorf("pennon target: %w", err)
 	}
 	if err := srv.Listen(); err != nil {
 		return nil, fmt.Errorf("pennon target: %w", err)
 	}
+	return serveTarget(label, "http://"+srv.Addr(), srv.Serve), nil
+}
+
+// holderOf serves a flag document compiled at version 1.
+func holderOf(flags []byte) (*evaluator.Holder, error) {
+	doc, err := config.Parse(flags)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := doc.Compile(1)
+	if err != nil {
+		return nil, err
+	}
+	h := &evaluator.Holder{}
+	h.Store(snap)
+	return h, nil
+}
+
+// serveTarget runs serve in the background until the target is closed; a
+// server stopped by its context is a clean close.
+func serveTarget(label, url string, serve func(context.Context) error) *Target {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var serveErr error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		serveErr = srv.Serve(ctx)
+		serveErr = serve(ctx)
 	}()
 	return &Target{
 		Label: label,
-		URL:   "http://" + srv.Addr(),
+		URL:   url,
 		close: func() error {
 			cancel()
 			wg.Wait()
@@ -85,5 +100,5 @@ func StartPennon(o PennonOptions) (*Target, error) {
 			}
 			return serveErr
 		},
-	}, nil
+	}
 }
