@@ -3,11 +3,11 @@ package flagdgrpc
 import (
 	"math"
 	"strconv"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/pennon-dev/pennon/evaluator"
+	"github.com/pennon-dev/pennon/proxy"
 )
 
 // decodeContext fills ec from a request's context Struct. The Struct is
@@ -51,7 +51,7 @@ func appendStruct(dst []byte, st *structpb.Struct, depth, max int) ([]byte, *val
 			dst = append(dst, ',')
 		}
 		first = false
-		dst = appendJSONString(dst, k)
+		dst = proxy.AppendJSONString(dst, k)
 		dst = append(dst, ':')
 		var err *valueError
 		if dst, err = appendValue(dst, v, depth+1, max); err != nil {
@@ -69,7 +69,7 @@ func appendValue(dst []byte, v *structpb.Value, depth, max int) ([]byte, *valueE
 	case *structpb.Value_BoolValue:
 		return strconv.AppendBool(dst, k.BoolValue), nil
 	case *structpb.Value_StringValue:
-		return appendJSONString(dst, k.StringValue), nil
+		return proxy.AppendJSONString(dst, k.StringValue), nil
 	case *structpb.Value_NumberValue:
 		// A Struct can carry NaN and ±Inf, which JSON cannot. flagd reads
 		// contexts through Struct.AsMap, which turns them into the strings
@@ -105,34 +105,4 @@ func appendValue(dst []byte, v *structpb.Value, depth, max int) ([]byte, *valueE
 	default:
 		return append(dst, "null"...), nil
 	}
-}
-
-// appendJSONString appends s as a JSON string literal. Invalid UTF-8 (which
-// protobuf already rejects on the wire) becomes U+FFFD.
-func appendJSONString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				dst = append(dst, '\\', c)
-			case c < 0x20:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				dst = append(dst, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, `\ufffd`...)
-		} else {
-			dst = append(dst, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(dst, '"')
 }

@@ -7,6 +7,11 @@ import (
 	"github.com/pennon-dev/pennon/evaluator"
 )
 
+// AppendJSONString appends s as a JSON string literal, as every OFREP
+// answer writes strings (flagd's gRPC services use it to hand a request's
+// context to the same decoder).
+func AppendJSONString(dst []byte, s string) []byte { return appendString(dst, s) }
+
 // appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD so
 // the output is always valid JSON whatever a client sent as a flag key.
 func appendString(dst []byte, s string) []byte {
