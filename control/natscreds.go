@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/telemetry"
 )
 
 // NATSIssuer mints NATS credentials for sidecars (see internal/natsauth).
@@ -84,9 +85,13 @@ func (s *Server) natsCredentials(w http.ResponseWriter, r *http.Request, p princ
 		}
 		ttl = min(ttl, left)
 	}
-	subs := []string{config.LiveSubject(env), config.HeartbeatSubject(env)}
+	pub := strings.TrimSpace(req.PublicKey)
+	// The inbox lets the sidecar hear the control plane's acknowledgements
+	// of its telemetry; it is named after the sidecar's own key, so no
+	// other sidecar may read it.
+	subs := []string{config.LiveSubject(env), config.HeartbeatSubject(env), telemetry.InboxPrefix(pub) + ".>"}
 	report := config.SidecarSubject(env) + "." + s.o.NATS.ReportToken(env, req.ID)
-	tok, exp, err := s.o.NATS.Sidecar(strings.TrimSpace(req.PublicKey), "pennon-sidecar "+env+" "+req.ID, subs, report, ttl)
+	tok, exp, err := s.o.NATS.Sidecar(pub, "pennon-sidecar "+env+" "+req.ID, subs, report, ttl)
 	if err != nil {
 		return errf(http.StatusUnprocessableEntity, "validation", "%v", err)
 	}

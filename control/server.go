@@ -24,6 +24,7 @@ import (
 
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/internal/sign"
+	"github.com/pennon-dev/pennon/telemetry"
 )
 
 // SidecarLister answers "which sidecars serve which version".
@@ -39,6 +40,9 @@ type Options struct {
 	Logger   *zap.Logger
 	Registry *prometheus.Registry
 	Sidecars SidecarLister // optional
+	// Telemetry stores sidecars' telemetry batches sent over the API
+	// (optional: without it the route answers 501).
+	Telemetry *telemetry.Ingest
 	// JetStream holds change requests, reviews and the audit stream. Required.
 	JetStream jetstream.JetStream
 	Replicas  int

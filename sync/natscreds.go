@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/telemetry"
 )
 
 // natsCreds obtains and renews the sidecar's NATS credentials from the
@@ -98,6 +99,12 @@ func (c *natsCreds) renew(ctx context.Context) error {
 	defer c.mu.Unlock()
 	c.lastTry = time.Time{} // a planned renewal is not throttled
 	return c.fetchLocked(ctx)
+}
+
+// publicKey is the sidecar's NATS user key (fixed for the process).
+func (c *natsCreds) publicKey() string {
+	pub, _ := c.kp.PublicKey()
+	return pub
 }
 
 func (c *natsCreds) reportSubject() string {
@@ -200,6 +207,9 @@ func (r *Remote) natsOptions() []nats.Option {
 	opts := []nats.Option{nats.Name("pennon-sidecar " + r.o.ID), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond), nats.RetryOnFailedConnect(true),
 		nats.UserJWT(r.creds.userJWT, r.creds.sign),
+		// Replies (telemetry acknowledgements) come to an inbox only this
+		// sidecar's credentials may subscribe to.
+		nats.CustomInboxPrefix(telemetry.InboxPrefix(r.creds.publicKey())),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { r.natsDown(err) }),
 		nats.ReconnectHandler(func(_ *nats.Conn) { r.natsBack() }),
 		nats.ConnectHandler(func(_ *nats.Conn) { r.natsBack() }),

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -75,9 +76,10 @@ type Remote struct {
 	log     *zap.Logger
 	http    *http.Client
 	breaker *Breaker
-	creds   *natsCreds // NATS credentials from the control plane (natscreds.go)
-	fresh   freshGate  // coalesces always-fresh checks (fresh.go)
-	v       *verifier  // trusted keys and rejections (verify.go)
+	creds   *natsCreds                // NATS credentials from the control plane (natscreds.go)
+	fresh   freshGate                 // coalesces always-fresh checks (fresh.go)
+	v       *verifier                 // trusted keys and rejections (verify.go)
+	nc      atomic.Pointer[nats.Conn] // the live NATS connection, for telemetry (telemetry.go)
 
 	mu          sync.Mutex // guards everything below and serialises installs
 	state       string
@@ -198,9 +200,11 @@ func (r *Remote) Run(ctx context.Context) error {
 			return
 		}
 		nc, natsRetry = c, nil
+		r.nc.Store(c)
 		r.scheduleRenewal(renew)
 	}
 	defer func() {
+		r.nc.Store(nil)
 		if nc != nil {
 			nc.Close()
 		}

@@ -426,13 +426,14 @@ func (k *Keys) Readonly(ttl time.Duration) (Credential, error) {
 }
 
 // SidecarPermissions is everything a sidecar may do: subscribe to its
-// environment's live and heartbeat subjects, publish on its own report
-// subject. (This package cannot import config — config's tests start NATS
+// environment's live and heartbeat subjects (and its own reply inbox), publish
+// on its own report subject and the telemetry subjects under it
+// (publish + ".<kind>"). (This package cannot import config — config's tests start NATS
 // through natsrun, which uses this package — so callers pass the subjects.)
 func SidecarPermissions(subscribe []string, publish string) jwt.Permissions {
 	p := jwt.Permissions{}
 	p.Sub.Allow.Add(subscribe...)
-	p.Pub.Allow.Add(publish)
+	p.Pub.Allow.Add(publish, publish+".>")
 	return p
 }
 
