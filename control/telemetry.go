@@ -14,7 +14,7 @@ import (
 // token of an environment can only send that environment's telemetry.
 func (s *Server) telemetryIngest(w http.ResponseWriter, r *http.Request, p principal) error {
 	if s.o.Telemetry == nil {
-		return errf(http.StatusNotImplemented, CodeNotConfigured, "this control plane does not collect telemetry")
+		return errf(http.StatusNotImplemented, "not_configured", "this control plane does not collect telemetry")
 	}
 	env := r.PathValue("env")
 	if _, err := s.o.Store.Env(r.Context(), env); err != nil {
@@ -25,13 +25,13 @@ func (s *Server) telemetryIngest(w http.ResponseWriter, r *http.Request, p princ
 		return err
 	}
 	if b.Env != env {
-		return errf(http.StatusUnprocessableEntity, CodeValidation, "env: the batch is for %q but was sent to %q", b.Env, env)
+		return errf(http.StatusUnprocessableEntity, "validation", "env: the batch is for %q but was sent to %q", b.Env, env)
 	}
 	if err := s.o.Telemetry.Accept(r.Context(), b, "http"); err != nil {
 		if errors.Is(err, telemetry.ErrRefused) {
-			return errf(http.StatusUnprocessableEntity, CodeValidation, "%v", err)
+			return errf(http.StatusUnprocessableEntity, "validation", "%v", err)
 		}
-		return errf(http.StatusServiceUnavailable, CodeUnavailable, "%v", err)
+		return errf(http.StatusServiceUnavailable, "unavailable", "%v", err)
 	}
 	return writeJSON(w, http.StatusOK, telemetry.Ack{Seq: b.Seq})
 }
