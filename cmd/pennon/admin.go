@@ -12,8 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/pennon-dev/pennon/control"
@@ -26,7 +26,7 @@ import (
 
 func init() {
 	for _, c := range []command{
-		{name: "flags", summary: "list, show, set or delete flags in an environment", run: runFlags},
+		{name: "flags", summary: "list, show, set, patch or delete flags in an environment", run: runFlags},
 		{name: "history", summary: "show an environment's changesets, newest first", run: runHistory},
 		{name: "diff", summary: "compare two versions of an environment", run: runDiff},
 		{name: "rollback", summary: "restore flags to an earlier version (with --dry-run: impact analysis)", run: runRollback},
@@ -41,6 +41,9 @@ func init() {
 	}
 }
 
+// adminCommon are the flags adminFlags adds, accepted by every admin verb.
+var adminCommon = []string{"server", "token", "env", "json", "config"}
+
 // client is an admin API client.
 type client struct {
 	server, token, env string
@@ -49,37 +52,21 @@ type client struct {
 	http               *http.Client
 }
 
-// adminFlags adds the common flags; call parse after adding your own.
+// adminFlags adds the common flags; call parseAdmin after adding your own.
 func adminFlags(name, usage, desc string, stderr io.Writer) (*flag.FlagSet, *client) {
 	fs := newFlagSet(name, usage, desc, stderr)
 	c := &client{http: &http.Client{Timeout: 30 * time.Second}}
 	fs.StringVar(&c.server, "server", "http://127.0.0.1:8080", "control plane URL")
 	fs.StringVar(&c.token, "token", "", "API token")
 	fs.StringVar(&c.env, "env", "dev", "environment")
-	fs.BoolVar(&c.asJSON, "json", false, "print the API's JSON instead of a table")
+	fs.BoolVar(&c.asJSON, "json", false, "print JSON for scripts instead of a table")
 	fs.String("config", "", "YAML file with any of these settings")
 	return fs, c
 }
 
-// parseAdmin parses flags, allowing positional arguments after the verb.
+// parseAdmin parses flags and positional words in any order (parseArgs).
 func parseAdmin(fs *flag.FlagSet, args []string) ([]string, error) {
-	// Move leading positional words (verb, key) after the flags for flag.Parse.
-	var pos []string
-	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, exitError{code: 0}
-		}
-		return nil, exitError{code: 2}
-	}
-	pos = append(pos, fs.Args()...)
-	if err := parseSettings(fs, nil); err != nil {
-		return nil, err
-	}
-	return pos, nil
+	return parseArgs(fs, args)
 }
 
 // apiError is the control plane's error body.
@@ -158,143 +145,189 @@ func (c *client) send(ctx context.Context, method, path, contentType string, dat
 	return b, resp.StatusCode, nil
 }
 
-// print writes raw JSON with --json, else renders with f.
-func (c *client) print(raw []byte, f func(w *tabwriter.Writer) error) error {
-	if c.asJSON || f == nil {
-		var buf bytes.Buffer
-		if json.Indent(&buf, raw, "", "  ") != nil {
-			buf.Write(raw)
+// emit writes the API's answer raw with --json, else renders it for people
+// with human (see output.emit).
+func (c *client) emit(raw []byte, human func(w io.Writer) error) error {
+	return output{w: c.out, json: c.asJSON}.emit(raw, human)
+}
+
+// print is emit for an answer without a dedicated human view: people get
+// its top-level members as aligned "name: value" lines (humanJSON), never
+// the raw JSON unasked.
+func (c *client) print(raw []byte, human func(w io.Writer) error) error {
+	if human == nil {
+		human = func(w io.Writer) error { return humanJSON(w, raw) }
+	}
+	return c.emit(raw, human)
+}
+
+// humanJSON renders a JSON object as sorted "name: value" lines; nested
+// values stay compact JSON on their line. Anything else prints as is.
+func humanJSON(w io.Writer, raw []byte) error {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		_, err := fmt.Fprintf(w, "%s\n", bytes.TrimSpace(raw))
+		return err
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	kv := make([]any, 0, 2*len(keys))
+	for _, k := range keys {
+		var s string
+		if json.Unmarshal(m[k], &s) != nil {
+			s = string(m[k])
 		}
-		buf.WriteByte('\n')
-		_, err := c.out.Write(buf.Bytes())
-		return err
+		kv = append(kv, k, s)
 	}
-	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-	if err := f(tw); err != nil {
-		return err
-	}
-	return tw.Flush()
+	return fields(w, kv...)
 }
 
 func envPath(env, rest string) string { return "/api/v1/envs/" + url.PathEscape(env) + rest }
 
 func runFlags(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := adminFlags("flags", "pennon flags list|get KEY|set KEY|patch KEY|delete KEY [--env dev] [--token T]", "Work with the flags of one environment.\npatch sends a JSON merge patch (RFC 7396): fields it does not name are kept, null removes one.", stderr)
+	fs, c := adminFlags("flags", "pennon flags list | get KEY | set KEY | patch KEY | delete KEY [--env dev] [--token T]", "Work with the flags of one environment.\npatch sends a JSON merge patch (RFC 7396): fields it does not name are kept, null removes one.", stderr)
 	file := fs.String("file", "", "set: flag definition file (JSON); patch: merge patch file")
 	def := fs.String("definition", "", "set: flag definition as JSON; patch: the merge patch as JSON")
-	base := fs.Uint64("base", 0, "the flag version your change is based on (0 for a new flag)")
-	reason := fs.String("reason", "", "why (required in protected environments)")
-	emergency := fs.Bool("emergency", false, "apply directly in a protected environment (approvers only)")
+	base := fs.Uint64("base", 0, "set, patch, delete: the flag version your change is based on (0 for a new flag)")
+	reason := fs.String("reason", "", "set, patch, delete: why (required in protected environments)")
+	emergency := fs.Bool("emergency", false, "set, patch, delete: apply directly in a protected environment (approvers only)")
 	pos, err := parseAdmin(fs, args)
 	if err != nil {
 		return err
 	}
 	c.out = stdout
-	if len(pos) == 0 {
-		return errors.New("which verb? list, get KEY, set KEY, patch KEY, delete KEY")
-	}
-	switch verb := pos[0]; {
-	case verb == "list":
-		raw, _, err := c.call(ctx, "GET", envPath(c.env, "/flags"), nil, nil)
-		if err != nil {
-			return err
-		}
-		return c.print(raw, func(w *tabwriter.Writer) error {
-			var out struct {
-				Version uint64
-				Flags   []struct {
-					Key        string
-					Version    uint64
-					Definition map[string]any
+	write := []string{"base", "reason", "emergency"}
+	return dispatch("flags", fs, adminCommon, []verb{
+		{name: "list", run: func([]string) error { return c.listFlags(ctx) }},
+		{name: "get", args: []string{"KEY"}, run: func(a []string) error { return c.getFlag(ctx, a[0]) }},
+		{name: "set", args: []string{"KEY"}, flags: append([]string{"file", "definition"}, write...), run: func(a []string) error {
+			body := *def
+			if *file != "" {
+				b, err := os.ReadFile(*file)
+				if err != nil {
+					return err
 				}
+				body = string(b)
 			}
-			json.Unmarshal(raw, &out)
-			fmt.Fprintf(w, "FLAG\tVERSION\tSTATE\tDEFAULT\tOWNER\tEXPIRES\n")
-			for _, f := range out.Flags {
-				fmt.Fprintf(w, "%s\t%d\t%v\t%v\t%v\t%v\n", f.Key, f.Version, f.Definition["state"], orDash(f.Definition["defaultVariant"]), orDash(f.Definition["owner"]), orDash(f.Definition["expires"]))
+			if body == "" {
+				return usagef("flags set needs --file FILE or --definition JSON: the flag's full definition")
 			}
-			fmt.Fprintf(w, "(%s at version %d)\n", c.env, out.Version)
-			return nil
-		})
-	case len(pos) < 2:
-		return fmt.Errorf("%s needs a flag key", verb)
-	case verb == "get":
-		raw, _, err := c.call(ctx, "GET", envPath(c.env, "/flags/"+url.PathEscape(pos[1])), nil, nil)
-		if err != nil {
-			return err
-		}
-		return c.print(raw, nil)
-	case verb == "set":
-		body := *def
-		if *file != "" {
-			b, err := os.ReadFile(*file)
+			if !json.Valid([]byte(body)) {
+				return errors.New("the definition is not valid JSON")
+			}
+			raw, code, err := c.call(ctx, "PUT", envPath(c.env, "/flags/"+url.PathEscape(a[0])),
+				map[string]any{"definition": json.RawMessage(body), "baseVersion": *base, "reason": *reason, "emergency": *emergency}, nil)
 			if err != nil {
 				return err
 			}
-			body = string(b)
-		}
-		if body == "" {
-			return errors.New("set needs --file or --definition")
-		}
-		if !json.Valid([]byte(body)) {
-			return errors.New("the definition is not valid JSON")
-		}
-		raw, code, err := c.call(ctx, "PUT", envPath(c.env, "/flags/"+url.PathEscape(pos[1])),
-			map[string]any{"definition": json.RawMessage(body), "baseVersion": *base, "reason": *reason, "emergency": *emergency}, nil)
-		if err != nil {
-			return err
-		}
-		return c.printWrite(raw, code)
-	case verb == "patch":
-		return c.patchFlag(ctx, pos[1], *file, *def, *base, *reason, *emergency)
-	case verb == "delete":
-		q := url.Values{"baseVersion": {fmt.Sprint(*base)}, "reason": {*reason}}
-		if *emergency {
-			q.Set("emergency", "true")
-		}
-		raw, code, err := c.call(ctx, "DELETE", envPath(c.env, "/flags/"+url.PathEscape(pos[1])), nil, q)
-		if err != nil {
-			return err
-		}
-		return c.printWrite(raw, code)
-	default:
-		return fmt.Errorf("unknown verb %q: list, get, set, patch, delete", verb)
+			return c.printWrite(raw, code)
+		}},
+		{name: "patch", args: []string{"KEY"}, flags: append([]string{"file", "definition"}, write...), run: func(a []string) error {
+			return c.patchFlag(ctx, a[0], *file, *def, *base, *reason, *emergency)
+		}},
+		{name: "delete", args: []string{"KEY"}, flags: write, run: func(a []string) error {
+			q := url.Values{"baseVersion": {fmt.Sprint(*base)}, "reason": {*reason}}
+			if *emergency {
+				q.Set("emergency", "true")
+			}
+			raw, code, err := c.call(ctx, "DELETE", envPath(c.env, "/flags/"+url.PathEscape(a[0])), nil, q)
+			if err != nil {
+				return err
+			}
+			return c.printWrite(raw, code)
+		}},
+	}, pos)
+}
+
+func (c *client) listFlags(ctx context.Context) error {
+	raw, _, err := c.call(ctx, "GET", envPath(c.env, "/flags"), nil, nil)
+	if err != nil {
+		return err
 	}
+	return c.emit(raw, func(w io.Writer) error {
+		var out struct {
+			Version uint64
+			Flags   []struct {
+				Key        string
+				Version    uint64
+				Definition map[string]any
+			}
+		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			return fmt.Errorf("flags list: unexpected answer: %w", err)
+		}
+		t := newTable(w, "flag", "version", "state", "default", "owner", "expires")
+		for _, f := range out.Flags {
+			t.row(f.Key, f.Version, f.Definition["state"], f.Definition["defaultVariant"], f.Definition["owner"], f.Definition["expires"])
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(w, "(%s at version %d)\n", c.env, out.Version)
+		return err
+	})
+}
+
+func (c *client) getFlag(ctx context.Context, key string) error {
+	raw, _, err := c.call(ctx, "GET", envPath(c.env, "/flags/"+url.PathEscape(key)), nil, nil)
+	if err != nil {
+		return err
+	}
+	return c.emit(raw, func(w io.Writer) error {
+		var out struct {
+			Key        string
+			Version    uint64
+			Author     string
+			Time       *time.Time
+			Definition json.RawMessage
+		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			return fmt.Errorf("flags get: unexpected answer: %w", err)
+		}
+		var when any
+		if out.Time != nil {
+			when = out.Time.UTC().Format(time.RFC3339)
+		}
+		if err := fields(w, "flag", out.Key, "env", c.env, "version", out.Version, "changed by", out.Author, "changed at", when); err != nil {
+			return err
+		}
+		var def bytes.Buffer
+		if err := json.Indent(&def, out.Definition, "", "  "); err != nil {
+			def.Write(out.Definition)
+		}
+		_, err := fmt.Fprintf(w, "definition:\n%s\n", def.Bytes())
+		return err
+	})
 }
 
 // printWrite reports a committed changeset or an opened change request.
 func (c *client) printWrite(raw []byte, code int) error {
-	if c.asJSON {
-		return c.print(raw, nil)
-	}
-	if code == http.StatusAccepted {
-		var out struct{ ChangeRequest control.ChangeRequest }
-		json.Unmarshal(raw, &out)
-		_, err := fmt.Fprintf(c.out, "change request %s opened in %s: an approver other than you must approve it (pennon approvals approve %s --env %s)\n", out.ChangeRequest.ID, out.ChangeRequest.Env, out.ChangeRequest.ID, out.ChangeRequest.Env)
+	return c.emit(raw, func(w io.Writer) error {
+		if code == http.StatusAccepted {
+			var out struct{ ChangeRequest control.ChangeRequest }
+			json.Unmarshal(raw, &out)
+			_, err := fmt.Fprintf(w, "change request %s opened in %s: an approver other than you must approve it (pennon approvals approve %s --env %s)\n", out.ChangeRequest.ID, out.ChangeRequest.Env, out.ChangeRequest.ID, out.ChangeRequest.Env)
+			return err
+		}
+		var cs struct {
+			Env       string
+			Version   uint64
+			Emergency bool
+		}
+		json.Unmarshal(raw, &cs)
+		tag := ""
+		if cs.Emergency {
+			tag = " (emergency: listed until reviewed)"
+		}
+		_, err := fmt.Fprintf(w, "committed %s version %d%s\n", cs.Env, cs.Version, tag)
 		return err
-	}
-	var cs struct {
-		Env       string
-		Version   uint64
-		Emergency bool
-	}
-	json.Unmarshal(raw, &cs)
-	tag := ""
-	if cs.Emergency {
-		tag = " (emergency: listed until reviewed)"
-	}
-	_, err := fmt.Fprintf(c.out, "committed %s version %d%s\n", cs.Env, cs.Version, tag)
-	return err
+	})
 }
 
-func orDash(v any) any {
-	if v == nil || v == "" {
-		return "-"
-	}
-	return v
-}
-
-func printChangesets(w *tabwriter.Writer, raw []byte) error {
+func printChangesets(w io.Writer, raw []byte) error {
 	var out struct {
 		Changesets []struct {
 			Version   uint64
@@ -306,9 +339,9 @@ func printChangesets(w *tabwriter.Writer, raw []byte) error {
 		}
 	}
 	if err := json.Unmarshal(raw, &out); err != nil {
-		return err
+		return fmt.Errorf("history: unexpected answer: %w", err)
 	}
-	fmt.Fprintf(w, "VERSION\tTIME\tAUTHOR\tCHANGES\tREASON\n")
+	t := newTable(w, "version", "time", "author", "changes", "reason")
 	for _, cs := range out.Changesets {
 		var ch []string
 		for _, c := range cs.Changes {
@@ -318,16 +351,20 @@ func printChangesets(w *tabwriter.Writer, raw []byte) error {
 		if cs.Emergency {
 			reason = "[EMERGENCY] " + reason
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", cs.Version, cs.Time.UTC().Format(time.RFC3339), cs.Author, strings.Join(ch, ", "), reason)
+		t.row(cs.Version, cs.Time.UTC().Format(time.RFC3339), cs.Author, strings.Join(ch, ", "), reason)
 	}
-	return nil
+	return t.flush()
 }
 
 func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := adminFlags("history", "pennon history [--flag KEY] [--limit N] [--env dev]", "Show changesets, newest first.", stderr)
 	flagKey := fs.String("flag", "", "only changesets touching this flag")
 	limit := fs.Int("limit", 20, "how many")
-	if _, err := parseAdmin(fs, args); err != nil {
+	pos, err := parseAdmin(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs("history", pos); err != nil {
 		return err
 	}
 	c.out = stdout
@@ -335,15 +372,34 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	return c.print(raw, func(w *tabwriter.Writer) error { return printChangesets(w, raw) })
+	return c.emit(raw, func(w io.Writer) error { return printChangesets(w, raw) })
+}
+
+// given reports whether the flag name was set on the command line, in the
+// environment or in the config file (its value differs from the default or
+// it was visited).
+func given(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	if f := fs.Lookup(name); f != nil && f.Value.String() != f.DefValue {
+		set = true
+	}
+	return set
 }
 
 func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := adminFlags("diff", "pennon diff --from V1 [--to V2] [--env dev]", "Compare two versions (default: --from to the current version).", stderr)
-	from := fs.Uint64("from", 0, "older version")
+	from := fs.Uint64("from", 0, "older version (required)")
 	to := fs.String("to", "", "newer version (default: current)")
-	if _, err := parseAdmin(fs, args); err != nil {
+	pos, err := parseAdmin(fs, args)
+	if err != nil {
 		return err
+	}
+	if err := noArgs("diff", pos); err != nil {
+		return err
+	}
+	if !given(fs, "from") {
+		return usagef("--from is required: the older version to compare (pennon history lists versions)")
 	}
 	c.out = stdout
 	q := url.Values{"from": {fmt.Sprint(*from)}}
@@ -357,24 +413,32 @@ func runDiff(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	if c.asJSON {
-		return c.print(raw, nil)
-	}
-	_, err = stdout.Write(raw)
-	return err
+	return c.emit(raw, func(w io.Writer) error {
+		_, err := w.Write(raw)
+		return err
+	})
 }
 
 func runRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := adminFlags("rollback", "pennon rollback --to V [--flags a,b] [--dry-run] --reason WHY [--env dev]",
 		"Restore flags (all, or --flags) to their state at version --to, as a new changeset.\nWith --dry-run, show the changes, flags affected through prerequisites, systems and risks.", stderr)
-	to := fs.Uint64("to", 0, "version to restore")
+	to := fs.Uint64("to", 0, "version to restore (required)")
 	var flags listFlag
 	fs.Var(&flags, "flags", "flags to roll back (default: every flag that differs)")
 	dry := fs.Bool("dry-run", false, "only show the impact analysis")
 	reason := fs.String("reason", "", "why")
 	emergency := fs.Bool("emergency", false, "apply directly in a protected environment (approvers only)")
-	if _, err := parseAdmin(fs, args); err != nil {
+	pos, err := parseAdmin(fs, args)
+	if err != nil {
 		return err
+	}
+	if err := noArgs("rollback", pos); err != nil {
+		return err
+	}
+	// Without a target the API would plan restoring version 0, the empty
+	// environment: deleting every flag. Nobody means that by omission.
+	if !given(fs, "to") || *to == 0 {
+		return usagef("--to V is required: the version (1 or more) to restore; pennon history lists versions")
 	}
 	c.out = stdout
 	q := url.Values{}
@@ -385,21 +449,30 @@ func runRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	if *dry && !c.asJSON {
-		_, err = stdout.Write(raw)
-		return err
+	if *dry {
+		return c.emit(raw, func(w io.Writer) error {
+			_, err := w.Write(raw)
+			return err
+		})
 	}
 	return c.printWrite(raw, code)
 }
 
 func runPromote(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := adminFlags("promote", "pennon promote --from ENV --env TARGET [--flags a,b] --reason WHY", "Copy flags from --from into --env as one changeset (a change request if --env is protected).", stderr)
-	from := fs.String("from", "", "source environment")
+	from := fs.String("from", "", "source environment (required)")
 	var flags listFlag
 	fs.Var(&flags, "flags", "flags to promote (default: all)")
 	reason := fs.String("reason", "", "why")
-	if _, err := parseAdmin(fs, args); err != nil {
+	pos, err := parseAdmin(fs, args)
+	if err != nil {
 		return err
+	}
+	if err := noArgs("promote", pos); err != nil {
+		return err
+	}
+	if *from == "" {
+		return usagef("--from ENV is required: the environment to copy flags from (into --env)")
 	}
 	c.out = stdout
 	raw, code, err := c.call(ctx, "POST", envPath(c.env, "/promote"), map[string]any{"from": *from, "flags": []string(flags), "reason": *reason}, nil)
@@ -417,39 +490,64 @@ func runEnvs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	c.out = stdout
-	if len(pos) > 0 && pos[0] == "create" {
-		if len(pos) < 2 {
-			return errors.New("create needs a name")
-		}
-		raw, _, err := c.call(ctx, "POST", "/api/v1/envs", map[string]any{"name": pos[1], "protected": *protected}, nil)
-		if err != nil {
-			return err
-		}
-		return c.print(raw, nil)
-	}
-	raw, _, err := c.call(ctx, "GET", "/api/v1/envs", nil, nil)
-	if err != nil {
-		return err
-	}
-	return c.print(raw, func(w *tabwriter.Writer) error {
-		var out struct {
-			Envs []struct {
-				Name      string
-				Protected bool
+	return dispatch("envs", fs, adminCommon, []verb{
+		{name: "list", run: func([]string) error {
+			raw, _, err := c.call(ctx, "GET", "/api/v1/envs", nil, nil)
+			if err != nil {
+				return err
 			}
-		}
-		json.Unmarshal(raw, &out)
-		fmt.Fprintf(w, "ENV\tPROTECTED\n")
-		for _, e := range out.Envs {
-			fmt.Fprintf(w, "%s\t%v\n", e.Name, e.Protected)
-		}
-		return nil
-	})
+			return c.emit(raw, func(w io.Writer) error {
+				var out struct {
+					Envs []struct {
+						Name      string
+						Protected bool
+					}
+				}
+				if err := json.Unmarshal(raw, &out); err != nil {
+					return fmt.Errorf("envs list: unexpected answer: %w", err)
+				}
+				t := newTable(w, "env", "protected")
+				for _, e := range out.Envs {
+					t.row(e.Name, e.Protected)
+				}
+				return t.flush()
+			})
+		}},
+		{name: "create", args: []string{"NAME"}, flags: []string{"protected"}, run: func(a []string) error {
+			raw, _, err := c.call(ctx, "POST", "/api/v1/envs", map[string]any{"name": a[0], "protected": *protected}, nil)
+			if err != nil {
+				return err
+			}
+			return c.emit(raw, func(w io.Writer) error {
+				var e struct {
+					Name      string
+					Protected bool
+				}
+				json.Unmarshal(raw, &e)
+				kind := "unprotected: writes apply directly"
+				if e.Protected {
+					kind = "protected: writes need an approved change request"
+				}
+				_, err := fmt.Fprintf(w, "created environment %s (%s)\n", e.Name, kind)
+				return err
+			})
+		}},
+	}, pos)
+}
+
+// roleList is "env=role,…" sorted by environment, so output is stable.
+func roleList(roles map[string]string) string {
+	rs := make([]string, 0, len(roles))
+	for env, r := range roles {
+		rs = append(rs, env+"="+r)
+	}
+	sort.Strings(rs)
+	return strings.Join(rs, ",")
 }
 
 func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := adminFlags("tokens", "pennon tokens list | create --name N --role ENV=ROLE | revoke ID", "Manage API tokens (admin). Secrets are shown once, at creation.", stderr)
-	name := fs.String("name", "", "create: token name")
+	fs, c := adminFlags("tokens", "pennon tokens list | create --name N --role ENV=ROLE [--expires-in 720h] | revoke ID", "Manage API tokens (admin). Secrets are shown once, at creation.", stderr)
+	name := fs.String("name", "", "create: token name (required)")
 	var roles listFlag
 	fs.Var(&roles, "role", "create: ENV=ROLE or *=ROLE (repeatable; roles: viewer, editor, approver, admin)")
 	expires := fs.String("expires-in", "", "create: lifetime, e.g. 720h")
@@ -458,88 +556,143 @@ func runTokens(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	c.out = stdout
-	switch {
-	case len(pos) > 0 && pos[0] == "create":
-		rm := map[string]string{}
-		for _, r := range roles {
-			env, role, ok := strings.Cut(r, "=")
-			if !ok {
-				return fmt.Errorf("--role %q: want ENV=ROLE", r)
+	return dispatch("tokens", fs, adminCommon, []verb{
+		{name: "list", run: func([]string) error {
+			raw, _, err := c.call(ctx, "GET", "/api/v1/tokens", nil, nil)
+			if err != nil {
+				return err
 			}
-			rm[env] = role
-		}
-		raw, _, err := c.call(ctx, "POST", "/api/v1/tokens", map[string]any{"name": *name, "roles": rm, "expiresIn": *expires}, nil)
-		if err != nil {
-			return err
-		}
-		return c.print(raw, nil)
-	case len(pos) > 1 && pos[0] == "revoke":
-		raw, _, err := c.call(ctx, "DELETE", "/api/v1/tokens/"+url.PathEscape(pos[1]), nil, nil)
-		if err != nil {
-			return err
-		}
-		return c.print(raw, nil)
-	}
-	raw, _, err := c.call(ctx, "GET", "/api/v1/tokens", nil, nil)
-	if err != nil {
-		return err
-	}
-	return c.print(raw, func(w *tabwriter.Writer) error {
-		var out struct{ Tokens []control.TokenInfo }
-		json.Unmarshal(raw, &out)
-		fmt.Fprintf(w, "ID\tNAME\tROLES\tREVOKED\n")
-		for _, t := range out.Tokens {
-			var rs []string
-			for env, r := range t.Roles {
-				rs = append(rs, env+"="+r)
+			return c.emit(raw, func(w io.Writer) error {
+				var out struct{ Tokens []control.TokenInfo }
+				if err := json.Unmarshal(raw, &out); err != nil {
+					return fmt.Errorf("tokens list: unexpected answer: %w", err)
+				}
+				t := newTable(w, "id", "name", "roles", "created", "expires", "revoked")
+				for _, tk := range out.Tokens {
+					var exp any
+					if tk.ExpiresAt != nil {
+						exp = tk.ExpiresAt.UTC().Format(time.RFC3339)
+					}
+					t.row(tk.ID, tk.Name, roleList(tk.Roles), tk.CreatedAt.UTC().Format(time.RFC3339), exp, tk.Revoked)
+				}
+				return t.flush()
+			})
+		}},
+		{name: "create", flags: []string{"name", "role", "expires-in"}, run: func([]string) error {
+			if *name == "" || len(roles) == 0 {
+				return usagef("tokens create needs --name NAME and at least one --role ENV=ROLE (e.g. --role dev=editor)")
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", t.ID, t.Name, strings.Join(rs, ","), t.Revoked)
-		}
-		return nil
-	})
+			rm := map[string]string{}
+			for _, r := range roles {
+				env, role, ok := strings.Cut(r, "=")
+				if !ok {
+					return usagef("--role %q: want ENV=ROLE, e.g. dev=editor or *=viewer", r)
+				}
+				rm[env] = role
+			}
+			raw, _, err := c.call(ctx, "POST", "/api/v1/tokens", map[string]any{"name": *name, "roles": rm, "expiresIn": *expires}, nil)
+			if err != nil {
+				return err
+			}
+			return c.emit(raw, func(w io.Writer) error {
+				var out struct {
+					Token string
+					Info  control.TokenInfo
+				}
+				if err := json.Unmarshal(raw, &out); err != nil {
+					return fmt.Errorf("tokens create: unexpected answer: %w", err)
+				}
+				exp := "never"
+				if out.Info.ExpiresAt != nil {
+					exp = out.Info.ExpiresAt.UTC().Format(time.RFC3339)
+				}
+				if err := fields(w, "created token", out.Info.ID, "name", out.Info.Name, "roles", roleList(out.Info.Roles), "expires", exp); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintf(w, "secret (shown once; pennon stores only its hash):\n%s\n", out.Token)
+				return err
+			})
+		}},
+		{name: "revoke", args: []string{"ID"}, run: func(a []string) error {
+			raw, _, err := c.call(ctx, "DELETE", "/api/v1/tokens/"+url.PathEscape(a[0]), nil, nil)
+			if err != nil {
+				return err
+			}
+			return c.emit(raw, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "revoked token %s: requests with it are refused from now on\n", a[0])
+				return err
+			})
+		}},
+	}, pos)
 }
 
 func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := adminFlags("approvals", "pennon approvals list | approve ID | reject ID --reason WHY [--env production]", "Work with change requests in protected environments.", stderr)
-	reason := fs.String("reason", "", "reject: why")
+	reason := fs.String("reason", "", "reject: why (required)")
 	pos, err := parseAdmin(fs, args)
 	if err != nil {
 		return err
 	}
 	c.out = stdout
-	if len(pos) > 1 && (pos[0] == "approve" || pos[0] == "reject") {
-		var body any
-		if pos[0] == "reject" {
-			body = map[string]any{"reason": *reason}
-		}
-		raw, _, err := c.call(ctx, "POST", envPath(c.env, "/change-requests/"+url.PathEscape(pos[1])+"/"+pos[0]), body, nil)
-		if err != nil {
-			return err
-		}
-		return c.print(raw, nil)
-	}
-	raw, _, err := c.call(ctx, "GET", envPath(c.env, "/change-requests"), nil, url.Values{"state": {"open"}})
-	if err != nil {
-		return err
-	}
-	return c.print(raw, func(w *tabwriter.Writer) error {
-		var out struct{ ChangeRequests []control.ChangeRequest }
-		json.Unmarshal(raw, &out)
-		fmt.Fprintf(w, "ID\tAUTHOR\tFLAGS\tREASON\n")
-		for _, cr := range out.ChangeRequests {
-			var fl []string
-			for _, ch := range cr.Changes {
-				fl = append(fl, string(ch.Op)+" "+ch.Flag)
+	decide := func(action string) func([]string) error {
+		return func(a []string) error {
+			var body any
+			if action == "reject" {
+				if *reason == "" {
+					return usagef("approvals reject needs --reason WHY: the author reads it")
+				}
+				body = map[string]any{"reason": *reason}
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", cr.ID, cr.Author, strings.Join(fl, ", "), cr.Reason)
+			raw, _, err := c.call(ctx, "POST", envPath(c.env, "/change-requests/"+url.PathEscape(a[0])+"/"+action), body, nil)
+			if err != nil {
+				return err
+			}
+			return c.emit(raw, func(w io.Writer) error {
+				if action == "reject" {
+					_, err := fmt.Fprintf(w, "rejected change request %s in %s: %s\n", a[0], c.env, *reason)
+					return err
+				}
+				var out struct{ Changeset struct{ Version uint64 } }
+				json.Unmarshal(raw, &out)
+				_, err := fmt.Fprintf(w, "approved change request %s: committed %s version %d\n", a[0], c.env, out.Changeset.Version)
+				return err
+			})
 		}
-		return nil
-	})
+	}
+	return dispatch("approvals", fs, adminCommon, []verb{
+		{name: "list", run: func([]string) error {
+			raw, _, err := c.call(ctx, "GET", envPath(c.env, "/change-requests"), nil, url.Values{"state": {"open"}})
+			if err != nil {
+				return err
+			}
+			return c.emit(raw, func(w io.Writer) error {
+				var out struct{ ChangeRequests []control.ChangeRequest }
+				if err := json.Unmarshal(raw, &out); err != nil {
+					return fmt.Errorf("approvals list: unexpected answer: %w", err)
+				}
+				t := newTable(w, "id", "author", "created", "changes", "reason")
+				for _, cr := range out.ChangeRequests {
+					var fl []string
+					for _, ch := range cr.Changes {
+						fl = append(fl, string(ch.Op)+" "+ch.Flag)
+					}
+					t.row(cr.ID, cr.Author, cr.CreatedAt.UTC().Format(time.RFC3339), strings.Join(fl, ", "), cr.Reason)
+				}
+				return t.flush()
+			})
+		}},
+		{name: "approve", args: []string{"ID"}, run: decide("approve")},
+		{name: "reject", args: []string{"ID"}, flags: []string{"reason"}, run: decide("reject")},
+	}, pos)
 }
 
 func runSidecars(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := adminFlags("sidecars", "pennon sidecars [--env dev]", "Show which sidecars serve which version of the environment, and who is behind.", stderr)
-	if _, err := parseAdmin(fs, args); err != nil {
+	pos, err := parseAdmin(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs("sidecars", pos); err != nil {
 		return err
 	}
 	c.out = stdout
@@ -547,7 +700,7 @@ func runSidecars(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	return c.print(raw, func(w *tabwriter.Writer) error {
+	return c.emit(raw, func(w io.Writer) error {
 		var out struct {
 			Version  uint64
 			Sidecars []struct {
@@ -557,17 +710,22 @@ func runSidecars(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 			Behind []string
 		}
-		json.Unmarshal(raw, &out)
-		fmt.Fprintf(w, "SIDECAR\tVERSION\tSTATE\tLAST REPORT\n")
+		if err := json.Unmarshal(raw, &out); err != nil {
+			return fmt.Errorf("sidecars: unexpected answer: %w", err)
+		}
+		t := newTable(w, "sidecar", "version", "state", "last report")
 		for _, s := range out.Sidecars {
 			mark := ""
 			if s.Version < out.Version {
 				mark = fmt.Sprintf(" (behind by %d)", out.Version-s.Version)
 			}
-			fmt.Fprintf(w, "%s\t%d%s\t%s\t%s\n", s.ID, s.Version, mark, s.State, s.Time.UTC().Format(time.RFC3339))
+			t.row(s.ID, fmt.Sprintf("%d%s", s.Version, mark), s.State, s.Time.UTC().Format(time.RFC3339))
 		}
-		fmt.Fprintf(w, "(%s is at version %d; %d sidecar(s), %d behind)\n", c.env, out.Version, len(out.Sidecars), len(out.Behind))
-		return nil
+		if err := t.flush(); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(w, "(%s is at version %d; %d sidecar(s), %d behind)\n", c.env, out.Version, len(out.Sidecars), len(out.Behind))
+		return err
 	})
 }
 
@@ -585,97 +743,142 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	c.out = stdout
-	if len(pos) == 0 {
-		return errors.New("which verb? export or verify")
+	return dispatch("audit", fs, adminCommon, []verb{
+		{name: "export", flags: []string{"out"}, run: func([]string) error {
+			entries, anchors, err := c.auditFromServer(ctx)
+			if err != nil {
+				return err
+			}
+			return writeAuditExport(stdout, *out, entries, anchors)
+		}},
+		{name: "verify", flags: []string{"file", "trust-key"}, run: func([]string) error {
+			var (
+				entries []control.AuditEntry
+				anchors *control.AuditAnchors
+				err     error
+			)
+			if *file != "" {
+				entries, anchors, err = readAuditExport(*file)
+			} else {
+				entries, anchors, err = c.auditFromServer(ctx)
+			}
+			if err != nil {
+				return err
+			}
+			return c.verifyAudit(entries, anchors, *trustKeys, *file != "")
+		}},
+	}, pos)
+}
+
+// auditFromServer reads the whole chain and its anchors through the API.
+func (c *client) auditFromServer(ctx context.Context) ([]control.AuditEntry, *control.AuditAnchors, error) {
+	raw, _, err := c.call(ctx, "GET", "/api/v1/audit", nil, nil)
+	if err != nil {
+		return nil, nil, err
 	}
-	var (
-		entries []control.AuditEntry
-		anchors *control.AuditAnchors
-	)
-	if *file != "" {
-		if pos[0] != "verify" {
-			return errors.New("--file is for verify")
-		}
-		if entries, anchors, err = readAuditExport(*file); err != nil {
-			return err
-		}
-	} else {
-		raw, _, err := c.call(ctx, "GET", "/api/v1/audit", nil, nil)
+	var body struct{ Entries []control.AuditEntry }
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return nil, nil, fmt.Errorf("audit: unexpected answer: %w", err)
+	}
+	if raw, _, err = c.call(ctx, "GET", "/api/v1/audit/anchors", nil, nil); err != nil {
+		return nil, nil, err
+	}
+	anchors := &control.AuditAnchors{}
+	if err := json.Unmarshal(raw, anchors); err != nil {
+		return nil, nil, fmt.Errorf("audit anchors: %w", err)
+	}
+	return body.Entries, anchors, nil
+}
+
+// writeAuditExport writes the anchors line, then one entry per line, to
+// path (stdout when empty). The export is a data format, the same with or
+// without --json.
+func writeAuditExport(stdout io.Writer, path string, entries []control.AuditEntry, anchors *control.AuditAnchors) error {
+	w := stdout
+	if path != "" {
+		f, err := os.Create(path)
 		if err != nil {
 			return err
 		}
-		var body struct{ Entries []control.AuditEntry }
-		if err := json.Unmarshal(raw, &body); err != nil {
+		defer f.Close()
+		w = f
+	}
+	enc := json.NewEncoder(w)
+	if err := enc.Encode(auditExportHeader{Export: 1, ExportedAt: time.Now().UTC(), Anchors: anchors}); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := enc.Encode(e); err != nil {
 			return err
-		}
-		entries = body.Entries
-		if raw, _, err = c.call(ctx, "GET", "/api/v1/audit/anchors", nil, nil); err != nil {
-			return err
-		}
-		anchors = &control.AuditAnchors{}
-		if err := json.Unmarshal(raw, anchors); err != nil {
-			return fmt.Errorf("audit anchors: %w", err)
 		}
 	}
-	switch pos[0] {
-	case "export":
-		w := stdout
-		if *out != "" {
-			f, err := os.Create(*out)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			w = f
+	return nil
+}
+
+// auditVerdict is `pennon audit verify --json`.
+type auditVerdict struct {
+	OK      bool     `json:"ok"`
+	Entries int      `json:"entries"`
+	Anchors int      `json:"anchors"`
+	KeysBy  string   `json:"keysFrom"`
+	Notes   []string `json:"notes,omitempty"`
+	// FirstBad is the sequence of the first bad entry (0 when OK).
+	FirstBad uint64                 `json:"firstBad,omitempty"`
+	Problems []control.AuditProblem `json:"problems,omitempty"`
+}
+
+// verifyAudit checks the chain and prints the verdict; a broken chain
+// exits 1.
+func (c *client) verifyAudit(entries []control.AuditEntry, anchors *control.AuditAnchors, trustKeys string, fromFile bool) error {
+	var keys []sign.PublicKey
+	source := "--trust-key"
+	list := trustKeys
+	if list == "" && anchors != nil {
+		list, source = strings.Join(anchors.Keys, ","), "the keys named by the "+map[bool]string{true: "export", false: "server"}[fromFile]
+	}
+	for _, k := range strings.Split(list, ",") {
+		if strings.TrimSpace(k) == "" {
+			continue
 		}
-		enc := json.NewEncoder(w)
-		if err := enc.Encode(auditExportHeader{Export: 1, ExportedAt: time.Now().UTC(), Anchors: anchors}); err != nil {
-			return err
+		pk, err := sign.ParsePublicKey(k)
+		if err != nil {
+			return usagef("--trust-key: %v", err)
 		}
-		for _, e := range entries {
-			if err := enc.Encode(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	case "verify":
-		var keys []sign.PublicKey
-		source := "--trust-key"
-		list := *trustKeys
-		if list == "" && anchors != nil {
-			list, source = strings.Join(anchors.Keys, ","), "the keys named by the "+map[bool]string{true: "export", false: "server"}[*file != ""]
-		}
-		for _, k := range strings.Split(list, ",") {
-			if strings.TrimSpace(k) == "" {
-				continue
-			}
-			pk, err := sign.ParsePublicKey(k)
-			if err != nil {
-				return fmt.Errorf("--trust-key: %w", err)
-			}
-			keys = append(keys, pk)
-		}
-		if source != "--trust-key" && len(keys) > 0 {
-			fmt.Fprintf(stdout, "note: signatures checked against %s; pin the key with --trust-key for an independent check\n", source)
-		}
-		res := control.VerifyEntries(entries, anchors, sign.NewTrust(keys...))
-		for _, n := range res.Notes {
-			fmt.Fprintf(stdout, "note: %s\n", n)
-		}
-		if anchors == nil {
-			fmt.Fprintln(stdout, "note: the file has no anchors (an export from before anchoring): a truncated tail cannot be detected")
+		keys = append(keys, pk)
+	}
+	res := control.VerifyEntries(entries, anchors, sign.NewTrust(keys...))
+	v := auditVerdict{OK: res.OK, Entries: res.Entries, Anchors: res.Anchors, KeysBy: source, Problems: res.Problems}
+	if source != "--trust-key" && len(keys) > 0 {
+		v.Notes = append(v.Notes, "signatures checked against "+source+"; pin the key with --trust-key for an independent check")
+	}
+	v.Notes = append(v.Notes, res.Notes...)
+	if anchors == nil {
+		v.Notes = append(v.Notes, "the file has no anchors (an export from before anchoring): a truncated tail cannot be detected")
+	}
+	if !res.OK {
+		v.FirstBad = res.FirstBad
+	}
+	err := output{w: c.out, json: c.asJSON}.emit(v, func(w io.Writer) error {
+		for _, n := range v.Notes {
+			fmt.Fprintf(w, "note: %s\n", n)
 		}
 		if res.OK {
-			fmt.Fprintf(stdout, "audit chain OK: %d entries, %d anchors checked\n", res.Entries, res.Anchors)
-			return nil
+			_, err := fmt.Fprintf(w, "audit chain OK: %d entries, %d anchors checked\n", res.Entries, res.Anchors)
+			return err
 		}
-		fmt.Fprintf(stdout, "audit chain BROKEN at entry %d of %d: %s\n", res.FirstBad, res.Entries, res.Problem)
+		fmt.Fprintf(w, "audit chain BROKEN at entry %d of %d: %s\n", res.FirstBad, res.Entries, res.Problem)
 		for _, p := range res.Problems[1:] {
-			fmt.Fprintf(stdout, "  entry %d: %s\n", p.Seq, p.Problem)
+			fmt.Fprintf(w, "  entry %d: %s\n", p.Seq, p.Problem)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !res.OK {
 		return exitError{code: 1}
 	}
-	return fmt.Errorf("unknown verb %q: export or verify", pos[0])
+	return nil
 }
 
 // auditExportHeader is the first line of `pennon audit export`: the anchors

@@ -30,7 +30,11 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			"foreign messages or a bad snapshot remain.", stderr)
 	all := fs.Bool("all", false, "check every environment")
 	repair := fs.Bool("repair", false, "erase foreign messages from the stream and write a signed snapshot (admin)")
-	if _, err := parseAdmin(fs, args); err != nil {
+	pos, err := parseAdmin(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs.Name(), pos); err != nil {
 		return err
 	}
 	c.out = stdout

@@ -28,7 +28,11 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		"Write the environment's flag set as a flagd-format file (canonical JSON: sorted keys, no\n"+
 			"insignificant whitespace). pennon sidecar --file, flagd and pennon apply accept it unchanged.", stderr)
 	out := fs.String("out", "", "file to write (default: stdout)")
-	if _, err := parseAdmin(fs, args); err != nil {
+	pos, err := parseAdmin(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs.Name(), pos); err != nil {
 		return err
 	}
 	raw, _, err := c.call(ctx, "GET", envPath(c.env, "/export"), nil, nil)
@@ -70,15 +74,18 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dry := fs.Bool("dry-run", false, "only show the plan")
 	reason := fs.String("reason", "", "why (required in protected environments)")
 	emergency := fs.Bool("emergency", false, "apply directly in a protected environment (approvers only)")
-	if _, err := parseAdmin(fs, args); err != nil {
+	pos, err := parseAdmin(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(fs.Name(), pos); err != nil {
 		return err
 	}
 	c.out = stdout
 	if file == "" {
-		return errors.New("-f FILE is required: the flag file to apply (pennon export writes one)")
+		return usagef("-f FILE is required: the flag file to apply (pennon export writes one)")
 	}
 	var doc []byte
-	var err error
 	if file == "-" {
 		doc, err = io.ReadAll(os.Stdin)
 	} else {

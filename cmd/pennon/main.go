@@ -65,11 +65,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err := c.run(ctx, args[1:], stdout, stderr)
 	var ee exitError
+	var ue usageError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "pennon %s: %v\nRun `pennon %s --help` for its verbs and flags.\n", c.name, err, c.name)
+		return 2
 	default:
 		fmt.Fprintf(stderr, "pennon %s: %v\n", c.name, err)
 		return 1

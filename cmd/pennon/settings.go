@@ -49,7 +49,7 @@ func parseSettings(fs *flag.FlagSet, args []string) error {
 		return exitError{code: 2}
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+		return usagef("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
