@@ -83,15 +83,18 @@ func (w *workflow) create(ctx context.Context, cr *ChangeRequest) error {
 // get returns a change request and its KV revision (for CAS updates).
 func (w *workflow) get(ctx context.Context, env, id string) (*ChangeRequest, uint64, error) {
 	ent, err := w.crs.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) || errors.Is(err, jetstream.ErrInvalidKey) {
+		return nil, 0, fieldErr(CodeNotFound, "id", "change request %s: not found", id)
+	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("change request %s: not found", id)
+		return nil, 0, fmt.Errorf("change request %s: %w", id, err)
 	}
 	var cr ChangeRequest
 	if err := json.Unmarshal(ent.Value(), &cr); err != nil {
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("change request %s: unreadable record: %w", id, err)
 	}
 	if cr.Env != env {
-		return nil, 0, fmt.Errorf("change request %s: not found in %s", id, env)
+		return nil, 0, fieldErr(CodeNotFound, "id", "change request %s: not found in %s", id, env)
 	}
 	return &cr, ent.Revision(), nil
 }
@@ -100,6 +103,9 @@ func (w *workflow) get(ctx context.Context, env, id string) (*ChangeRequest, uin
 func (w *workflow) update(ctx context.Context, cr *ChangeRequest, rev uint64) error {
 	b, _ := json.Marshal(cr)
 	_, err := w.crs.Update(ctx, cr.ID, b, rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return newErr(CodeDecided, "change request %s was decided concurrently", cr.ID)
+	}
 	return err
 }
 
@@ -114,8 +120,11 @@ func (w *workflow) list(ctx context.Context, env, state string) ([]*ChangeReques
 	out := []*ChangeRequest{}
 	for _, k := range keys {
 		cr, _, err := w.get(ctx, env, k)
+		if storeUnavailable(err) {
+			return nil, err // an outage is a 503, not a shorter list
+		}
 		if err != nil {
-			continue
+			continue // another environment's, deleted meanwhile, or unreadable
 		}
 		if state == "" || cr.State == state {
 			out = append(out, cr)
@@ -130,6 +139,9 @@ func reviewKey(env string, v uint64) string { return fmt.Sprintf("%s.%d", env, v
 func (w *workflow) review(ctx context.Context, r Review) error {
 	b, _ := json.Marshal(r)
 	_, err := w.reviews.Create(ctx, reviewKey(r.Env, r.Version), b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return newErr(CodeReviewed, "emergency change %d was already reviewed", r.Version)
+	}
 	return err
 }
 

@@ -26,7 +26,7 @@ import (
 // a known one, and data after the JSON value are all errors.
 func decodeBody(r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return errf(http.StatusUnsupportedMediaType, "bad_request", "content type %q: send application/json", ct)
+		return newErr(CodeUnsupportedMedia, "content type %q: send application/json", ct)
 	}
 	data, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -34,7 +34,7 @@ func decodeBody(r *http.Request, v any) error {
 		if errors.As(err, &mbe) {
 			return err
 		}
-		return errf(http.StatusBadRequest, "bad_request", "request body: %v", err)
+		return newErr(CodeBadRequest, "request body: %v", err)
 	}
 	return decodeStrict(data, v)
 }
@@ -43,12 +43,12 @@ func decodeBody(r *http.Request, v any) error {
 func decodeStrict(data []byte, v any) error {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
-		return errf(http.StatusBadRequest, "bad_request", "request body is empty; send a JSON object")
+		return newErr(CodeBadRequest, "request body is empty; send a JSON object")
 	}
 	if trimmed[0] != '{' {
 		// null, arrays and scalars decode into a struct as "nothing set" or
 		// a type error; neither is what the caller meant.
-		return errf(http.StatusBadRequest, "bad_request", "request body must be a JSON object ({…})")
+		return newErr(CodeBadRequest, "request body must be a JSON object ({…})")
 	}
 	if err := checkEnvelope(data, reflect.TypeOf(v)); err != nil {
 		return err
@@ -58,9 +58,9 @@ func decodeStrict(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var ute *json.UnmarshalTypeError
 		if errors.As(err, &ute) && ute.Field != "" {
-			return errf(http.StatusBadRequest, "bad_request", "request body: field %q: a JSON %s cannot be a %s", ute.Field, ute.Value, ute.Type)
+			return fieldErr(CodeBadRequest, ute.Field, "request body: field %q: a JSON %s cannot be a %s", ute.Field, ute.Value, ute.Type)
 		}
-		return errf(http.StatusBadRequest, "bad_request", "request body: %v", err)
+		return newErr(CodeBadRequest, "request body: %v", err)
 	}
 	return nil
 }
@@ -75,7 +75,7 @@ func checkEnvelope(data []byte, t reflect.Type) error {
 	}
 	end := dec.InputOffset()
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errf(http.StatusBadRequest, "bad_request", "request body: unexpected data after the JSON value (at byte %d): send exactly one JSON object", end)
+		return newErr(CodeBadRequest, "request body: unexpected data after the JSON value (at byte %d): send exactly one JSON object", end)
 	}
 	return nil
 }
@@ -91,12 +91,12 @@ type envelopeWalker struct {
 func (w *envelopeWalker) syntax(err error) error {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		return errf(http.StatusBadRequest, "bad_request", "request body: invalid JSON at byte %d: %v", se.Offset, se)
+		return newErr(CodeBadRequest, "request body: invalid JSON at byte %d: %v", se.Offset, se)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return errf(http.StatusBadRequest, "bad_request", "request body: the JSON value is incomplete")
+		return newErr(CodeBadRequest, "request body: the JSON value is incomplete")
 	}
-	return errf(http.StatusBadRequest, "bad_request", "request body: %v", err)
+	return newErr(CodeBadRequest, "request body: %v", err)
 }
 
 func join(path, key string) string {
@@ -128,7 +128,7 @@ func (w *envelopeWalker) value(t reflect.Type, path string, depth int) error {
 		return nil // scalar: type mismatches are reported by the decoder
 	}
 	if depth >= maxDepth {
-		return errf(http.StatusBadRequest, "bad_request", "request body: nested deeper than %d levels at %s", maxDepth, where(path))
+		return newErr(CodeBadRequest, "request body: nested deeper than %d levels at %s", maxDepth, where(path))
 	}
 	if t == rawMessageType {
 		t = nil // a flag definition: free-form here (config validates it), duplicates still refused
@@ -161,7 +161,7 @@ func (w *envelopeWalker) value(t reflect.Type, path string, depth int) error {
 			}
 			key, _ := kt.(string)
 			if seen[key] {
-				return errf(http.StatusBadRequest, "bad_request", "request body: duplicate key %q at %s: send each field once (JSON decoders disagree on which copy wins)", key, where(path))
+				return fieldErr(CodeBadRequest, join(path, key), "request body: duplicate key %q at %s: send each field once (JSON decoders disagree on which copy wins)", key, where(path))
 			}
 			seen[key] = true
 			ft := elem
@@ -169,9 +169,9 @@ func (w *envelopeWalker) value(t reflect.Type, path string, depth int) error {
 				f, exact := fields.byName[key]
 				if !exact {
 					if known, ok := fields.byFold[strings.ToLower(key)]; ok {
-						return errf(http.StatusBadRequest, "bad_request", "request body: field %q at %s: did you mean %q? field names are case-sensitive", key, where(path), known)
+						return fieldErr(CodeBadRequest, join(path, key), "request body: field %q at %s: did you mean %q? field names are case-sensitive", key, where(path), known)
 					}
-					return errf(http.StatusBadRequest, "bad_request", "request body: unknown field %q at %s (allowed: %s)", key, where(path), strings.Join(fields.names, ", "))
+					return fieldErr(CodeBadRequest, join(path, key), "request body: unknown field %q at %s (allowed: %s)", key, where(path), strings.Join(fields.names, ", "))
 				}
 				ft = f
 			}

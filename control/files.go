@@ -73,7 +73,7 @@ func (s *Server) applyFile(w http.ResponseWriter, r *http.Request, p principal) 
 	if p.tok.RoleIn(env) < RoleEditor {
 		s.commits.WithLabelValues(env, "forbidden").Inc()
 		return s.deny(r.Context(), p, "apply", env, flagsOf(plan.Changes), map[string]any{"reason": req.Reason},
-			errf(http.StatusForbidden, "forbidden", "applying a file to %s needs the editor role (a dry run needs viewer)", env))
+			newErr(CodeForbidden, "applying a file to %s needs the editor role (a dry run needs viewer)", env))
 	}
 	if plan.Empty() {
 		return writeJSON(w, 200, map[string]any{"plan": plan, "text": plan.Text(), "note": "nothing to apply: " + env + " already matches the file"})
@@ -150,7 +150,7 @@ const MergePatchType = "application/merge-patch+json"
 func (s *Server) patchFlag(w http.ResponseWriter, r *http.Request, p principal) error {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct != MergePatchType {
-		return errf(http.StatusUnsupportedMediaType, "bad_request", "content type %q: a PATCH body is a JSON merge patch; send Content-Type: %s", r.Header.Get("Content-Type"), MergePatchType)
+		return newErr(CodeUnsupportedMedia, "content type %q: a PATCH body is a JSON merge patch; send Content-Type: %s", r.Header.Get("Content-Type"), MergePatchType)
 	}
 	q := r.URL.Query()
 	if !q.Has("baseVersion") {
@@ -166,18 +166,18 @@ func (s *Server) patchFlag(w http.ResponseWriter, r *http.Request, p principal) 
 		if errors.As(err, &mbe) {
 			return err
 		}
-		return errf(http.StatusBadRequest, "bad_request", "request body: %v", err)
+		return newErr(CodeBadRequest, "request body: %v", err)
 	}
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return errf(http.StatusBadRequest, "bad_request", "a flag's merge patch must be a JSON object ({…}); to delete the flag use DELETE")
+		return newErr(CodeBadRequest, "a flag's merge patch must be a JSON object ({…}); to delete the flag use DELETE")
 	}
 	if err := checkEnvelope(data, nil); err != nil {
 		return err
 	}
 	var patch any
 	if err := decodeNumbers(data, &patch); err != nil {
-		return errf(http.StatusBadRequest, "bad_request", "request body: %v", err)
+		return newErr(CodeBadRequest, "request body: %v", err)
 	}
 	env, key := r.PathValue("env"), r.PathValue("key")
 	head, err := s.o.Store.Head(r.Context(), env)
@@ -186,7 +186,7 @@ func (s *Server) patchFlag(w http.ResponseWriter, r *http.Request, p principal) 
 	}
 	cur := head.Doc.FlagJSON(key)
 	if cur == nil {
-		return errf(http.StatusNotFound, "not_found", "flag %q not found in %s; create it with PUT", key, env)
+		return newErr(CodeNotFound, "flag %q not found in %s; create it with PUT", key, env)
 	}
 	var target any
 	if err := decodeNumbers(cur, &target); err != nil {

@@ -61,7 +61,7 @@ func validSidecarID(id string) bool {
 // publish its own reports, nothing else. They never outlive the API token.
 func (s *Server) natsCredentials(w http.ResponseWriter, r *http.Request, p principal) error {
 	if s.o.NATS == nil {
-		return errf(http.StatusNotImplemented, "not_configured", "this control plane mints no NATS credentials (it was started without the NATS account key: --nats-account-seed-file); sidecars can only poll")
+		return newErr(CodeNotConfigured, "this control plane mints no NATS credentials (it was started without the NATS account key: --nats-account-seed-file); sidecars can only poll")
 	}
 	env := r.PathValue("env")
 	if _, err := s.o.Store.Env(r.Context(), env); err != nil {
@@ -72,7 +72,7 @@ func (s *Server) natsCredentials(w http.ResponseWriter, r *http.Request, p princ
 		return err
 	}
 	if !validSidecarID(req.ID) {
-		return errf(http.StatusUnprocessableEntity, "validation", "id: must be 1-%d printable characters without spaces (the sidecar's pod name), got %q", maxSidecarID, truncate(req.ID, 64))
+		return fieldErr(CodeValidation, "id", "id: must be 1-%d printable characters without spaces (the sidecar's pod name), got %q", maxSidecarID, truncate(req.ID, 64))
 	}
 	ttl := s.o.SidecarCredentialTTL
 	if ttl <= 0 {
@@ -81,7 +81,7 @@ func (s *Server) natsCredentials(w http.ResponseWriter, r *http.Request, p princ
 	if exp := p.tok.ExpiresAt; exp != nil {
 		left := time.Until(*exp)
 		if left <= 0 {
-			return errf(http.StatusUnauthorized, "unauthorized", "token expired")
+			return newErr(CodeUnauthorized, "token expired")
 		}
 		ttl = min(ttl, left)
 	}
@@ -91,9 +91,12 @@ func (s *Server) natsCredentials(w http.ResponseWriter, r *http.Request, p princ
 	// other sidecar may read it.
 	subs := []string{config.LiveSubject(env), config.HeartbeatSubject(env), telemetry.InboxPrefix(pub) + ".>"}
 	report := config.SidecarSubject(env) + "." + s.o.NATS.ReportToken(env, req.ID)
+	if err := checkPublicKey(pub); err != nil {
+		return err
+	}
 	tok, exp, err := s.o.NATS.Sidecar(pub, "pennon-sidecar "+env+" "+req.ID, subs, report, ttl)
 	if err != nil {
-		return errf(http.StatusUnprocessableEntity, "validation", "%v", err)
+		return mintError(err)
 	}
 	s.credentials.WithLabelValues(env).Inc()
 	s.log.Debug("sidecar NATS credentials issued", zap.String("env", env), zap.String("sidecar", req.ID), zap.String("token", p.tok.ID), zap.Time("expires", exp))

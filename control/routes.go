@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/console"
 	"github.com/pennon-dev/pennon/evaluator"
 )
 
@@ -24,7 +25,7 @@ func (s *Server) routes() {
 	})
 	s.route("GET /readyz", "readyz", RoleNone, func(w http.ResponseWriter, r *http.Request, _ principal) error {
 		if _, err := s.o.Store.Envs(r.Context()); err != nil {
-			return errf(http.StatusServiceUnavailable, "unavailable", "store not reachable: %v", err)
+			return newErr(CodeUnavailable, "store not reachable: %v", err)
 		}
 		return writeJSON(w, 200, map[string]any{"ready": true})
 	})
@@ -68,8 +69,13 @@ func (s *Server) routes() {
 	s.route("GET /api/v1/tokens", "tokens.list", RoleAdmin, s.listTokens)
 	s.route("POST /api/v1/tokens", "tokens.create", RoleAdmin, s.createToken)
 	s.route("DELETE /api/v1/tokens/{id}", "tokens.revoke", RoleAdmin, s.revokeToken)
+	s.route("POST /api/v1/envs/{env}/validate", "validate", RoleViewer, s.validateFlag)
+	// The web console (package console): its page at "/" and assets under
+	// /console/. Every other path outside /api/v1 stays a JSON 404 below.
+	s.mux.Handle("GET /{$}", console.Handler())
+	s.mux.Handle("GET "+console.Prefix, console.Handler())
 	s.route("/", "unknown", RoleNone, func(w http.ResponseWriter, r *http.Request, _ principal) error {
-		return errf(http.StatusNotFound, "not_found", "no route %s %s; the API lives under /api/v1 (see docs)", r.Method, r.URL.Path)
+		return newErr(CodeNotFound, "no route %s %s; the API lives under /api/v1 (see docs)", r.Method, r.URL.Path)
 	})
 }
 
@@ -87,12 +93,13 @@ func (s *Server) createEnv(w http.ResponseWriter, r *http.Request, p principal) 
 		return err
 	}
 	req.CreatedAt = time.Time{}
+	if err := checkEnvSettings(req); err != nil {
+		return err
+	}
 	err := s.o.Store.CreateEnv(r.Context(), req)
 	switch {
 	case errors.Is(err, config.ErrEnvExists):
-		return errf(http.StatusConflict, "exists", "environment %q already exists", req.Name)
-	case err != nil && (strings.HasPrefix(err.Error(), "name:") || strings.HasPrefix(err.Error(), "maxLifetime:")):
-		return errf(http.StatusUnprocessableEntity, "validation", "%v", err)
+		return fieldErr(CodeExists, "name", "environment %q already exists", req.Name)
 	case err != nil:
 		return err
 	}
@@ -157,7 +164,7 @@ func (s *Server) listChangesets(w http.ResponseWriter, r *http.Request, _ princi
 func (s *Server) getChangeset(w http.ResponseWriter, r *http.Request, _ principal) error {
 	v, err := strconv.ParseUint(r.PathValue("version"), 10, 64)
 	if err != nil || v == 0 {
-		return errf(http.StatusBadRequest, "bad_request", "version %q: must be a positive integer", r.PathValue("version"))
+		return fieldErr(CodeBadRequest, "version", "version %q: must be a positive integer", r.PathValue("version"))
 	}
 	cs, err := s.o.Store.Changeset(r.Context(), r.PathValue("env"), v)
 	if err != nil {
@@ -207,7 +214,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, p principal, req 
 	if req.Emergency && p.tok.RoleIn(envName) < RoleApprover {
 		s.commits.WithLabelValues(envName, "forbidden").Inc()
 		return s.deny(r.Context(), p, "emergency", envName, flagsOf(req.Changes), map[string]any{"reason": req.Reason},
-			errf(http.StatusForbidden, "forbidden", "emergency changes need the approver role in %s", envName))
+			newErr(CodeForbidden, "emergency changes need the approver role in %s", envName))
 	}
 	if err := s.checkPolicy(r.Context(), env, req.Changes); err != nil {
 		s.commits.WithLabelValues(envName, "invalid").Inc()
@@ -336,7 +343,7 @@ func (s *Server) listChangeRequests(w http.ResponseWriter, r *http.Request, _ pr
 	switch state {
 	case "", "open", "applied", "rejected":
 	default:
-		return errf(http.StatusBadRequest, "bad_request", "state %q: allowed open, applied, rejected", state)
+		return fieldErr(CodeBadRequest, "state", "state %q: allowed open, applied, rejected", state)
 	}
 	list, err := s.flow.list(r.Context(), r.PathValue("env"), state)
 	if err != nil {
@@ -348,7 +355,7 @@ func (s *Server) listChangeRequests(w http.ResponseWriter, r *http.Request, _ pr
 func (s *Server) getChangeRequest(w http.ResponseWriter, r *http.Request, _ principal) error {
 	cr, _, err := s.flow.get(r.Context(), r.PathValue("env"), r.PathValue("id"))
 	if err != nil {
-		return errf(http.StatusNotFound, "not_found", "%v", err)
+		return err
 	}
 	return writeJSON(w, 200, cr)
 }
@@ -368,10 +375,10 @@ func (s *Server) decide(approve bool) handler {
 		}
 		cr, rev, err := s.flow.get(r.Context(), env, r.PathValue("id"))
 		if err != nil {
-			return errf(http.StatusNotFound, "not_found", "%v", err)
+			return err
 		}
 		if cr.State != "open" {
-			return errf(http.StatusConflict, "decided", "change request %s is already %s", cr.ID, cr.State)
+			return newErr(CodeDecided, "change request %s is already %s", cr.ID, cr.State)
 		}
 		if cr.AuthorID == p.tok.ID {
 			action := "approve"
@@ -379,14 +386,14 @@ func (s *Server) decide(approve bool) handler {
 				action = "reject"
 			}
 			return s.deny(r.Context(), p, action, env, cr.ID, map[string]any{"why": "author cannot decide own change request"},
-				errf(http.StatusForbidden, "forbidden", "you wrote change request %s; someone else must approve or reject it", cr.ID))
+				newErr(CodeForbidden, "you wrote change request %s; someone else must approve or reject it", cr.ID))
 		}
 		now := time.Now().UTC()
 		cr.DecidedBy, cr.DecidedAt = p.actor(), &now
 		if !approve {
 			cr.State, cr.Note = "rejected", req.Reason
 			if err := s.flow.update(r.Context(), cr, rev); err != nil {
-				return errf(http.StatusConflict, "decided", "change request %s was decided concurrently", cr.ID)
+				return err // decided concurrently (409), or the store's failure
 			}
 			s.approvals.WithLabelValues(env, "rejected").Inc()
 			s.record(r.Context(), p, "reject", env, cr.ID, "rejected", map[string]any{"reason": req.Reason})
@@ -452,14 +459,14 @@ func (s *Server) reviewEmergency(w http.ResponseWriter, r *http.Request, p princ
 	env := r.PathValue("env")
 	v, err := strconv.ParseUint(r.PathValue("version"), 10, 64)
 	if err != nil {
-		return errf(http.StatusBadRequest, "bad_request", "version %q: must be a positive integer", r.PathValue("version"))
+		return fieldErr(CodeBadRequest, "version", "version %q: must be a positive integer", r.PathValue("version"))
 	}
 	cs, err := s.o.Store.Changeset(r.Context(), env, v)
 	if err != nil {
 		return err
 	}
 	if !cs.Emergency {
-		return errf(http.StatusUnprocessableEntity, "validation", "version %d of %s is not an emergency change", v, env)
+		return newErr(CodeValidation, "version %d of %s is not an emergency change", v, env)
 	}
 	// Whoever applied an emergency change cannot also be its reviewer. The
 	// token ID recorded at commit decides (display names can be shared or
@@ -472,7 +479,7 @@ func (s *Server) reviewEmergency(w http.ResponseWriter, r *http.Request, p princ
 	}
 	if authorID == p.tok.ID {
 		return s.deny(r.Context(), p, "review", env, strconv.FormatUint(v, 10), map[string]any{"why": "author cannot review own emergency change"},
-			errf(http.StatusForbidden, "forbidden", "you applied emergency change %d in %s; another approver must review it", v, env))
+			newErr(CodeForbidden, "you applied emergency change %d in %s; another approver must review it", v, env))
 	}
 	var req struct {
 		Note string `json:"note"`
@@ -484,7 +491,7 @@ func (s *Server) reviewEmergency(w http.ResponseWriter, r *http.Request, p princ
 	}
 	rv := Review{Env: env, Version: v, ReviewedBy: p.actor(), ReviewedAt: time.Now().UTC(), Note: req.Note}
 	if err := s.flow.review(r.Context(), rv); err != nil {
-		return errf(http.StatusConflict, "reviewed", "emergency change %d was already reviewed", v)
+		return err // already reviewed (409), or the store's failure
 	}
 	s.record(r.Context(), p, "review", env, strconv.FormatUint(v, 10), "reviewed", map[string]any{"note": req.Note})
 	return writeJSON(w, 200, rv)
@@ -543,10 +550,10 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p principal) e
 	if p.tok.RoleIn(env) < RoleEditor {
 		s.commits.WithLabelValues(env, "forbidden").Inc()
 		return s.deny(r.Context(), p, "rollback", env, strings.Join(req.Flags, ","), map[string]any{"toVersion": req.ToVersion, "reason": req.Reason},
-			errf(http.StatusForbidden, "forbidden", "rolling back %s needs the editor role (a dry run needs viewer)", env))
+			newErr(CodeForbidden, "rolling back %s needs the editor role (a dry run needs viewer)", env))
 	}
 	if plan.Empty() {
-		return errf(http.StatusUnprocessableEntity, "validation", "nothing to roll back: the flags are the same at version %d and now", req.ToVersion)
+		return newErr(CodeValidation, "nothing to roll back: the flags are the same at version %d and now", req.ToVersion)
 	}
 	envSet, err := s.o.Store.Env(r.Context(), env)
 	if err != nil {
@@ -558,7 +565,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request, p principal) e
 	if req.Emergency && p.tok.RoleIn(env) < RoleApprover {
 		s.commits.WithLabelValues(env, "forbidden").Inc()
 		return s.deny(r.Context(), p, "emergency", env, strings.Join(req.Flags, ","), map[string]any{"toVersion": req.ToVersion, "reason": req.Reason},
-			errf(http.StatusForbidden, "forbidden", "emergency changes need the approver role in %s", env))
+			newErr(CodeForbidden, "emergency changes need the approver role in %s", env))
 	}
 	if strings.TrimSpace(req.Reason) == "" {
 		return &config.ValidationError{Problems: problemList("reason", "a rollback needs a reason")}
@@ -582,7 +589,7 @@ func (s *Server) promote(w http.ResponseWriter, r *http.Request, p principal) er
 	if p.tok.RoleIn(req.From) < RoleViewer {
 		s.commits.WithLabelValues(to, "forbidden").Inc()
 		return s.deny(r.Context(), p, "promote", to, strings.Join(req.Flags, ","), map[string]any{"from": req.From},
-			errf(http.StatusForbidden, "forbidden", "promoting from %s needs at least the viewer role there", req.From))
+			newErr(CodeForbidden, "promoting from %s needs at least the viewer role there", req.From))
 	}
 	promo, err := s.o.Store.Promotion(r.Context(), req.From, to, req.Flags)
 	if err != nil {
@@ -653,7 +660,7 @@ func (s *Server) getFlag(w http.ResponseWriter, r *http.Request, _ principal) er
 	}
 	def := head.Doc.FlagJSON(key)
 	if def == nil {
-		return errf(http.StatusNotFound, "not_found", "flag %q not found in %s", key, env)
+		return newErr(CodeNotFound, "flag %q not found in %s", key, env)
 	}
 	out := map[string]any{"key": key, "version": head.FlagVersions[key], "definition": def}
 	if cs, err := s.o.Store.Changeset(r.Context(), env, head.FlagVersions[key]); err == nil {
@@ -742,13 +749,13 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p principal
 	if req.ExpiresIn != "" {
 		d, err := time.ParseDuration(req.ExpiresIn)
 		if err != nil || d <= 0 {
-			return errf(http.StatusUnprocessableEntity, "validation", "expiresIn %q: a positive Go duration such as 720h", req.ExpiresIn)
+			return fieldErr(CodeValidation, "expiresIn", "expiresIn %q: a positive Go duration such as 720h", req.ExpiresIn)
 		}
 		ttl = d
 	}
 	secret, info, err := s.o.Tokens.Create(r.Context(), req.Name, req.Roles, ttl, p.tok.ID)
 	if err != nil {
-		return errf(http.StatusUnprocessableEntity, "validation", "%v", err)
+		return err // typed: 422 naming the field, or the store's failure
 	}
 	s.log.Info("token created", zap.String("id", info.ID), zap.String("name", info.Name), zap.String("by", p.tok.ID))
 	s.record(r.Context(), p, "token.create", "", info.ID, "created", map[string]any{"name": info.Name, "roles": info.Roles})
@@ -757,8 +764,10 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p principal
 
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p principal) error {
 	id := r.PathValue("id")
-	if err := s.o.Tokens.Revoke(r.Context(), id); err != nil {
-		return errf(http.StatusNotFound, "not_found", "%v", err)
+	if err := s.o.Tokens.Revoke(r.Context(), id); errors.Is(err, ErrTokenNotFound) {
+		return newErr(CodeNotFound, "%v", err)
+	} else if err != nil {
+		return err
 	}
 	s.log.Info("token revoked", zap.String("id", id), zap.String("by", p.tok.ID))
 	s.record(r.Context(), p, "token.revoke", "", id, "revoked", nil)

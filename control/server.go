@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -213,26 +212,6 @@ type principal struct{ tok *TokenRecord }
 
 type handler func(w http.ResponseWriter, r *http.Request, p principal) error
 
-// apiError is an error with an HTTP status and the JSON error body.
-type apiError struct {
-	Status    int                   `json:"-"`
-	Code      string                `json:"code"`
-	Message   string                `json:"message"`
-	Problems  []problemJSON         `json:"problems,omitempty"`
-	Conflicts []config.FlagConflict `json:"conflicts,omitempty"`
-}
-
-type problemJSON struct {
-	Path   string `json:"path"`
-	Reason string `json:"reason"`
-}
-
-func (e *apiError) Error() string { return e.Message }
-
-func errf(status int, code, format string, args ...any) *apiError {
-	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
 // route registers pattern with an auth requirement: need is the role
 // required in the request's {env} (or anywhere when the route has none).
 func (s *Server) route(pattern, name string, need Role, h handler) {
@@ -262,7 +241,7 @@ func (s *Server) route(pattern, name string, need Role, h handler) {
 					where = "environment " + env
 				}
 				writeErr(rec, s.deny(r.Context(), p, "deny", env, name, map[string]any{"need": need.String(), "have": have.String()},
-					errf(http.StatusForbidden, "forbidden", "token %s (%s) has role %s in %s; %s needs %s", tok.ID, tok.Name, have, where, name, need)))
+					newErr(CodeForbidden, "token %s (%s) has role %s in %s; %s needs %s", tok.ID, tok.Name, have, where, name, need)))
 				return
 			}
 		}
@@ -284,7 +263,7 @@ func (s *Server) authenticate(r *http.Request) (*TokenRecord, error) {
 	scheme, tok, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
 	tok = strings.TrimSpace(tok)
 	if !strings.EqualFold(scheme, "Bearer") || tok == "" {
-		return nil, errf(http.StatusUnauthorized, "unauthorized", "missing bearer token: send Authorization: Bearer <token>")
+		return nil, newErr(CodeUnauthorized, "missing bearer token: send Authorization: Bearer <token>")
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), authTimeout)
 	defer cancel()
@@ -294,9 +273,9 @@ func (s *Server) authenticate(r *http.Request) (*TokenRecord, error) {
 		if s.tokenStoreDown.CompareAndSwap(false, true) {
 			s.log.Warn("tokens cannot be checked: store unreachable; answering 503 until it is back", zap.Error(err))
 		}
-		return nil, errf(http.StatusServiceUnavailable, "unavailable", "cannot check the token: the token store (NATS) is unreachable; retry shortly")
+		return nil, newErr(CodeUnavailable, "cannot check the token: the token store (NATS) is unreachable; retry shortly")
 	case err != nil:
-		return nil, errf(http.StatusUnauthorized, "unauthorized", "%v", err)
+		return nil, newErr(CodeUnauthorized, "%v", err)
 	}
 	if s.tokenStoreDown.CompareAndSwap(true, false) {
 		s.log.Info("token store reachable again")
@@ -316,52 +295,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	return enc.Encode(v)
 }
 
-// storeUnavailable tells an outage of NATS/JetStream (503: retry) from a
-// bug or bad data (500).
-func storeUnavailable(err error) bool {
-	for _, target := range []error{nats.ErrTimeout, nats.ErrConnectionClosed, nats.ErrConnectionReconnecting, nats.ErrNoResponders,
-		nats.ErrDisconnected, jetstream.ErrNoStreamResponse, jetstream.ErrJetStreamNotEnabled, context.DeadlineExceeded, ErrTokenStoreUnavailable} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	// JetStream answers 503 while a stream has no leader (an election after
-	// a node loss) or the meta layer is unavailable: a retry will succeed.
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == http.StatusServiceUnavailable || errors.Is(err, jetstream.ErrNoHeartbeat)
-}
-
-func writeErr(w http.ResponseWriter, err error) {
-	var ae *apiError
-	var ve *config.ValidationError
-	var ce *config.ConflictError
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &ae):
-	case errors.As(err, &ve):
-		ae = &apiError{Status: http.StatusUnprocessableEntity, Code: "validation", Message: fmt.Sprintf("the change would make the flag set invalid (%d problems); nothing was changed", len(ve.Problems))}
-		for _, p := range ve.Problems {
-			ae.Problems = append(ae.Problems, problemJSON{Path: p.Path, Reason: p.Reason})
-		}
-	case errors.As(err, &ce):
-		ae = &apiError{Status: http.StatusConflict, Code: "conflict", Message: ce.Error() + " re-read the flags and retry with the current versions as baseVersion", Conflicts: ce.Conflicts}
-	case errors.Is(err, config.ErrEnvNotFound):
-		ae = errf(http.StatusNotFound, "not_found", "environment not found")
-	case errors.Is(err, config.ErrVersionNotFound):
-		ae = errf(http.StatusNotFound, "not_found", "%v", err)
-	case errors.As(err, &mbe):
-		ae = errf(http.StatusRequestEntityTooLarge, "too_large", "request body exceeds %d bytes", mbe.Limit)
-	case storeUnavailable(err):
-		ae = errf(http.StatusServiceUnavailable, "unavailable", "the store (NATS JetStream) is unreachable; retry shortly (after a failed write, read the flags back first: it may have been committed)")
-	default:
-		ae = errf(http.StatusInternalServerError, "internal", "%v", err)
-	}
-	if ae.Status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "5")
-	}
-	_ = writeJSON(w, ae.Status, map[string]any{"error": ae})
-}
-
 func queryUint(r *http.Request, name string) (uint64, error) {
 	v := r.URL.Query().Get(name)
 	if v == "" {
@@ -369,7 +302,7 @@ func queryUint(r *http.Request, name string) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return 0, errf(http.StatusBadRequest, "bad_request", "query %s=%q: must be a non-negative integer", name, v)
+		return 0, fieldErr(CodeBadRequest, name, "query %s=%q: must be a non-negative integer", name, v)
 	}
 	return n, nil
 }

@@ -96,7 +96,7 @@ func (s *Server) repairEnv(w http.ResponseWriter, r *http.Request, p principal) 
 		return err
 	}
 	if !s.o.Store.Verifying() {
-		return errf(http.StatusConflict, "no_signing_key", "this control plane runs without a signing key, so it cannot tell foreign messages from its own; start it with a key (see docs/security.md)")
+		return newErr(CodeNoSigningKey, "this control plane runs without a signing key, so it cannot tell foreign messages from its own; start it with a key (see docs/security.md)")
 	}
 	res, err := s.o.Store.Repair(r.Context(), env)
 	if err != nil {

@@ -140,14 +140,14 @@ func hashSecret(secret string) string {
 // Create makes a token and returns its secret, shown once.
 func (t *Tokens) Create(ctx context.Context, name string, roles map[string]string, ttl time.Duration, by string) (string, TokenInfo, error) {
 	if strings.TrimSpace(name) == "" {
-		return "", TokenInfo{}, errors.New("name: required")
+		return "", TokenInfo{}, fieldErr(CodeValidation, "name", "name: required (who or what uses the token)")
 	}
 	if len(roles) == 0 {
-		return "", TokenInfo{}, errors.New(`roles: at least one {"<env or *>": "<role>"} is required`)
+		return "", TokenInfo{}, fieldErr(CodeValidation, "roles", `roles: at least one {"<env or *>": "<role>"} is required`)
 	}
 	for env, r := range roles {
 		if _, err := ParseRole(r); err != nil {
-			return "", TokenInfo{}, fmt.Errorf("roles.%s: %v", env, err)
+			return "", TokenInfo{}, fieldErr(CodeValidation, "roles."+env, "roles.%s: %v", env, err)
 		}
 	}
 	idb := make([]byte, 8)
@@ -226,6 +226,8 @@ var (
 	ErrBadToken     = errors.New("invalid token")
 	ErrTokenExpired = errors.New("token expired")
 	ErrTokenRevoked = errors.New("token revoked")
+	// ErrTokenNotFound: no token has the ID (Revoke).
+	ErrTokenNotFound = errors.New("not found")
 	// ErrTokenStoreUnavailable means the token could not be checked at all
 	// (NATS down, timeout): the caller answers 503 so clients retry instead
 	// of concluding their token is bad.
@@ -303,8 +305,11 @@ func (t *Tokens) Empty(ctx context.Context) (bool, error) {
 // Revoke marks a token revoked (kept for the audit trail).
 func (t *Tokens) Revoke(ctx context.Context, id string) error {
 	rec, err := t.get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) || errors.Is(err, jetstream.ErrInvalidKey) {
+		return fmt.Errorf("token %s: %w", id, ErrTokenNotFound)
+	}
 	if err != nil {
-		return fmt.Errorf("token %s: not found", id)
+		return fmt.Errorf("token %s: %w", id, err)
 	}
 	rec.Revoked = true
 	return t.put(ctx, rec, false)
