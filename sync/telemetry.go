@@ -80,3 +80,9 @@ func (r *Remote) sendTelemetryHTTP(ctx context.Context, data []byte) error {
 		return fmt.Errorf("control plane answered %d: %s", resp.StatusCode, bytes.TrimSpace(body))
 	}
 }
+
+// ID is this sidecar's name in reports and telemetry.
+func (r *Remote) ID() string { return r.o.ID }
+
+// Env is the environment this sidecar follows.
+func (r *Remote) Env() string { return r.o.Env }

@@ -23,6 +23,7 @@ import (
 	"github.com/pennon-dev/pennon/internal/natsrun"
 	"github.com/pennon-dev/pennon/internal/sign"
 	flagsync "github.com/pennon-dev/pennon/sync"
+	"github.com/pennon-dev/pennon/telemetry"
 )
 
 func init() {
@@ -63,6 +64,9 @@ type runningServer struct {
 	Store      *config.Store
 	Tokens     *control.Tokens
 	API        *control.Server
+	// Telemetry stores what sidecars report besides their state (usage,
+	// incidents, experiments); aggregators follow it.
+	Telemetry  *telemetry.Ingest
 	AdminToken string // set only when created on this start
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -207,8 +211,11 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	if err != nil {
 		return fail(err)
 	}
+	if rs.Telemetry, err = openTelemetry(ctx, rs, nc, js, o, log, promReg); err != nil {
+		return fail(err)
+	}
 	apiOpts := control.Options{Addr: o.addr, Store: rs.Store, Tokens: rs.Tokens, Logger: log, Registry: promReg, Sidecars: reg, JetStream: js, Replicas: o.replicas,
-		SidecarCredentialTTL: o.sidecarCredsTTL, Signer: sig.key, Trust: sig.trust, DataDir: o.data}
+		SidecarCredentialTTL: o.sidecarCredsTTL, Signer: sig.key, Trust: sig.trust, DataDir: o.data, Telemetry: rs.Telemetry}
 	if rs.NATSKeys != nil {
 		apiOpts.NATS = rs.NATSKeys
 	}
@@ -224,7 +231,7 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	rs.cancel = cancel
 	rs.wg.Add(1)
 	go func() { defer rs.wg.Done(); flagsync.RunHeartbeats(runCtx, nc, rs.Store, o.heartbeat, log) }()
-	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close() }()
+	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close(); _ = rs.Telemetry.Close() }()
 	if o.watchDir != "" {
 		rs.wg.Add(1)
 		go func() {
@@ -293,8 +300,11 @@ func (l *listFlag) Set(v string) error {
 }
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && serverSubcommands[args[0]] != nil {
-		return serverSubcommands[args[0]](ctx, args[1:], stdout, stderr)
+	if sub, rest, err := pickSubcommand("server", serverSubcommands, args); sub != nil || err != nil {
+		if err != nil {
+			return err
+		}
+		return sub(ctx, rest, stdout, stderr)
 	}
 	fs := newFlagSet("server", "pennon server [--addr 127.0.0.1:8080] [--data ./pennon-data] [--env dev --env production:protected]",
 		"Runs the control plane: the admin API and the versioned flag store. By default it embeds a\n"+

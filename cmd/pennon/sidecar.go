@@ -158,8 +158,18 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 			}
 		}()
 	}
+	stopShipper, err := startShipper(ctx, src, sidecarTelemetry(srv, src, log), log, reg)
+	if err != nil {
+		stopServe()
+		stopWatch()
+		wg.Wait()
+		return err
+	}
 	err = srv.Serve(sctx)
 	stopServe()
+	// Telemetry gets its last delivery while sync (and its NATS connection)
+	// still runs.
+	stopShipper()
 	stopWatch()
 	wg.Wait()
 	if err == nil {
