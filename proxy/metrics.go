@@ -36,6 +36,9 @@ type metrics struct {
 	// deg is the server's degrader, reached from here by the bulk plans
 	// (degrade.go); nil evaluates every flag with its full rule.
 	deg *degrader
+	// usage, when counting is on, wraps every evaluations counter so it
+	// counts for usage reports too (usage.go).
+	usage *usage
 }
 
 // flushingCollector is the evaluations counter: before each scrape it adds
@@ -128,7 +131,13 @@ func (m *metrics) counter(k counterKey) prometheus.Counter {
 	c := m.evals.WithLabelValues(k.flag, k.variant, string(k.reason))
 	if len(cur) > 50000 {
 		// Cardinality guard: past this, count without caching the series.
+		if m.usage != nil {
+			return m.usage.wrap(k, c, false)
+		}
 		return c
+	}
+	if m.usage != nil {
+		c = m.usage.wrap(k, c, true)
 	}
 	next := make(map[counterKey]prometheus.Counter, len(cur)+1)
 	for kk, vv := range cur {

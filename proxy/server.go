@@ -75,6 +75,9 @@ type Options struct {
 	// fallbackTargeting is timed; a power of two, default 64, negative
 	// turns cost measuring off.
 	CostSampleEvery int
+	// NoUsage turns usage counting off (usage.go, docs/usage.md): the
+	// per-flag evaluation counts the control plane aggregates.
+	NoUsage bool
 }
 
 // Server is the sidecar's HTTP server.
@@ -107,6 +110,8 @@ type Server struct {
 	lastChange  atomic.Int64 // unix nanos of the last snapshot change seen
 
 	freshIdx atomic.Pointer[freshIndex] // fresh.go: the last snapshot's non-cache-first flags
+
+	usage *usage // usage.go: nil when Options.NoUsage
 }
 
 // New validates o and builds a server; call Listen (optional) and Serve.
@@ -153,6 +158,10 @@ func New(o Options) (*Server, error) {
 	s.fresh, _ = o.Source.(FreshSource)
 	s.status, _ = o.Source.(StatusSource)
 	s.m = newMetrics(o.Registry, o.Source)
+	if !o.NoUsage {
+		s.usage = newUsage(s.m)
+		s.m.usage = s.usage
+	}
 	deg, err := newDegrader(&o, o.Logger, newDegradeMetrics(o.Registry))
 	if err != nil {
 		return nil, err
@@ -494,6 +503,13 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 	if !s.decodeContext(ctx, key, ec, f != nil && f.NeedsContext()) {
 		return
 	}
+	if a := s.usage.app(ctx); a != nil {
+		if f == nil {
+			a.flag("") // client-supplied keys are never reported
+		} else {
+			a.flag(f.Key())
+		}
+	}
 	bp := s.bufPool.Get().(*[]byte)
 	buf := (*bp)[:0]
 	var r evaluator.Result
@@ -649,14 +665,24 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 	ctx.SetContentType(contentType)
 	bp := s.bufPool.Get().(*[]byte)
 	var buf []byte
+	app := s.usage.app(ctx)
 	if freshErr != nil {
 		buf = s.appendBulkFailMode((*bp)[:0], snap, ec, freshErr)
 		ctx.SetBody(buf)
+		if app != nil {
+			for _, k := range snap.Keys() {
+				app.flag(k)
+			}
+		}
 	} else {
 		if !s.bulkUsed.Load() {
 			s.bulkUsed.Store(true)
 		}
-		buf = s.answerBulk(ctx, (*bp)[:0], s.bulkPlanFor(snap), ec)
+		plan := s.bulkPlanFor(snap)
+		buf = s.answerBulk(ctx, (*bp)[:0], plan, ec)
+		if app != nil {
+			app.bulk(plan)
+		}
 	}
 	*bp = buf
 	s.bufPool.Put(bp)

@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/pennon-dev/pennon/evaluator"
+	"github.com/pennon-dev/pennon/usage/delta"
+)
+
+// takeUsage drains s's usage source and returns the counts as
+// "flag/variant/reason/code" and "app/flag" → n.
+func takeUsage(t *testing.T, s *Server) (map[string]uint64, map[string]uint64) {
+	t.Helper()
+	data, err := s.UsageSource().Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, apps := map[string]uint64{}, map[string]uint64{}
+	if data == nil {
+		return counts, apps
+	}
+	p, err := delta.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range p.Counts {
+		counts[c.Flag+"/"+c.Variant+"/"+c.Reason+"/"+c.Code] += c.N
+	}
+	for _, a := range p.Apps {
+		apps[a.App+"/"+a.Flag] += a.N
+	}
+	return counts, apps
+}
+
+func TestUsageCountsEveryAnswer(t *testing.T) {
+	var hold evaluator.Holder
+	hold.Store(mustSnapshot(t, benchFlags, 1))
+	s, err := New(Options{Addr: "127.0.0.1:0", Source: &hold, CacheMinCost: -1}) // cache every cacheable flag
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.cache.Close()
+	h := s.Handler()
+	reqs := []struct {
+		path, app string
+		n         int
+	}{
+		{"/ofrep/v1/evaluate/flags/targeted", "checkout", 3}, // cached after the first: hits count too
+		{"/ofrep/v1/evaluate/flags/static", "", 2},
+		{"/ofrep/v1/evaluate/flags/nope", "checkout", 1},
+		{"/ofrep/v1/evaluate/flags", "web", 2}, // bulk: every flag once per answer
+		{"/ofrep/v1/evaluate/flags/static", "bad name!", 1},
+	}
+	var ctx fasthttp.RequestCtx
+	for _, r := range reqs {
+		for range r.n {
+			request(&ctx, "POST", r.path, []byte(benchContext))
+			if r.app != "" {
+				ctx.Request.Header.Set(AppHeader, r.app)
+			}
+			h(&ctx)
+			s.cache.Wait() // make the cached answer visible to the next request
+		}
+	}
+	counts, apps := takeUsage(t, s)
+	wantCounts := map[string]uint64{
+		"targeted/on/TARGETING_MATCH/": 5,
+		"static/on/STATIC/":            5,
+		"//ERROR/FLAG_NOT_FOUND":       1,
+	}
+	wantApps := map[string]uint64{
+		"checkout/targeted": 3, "checkout/": 1,
+		"web/static": 2, "web/targeted": 2,
+		"other/static": 1,
+	}
+	if fmt.Sprint(counts) != fmt.Sprint(wantCounts) {
+		t.Errorf("counts = %v, want %v", counts, wantCounts)
+	}
+	if fmt.Sprint(apps) != fmt.Sprint(wantApps) {
+		t.Errorf("apps = %v, want %v", apps, wantApps)
+	}
+	if hits := s.cacheStats().Hits; hits == 0 {
+		t.Errorf("no cache hits: the test does not exercise the cached path")
+	}
+	// Deltas: nothing new, nothing reported.
+	if data, err := s.UsageSource().Take(); err != nil || data != nil {
+		t.Errorf("second Take = %s, %v; want nothing", data, err)
+	}
+}
+
+func TestUsageAppsBounded(t *testing.T) {
+	s := newTestServer(t, benchFlags)
+	h := s.Handler()
+	var ctx fasthttp.RequestCtx
+	for i := range MaxApps + 6 {
+		request(&ctx, "POST", "/ofrep/v1/evaluate/flags/static", nil)
+		ctx.Request.Header.Set(AppHeader, fmt.Sprintf("app-%03d", i))
+		h(&ctx)
+	}
+	_, apps := takeUsage(t, s)
+	var names []string
+	for k := range apps {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	if len(names) != MaxApps+1 || apps["other/static"] != 6 || apps["app-000/static"] != 1 {
+		t.Errorf("apps = %v; want %d named apps with 1 each and other/static 6", apps, MaxApps)
+	}
+}
+
+func TestUsageOff(t *testing.T) {
+	var hold evaluator.Holder
+	hold.Store(mustSnapshot(t, benchFlags, 1))
+	s, err := New(Options{Addr: "127.0.0.1:0", Source: &hold, NoUsage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.cache.Close()
+	if s.UsageSource() != nil {
+		t.Fatal("UsageSource with NoUsage is not nil")
+	}
+	var ctx fasthttp.RequestCtx
+	request(&ctx, "POST", "/ofrep/v1/evaluate/flags/static", nil)
+	ctx.Request.Header.Set(AppHeader, "x")
+	s.Handler()(&ctx)
+	if ctx.Response.StatusCode() != 200 {
+		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+}
