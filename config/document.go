@@ -33,7 +33,7 @@ type FlagDoc struct {
 	Description    string                     `json:"description,omitempty"`
 	Expires        string                     `json:"expires,omitempty"` // RFC 3339 date or date-time
 	Systems        []string                   `json:"systems,omitempty"`
-	Retirement     string                     `json:"retirement,omitempty"`
+	Retirement     *Retirement                `json:"retirement,omitempty"` // a note or criteria (retirement.go)
 	Prerequisites  map[string]string          `json:"prerequisites,omitempty"`
 	Propagation    string                     `json:"propagation,omitempty"`
 	FailMode       string                     `json:"failMode,omitempty"`

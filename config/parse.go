@@ -266,7 +266,9 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 	}
 	str("owner", &f.Owner)
 	str("description", &f.Description)
-	str("retirement", &f.Retirement)
+	if raw, ok := m["retirement"]; ok {
+		f.Retirement = p.retirement(raw, base+".retirement", f.Variants)
+	}
 	str("expires", &f.Expires)
 	if f.Expires != "" {
 		if _, err := parseExpires(f.Expires); err != nil {

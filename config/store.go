@@ -58,10 +58,13 @@ type EnvSettings struct {
 	Protected bool `json:"protected"`
 	// Lifecycle policy for NEW flags (enforced by the control plane):
 	// they must name an owner, an expiry, and expire within MaxLifetime.
-	RequireOwner   bool      `json:"requireOwner,omitempty"`
-	RequireExpires bool      `json:"requireExpires,omitempty"`
-	MaxLifetime    string    `json:"maxLifetime,omitempty"` // Go duration, e.g. 2160h
-	CreatedAt      time.Time `json:"createdAt"`
+	RequireOwner   bool   `json:"requireOwner,omitempty"`
+	RequireExpires bool   `json:"requireExpires,omitempty"`
+	MaxLifetime    string `json:"maxLifetime,omitempty"` // Go duration, e.g. 2160h
+	// Lifecycle holds report thresholds and the expired-flag rule
+	// (LifecyclePolicy in store_envs.go); nil: the defaults.
+	Lifecycle *LifecyclePolicy `json:"lifecycle,omitempty"`
+	CreatedAt time.Time        `json:"createdAt"`
 	// Signature is the control plane's (sign.PurposeEnv) over the settings
 	// with Signature and Untrusted empty.
 	Signature string `json:"signature,omitempty"`
@@ -179,6 +182,9 @@ func (s *Store) CreateEnv(ctx context.Context, e EnvSettings) error {
 		if d, err := time.ParseDuration(e.MaxLifetime); err != nil || d <= 0 {
 			return fmt.Errorf("maxLifetime: %q is not a positive duration (e.g. 2160h for 90 days)", e.MaxLifetime)
 		}
+	}
+	if err := e.Lifecycle.Check(); err != nil {
+		return err
 	}
 	if e.CreatedAt.IsZero() {
 		e.CreatedAt = s.o.Now().UTC()
