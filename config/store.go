@@ -64,7 +64,10 @@ type EnvSettings struct {
 	// Lifecycle holds report thresholds and the expired-flag rule
 	// (LifecyclePolicy in store_envs.go); nil: the defaults.
 	Lifecycle *LifecyclePolicy `json:"lifecycle,omitempty"`
-	CreatedAt time.Time        `json:"createdAt"`
+	// BusinessHours, when set, is when changes are expected; a change
+	// outside them raises an out_of_hours event (business_hours.go).
+	BusinessHours *BusinessHours `json:"businessHours,omitempty"`
+	CreatedAt     time.Time      `json:"createdAt"`
 	// Signature is the control plane's (sign.PurposeEnv) over the settings
 	// with Signature and Untrusted empty.
 	Signature string `json:"signature,omitempty"`
@@ -184,6 +187,9 @@ func (s *Store) CreateEnv(ctx context.Context, e EnvSettings) error {
 		}
 	}
 	if err := e.Lifecycle.Check(); err != nil {
+		return err
+	}
+	if err := e.BusinessHours.Check(); err != nil {
 		return err
 	}
 	if e.CreatedAt.IsZero() {
