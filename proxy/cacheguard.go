@@ -38,6 +38,8 @@ type cacheGuard struct {
 	samples  atomic.Uint64
 	lookupNs atomic.Int64
 	evalNs   atomic.Int64
+
+	inc incidentSlot // incidents.go: bypass transitions and answers
 }
 
 // guardSampleMask: one lookup in 64 is timed.
@@ -76,6 +78,9 @@ func (g *cacheGuard) bypassed() bool {
 		return false
 	}
 	if g.now().UnixNano() < until {
+		if h := g.inc.hook(); h != nil {
+			h.BypassedAnswer()
+		}
 		return true
 	}
 	if g.bypassUntil.CompareAndSwap(until, 0) {
@@ -85,6 +90,9 @@ func (g *cacheGuard) bypassed() bool {
 		g.evalNs.Store(0)
 		g.gauge.Set(0)
 		g.log.Info("response cache back in use: probing its hit rate again")
+		if h := g.inc.hook(); h != nil {
+			h.CacheBypass(false, "")
+		}
 	}
 	return false
 }
@@ -120,6 +128,9 @@ func (g *cacheGuard) record(hit bool) {
 		g.log.Warn("response cache bypassed: "+why+", evaluating directly",
 			zap.Float64("hitRate", rate), zap.Uint64("lookups", n), zap.Duration("lookupCost", lookup),
 			zap.Duration("evalCost", eval), zap.Duration("for", guardBypassFor))
+		if h := g.inc.hook(); h != nil {
+			h.CacheBypass(true, why)
+		}
 	}
 }
 

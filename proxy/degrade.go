@@ -104,6 +104,8 @@ type degrader struct {
 
 	idx atomic.Pointer[degradeIndex]
 	mu  sync.Mutex // serialises index builds
+
+	inc incidentSlot // incidents.go: fallback answers and transitions
 }
 
 func newDegrader(o *Options, log *zap.Logger, m *degradeMetrics) (*degrader, error) {
@@ -268,6 +270,13 @@ func (d *degrader) settle(fl *flagLoad, mode uint32) {
 	d.log.Info(msg, zap.String("flag", fl.key), zap.String("from", modeName(old)), zap.String("to", modeName(mode)),
 		zap.Duration("cost", time.Duration(fl.ewma.Load())), zap.Duration("budget", time.Duration(fl.budget.Load())),
 		zap.String("reason", reason))
+	if h := d.inc.hook(); h != nil {
+		why := "cost"
+		if mode == modeOverload {
+			why = "overload"
+		}
+		h.TargetingChanged(fl.key, why, mode != modeFull)
+	}
 }
 
 // observe folds one sampled duration into fl's average (weight 1/4: a
@@ -326,6 +335,9 @@ func (d *degrader) evaluate(snap *evaluator.Snapshot, f *evaluator.Flag, ec *eva
 		why = evaluator.FallbackOverload
 	}
 	fl.served[why].Inc()
+	if h := d.inc.hook(); h != nil {
+		h.FallbackAnswer(why == evaluator.FallbackOverload)
+	}
 	return snap.EvaluateFallback(f, ec, why), true
 }
 

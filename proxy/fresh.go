@@ -15,6 +15,9 @@ func (s *Server) failModeResult(local *evaluator.Snapshot, f *evaluator.Flag, ec
 		mode = "closed"
 	}
 	s.m.failModes.WithLabelValues(mode).Inc()
+	if h := s.deg.inc.hook(); h != nil {
+		h.FailModeAnswer(mode == "closed")
+	}
 	return local.FailModeResult(f, ec, evaluator.FailReason(err))
 }
 

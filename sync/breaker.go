@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,6 +25,8 @@ type Breaker struct {
 	openedAt time.Time
 	wait     time.Duration
 	probing  bool
+	// onChange hears the breaker open and close (incidents.go).
+	onChange atomic.Pointer[func(open bool, failures int, err error)]
 }
 
 // State is closed, open or half-open.
@@ -67,10 +70,20 @@ func (b *Breaker) Allow() error {
 	return nil
 }
 
-// Done records a call's outcome.
+// Done records a call's outcome. An opening or closing is told to the
+// incident hook after the lock is released.
 func (b *Breaker) Done(err error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	was := b.failures >= b.threshold()
+	b.doneLocked(err)
+	open, failures := b.failures >= b.threshold(), b.failures
+	b.mu.Unlock()
+	if f := b.onChange.Load(); f != nil && open != was {
+		(*f)(open, failures, err)
+	}
+}
+
+func (b *Breaker) doneLocked(err error) {
 	b.probing = false
 	if err == nil {
 		b.failures, b.wait = 0, 0

@@ -81,6 +81,8 @@ type Remote struct {
 	v       *verifier                 // trusted keys and rejections (verify.go)
 	nc      atomic.Pointer[nats.Conn] // the live NATS connection, for telemetry (telemetry.go)
 
+	inc atomic.Pointer[incidentBox] // incident hook (incidents.go)
+
 	mu          sync.Mutex // guards everything below and serialises installs
 	state       string
 	doc         *config.Document
@@ -176,6 +178,7 @@ func (r *Remote) setStateLocked(state, why string) {
 	}
 	if from != state {
 		r.log.Info("sync state changed", zap.String("from", from), zap.String("to", state), zap.String("why", why))
+		r.noteStateLocked(from, state, why)
 	}
 }
 

@@ -147,6 +147,9 @@ func whyOf(err error) string {
 func (r *Remote) reject(kind, why string, version uint64, err error) {
 	v := r.v
 	v.mRejected.WithLabelValues(kind, why).Inc()
+	if h := r.incidents(); h != nil {
+		h.Rejected(kind, why, version)
+	}
 	rej := &Rejection{Time: time.Now().UTC(), Kind: kind, Why: why, Version: version}
 	if err != nil {
 		rej.Detail = err.Error()
