@@ -28,6 +28,8 @@ type FlagUsage struct {
 	Days []FlagDay `json:"days,omitempty"`
 	// Apps lists the calling apps seen in the last 7 days → evaluations.
 	Apps map[string]uint64 `json:"apps,omitempty"`
+	// Errors24h counts the last 24 h's failed evaluations by error code.
+	Errors24h map[string]uint64 `json:"errors24h,omitempty"`
 }
 
 // Reader answers usage questions; the control plane's aggregator
