@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/console"
 	"github.com/pennon-dev/pennon/evaluator"
 )
 
@@ -68,6 +69,11 @@ func (s *Server) routes() {
 	s.route("GET /api/v1/tokens", "tokens.list", RoleAdmin, s.listTokens)
 	s.route("POST /api/v1/tokens", "tokens.create", RoleAdmin, s.createToken)
 	s.route("DELETE /api/v1/tokens/{id}", "tokens.revoke", RoleAdmin, s.revokeToken)
+	s.route("POST /api/v1/envs/{env}/validate", "validate", RoleViewer, s.validateFlag)
+	// The web console (package console): its page at "/" and assets under
+	// /console/. Every other path outside /api/v1 stays a JSON 404 below.
+	s.mux.Handle("GET /{$}", console.Handler())
+	s.mux.Handle("GET "+console.Prefix, console.Handler())
 	s.route("/", "unknown", RoleNone, func(w http.ResponseWriter, r *http.Request, _ principal) error {
 		return newErr(CodeNotFound, "no route %s %s; the API lives under /api/v1 (see docs)", r.Method, r.URL.Path)
 	})
