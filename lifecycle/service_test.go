@@ -20,7 +20,9 @@ import (
 // readerFunc adapts a function to usage.Reader.
 type readerFunc func(env string, days int) (map[string]usage.FlagUsage, error)
 
-func (f readerFunc) FlagUsage(env string, days int) (map[string]usage.FlagUsage, error) { return f(env, days) }
+func (f readerFunc) FlagUsage(env string, days int) (map[string]usage.FlagUsage, error) {
+	return f(env, days)
+}
 
 // recorder is a notify.Emitter keeping what it was given.
 type recorder struct {
