@@ -70,6 +70,7 @@ func (s *Server) routes() {
 	s.route("POST /api/v1/tokens", "tokens.create", RoleAdmin, s.createToken)
 	s.route("DELETE /api/v1/tokens/{id}", "tokens.revoke", RoleAdmin, s.revokeToken)
 	s.route("POST /api/v1/envs/{env}/validate", "validate", RoleViewer, s.validateFlag)
+	s.incidentRoutes()
 	// The web console (package console): its page at "/" and assets under
 	// /console/. Every other path outside /api/v1 stays a JSON 404 below.
 	s.mux.Handle("GET /{$}", console.Handler())

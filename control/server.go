@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/incident/ledger"
 	"github.com/pennon-dev/pennon/internal/sign"
 	"github.com/pennon-dev/pennon/telemetry"
 )
@@ -60,6 +61,9 @@ type Options struct {
 	// SidecarCredentialTTL is how long minted sidecar credentials live;
 	// default 1h. Sidecars renew them before they expire.
 	SidecarCredentialTTL time.Duration
+	// Incidents keeps incident records (optional: without it the incident
+	// routes answer 501).
+	Incidents *ledger.Ledger
 }
 
 // Server is the admin API.

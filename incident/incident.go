@@ -152,6 +152,10 @@ type Conditions struct {
 
 // Payload is the JSON of one incidents telemetry batch.
 type Payload struct {
+	// Boot identifies the sending process. A Recorder's first payload is
+	// sent even without records, so the control plane learns of a new
+	// boot and supersedes what the previous one left open.
+	Boot    string   `json:"boot"`
 	Records []Record `json:"records"`
 }
 

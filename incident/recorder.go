@@ -98,6 +98,7 @@ type Recorder struct {
 	sample    loadSample
 	bypassOff time.Time // when the cache bypass last ended (zero: bypassed or never)
 	bypassOn  bool
+	greeted   bool // the first payload (announcing Boot) was taken
 }
 
 type loadSample struct {
@@ -295,6 +296,25 @@ func (r *Recorder) Rejected(kind, why string, version uint64) {
 	}
 	addDetail(&e.rec, d)
 	e.dirty = true
+}
+
+// Begin opens a record of kind (why it began) unless one is open: the
+// control plane's own degradations, which no hook reports.
+func (r *Recorder) Begin(kind, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.open[kind] == nil {
+		r.openLocked(kind, why, r.o.Now())
+	}
+}
+
+// End closes kind's open record, if any, as recovered.
+func (r *Recorder) End(kind string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.open[kind]; e != nil {
+		r.closeLocked(e, StatusRecovered, r.o.Now())
+	}
 }
 
 // ---- hooks: proxy ----
@@ -528,7 +548,7 @@ func (r *Recorder) Take() (json.RawMessage, error) {
 			r.closeLocked(e, StatusRecovered, now)
 		}
 	}
-	out := Payload{Records: r.closed}
+	out := Payload{Boot: r.boot, Records: r.closed}
 	for _, e := range r.open {
 		if e.dirty || now.Sub(e.sentAt) >= r.o.Resend {
 			c := r.conditionsLocked(now)
@@ -544,8 +564,12 @@ func (r *Recorder) Take() (json.RawMessage, error) {
 		r.dropped = 0
 	}
 	r.closed = nil
-	if len(out.Records) == 0 {
+	if len(out.Records) == 0 && r.greeted {
 		return nil, nil
+	}
+	r.greeted = true
+	if out.Records == nil {
+		out.Records = []Record{}
 	}
 	b, err := json.Marshal(out)
 	if err != nil {

@@ -27,6 +27,9 @@ func take(t *testing.T, r *Recorder) []Record {
 	if b == nil {
 		return nil
 	}
+	if !json.Valid(b) {
+		t.Fatalf("invalid JSON %s", b)
+	}
 	var p Payload
 	if err := json.Unmarshal(b, &p); err != nil {
 		t.Fatal(err)
@@ -186,7 +189,7 @@ func TestRecorderResendsOpenRecordsOnlyWhenChanged(t *testing.T) {
 	if len(first) != 1 || first[0].Rev != 1 {
 		t.Fatalf("first take %+v", first)
 	}
-	if again := take(t, r); again != nil {
+	if again := take(t, r); len(again) != 0 {
 		t.Fatalf("unchanged open record sent again: %+v", again)
 	}
 	r.FailModeAnswer(true) // the ladder record counts it: changed
