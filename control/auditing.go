@@ -194,6 +194,7 @@ func (s *Server) commitAnchored(ctx context.Context, p principal, in *config.Cha
 			s.log.Error("emergency change not indexed", zap.String("env", cs.Env), zap.Uint64("version", cs.Version), zap.Error(err))
 		}
 	}
+	s.notifyCommitted(ctx, cs)
 	return cs, nil
 }
 

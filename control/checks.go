@@ -2,6 +2,7 @@ package control
 
 import (
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nkeys"
@@ -26,6 +27,10 @@ func checkEnvSettings(e config.EnvSettings) error {
 		if d, err := time.ParseDuration(e.MaxLifetime); err != nil || d <= 0 {
 			return fieldErr(CodeValidation, "maxLifetime", "maxLifetime: %q is not a positive duration (e.g. 2160h for 90 days)", e.MaxLifetime)
 		}
+	}
+	if err := e.BusinessHours.Check(); err != nil {
+		field, _, _ := strings.Cut(err.Error(), ":")
+		return fieldErr(CodeValidation, field, "%v", err)
 	}
 	return nil
 }

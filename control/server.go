@@ -24,6 +24,7 @@ import (
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/incident/ledger"
 	"github.com/pennon-dev/pennon/internal/sign"
+	"github.com/pennon-dev/pennon/notify"
 	"github.com/pennon-dev/pennon/telemetry"
 )
 
@@ -40,6 +41,10 @@ type Options struct {
 	Logger   *zap.Logger
 	Registry *prometheus.Registry
 	Sidecars SidecarLister // optional
+	// Notify receives the control plane's events (changes, approvals
+	// needed, emergencies, out-of-hours changes) and serves the webhook and
+	// event routes; nil: no events, and those routes answer 501.
+	Notify *notify.Dispatcher
 	// Telemetry stores sidecars' telemetry batches sent over the API
 	// (optional: without it the route answers 501).
 	Telemetry *telemetry.Ingest

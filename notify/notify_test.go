@@ -100,7 +100,7 @@ func lastDelivery(t *testing.T, d *Dispatcher, env, id string, final bool) Deliv
 			return errors.New("no delivery yet")
 		}
 		out = list[0]
-		if final && (out.State == StateQueued || out.State == StateRetrying) {
+		if final && (out.State == StateQueued || out.State == StateSending || out.State == StateRetrying) {
 			return fmt.Errorf("delivery still %s after %d attempts", out.State, out.Attempts)
 		}
 		return nil

@@ -16,6 +16,7 @@ import (
 // Delivery states.
 const (
 	StateQueued    = "queued"    // waiting in the webhook's queue
+	StateSending   = "sending"   // an attempt is in flight
 	StateRetrying  = "retrying"  // an attempt failed; NextRetryAt says when the next one is
 	StateDelivered = "delivered" // the receiver answered 2xx
 	StateFailed    = "failed"    // attempts exhausted, or refused for good (4xx other than 408/429, a redirect)
@@ -128,6 +129,9 @@ func (w *worker) deliver(rec *Delivery) {
 		return
 	}
 	for attempt := 1; ; attempt++ {
+		w.mu.Lock()
+		rec.State, rec.NextRetryAt = StateSending, nil
+		w.mu.Unlock()
 		code, retryAfter, err := w.post(rec.event, body, attempt)
 		now := time.Now().UTC()
 		label := "error"
