@@ -69,6 +69,7 @@ func (s *Server) routes() {
 	s.route("GET /api/v1/tokens", "tokens.list", RoleAdmin, s.listTokens)
 	s.route("POST /api/v1/tokens", "tokens.create", RoleAdmin, s.createToken)
 	s.route("DELETE /api/v1/tokens/{id}", "tokens.revoke", RoleAdmin, s.revokeToken)
+	s.usageRoutes()
 	s.webhookRoutes()
 	s.eventRoutes()
 	s.route("POST /api/v1/envs/{env}/validate", "validate", RoleViewer, s.validateFlag)

@@ -26,6 +26,7 @@ import (
 	"github.com/pennon-dev/pennon/internal/sign"
 	"github.com/pennon-dev/pennon/notify"
 	"github.com/pennon-dev/pennon/telemetry"
+	"github.com/pennon-dev/pennon/usage"
 )
 
 // SidecarLister answers "which sidecars serve which version".
@@ -48,6 +49,9 @@ type Options struct {
 	// Telemetry stores sidecars' telemetry batches sent over the API
 	// (optional: without it the route answers 501).
 	Telemetry *telemetry.Ingest
+	// Usage aggregates the sidecars' usage reports and detects anomalies
+	// (optional: without it the usage and anomaly routes answer 501).
+	Usage *usage.Aggregator
 	// JetStream holds change requests, reviews and the audit stream. Required.
 	JetStream jetstream.JetStream
 	Replicas  int
