@@ -158,7 +158,7 @@ func (sc *testSidecar) traffic(t *testing.T) {
 	t.Helper()
 	reqs := []struct {
 		path, app, ctx string
-		n             int
+		n              int
 	}{
 		{"/ofrep/v1/evaluate/flags/checkout", "web", `{"context":{"plan":"premium"}}`, 5},
 		{"/ofrep/v1/evaluate/flags/checkout", "", `{"context":{"plan":"basic"}}`, 3},
