@@ -500,7 +500,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Diff of two versions.
 	p.go_(fmt.Sprintf("#/envs/dev/diff?from=%d&to=%d", v0, v3))
-	p.waitText("#main", fmt.Sprintf("1 flags differ between version %d and version %d", v0, v3))
+	p.waitText("#main", fmt.Sprintf("1 flag differs between version %d and version %d", v0, v3))
 	p.waitText("#main section.card", "checkout-team")
 
 	// Rollback preview of payment-api-v2: new-checkout-ui depends on it.
@@ -508,7 +508,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	pdef["defaultVariant"] = "on"
 	s.must(t, s.admin, "PUT", "/api/v1/envs/dev/flags/payment-api-v2", map[string]any{"definition": pdef, "baseVersion": pv, "reason": "v2 for everyone"}, 201)
 	p.go_(fmt.Sprintf("#/envs/dev/rollback?to=%d&flags=payment-api-v2", pv))
-	p.waitText("#plan-title", "Rolling back 1 flags")
+	p.waitText("#plan-title", "Rolling back 1 flag from")
 	p.waitText("#main", "new-checkout-ui — depends on")
 	p.waitText("#main", "Systems touched: billing mobile-app payments web-checkout")
 	p.waitText("#main", "Share of recent traffic that would change: not measured")

@@ -69,11 +69,7 @@ func (s *Server) routes() {
 	s.route("GET /api/v1/tokens", "tokens.list", RoleAdmin, s.listTokens)
 	s.route("POST /api/v1/tokens", "tokens.create", RoleAdmin, s.createToken)
 	s.route("DELETE /api/v1/tokens/{id}", "tokens.revoke", RoleAdmin, s.revokeToken)
-	s.usageRoutes()
-	s.webhookRoutes()
-	s.eventRoutes()
 	s.route("POST /api/v1/envs/{env}/validate", "validate", RoleViewer, s.validateFlag)
-	s.incidentRoutes()
 	// The web console (package console): its page at "/" and assets under
 	// /console/. Every other path outside /api/v1 stays a JSON 404 below.
 	s.mux.Handle("GET /{$}", console.Handler())
@@ -339,7 +335,6 @@ func (s *Server) openChangeRequest(w http.ResponseWriter, r *http.Request, p pri
 	s.approvals.WithLabelValues(envName, "opened").Inc()
 	s.record(r.Context(), p, "change-request", envName, cr.ID, "opened", map[string]any{"flags": flagsOf(cr.Changes)})
 	s.log.Info("change request opened", zap.String("env", envName), zap.String("id", cr.ID), zap.String("author", cr.Author))
-	s.notifyChangeRequest(r.Context(), cr)
 	return writeJSON(w, http.StatusAccepted, map[string]any{"changeRequest": cr, "note": envName + " is protected: an approver other than you must approve this change request"})
 }
 

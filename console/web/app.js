@@ -4,7 +4,7 @@
 // shown as it came.
 
 import * as api from "./api.js";
-import { h, add, clear, field, when, ago, pretty, sideBySide, table } from "./dom.js";
+import { h, add, clear, field, when, ago, pretty, sideBySide, changedFields, table } from "./dom.js";
 import { dependencyGraph, drawGraph } from "./graph.js";
 
 const main = document.getElementById("main");
@@ -13,7 +13,11 @@ let timers = [];        // per-view refreshes, stopped on navigation
 
 // ---- page chrome ----------------------------------------------------------
 
-function say(msg) {
+// A message is shown until the next navigation, or through the next one
+// when it reports what caused it (a save that reloads the view).
+let keepNext = false;
+function say(msg, throughNavigation = false) {
+  keepNext = throughNavigation;
   const el = document.getElementById("status");
   el.textContent = msg;
   el.hidden = !msg;
@@ -40,7 +44,7 @@ document.getElementById("signout").addEventListener("click", () => {
   api.setToken("");
   me = null;
   chrome();
-  say("Signed out. The token is no longer kept in this tab.");
+  say("Signed out. The token is no longer kept in this tab.", true);
   location.hash = "#/signin";
 });
 
@@ -83,6 +87,8 @@ async function route() {
   timers.forEach(clearInterval);
   timers = [];
   fail(null);
+  if (!keepNext) say("");
+  keepNext = false;
   const { parts, query } = parseHash();
   if (!api.token()) { me = null; chrome(); return signIn(); }
   if (!me) {
@@ -125,6 +131,8 @@ async function route() {
 window.addEventListener("hashchange", route);
 route();
 
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+
 // badges shows short labels, separated by spaces so they read (and copy)
 // as words.
 function badges(list, cls = () => "") {
@@ -158,7 +166,7 @@ function signIn() {
       api.setToken(t);
       me = r.body;
       chrome();
-      say(`Signed in as ${me.name}.`);
+      say(`Signed in as ${me.name}.`, true);
       go("#/envs");
     } catch (x) {
       err.textContent = x.status === 401 ? "The API does not accept this token: " + x.message : x.message;
@@ -382,7 +390,7 @@ async function flagPage(body, env, key) {
         say(`Change request ${cr.id} opened: ${r.body.note}.`);
         result.appendChild(h("p", { class: "ok-box" }, `Change request ${cr.id} is waiting for an approver. `, h("a", { href: envHash(env, "/approvals") }, "Open approvals")));
       } else {
-        say(`Saved ${key}: ${env} is now at version ${r.body.version}.`);
+        say(`Saved ${key}: ${env} is now at version ${r.body.version}.`, true);
         return route();
       }
     } catch (err) {
@@ -429,6 +437,9 @@ async function flagPage(body, env, key) {
     add(clear(result), h("section", { class: "card", "aria-labelledby": "conflict-title" },
       h("h2", { id: "conflict-title" }, `Conflict: ${c.flag} changed since version ${c.baseVersion}`),
       h("p", {}, `${c.author || "someone"} changed it at ${when(c.time)}; it is now at version ${c.currentVersion}. Nothing was saved.`),
+      h("ul", {},
+        h("li", {}, `${c.author || "They"} changed: `, h("strong", {}, changedFields(base, current).join(", ") || "nothing visible (same definition)")),
+        h("li", {}, "You changed: ", h("strong", {}, changedFields(base, draft).join(", ") || "nothing"))),
       h("h3", {}, "What changed since you started"),
       sideBySide(`Your base (version ${c.baseVersion})`, base, `Current (version ${c.currentVersion}, ${c.author || ""})`, current),
       h("h3", {}, "Your edit against the current version"),
@@ -436,6 +447,7 @@ async function flagPage(body, env, key) {
       h("div", { class: "actions" }, rebase, discard)));
     fail({ message: `Conflict: ${c.flag} is at version ${c.currentVersion} now (you started from ${c.baseVersion}). Rebase your edit or discard it.`, status: 409, code: "conflict" });
     rebase.focus();
+    result.scrollIntoView({ block: "start" });
   }
 
   fillStructured();
@@ -494,7 +506,7 @@ async function diff(body, env, query) {
   form.addEventListener("submit", (e) => { e.preventDefault(); go(envHash(env, `/diff?from=${from.value}&to=${to.value}`)); });
   add(body, title(`Diff of ${env}`), form);
   const d = await api.get(api.envPath(env, `/diff?from=${from.value}&to=${to.value}`));
-  add(body, h("p", { class: "muted" }, `${d.flags.length} flags differ between version ${d.from} and version ${d.to}.`),
+  add(body, h("p", { class: "muted" }, `${plural(d.flags.length, "flag")} differ${d.flags.length === 1 ? "s" : ""} between version ${d.from} and version ${d.to}.`),
     d.metadataChanged ? h("p", { class: "warn-box" }, "The flag-set metadata changed.") : null,
     d.evaluatorsChanged ? h("p", { class: "warn-box" }, "$evaluators changed: " + (d.evaluators || []).map((e) => e.name || JSON.stringify(e)).join(", ")) : null,
     d.flags.map((f) => h("section", { class: "card" },
@@ -534,7 +546,7 @@ async function rollback(body, env, query) {
   const share = plan.trafficShare;
   add(body,
     h("section", { class: "card", "aria-labelledby": "plan-title" },
-      h("h2", { id: "plan-title" }, `Rolling back ${(plan.flags || []).length} flags from version ${plan.head} to version ${plan.to}`),
+      h("h2", { id: "plan-title" }, `Rolling back ${plural((plan.flags || []).length, "flag")} from version ${plan.head} to version ${plan.to}`),
       h("p", {}, "Rolled back: ", badges(plan.flags || [], () => "warn")),
       h("p", {}, "Systems touched: ", (plan.systems || []).length ? badges(plan.systems) : h("span", { class: "muted" }, "none named")),
       h("p", {}, "Share of recent traffic that would change: ",
@@ -563,7 +575,7 @@ async function rollback(body, env, query) {
       try {
         const r = await api.post(api.envPath(env, "/rollback"), { toVersion: plan.to, flags: flagsWanted, reason: reason.value });
         if (r.status === 202) say(`Change request ${r.body.changeRequest.id} opened for the rollback.`);
-        else { say(`Rolled back: ${env} is now at version ${r.body.version}.`); go(envHash(env, "/history")); }
+        else { say(`Rolled back: ${env} is now at version ${r.body.version}.`, true); go(envHash(env, "/history")); }
       } catch (err) { fail(err); }
     });
     add(body, h("section", { class: "card" }, h("h2", {}, "Apply"), h("div", { class: "row" }, h("div", { class: "stack wide" }, field("Reason", reason)), doit), out));
@@ -627,7 +639,7 @@ async function approvals(view, onlyEnv) {
       fail(null);
       try {
         const r = await api.post(api.envPath(cr.env, `/change-requests/${encodeURIComponent(cr.id)}/${ok ? "approve" : "reject"}`), { reason: reason.value });
-        say(ok ? `Approved ${cr.id}: ${cr.env} is now at version ${r.body.changeset.version}.` : `Rejected ${cr.id}.`);
+        say(ok ? `Approved ${cr.id}: ${cr.env} is now at version ${r.body.changeset.version}.` : `Rejected ${cr.id}.`, true);
         route();
       } catch (err) { fail(err); }
     };
@@ -651,7 +663,7 @@ async function emergencies(view, query) {
     const btn = h("button", { class: "primary", type: "button" }, "Mark reviewed");
     btn.addEventListener("click", async () => {
       fail(null);
-      try { await api.post(api.envPath(e.env, `/changesets/${e.version}/review`), { note: note.value }); say(`Reviewed ${e.env} v${e.version}.`); route(); } catch (err) { fail(err); }
+      try { await api.post(api.envPath(e.env, `/changesets/${e.version}/review`), { note: note.value }); say(`Reviewed ${e.env} v${e.version}.`, true); route(); } catch (err) { fail(err); }
     });
     view.appendChild(h("section", { class: "card" },
       h("h2", {}, `${e.env} v${e.version} `, h("span", { class: "badge bad" }, "emergency"), e.review ? h("span", { class: "badge ok" }, "reviewed by " + e.review.reviewedBy) : null),

@@ -65,37 +65,71 @@ export function pretty(v) {
 }
 
 // lineDiff aligns two texts by their longest common subsequence of lines
-// and returns both sides with each line marked same/del/add.
+// and returns rows {l, r, k}: k is "same", or "chg" with the removed line
+// (l) and/or the added one (r); a missing side is null. Rows line up, so
+// both columns of a side-by-side view stay aligned.
 export function lineDiff(a, b) {
   const x = a ? a.split("\n") : [], y = b ? b.split("\n") : [];
-  if (x.length * y.length > 4e6) {
-    return { left: x.map((t) => ({ t, k: "del" })), right: y.map((t) => ({ t, k: "add" })) };
-  }
   const n = x.length, m = y.length;
+  const rows = [];
+  if (n * m > 4e6) { // too big to align: show both whole
+    for (let i = 0; i < Math.max(n, m); i++) rows.push({ l: x[i] ?? null, r: y[i] ?? null, k: "chg" });
+    return rows;
+  }
   const L = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
   for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) {
     L[i][j] = x[i] === y[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
   }
-  const left = [], right = [];
-  let i = 0, j = 0;
+  let i = 0, j = 0, dels = [], adds = [];
+  const flush = () => {
+    for (let k = 0; k < Math.max(dels.length, adds.length); k++) rows.push({ l: dels[k] ?? null, r: adds[k] ?? null, k: "chg" });
+    dels = []; adds = [];
+  };
   while (i < n || j < m) {
-    if (i < n && j < m && x[i] === y[j]) { left.push({ t: x[i++], k: "same" }); right.push({ t: y[j++], k: "same" }); }
-    else if (j < m && (i >= n || L[i][j + 1] >= L[i + 1][j])) right.push({ t: y[j++], k: "add" });
-    else left.push({ t: x[i++], k: "del" });
+    if (i < n && j < m && x[i] === y[j]) { flush(); rows.push({ l: x[i++], r: y[j++], k: "same" }); }
+    else if (j < m && (i >= n || L[i][j + 1] >= L[i + 1][j])) adds.push(y[j++]);
+    else dels.push(x[i++]);
   }
-  return { left, right };
+  flush();
+  return rows;
 }
 
 // sideBySide shows two JSON values next to each other with the changed
-// lines marked (removed on the left, added on the right).
-export function sideBySide(leftTitle, leftVal, rightTitle, rightVal) {
-  const { left, right } = lineDiff(pretty(leftVal), pretty(rightVal));
-  const col = (title, lines, absent) => h("div", {},
+// lines marked (removed on the left, added on the right). Unchanged runs
+// longer than twice the context fold into one "unchanged lines" marker, so
+// the change is on screen without scrolling through the whole definition.
+export function sideBySide(leftTitle, leftVal, rightTitle, rightVal, context = 3) {
+  const rows = lineDiff(pretty(leftVal), pretty(rightVal));
+  const near = rows.map(() => false);
+  rows.forEach((r, i) => {
+    if (r.k !== "same") for (let d = -context; d <= context; d++) if (rows[i + d]) near[i + d] = true;
+  });
+  const shown = [];
+  for (let i = 0; i < rows.length; i++) {
+    if (near[i] || !rows.some((r) => r.k !== "same")) { shown.push(rows[i]); continue; }
+    let k = i;
+    while (k < rows.length && !near[k]) k++;
+    shown.push({ fold: k - i });
+    i = k - 1;
+  }
+  const line = (r, side) => {
+    if (r.fold) return h("span", { class: "fold" }, `  ⋯ ${r.fold} unchanged lines`);
+    const t = side === "l" ? r.l : r.r;
+    if (t === null) return h("span", { class: "gap" }, " ");
+    const mark = r.k === "same" ? "" : side === "l" ? "del" : "add";
+    return h("span", { class: mark }, (mark === "add" ? "+ " : mark === "del" ? "- " : "  ") + t);
+  };
+  const col = (title, val, side, absent) => h("div", {},
     h("h4", {}, title),
-    lines.length ? h("pre", { class: "dl", tabindex: "0", "aria-label": title },
-      lines.map((l) => h("span", { class: l.k === "same" ? "" : l.k }, (l.k === "add" ? "+ " : l.k === "del" ? "- " : "  ") + l.t)))
-      : h("p", { class: "muted" }, absent));
-  return h("div", { class: "side" }, col(leftTitle, left, "(absent)"), col(rightTitle, right, "(absent: deleted)"));
+    val === undefined || val === null ? h("p", { class: "muted" }, absent)
+      : h("pre", { class: "dl", tabindex: "0", "aria-label": title }, shown.map((r) => line(r, side))));
+  return h("div", { class: "side" }, col(leftTitle, leftVal, "l", "(absent)"), col(rightTitle, rightVal, "r", "(absent: deleted)"));
+}
+
+// changedFields names the top-level fields whose values differ.
+export function changedFields(a, b) {
+  const keys = new Set([...Object.keys(a || {}), ...Object.keys(b || {})]);
+  return [...keys].filter((k) => JSON.stringify(a?.[k]) !== JSON.stringify(b?.[k])).sort();
 }
 
 // table builds a table from column headers and rows of cells.

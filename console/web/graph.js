@@ -47,6 +47,19 @@ export function drawGraph(g, rolled, affected, title) {
   const W = 200, H = 34, GX = 90, GY = 16, PAD = 16, LEG = 28;
   const cols = [];
   for (const k of g.nodes) (cols[g.depth[k]] ||= []).push(k);
+  // Order each column by the mean row of its prerequisites (already
+  // placed, to the left), so edges cross less.
+  const row = {};
+  const pre = {};
+  for (const e of g.edges) (pre[e.to] ||= []).push(e.from);
+  cols.forEach((col, c) => {
+    if (!col) return;
+    if (c > 0) {
+      const score = (k) => { const ps = (pre[k] || []).filter((q) => row[q] !== undefined); return ps.length ? ps.reduce((a, q) => a + row[q], 0) / ps.length : 1e9; };
+      col.sort((a, b) => score(a) - score(b) || a.localeCompare(b));
+    }
+    col.forEach((k, r) => { row[k] = r; });
+  });
   const pos = {};
   cols.forEach((col, c) => (col || []).forEach((k, r) => { pos[k] = { x: PAD + c * (W + GX), y: PAD + LEG + r * (H + GY) }; }));
   const width = PAD * 2 + Math.max(1, cols.length) * (W + GX) - GX;
@@ -67,7 +80,8 @@ export function drawGraph(g, rolled, affected, title) {
     if (!a || !b) continue;
     const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
     svg.appendChild(s("path", { class: "edge", d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, "marker-end": "url(#arrow)" }));
-    svg.appendChild(s("text", { x: mx, y: (y1 + y2) / 2 - 4, "text-anchor": "middle", class: "edge-label", "font-size": 11, fill: "#5b6470" }, "= " + e.variant));
+    // The label sits at the prerequisite's end: "payment-api-v2 = on".
+    svg.appendChild(s("text", { x: x1 + 8, y: y1 + (y2 > y1 ? -5 : y2 < y1 ? 13 : -5), class: "edge-label", "font-size": 11, fill: "#5b6470" }, "= " + e.variant));
   }
   for (const k of g.nodes) {
     const p = pos[k];
