@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/notify"
 )
 
 // ReportVerifier binds report subjects to sidecar IDs
@@ -38,6 +39,10 @@ type RegistryOptions struct {
 	MaxSidecars int
 	Logger      *zap.Logger
 	Metrics     prometheus.Registerer
+	// Notify receives a rewind event when a sidecar reports a lower version,
+	// or another hash at the same version, than it did before (fleet.go);
+	// default notify.Discard.
+	Notify notify.Emitter
 }
 
 // Registry remembers what each sidecar reported, by any path (NATS for
@@ -54,6 +59,7 @@ type Registry struct {
 	envsRead time.Time
 
 	rejected *prometheus.CounterVec
+	fleet    *fleetCollector
 }
 
 // NewRegistry listens to every environment's sidecar reports on nc (nil:
@@ -74,8 +80,15 @@ func NewRegistry(nc *nats.Conn, o RegistryOptions) (*Registry, error) {
 	r := &Registry{o: o, byEnv: map[string]map[string]config.SidecarReport{},
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_sidecar_reports_rejected_total",
 			Help: "Sidecar reports dropped: wrong subject for the sidecar, unknown environment, malformed."}, []string{"why"})}
+	if o.Notify == nil {
+		o.Notify = notify.Discard
+	}
+	r.o.Notify, r.fleet = o.Notify, newFleetCollector(r)
 	if o.Metrics != nil {
 		if err := o.Metrics.Register(r.rejected); err != nil {
+			return nil, err
+		}
+		if err := o.Metrics.Register(r.fleet); err != nil {
 			return nil, err
 		}
 	}
@@ -131,7 +144,11 @@ func (r *Registry) Record(rep config.SidecarReport, via string) bool {
 		byID = map[string]config.SidecarReport{}
 		r.byEnv[rep.Env] = byID
 	}
-	if _, known := byID[rep.ID]; !known {
+	prev, known := byID[rep.ID]
+	if known && isRewind(prev, rep) {
+		r.emitRewind(prev, rep)
+	}
+	if !known {
 		if r.total >= r.o.MaxSidecars {
 			r.evictOldestLocked()
 		}
