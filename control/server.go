@@ -98,6 +98,10 @@ type Server struct {
 	tokenStoreDown   atomic.Bool // logged once per outage, not per request
 
 	credentials *prometheus.CounterVec
+
+	// patterns are the routes registered, in order (the OpenAPI document
+	// is checked against them).
+	patterns []string
 }
 
 // Denials from one token get their own audit entry up to denyLimit per
@@ -228,6 +232,7 @@ type handler func(w http.ResponseWriter, r *http.Request, p principal) error
 // route registers pattern with an auth requirement: need is the role
 // required in the request's {env} (or anywhere when the route has none).
 func (s *Server) route(pattern, name string, need Role, h handler) {
+	s.patterns = append(s.patterns, pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: 200}
 		defer func() { s.requests.WithLabelValues(name, strconv.Itoa(rec.code)).Inc() }()
