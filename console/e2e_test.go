@@ -59,7 +59,9 @@ func start(t *testing.T) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := flagsync.NewRegistry(nil, flagsync.RegistryOptions{Envs: store.EnvNames, Verifier: ns.Keys})
+	// A sidecar silent for 4 s is lost: long enough for a view to load
+	// after a report, short enough for the test to see one go missing.
+	reg, err := flagsync.NewRegistry(nil, flagsync.RegistryOptions{Envs: store.EnvNames, Verifier: ns.Keys, LostAfter: 4 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,16 +522,34 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	p.shot("rollback")
 
-	// A lagging sidecar: one polls at an old version, one is current.
+	// The fleet: one sidecar goes silent (lost), one polls at an old
+	// version (lagging), one is current.
 	head := s.must(t, s.sidecar, "GET", "/api/v1/envs/dev", nil, 200)["version"].(float64)
-	for _, rep := range []config.SidecarReport{{ID: "pod-old", Version: 1, Hash: "x", State: "polling"}, {ID: "pod-new", Version: uint64(head), Hash: "y", State: "polling"}} {
-		b, _ := json.Marshal(rep)
+	report := func(id string, version uint64) {
+		b, _ := json.Marshal(config.SidecarReport{ID: id, Version: version, Hash: "h-" + id, State: "polling", AppliedAt: time.Now().UTC()})
 		if code, _ := s.call(t, s.sidecar, "GET", "/api/v1/envs/dev/snapshot", nil, config.SidecarReportHeader, string(b)); code != 200 {
-			t.Fatalf("snapshot poll: %d", code)
+			t.Fatalf("snapshot poll as %s: %d", id, code)
 		}
 	}
+	report("pod-gone", uint64(head))
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		list := s.must(t, s.sidecar, "GET", "/api/v1/envs/dev/sidecars", nil, 200)["sidecars"].([]any)
+		if len(list) == 1 && list[0].(map[string]any)["lost"] == true {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod-gone never listed as lost: %v", list)
+		}
+		ctxWait, c := context.WithTimeout(ctx, 200*time.Millisecond)
+		<-ctxWait.Done() // poll interval, not a wait for the condition
+		c()
+	}
+	report("pod-old", 1)
+	report("pod-new", uint64(head))
 	p.go_("#/envs/dev/fleet")
 	p.waitText("#main", "1 behind")
+	p.waitText("#main", "1 lost")
+	p.waitText("#main tr.lost", "pod-gone")
 	p.waitText("#main tr.behind", "pod-old")
 	p.waitText("#main tr.behind", fmt.Sprintf("%d versions behind", int(head)-1))
 	p.waitText("#main table", "pod-new")

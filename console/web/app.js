@@ -224,7 +224,7 @@ async function flags(body, env) {
   const owners = [...new Set(all.map((f) => f.definition.owner).filter(Boolean))].sort();
   const systems = [...new Set(all.flatMap((f) => f.definition.systems || []))].sort();
   const opt = (v, label) => h("option", { value: v }, label ?? v);
-  const q = h("input", { type: "search", "data-search": true, placeholder: "key or description", "aria-keyshortcuts": "/" });
+  const q = h("input", { type: "search", "data-search": true, placeholder: "key or description (press /)", "aria-keyshortcuts": "/" });
   const owner = h("select", {}, opt("", "any owner"), owners.map((o) => opt(o)));
   const system = h("select", {}, opt("", "any system"), systems.map((o) => opt(o)));
   const state = h("select", {}, opt("", "any state"), opt("ENABLED"), opt("DISABLED"));
@@ -259,7 +259,7 @@ async function flags(body, env) {
   };
   for (const c of [q, owner, system, state, life]) c.addEventListener("input", render);
   add(body, title(`Flags in ${env}`),
-    h("div", { class: "row", role: "search" }, field("Search", q, "press / to focus"), field("Owner", owner), field("System", system), field("State", state), field("Lifecycle", life)),
+    h("div", { class: "row", role: "search" }, field("Search", q), field("Owner", owner), field("System", system), field("State", state), field("Lifecycle", life)),
     count, holder);
   render();
 }

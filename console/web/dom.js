@@ -47,6 +47,7 @@ export function when(t) {
   if (!t) return "";
   const d = new Date(t);
   if (isNaN(d)) return String(t);
+  if (d.getUTCFullYear() < 2) return ""; // Go's zero time: never happened
   return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z").replace(/:\d\dZ$/, "Z");
 }
 
