@@ -34,9 +34,10 @@ type SyncConditions struct {
 
 // Defaults of RecorderOptions.
 const (
-	DefaultQuietFor  = 30 * time.Second
-	DefaultResend    = time.Hour
-	DefaultMaxClosed = 64
+	DefaultQuietFor   = 30 * time.Second
+	DefaultResend     = time.Hour
+	DefaultStartGrace = 10 * time.Second
+	DefaultMaxClosed  = 64
 	// maxDetail bounds Record.Detail.
 	maxDetail = 16
 )
@@ -54,6 +55,10 @@ type RecorderOptions struct {
 	// close, recovered, after this long without a new occurrence; default
 	// 30s. They are checked at every Take.
 	QuietFor time.Duration
+	// StartGrace: a sidecar meant for push polls for a moment at every
+	// start (before its first heartbeat); that is a degradation only when
+	// it lasts longer than this. Default 10s.
+	StartGrace time.Duration
 	// Resend: an open record unchanged for this long is sent again so the
 	// control plane's copy (and its stream) never ages out; default 1h.
 	Resend time.Duration
@@ -99,6 +104,11 @@ type Recorder struct {
 	bypassOff time.Time // when the cache bypass last ended (zero: bypassed or never)
 	bypassOn  bool
 	greeted   bool // the first payload (announcing Boot) was taken
+	// startPoll is when a start began polling (push expected): a record
+	// only if it lasts StartGrace (startWhy, startCond: as it began).
+	startPoll time.Time
+	startWhy  string
+	startCond SyncConditions
 }
 
 type loadSample struct {
@@ -161,6 +171,9 @@ func NewRecorder(o RecorderOptions) (*Recorder, error) {
 	if o.Resend <= 0 {
 		o.Resend = DefaultResend
 	}
+	if o.StartGrace <= 0 {
+		o.StartGrace = DefaultStartGrace
+	}
 	if o.MaxClosed <= 0 {
 		o.MaxClosed = DefaultMaxClosed
 	}
@@ -208,15 +221,36 @@ func (r *Recorder) SyncChanged(from, to, why string, c SyncConditions) {
 	e := r.open[kind]
 	healthy := to == "push" || (to == "polling" && !r.o.PushExpected)
 	if healthy {
+		r.startPoll = time.Time{}
 		if e != nil {
 			r.closeLocked(e, StatusRecovered, now)
 		}
 		return
 	}
+	if e == nil && from == "starting" && to == "polling" {
+		// Every start polls until its first heartbeat: wait and see.
+		r.startPoll, r.startWhy, r.startCond = now, why, c
+		return
+	}
 	if e == nil {
-		e = r.openLocked(kind, why, now)
+		e = r.openStartLocked(kind, why, now)
 	}
 	r.enterRungLocked(e, to, now)
+}
+
+// openStartLocked opens the ladder record; when the sidecar has been
+// polling since its start, the record begins then, with that rung first.
+func (r *Recorder) openStartLocked(kind, why string, now time.Time) *entry {
+	if r.startPoll.IsZero() {
+		return r.openLocked(kind, why, now)
+	}
+	at, c := r.startPoll, r.sync
+	r.sync = r.startCond
+	e := r.openLocked(kind, "push not established since start: "+r.startWhy, at)
+	r.sync = c
+	r.startPoll = time.Time{}
+	r.enterRungLocked(e, "polling", at)
+	return e
 }
 
 // enterRungLocked moves the ladder record to rung.
@@ -539,6 +573,9 @@ func (r *Recorder) Take() (json.RawMessage, error) {
 		r.sync = sc
 	}
 	r.sampleLocked(now)
+	if !r.startPoll.IsZero() && now.Sub(r.startPoll) >= r.o.StartGrace && r.open[KindPushLost] == nil {
+		r.openStartLocked(KindPushLost, r.startWhy, now)
+	}
 	for _, e := range r.open {
 		ans := r.countLocked(e, now)
 		if ans != e.lastAns {

@@ -231,3 +231,32 @@ func TestPerAnswerHooksDoNotAllocate(t *testing.T) {
 	var nilRec *Recorder
 	nilRec.FailModeAnswer(true) // nil-safe
 }
+
+func TestRecorderStartGrace(t *testing.T) {
+	c := newClock()
+	r, _ := NewRecorder(RecorderOptions{Env: "dev", Source: "car-1", PushExpected: true, Now: c.now})
+	first := take(t, r) // the greeting: boot, no records
+	if first == nil || len(first) != 0 {
+		t.Fatalf("first take: %+v", first)
+	}
+	// A normal start: polling until the first heartbeat.
+	r.SyncChanged("starting", "polling", "confirmed current", SyncConditions{State: "polling"})
+	c.advance(time.Second)
+	r.SyncChanged("polling", "push", "heartbeat matches", SyncConditions{State: "push"})
+	c.advance(DefaultStartGrace)
+	if recs := take(t, r); len(recs) != 0 {
+		t.Fatalf("a normal start opened %+v", recs)
+	}
+	// A start that never reaches push: a record from the start, after the grace.
+	r2, _ := NewRecorder(RecorderOptions{Env: "dev", Source: "car-2", PushExpected: true, Now: c.now})
+	began := c.now().UTC()
+	r2.SyncChanged("starting", "polling", "confirmed current", SyncConditions{State: "polling", Version: 3})
+	if recs := take(t, r2); len(recs) != 0 {
+		t.Fatalf("opened before the grace: %+v", recs)
+	}
+	c.advance(DefaultStartGrace)
+	p := byKind(take(t, r2), KindPushLost)
+	if p == nil || !p.Start.Equal(began) || p.Status != StatusOpen || p.AtStart.Version != 3 || len(p.Fallbacks) != 1 || p.Fallbacks[0].Name != FallbackPolling {
+		t.Fatalf("record %+v", p)
+	}
+}

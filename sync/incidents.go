@@ -69,3 +69,7 @@ func (r *Remote) incidentConditionsLocked() incident.SyncConditions {
 	}
 	return c
 }
+
+// PushConfigured reports whether this sidecar is meant to be pushed to
+// (NATS configured): then polling is a degradation, else the normal mode.
+func (r *Remote) PushConfigured() bool { return r.o.NATSURL != "" }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/control"
+	"github.com/pennon-dev/pennon/incident/ledger"
 	"github.com/pennon-dev/pennon/internal/natsauth"
 	"github.com/pennon-dev/pennon/internal/natsrun"
 	"github.com/pennon-dev/pennon/internal/sign"
@@ -66,7 +67,9 @@ type runningServer struct {
 	API        *control.Server
 	// Telemetry stores what sidecars report besides their state (usage,
 	// incidents, experiments); aggregators follow it.
-	Telemetry  *telemetry.Ingest
+	Telemetry *telemetry.Ingest
+	// Incidents keeps incident records (sidecars' and this control plane's).
+	Incidents  *ledger.Ledger
 	AdminToken string // set only when created on this start
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -214,11 +217,15 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	if rs.Telemetry, err = openTelemetry(ctx, rs, nc, js, o, log, promReg); err != nil {
 		return fail(err)
 	}
+	if rs.Incidents, err = openIncidents(ctx, rs, js, o, log); err != nil {
+		return fail(err)
+	}
 	apiOpts := control.Options{Addr: o.addr, Store: rs.Store, Tokens: rs.Tokens, Logger: log, Registry: promReg, Sidecars: reg, JetStream: js, Replicas: o.replicas,
 		SidecarCredentialTTL: o.sidecarCredsTTL, Signer: sig.key, Trust: sig.trust, DataDir: o.data, Telemetry: rs.Telemetry}
 	if rs.NATSKeys != nil {
 		apiOpts.NATS = rs.NATSKeys
 	}
+	apiOpts.Incidents = rs.Incidents
 	api, err := control.New(apiOpts)
 	if err != nil {
 		return fail(err)
@@ -231,6 +238,8 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	rs.cancel = cancel
 	rs.wg.Add(1)
 	go func() { defer rs.wg.Done(); flagsync.RunHeartbeats(runCtx, nc, rs.Store, o.heartbeat, log) }()
+	rs.wg.Add(1)
+	go func() { defer rs.wg.Done(); rs.Incidents.Watch(runCtx, nc); rs.Incidents.Close() }()
 	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close(); _ = rs.Telemetry.Close() }()
 	if o.watchDir != "" {
 		rs.wg.Add(1)

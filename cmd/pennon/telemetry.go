@@ -42,6 +42,12 @@ func openTelemetry(ctx context.Context, rs *runningServer, nc *nats.Conn, js jet
 // adds its source here.
 func sidecarTelemetry(srv *proxy.Server, src proxy.Source, log *zap.Logger) []telemetry.Source {
 	var sources []telemetry.Source
+	if u := srv.UsageSource(); u != nil { // usage counts (docs/usage.md)
+		sources = append(sources, u)
+	}
+	if rec := sidecarIncidents(srv, src, log); rec != nil {
+		sources = append(sources, rec)
+	}
 	return sources
 }
 

@@ -245,6 +245,12 @@ func TestNATSOutageIsRecordedAndRecovers(t *testing.T) {
 	natsNet.Cut()
 	apiNet.Cut()
 	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, syncState(flagsync.StatePolling))
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if remote.Status().(flagsync.RemoteStatus).LeaseValid {
+			return fmt.Errorf("freshness lease still valid")
+		}
+		return nil
+	})
 	const answers = 5
 	for range answers {
 		resp, err := http.Post("http://"+srv.Addr()+"/ofrep/v1/evaluate/flags/payment-api-v2", "application/json",
