@@ -621,7 +621,7 @@ async function approvals(view, onlyEnv) {
   }));
   const open = per.flatMap((p) => p.crs.map((cr) => ({ cr, defs: p.defs })));
   add(view, title(onlyEnv ? `Approvals in ${onlyEnv}` : "Approvals inbox"),
-    h("p", { class: "muted" }, `${open.length} change requests waiting. The author of a request cannot decide it; the API enforces that.`));
+    h("p", { class: "muted" }, `${plural(open.length, "change request")} waiting. The author of a request cannot decide it; the API enforces that.`));
   for (const { cr, defs } of open) {
     const reason = h("input", { type: "text", class: "wide" });
     const approve = h("button", { class: "primary", type: "button" }, "Approve and apply");
