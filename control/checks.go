@@ -32,6 +32,10 @@ func checkEnvSettings(e config.EnvSettings) error {
 		field, _, _ := strings.Cut(err.Error(), ":")
 		return fieldErr(CodeValidation, field, "%v", err)
 	}
+	if err := e.Lifecycle.Check(); err != nil {
+		field, _, _ := strings.Cut(err.Error(), ":")
+		return fieldErr(CodeValidation, field, "%v", err)
+	}
 	return nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/incident/ledger"
 	"github.com/pennon-dev/pennon/internal/sign"
+	"github.com/pennon-dev/pennon/lifecycle"
 	"github.com/pennon-dev/pennon/notify"
 	"github.com/pennon-dev/pennon/telemetry"
 	"github.com/pennon-dev/pennon/usage"
@@ -70,6 +71,10 @@ type Options struct {
 	// SidecarCredentialTTL is how long minted sidecar credentials live;
 	// default 1h. Sidecars renew them before they expire.
 	SidecarCredentialTTL time.Duration
+	// Lifecycle builds lifecycle reports and runs the periodic check (its
+	// owner calls Run). Optional: without it the report is built from the
+	// store alone and says "usage unknown".
+	Lifecycle *lifecycle.Service
 	// Incidents keeps incident records (optional: without it the incident
 	// routes answer 501).
 	Incidents *ledger.Ledger
