@@ -34,6 +34,7 @@ type FlagDoc struct {
 	Expires        string                     `json:"expires,omitempty"` // RFC 3339 date or date-time
 	Systems        []string                   `json:"systems,omitempty"`
 	Retirement     *Retirement                `json:"retirement,omitempty"` // a note or criteria (retirement.go)
+	Experiment     *Experiment                `json:"experiment,omitempty"` // experiment.go
 	Prerequisites  map[string]string          `json:"prerequisites,omitempty"`
 	Propagation    string                     `json:"propagation,omitempty"`
 	FailMode       string                     `json:"failMode,omitempty"`

@@ -34,7 +34,8 @@ func (d *Document) specs(keys []string) ([]evaluator.FlagSpec, []evaluator.Probl
 	specs := make([]evaluator.FlagSpec, 0, len(keys))
 	for _, key := range keys {
 		f := d.flags[key]
-		sp := evaluator.FlagSpec{Key: key, Disabled: f.State == "DISABLED", Prerequisites: f.Prerequisites, SafeVariant: f.SafeVariant}
+		sp := evaluator.FlagSpec{Key: key, Disabled: f.State == "DISABLED", Prerequisites: f.Prerequisites, SafeVariant: f.SafeVariant,
+			Experiment: f.Experiment.metricKeys()}
 		names := make([]string, 0, len(f.Variants))
 		for n := range f.Variants {
 			names = append(names, n)

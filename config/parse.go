@@ -18,7 +18,7 @@ var flagKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$`)
 
 var (
 	topLevelFields = []string{"$schema", "$evaluators", "flags", "metadata"}
-	flagFields     = []string{"defaultVariant", "description", "expires", "failMode", "fallbackTargeting", "metadata", "owner",
+	flagFields     = []string{"defaultVariant", "description", "experiment", "expires", "failMode", "fallbackTargeting", "metadata", "owner",
 		"prerequisites", "propagation", "retirement", "safeVariant", "state", "systems", "targeting", "targetingBudget", "variants"}
 )
 
@@ -268,6 +268,9 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 	str("description", &f.Description)
 	if raw, ok := m["retirement"]; ok {
 		f.Retirement = p.retirement(raw, base+".retirement", f.Variants)
+	}
+	if raw, ok := m["experiment"]; ok {
+		f.Experiment = p.experiment(raw, base+".experiment", f.Variants)
 	}
 	str("expires", &f.Expires)
 	if f.Expires != "" {

@@ -106,6 +106,9 @@ type FlagSpec struct {
 	Propagation   Propagation
 	FailMode      FailMode
 	SafeVariant   string // "" when unset
+	// Experiment lists the tracking-event keys of the flag's experiment
+	// (nil: not an experiment); sidecars record exposures of these flags.
+	Experiment []string
 	// Expires is when the flag should have been retired (zero: never). It
 	// does not change answers; it lets the sidecar count expired flags
 	// still being served.

@@ -38,6 +38,8 @@ type Flag struct {
 	cost        int   // compiled rule nodes, including prerequisites'
 	collected   bool  // prerequisites folded into reads/cost (build time only)
 	expires     int64 // unix nanoseconds; 0 = never
+	// experiment is the flag's experiment metrics (nil: not an experiment).
+	experiment []string
 
 	// fallback is the cheaper rule served under pressure (nil with
 	// hasFallback: the default variant); fbMeta[reason] is the flag's
@@ -254,6 +256,7 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 			problems = append(problems, Problem{Path: base + ".defaultVariant", Reason: fmt.Sprintf("%q is not a variant (have: %s)", sp.DefaultVariant, strings.Join(f.variantNames(), ", "))})
 		}
 	}
+	f.experiment = sp.Experiment
 	if sp.SafeVariant != "" {
 		if f.safe = f.variants[sp.SafeVariant]; f.safe == nil {
 			problems = append(problems, Problem{Path: base + ".safeVariant", Reason: fmt.Sprintf("%q is not a variant (have: %s)", sp.SafeVariant, strings.Join(f.variantNames(), ", "))})
@@ -682,6 +685,10 @@ func (f *Flag) SafeResult(why string) Result {
 
 // HasSafeVariant reports whether the flag names a safeVariant.
 func (f *Flag) HasSafeVariant() bool { return f.safe != nil }
+
+// ExperimentMetrics lists the tracking-event keys of the flag's experiment;
+// nil when the flag is not an experiment.
+func (f *Flag) ExperimentMetrics() []string { return f.experiment }
 
 // NeedsContext reports whether the flag's answer depends on the evaluation
 // context at all. When it does not, callers can validate the request body

@@ -450,7 +450,11 @@ func (s *Server) evaluateDegradable(snap *evaluator.Snapshot, f *evaluator.Flag,
 // EvaluateFlag evaluates f against snap as the OFREP endpoints do, through
 // the targeting degradation (a flag with fallbackTargeting serves it under
 // cost or overload, with metadata saying so). flagd's gRPC services use it
-// so both protocols answer alike.
+// so both protocols answer alike, and record experiment exposures alike.
 func (s *Server) EvaluateFlag(snap *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) evaluator.Result {
-	return s.deg.evaluateFlag(snap, f, ec)
+	r := s.deg.evaluateFlag(snap, f, ec)
+	if s.o.Experiments != nil && f.ExperimentMetrics() != nil {
+		s.expose(f, ec, &r)
+	}
+	return r
 }

@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -139,9 +141,11 @@ type trackEvent struct {
 	Details map[string]any `json:"details"`
 }
 
-// track accepts tracking events (experiment metrics) and counts them. pennon
-// keeps no event store in the sidecar; the count is exported per event key
-// for the bounded set of known flag keys, others are counted as "other".
+// track accepts an OpenFeature tracking event: {"key": event name,
+// "context": evaluation context with targetingKey, "details": {"value":
+// number, ...}}. With an experiment recorder the event is joined to the
+// experiments that list its key as a metric (by targeting key); nothing
+// else is stored. The answer says whether it was joined.
 func (s *Server) track(ctx *fasthttp.RequestCtx) {
 	if !s.checkContentType(ctx, "") {
 		return
@@ -151,12 +155,34 @@ func (s *Server) track(ctx *fasthttp.RequestCtx) {
 		s.writeError(ctx, fasthttp.StatusBadRequest, "", "PARSE_ERROR", "tracking event must be a JSON object {key, context, details}: "+err.Error())
 		return
 	}
-	if ev.Key == "" {
-		s.writeError(ctx, fasthttp.StatusBadRequest, "", "PARSE_ERROR", "tracking event needs a non-empty \"key\"")
+	if ev.Key == "" || len(ev.Key) > maxTrackKey {
+		s.writeError(ctx, fasthttp.StatusBadRequest, "", "PARSE_ERROR", fmt.Sprintf("tracking event needs a \"key\" of 1-%d bytes (the event name)", maxTrackKey))
 		return
+	}
+	value, hasValue := 0.0, false
+	if raw, ok := ev.Details["value"]; ok && raw != nil {
+		v, ok := raw.(float64)
+		if !ok || math.IsNaN(v) || math.IsInf(v, 0) {
+			s.writeError(ctx, fasthttp.StatusBadRequest, "", "PARSE_ERROR", "details.value must be a number (the event's numeric value), got "+truncate(fmt.Sprint(raw), 64))
+			return
+		}
+		value, hasValue = v, true
+	}
+	joined := false
+	if s.o.Experiments != nil {
+		if tk, ok := ev.Context["targetingKey"].(string); ok && tk != "" {
+			joined = s.o.Experiments.Track(ev.Key, tk, value, hasValue)
+		}
 	}
 	s.m.requests.WithLabelValues("track", "202").Inc()
 	ctx.SetStatusCode(fasthttp.StatusAccepted)
 	ctx.SetContentType(contentType)
-	ctx.SetBodyString(`{"accepted":true}`)
+	if joined {
+		ctx.SetBodyString(`{"accepted":true,"joined":true}`)
+	} else {
+		ctx.SetBodyString(`{"accepted":true,"joined":false}`)
+	}
 }
+
+// maxTrackKey bounds a tracking event's name.
+const maxTrackKey = 256

@@ -33,6 +33,9 @@ type Options struct {
 	AllowRemote bool
 	// Source supplies snapshots. Required.
 	Source Source
+	// Experiments receives exposures of experiment flags and tracked
+	// events (optional; experiment.Recorder implements it).
+	Experiments ExperimentRecorder
 	// SourceName describes the source in /v1/status (e.g. "file:flags.json").
 	SourceName string
 	Logger     *zap.Logger
@@ -83,6 +86,7 @@ type Options struct {
 // Server is the sidecar's HTTP server.
 type Server struct {
 	o         Options
+	expIndex  atomic.Pointer[experimentFlags] // experiment.go
 	log       *zap.Logger
 	src       Source
 	fresh     FreshSource
@@ -500,7 +504,7 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 	f := snap.Flag(key)
 	ec := s.ctxPool.Get().(*evaluator.Context)
 	defer s.ctxPool.Put(ec)
-	if !s.decodeContext(ctx, key, ec, f != nil && f.NeedsContext()) {
+	if !s.decodeContext(ctx, key, ec, f != nil && (f.NeedsContext() || f.ExperimentMetrics() != nil)) {
 		return
 	}
 	if a := s.usage.app(ctx); a != nil {
@@ -540,6 +544,9 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 			r = snap.EvaluateFlag(f, ec)
 			s.m.countEval(true, &r)
 		}
+	}
+	if f != nil && s.o.Experiments != nil && f.ExperimentMetrics() != nil {
+		s.expose(f, ec, &r)
 	}
 	if f != nil && f.ExpiredAt(start) {
 		s.m.expired.WithLabelValues(f.Key()).Inc()
@@ -584,7 +591,8 @@ func (s *Server) evaluateFresh(local *evaluator.Snapshot, f *evaluator.Flag, ec 
 // evaluated, r is the counted result the caller must encode (an error
 // answer, which is not cached) and must not evaluate or count again.
 func (s *Server) cached(dst []byte, snap *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) (out []byte, hit, evaluated bool, r evaluator.Result) {
-	if s.cache == nil || len(f.Reads()) == 0 || f.Cost() < s.o.CacheMinCost || s.guard.bypassed() {
+	// Experiment flags are not cached: every answer is an exposure to record.
+	if s.cache == nil || len(f.Reads()) == 0 || f.Cost() < s.o.CacheMinCost || s.guard.bypassed() || f.ExperimentMetrics() != nil {
 		return dst, false, false, r
 	}
 	kp := s.bufPool.Get().(*[]byte)
@@ -675,6 +683,9 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 			}
 		}
 	} else {
+		if s.o.Experiments != nil {
+			s.exposeBulk(snap, ec)
+		}
 		if !s.bulkUsed.Load() {
 			s.bulkUsed.Store(true)
 		}

@@ -134,8 +134,9 @@ func TestEndpoints(t *testing.T) {
 		{"healthz", "GET", "/healthz", "", ``, 200, `{"status":"ok"}`},
 		{"readyz", "GET", "/readyz", "", ``, 200, `{"ready":true`},
 		{"status", "GET", "/v1/status", "", ``, 200, `"version": 3`},
-		{"track", "POST", "/v1/track", js, `{"key":"checkout-completed","context":{"targetingKey":"u1"},"details":{"value":9.5}}`, 202, `{"accepted":true}`},
-		{"track invalid", "POST", "/v1/track", js, `{"context":{}}`, 400, `needs a non-empty \"key\"`},
+		{"track", "POST", "/v1/track", js, `{"key":"checkout-completed","context":{"targetingKey":"u1"},"details":{"value":9.5}}`, 202, `{"accepted":true,"joined":false}`},
+		{"track bad value", "POST", "/v1/track", js, `{"key":"buy","context":{"targetingKey":"u1"},"details":{"value":"12"}}`, 400, `details.value must be a number`},
+		{"track invalid", "POST", "/v1/track", js, `{"context":{}}`, 400, `needs a \"key\" of 1-256 bytes`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

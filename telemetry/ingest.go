@@ -257,3 +257,16 @@ func (f *Follower) Stop() {
 		f.cc.Stop()
 	}
 }
+
+// LastSeq is the sequence of the newest stored batch of kind (0: none).
+func (i *Ingest) LastSeq(ctx context.Context, kind string) (uint64, error) {
+	s, err := i.js.Stream(ctx, StreamName(kind))
+	if err != nil {
+		return 0, fmt.Errorf("telemetry: %w", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("telemetry: %w", err)
+	}
+	return info.State.LastSeq, nil
+}

@@ -298,7 +298,7 @@ func (c *client) getFlag(ctx context.Context, key string) error {
 		if err := json.Indent(&def, out.Definition, "", "  "); err != nil {
 			def.Write(out.Definition)
 		}
-		_, err := fmt.Fprintf(w, "definition:\n%s\n", def.Bytes())
+		_, err := fmt.Fprintf(w, "definition:\n%s\n", unescapeHTML(def.Bytes()))
 		return err
 	})
 }
@@ -707,6 +707,7 @@ func runSidecars(ctx context.Context, args []string, stdout, stderr io.Writer) e
 				ID, State string
 				Version   uint64
 				Time      time.Time
+				Lost      bool
 			}
 			Behind []string
 		}
@@ -719,7 +720,11 @@ func runSidecars(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			if s.Version < out.Version {
 				mark = fmt.Sprintf(" (behind by %d)", out.Version-s.Version)
 			}
-			t.row(s.ID, fmt.Sprintf("%d%s", s.Version, mark), s.State, s.Time.UTC().Format(time.RFC3339))
+			state := s.State
+			if s.Lost {
+				state = "LOST (last " + s.State + ")"
+			}
+			t.row(s.ID, fmt.Sprintf("%d%s", s.Version, mark), state, s.Time.UTC().Format(time.RFC3339))
 		}
 		if err := t.flush(); err != nil {
 			return err

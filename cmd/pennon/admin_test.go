@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/internal/sign"
 )
@@ -16,23 +12,8 @@ import (
 // TestAdminCLI drives the admin verbs against a real control plane (the dev
 // system on random ports).
 func TestAdminCLI(t *testing.T) {
-	data := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan [3]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runDevSystem(ctx, devOptions{data: data, sidecarAddr: "127.0.0.1:0", apiAddr: "127.0.0.1:0", natsAddr: "127.0.0.1:0"}, zap.NewNop(), &strings.Builder{}, ready)
-	}()
-	var a [3]string
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("dev did not start")
-	}
-	defer func() { cancel(); <-done }()
-	common := []string{"--server", a[1], "--token", a[2], "--env", "dev"}
+	d := startDev(t)
+	common := []string{"--server", d.api, "--token", d.admin, "--env", "dev"}
 	cli := func(args ...string) (int, string, string) {
 		return runCLI(append(args, common...)...)
 	}

@@ -26,10 +26,11 @@ var benchSubcommands = map[string]func(ctx context.Context, args []string, stdou
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 {
-		if sub, ok := benchSubcommands[args[0]]; ok {
-			return sub(ctx, args[1:], stdout, stderr)
+	if sub, rest, err := pickSubcommand("bench", benchSubcommands, args); sub != nil || err != nil {
+		if err != nil {
+			return err
 		}
+		return sub(ctx, rest, stdout, stderr)
 	}
 	fs := newFlagSet("bench", "pennon bench [scale] [flags]",
 		"Sends OFREP evaluations to one or more targets, one after the other, and reports\n"+

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/config"
 	flagsync "github.com/pennon-dev/pennon/sync"
@@ -17,24 +13,9 @@ import (
 // TestExportApplyCLI drives export, apply (plans as golden files, commit,
 // prune) and flags patch against a real control plane (the dev system).
 func TestExportApplyCLI(t *testing.T) {
-	data := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan [3]string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- runDevSystem(ctx, devOptions{data: data, sidecarAddr: "127.0.0.1:0", apiAddr: "127.0.0.1:0", natsAddr: "127.0.0.1:0"}, zap.NewNop(), &strings.Builder{}, ready)
-	}()
-	var a [3]string
-	select {
-	case a = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("dev did not start")
-	}
-	defer func() { cancel(); <-done }()
+	d := startDev(t)
 	cli := func(args ...string) (int, string, string) {
-		return runCLI(append(args, "--server", a[1], "--token", a[2], "--env", "dev")...)
+		return runCLI(append(args, "--server", d.api, "--token", d.admin, "--env", "dev")...)
 	}
 	dir := t.TempDir()
 	exported := filepath.Join(dir, "flags.json")
@@ -51,7 +32,8 @@ func TestExportApplyCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out != string(want.Canonical()) {
+	// On stdout the canonical form ends with a newline, for the terminal.
+	if out != string(want.Canonical())+"\n" {
 		t.Fatalf("export is not checkout.json's canonical form:\n%s", out)
 	}
 	if code, _, errOut = cli("export", "--out", exported); code != 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -236,4 +237,41 @@ func fields(w io.Writer, kv ...any) error {
 		t.row(fmt.Sprint(kv[i])+":", kv[i+1])
 	}
 	return t.flush()
+}
+
+// subcommand is the handler type of `pennon server <verb>` and
+// `pennon bench <verb>`, whose bare form (no verb) runs the command itself.
+type subcommand = func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// pickSubcommand returns the handler for args[0] when it names one of subs.
+// A first word that is neither a subcommand nor a flag is a usage error
+// listing the subcommands (instead of "unexpected argument" after parsing
+// the bare command's flags); no word or a flag first returns nil, nil: run
+// the bare command.
+func pickSubcommand(cmd string, subs map[string]subcommand, args []string) (subcommand, []string, error) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return nil, args, nil
+	}
+	if h, ok := subs[args[0]]; ok {
+		return h, args[1:], nil
+	}
+	names := make([]string, 0, len(subs))
+	for n := range subs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return nil, nil, usagef("unknown verb %q; valid verbs: %s, or none (flags only) to run %s itself", args[0], strings.Join(names, ", "), cmd)
+}
+
+// htmlEscapes are the escapes Go's JSON encoder writes for <, > and &
+// (safe in HTML, noise in a terminal): unescapeHTML turns them back.
+var htmlEscapes = strings.NewReplacer(`\u003c`, "<", `\u003e`, ">", `\u0026`, "&")
+
+// unescapeHTML undoes Go's HTML-safe escapes in JSON text for display,
+// leaving an escaped backslash followed by "u003e" alone.
+func unescapeHTML(js []byte) []byte {
+	if !bytes.Contains(js, []byte(`\u00`)) || bytes.Contains(js, []byte(`\\u00`)) {
+		return js
+	}
+	return []byte(htmlEscapes.Replace(string(js)))
 }

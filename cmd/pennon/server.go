@@ -25,6 +25,7 @@ import (
 	"github.com/pennon-dev/pennon/internal/sign"
 	flagsync "github.com/pennon-dev/pennon/sync"
 	"github.com/pennon-dev/pennon/telemetry"
+	flagusage "github.com/pennon-dev/pennon/usage"
 )
 
 func init() {
@@ -65,6 +66,7 @@ type runningServer struct {
 	Store      *config.Store
 	Tokens     *control.Tokens
 	API        *control.Server
+	Usage      *flagusage.Aggregator // usage rollups and anomalies (flagusage.go)
 	// Telemetry stores what sidecars report besides their state (usage,
 	// incidents, experiments); aggregators follow it.
 	Telemetry *telemetry.Ingest
@@ -225,6 +227,10 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	if rs.NATSKeys != nil {
 		apiOpts.NATS = rs.NATSKeys
 	}
+	if rs.Usage, err = openUsage(ctx, rs, js, o, log, promReg); err != nil {
+		return fail(err)
+	}
+	apiOpts.Usage = rs.Usage
 	apiOpts.Incidents = rs.Incidents
 	api, err := control.New(apiOpts)
 	if err != nil {
@@ -240,7 +246,7 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	go func() { defer rs.wg.Done(); flagsync.RunHeartbeats(runCtx, nc, rs.Store, o.heartbeat, log) }()
 	rs.wg.Add(1)
 	go func() { defer rs.wg.Done(); rs.Incidents.Watch(runCtx, nc); rs.Incidents.Close() }()
-	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close(); _ = rs.Telemetry.Close() }()
+	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close(); _ = rs.Usage.Close(); _ = rs.Telemetry.Close() }()
 	if o.watchDir != "" {
 		rs.wg.Add(1)
 		go func() {

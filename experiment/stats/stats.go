@@ -9,7 +9,9 @@
 package stats
 
 import (
+	"encoding/json"
 	"math"
+	"strconv"
 
 	"gonum.org/v1/gonum/stat/distuv"
 )
@@ -240,3 +242,46 @@ func SampleRatio(observed []uint64, weights []float64) SRM {
 // MinUnitsPerVariant is below which a report warns that the sample is too
 // small for its intervals and tests to mean much.
 const MinUnitsPerVariant = 100
+
+// jsonNum writes x, or null when it is not a finite number (JSON has no NaN).
+func jsonNum(b []byte, x float64) []byte {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return append(b, "null"...)
+	}
+	return strconv.AppendFloat(b, x, 'g', -1, 64)
+}
+
+// MarshalJSON writes undefined bounds (too few units) as null.
+func (i Interval) MarshalJSON() ([]byte, error) {
+	b := append([]byte(nil), `{"estimate":`...)
+	b = jsonNum(b, i.Estimate)
+	b = append(b, `,"low":`...)
+	b = jsonNum(b, i.Low)
+	b = append(b, `,"high":`...)
+	b = jsonNum(b, i.High)
+	return append(b, '}'), nil
+}
+
+// MarshalJSON writes an undefined statistic or p-value as null.
+func (t Test) MarshalJSON() ([]byte, error) {
+	type plain Test
+	p := plain(t)
+	stat, pv := p.Statistic, p.P
+	p.Statistic, p.P = 0, 0
+	inner, err := json.Marshal(struct {
+		plain
+		Statistic json.RawMessage `json:"statistic"`
+		P         json.RawMessage `json:"p"`
+	}{p, jsonNum(nil, stat), jsonNum(nil, pv)})
+	return inner, err
+}
+
+// MarshalJSON writes an undefined χ² or p-value as null.
+func (s SRM) MarshalJSON() ([]byte, error) {
+	type plain SRM
+	return json.Marshal(struct {
+		plain
+		ChiSquare json.RawMessage `json:"chiSquare"`
+		P         json.RawMessage `json:"p"`
+	}{plain(s), jsonNum(nil, s.ChiSquare), jsonNum(nil, s.P)})
+}

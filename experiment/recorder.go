@@ -1,0 +1,274 @@
+// Package experiment joins exposures to tracked events in sidecars and
+// turns their aggregates into per-variant statistics in the control plane.
+//
+// A sidecar sees every exposure (an experiment flag evaluated for a
+// targeting key) and every tracked event of its app. The Recorder keeps,
+// per experiment flag, which variant each unit (targeting key) was first
+// exposed to, and per variant and metric only streaming aggregates: units
+// exposed, units converted, events, sum and sum of squares of their values.
+// No raw event is stored. Those aggregates travel as telemetry deltas
+// (KindExperiments) and are summed by the control plane's Aggregator.
+package experiment
+
+import (
+	"encoding/json"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pennon-dev/pennon/telemetry"
+)
+
+// DefaultMaxUnits bounds the units (targeting keys) one sidecar remembers
+// across all experiments: about 100 bytes each, so ~10 MiB. Units beyond
+// it are not enrolled (counted as overflow), which keeps the join exact
+// for those that are.
+const DefaultMaxUnits = 100_000
+
+// idleAfter: an experiment flag not exposed for this long (it ended, or
+// stopped being an experiment) releases its units at the next Take.
+const idleAfter = 24 * time.Hour
+
+const shards = 16
+
+// Recorder is the sidecar side. Safe for concurrent use; Expose on the
+// evaluation path takes one shard lock of the flag.
+type Recorder struct {
+	maxUnits int64
+	units    atomic.Int64 // enrolled units, all flags
+	overflow atomic.Uint64
+	noUnit   atomic.Uint64 // exposures without a targeting key
+	seed     maphash.Seed
+
+	mu    sync.RWMutex
+	flags map[string]*flagRec
+}
+
+type flagRec struct {
+	metrics  atomic.Pointer[[]string] // the experiment's event keys, as of the last exposure
+	lastSeen atomic.Int64 // unix nanos of the last exposure
+	shard    [shards]unitShard
+}
+
+type unitShard struct {
+	mu    sync.Mutex
+	units map[string]*unit
+	agg   map[string]*VariantDelta // variant → delta since the last Take
+}
+
+type unit struct {
+	variant   string
+	converted uint32 // bit i: converted on metrics[i]
+}
+
+// NewRecorder returns a recorder remembering at most maxUnits units
+// (0: DefaultMaxUnits).
+func NewRecorder(maxUnits int) *Recorder {
+	if maxUnits <= 0 {
+		maxUnits = DefaultMaxUnits
+	}
+	return &Recorder{maxUnits: int64(maxUnits), seed: maphash.MakeSeed(), flags: map[string]*flagRec{}}
+}
+
+func (r *Recorder) flag(key string, metrics []string) *flagRec {
+	r.mu.RLock()
+	f := r.flags[key]
+	r.mu.RUnlock()
+	if f != nil {
+		return f
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f = r.flags[key]; f == nil {
+		f = &flagRec{}
+		f.metrics.Store(&metrics)
+		for i := range f.shard {
+			f.shard[i] = unitShard{units: map[string]*unit{}, agg: map[string]*VariantDelta{}}
+		}
+		r.flags[key] = f
+	}
+	return f
+}
+
+func (r *Recorder) shardOf(f *flagRec, unitKey string) *unitShard {
+	return &f.shard[maphash.String(r.seed, unitKey)%shards]
+}
+
+// Expose records that unitKey was served variant of the experiment flag
+// whose metrics are given. Only the first exposure of a unit counts: a
+// unit later served another variant (the flag changed) stays with its
+// first, as the experiment's analysis assumes.
+func (r *Recorder) Expose(flagKey string, metrics []string, unitKey, variant string) {
+	if unitKey == "" || variant == "" {
+		r.noUnit.Add(1)
+		return
+	}
+	f := r.flag(flagKey, metrics)
+	f.lastSeen.Store(time.Now().UnixNano())
+	if cur := *f.metrics.Load(); len(cur) != len(metrics) || (len(metrics) > 0 && &cur[0] != &metrics[0]) {
+		f.metrics.Store(&metrics) // the definition changed (a new snapshot)
+	}
+	sh := r.shardOf(f, unitKey)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.units[unitKey]; ok {
+		return
+	}
+	if r.units.Add(1) > r.maxUnits {
+		r.units.Add(-1)
+		r.overflow.Add(1)
+		return
+	}
+	sh.units[unitKey] = &unit{variant: variant}
+	sh.delta(variant).Exposed++
+}
+
+func (sh *unitShard) delta(variant string) *VariantDelta {
+	d := sh.agg[variant]
+	if d == nil {
+		d = &VariantDelta{}
+		sh.agg[variant] = d
+	}
+	return d
+}
+
+// Track joins a tracked event to every experiment that lists eventKey as a
+// metric and has seen unitKey: the unit converts (once per metric) and the
+// value, when given, adds to the metric's sums. It reports whether the
+// event was joined to any experiment.
+func (r *Recorder) Track(eventKey, unitKey string, value float64, hasValue bool) bool {
+	if unitKey == "" {
+		return false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	joined := false
+	for _, f := range r.flags {
+		idx := -1
+		for i, m := range *f.metrics.Load() {
+			if m == eventKey {
+				idx = i
+				break
+			}
+		}
+		if idx < 0 || idx >= 32 {
+			continue
+		}
+		sh := r.shardOf(f, unitKey)
+		sh.mu.Lock()
+		if u := sh.units[unitKey]; u != nil {
+			d := sh.delta(u.variant).metric(eventKey)
+			if u.converted&(1<<idx) == 0 {
+				u.converted |= 1 << idx
+				d.Converted++
+			}
+			d.Events++
+			if hasValue {
+				d.Values++
+				d.Sum += value
+				d.SumSq += value * value
+			}
+			joined = true
+		}
+		sh.mu.Unlock()
+	}
+	return joined
+}
+
+// Delta is the payload of one KindExperiments batch: what changed since
+// the previous one.
+type Delta struct {
+	Flags map[string]map[string]*VariantDelta `json:"flags,omitempty"` // flag → variant → delta
+	// Overflow counts exposures of units not enrolled because the sidecar
+	// remembers DefaultMaxUnits (or its configured cap) already.
+	Overflow uint64 `json:"overflow,omitempty"`
+	// NoUnit counts exposures without a targeting key (not attributable).
+	NoUnit uint64 `json:"noUnit,omitempty"`
+}
+
+// VariantDelta is one variant's change.
+type VariantDelta struct {
+	Exposed uint64                  `json:"exposed,omitempty"`
+	Metrics map[string]*MetricDelta `json:"metrics,omitempty"`
+}
+
+func (v *VariantDelta) metric(key string) *MetricDelta {
+	if v.Metrics == nil {
+		v.Metrics = map[string]*MetricDelta{}
+	}
+	m := v.Metrics[key]
+	if m == nil {
+		m = &MetricDelta{}
+		v.Metrics[key] = m
+	}
+	return m
+}
+
+// MetricDelta is one metric's change for one variant.
+type MetricDelta struct {
+	Converted uint64  `json:"converted,omitempty"` // units with their first event of this key
+	Events    uint64  `json:"events,omitempty"`
+	Values    uint64  `json:"values,omitempty"` // events that carried a numeric value
+	Sum       float64 `json:"sum,omitempty"`
+	SumSq     float64 `json:"sumSq,omitempty"`
+}
+
+func (m *MetricDelta) add(o *MetricDelta) {
+	m.Converted += o.Converted
+	m.Events += o.Events
+	m.Values += o.Values
+	m.Sum += o.Sum
+	m.SumSq += o.SumSq
+}
+
+func (v *VariantDelta) add(o *VariantDelta) {
+	v.Exposed += o.Exposed
+	for k, m := range o.Metrics {
+		v.metric(k).add(m)
+	}
+}
+
+// Kind implements telemetry.Source.
+func (r *Recorder) Kind() string { return telemetry.KindExperiments }
+
+// Take implements telemetry.Source: the aggregates since the last Take.
+// Experiments idle for a day release their units here.
+func (r *Recorder) Take() (json.RawMessage, error) {
+	out := Delta{Flags: map[string]map[string]*VariantDelta{}, Overflow: r.overflow.Swap(0), NoUnit: r.noUnit.Swap(0)}
+	idleBefore := time.Now().Add(-idleAfter).UnixNano()
+	r.mu.Lock()
+	for key, f := range r.flags {
+		for i := range f.shard {
+			sh := &f.shard[i]
+			sh.mu.Lock()
+			for v, d := range sh.agg {
+				if out.Flags[key] == nil {
+					out.Flags[key] = map[string]*VariantDelta{}
+				}
+				if out.Flags[key][v] == nil {
+					out.Flags[key][v] = &VariantDelta{}
+				}
+				out.Flags[key][v].add(d)
+			}
+			clear(sh.agg)
+			sh.mu.Unlock()
+		}
+		if f.lastSeen.Load() < idleBefore {
+			n := 0
+			for i := range f.shard {
+				n += len(f.shard[i].units)
+			}
+			r.units.Add(-int64(n))
+			delete(r.flags, key)
+		}
+	}
+	r.mu.Unlock()
+	if len(out.Flags) == 0 && out.Overflow == 0 && out.NoUnit == 0 {
+		return nil, nil
+	}
+	return json.Marshal(out)
+}
+
+// Units is how many units are remembered (all experiments).
+func (r *Recorder) Units() int { return int(r.units.Load()) }
