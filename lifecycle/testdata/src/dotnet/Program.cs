@@ -1,0 +1,1 @@
+var enabled = await client.GetBooleanValueAsync("new-banner", false);

@@ -1,0 +1,1 @@
+client.BooleanValue(ctx, "from-vendor", false, nil)
