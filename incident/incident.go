@@ -179,7 +179,14 @@ func (r *Record) Summary(now time.Time) string {
 		fmt.Fprintf(&b, ": %s after %s", r.Status, roundDur(r.duration()))
 	}
 	if r.Count > 0 {
-		fmt.Fprintf(&b, "; %d times", r.Count)
+		switch r.Kind {
+		case KindBreakerOpen:
+			fmt.Fprintf(&b, "; %d failed calls", r.Count)
+		case KindSignatureRejected:
+			fmt.Fprintf(&b, "; %d inputs rejected", r.Count)
+		default:
+			fmt.Fprintf(&b, "; %d times", r.Count)
+		}
 	}
 	if len(r.Fallbacks) > 0 {
 		parts := make([]string, len(r.Fallbacks))

@@ -137,6 +137,10 @@ func TestGoldenVerbs(t *testing.T) {
 		// fleet
 		{name: "sidecars", args: []string{"sidecars"}, before: waitSidecarAtHead(server, admin)},
 		{name: "sidecars_extra_argument", args: []string{"sidecars", "dev"}, code: 2},
+		// incidents (crafted records sent over the sidecars' API path)
+		{name: "incidents", args: []string{"incidents"}, before: postIncidents(server, admin)},
+		{name: "incidents_superseded", args: []string{"incidents", "--status", "superseded"}},
+		{name: "incidents_bad_status", args: []string{"incidents", "--status", "closed"}, code: 2},
 		// files
 		{name: "export", args: []string{"export", "--env", "staging"}},
 		{name: "apply_dry_run", args: []string{"apply", "-f", "../../examples/basic.json", "--env", "staging", "--dry-run"}},

@@ -137,7 +137,7 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	}
 	// What an earlier process of this control plane left open, it cannot
 	// close any more.
-	l.supersede("", o.Source, own.Boot(), o.Now())
+	l.supersede("", o.Source, own.Boot())
 	if o.Ingest != nil {
 		f, err := o.Ingest.Follow(ctx, telemetry.KindIncidents, l.applied+1, l.onBatch)
 		if err != nil {
@@ -205,7 +205,7 @@ func (l *Ledger) onBatch(s telemetry.Stored) {
 	notifyOK := l.o.Now().Sub(s.Received) <= eventWindow
 	l.mu.Lock()
 	if p.Boot != "" {
-		l.supersedeLocked(s.Batch.Env, s.Batch.Sidecar, p.Boot, s.Received)
+		l.supersedeLocked(s.Batch.Env, s.Batch.Sidecar, p.Boot)
 	}
 	var events []notify.Event
 	for i := range p.Records {
@@ -268,13 +268,13 @@ func (l *Ledger) putLocked(rec incident.Record) []notify.Event {
 }
 
 // supersede marks the open records of source's earlier boots superseded.
-func (l *Ledger) supersede(env, source, boot string, at time.Time) {
+func (l *Ledger) supersede(env, source, boot string) {
 	l.mu.Lock()
-	l.supersedeLocked(env, source, boot, at)
+	l.supersedeLocked(env, source, boot)
 	l.mu.Unlock()
 }
 
-func (l *Ledger) supersedeLocked(env, source, boot string, at time.Time) {
+func (l *Ledger) supersedeLocked(env, source, boot string) {
 	k := env + "\x00" + source
 	if l.boots[k] == boot {
 		return
@@ -284,9 +284,13 @@ func (l *Ledger) supersedeLocked(env, source, boot string, at time.Time) {
 		if rec.Env != env || rec.Source != source || rec.Boot == boot || rec.Closed() {
 			continue
 		}
+		// It ended, at the latest, when its process last spoke of it.
 		c := *rec
-		end := at.UTC()
-		c.Status, c.End, c.Recovered, c.Rev, c.Updated = incident.StatusSuperseded, &end, false, c.Rev+1, end
+		end := c.Updated
+		if end.Before(c.Start) {
+			end = c.Start
+		}
+		c.Status, c.End, c.Recovered, c.Rev = incident.StatusSuperseded, &end, false, c.Rev+1
 		l.records[id] = &c
 		l.dirty[id] = true
 		l.log.Info("incident superseded: its process restarted", zap.String("incident", id), zap.String("kind", c.Kind), zap.String("source", source))
