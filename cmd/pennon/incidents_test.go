@@ -32,7 +32,7 @@ func postIncidents(server, admin string) func(t *testing.T, _ map[string]string)
 			{newBoot, []incident.Record{
 				{ID: "pod-a/" + newBoot + "/1", Rev: 4, Kind: incident.KindPushLost, Boot: newBoot, Status: incident.StatusRecovered, Recovered: true,
 					Start: at("2026-11-20T10:00:00Z"), End: end("2026-11-20T10:00:42Z"), Updated: at("2026-11-20T10:00:42Z"), Reason: "NATS disconnected",
-					AtStart: incident.Conditions{Version: 3, State: "polling"},
+					AtStart:   incident.Conditions{Version: 3, State: "polling"},
 					Fallbacks: []incident.Fallback{{Name: incident.FallbackPolling, Answers: 1200}, {Name: incident.FallbackFailClosed, Answers: 7}}},
 				{ID: "pod-a/" + newBoot + "/2", Rev: 2, Kind: incident.KindBreakerOpen, Boot: newBoot, Status: incident.StatusRecovered, Recovered: true,
 					Start: at("2026-11-20T10:00:05Z"), End: end("2026-11-20T10:00:30Z"), Updated: at("2026-11-20T10:00:30Z"), Count: 3,
