@@ -1,1 +1,5 @@
-client.BooleanValue(ctx, "from-vendor", false, nil)
+package x
+
+func f() {
+	client.BooleanValue(ctx, "from-vendor", false, nil)
+}
