@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,7 +23,9 @@ import (
 
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/incident/ledger"
+	"github.com/pennon-dev/pennon/notify"
 	"github.com/pennon-dev/pennon/telemetry"
+	"github.com/pennon-dev/pennon/usage"
 )
 
 // The OpenAPI document (control/openapi.json) is the admin API's contract.
@@ -321,8 +324,8 @@ type exchange struct {
 	save   map[string]string // variable → dotted JSON path, for later paths and bodies
 	text   string            // a text/plain answer must contain this
 	// bare sends the request to the second control plane, whose store has
-	// no signing key, which has no NATS account key, and which collects
-	// telemetry and keeps incident records.
+	// no signing key, which has no NATS account key, and which has the
+	// optional parts (telemetry, incidents, usage, notifications).
 	bare bool
 }
 
@@ -483,10 +486,11 @@ func TestOpenAPIConformance(t *testing.T) {
 	}
 
 	// A second control plane on the same NATS, without a signing key in
-	// its store and without the NATS account key, collecting telemetry and
-	// keeping incident records: repair is 409 no_signing_key, NATS
-	// credentials 501 not_configured, telemetry and incidents answer (the
-	// first plane answers 501 for both).
+	// its store and without the NATS account key, but collecting telemetry,
+	// keeping incident records, aggregating usage and sending
+	// notifications: repair is 409 no_signing_key, NATS credentials 501
+	// not_configured, and the optional parts answer (the first plane, which
+	// has none of them, answers 501).
 	bare, err := config.OpenStore(ctx, f.js, config.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -499,8 +503,22 @@ func TestOpenAPIConformance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	notifier, err := notify.New(ctx, notify.Options{JetStream: f.js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agg, err := usage.Open(ctx, usage.Options{JetStream: f.js, Ingest: ingest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = notifier.Close(cctx)
+		_ = agg.Close()
+	})
 	s2, err := New(Options{Store: bare, Tokens: f.toks, Logger: zap.NewNop(), JetStream: f.js, DataDir: t.TempDir(), Signer: f.key,
-		Registry: prometheus.NewRegistry(), Telemetry: ingest, Incidents: incidents})
+		Registry: prometheus.NewRegistry(), Telemetry: ingest, Incidents: incidents, Notify: notifier, Usage: agg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -783,6 +801,12 @@ func conformanceScript() []exchange {
 		{name: "revoke", op: "DELETE /api/v1/tokens/{id}", path: "/api/v1/tokens/{{ciID}}", token: "root", status: 200, want: map[string]any{"revoked": "{{ciID}}"}},
 		{name: "no such token", op: "DELETE /api/v1/tokens/{id}", path: "/api/v1/tokens/0000000000000000", token: "root", status: 404, code: CodeNotFound},
 
+		// Lifecycle.
+		{name: "report", op: "GET /api/v1/envs/{env}/lifecycle", path: dev + "/lifecycle", token: "viewer", status: 200,
+			want: map[string]any{"env": "dev", "usageKnown": false, "flags.0.key": "a"}},
+		{name: "takes no parameters", op: "GET /api/v1/envs/{env}/lifecycle", path: dev + "/lifecycle?days=3", token: "viewer", status: 400, code: CodeBadRequest, want: map[string]any{"error.field": "days"}},
+		{name: "no such env", op: "GET /api/v1/envs/{env}/lifecycle", path: "/api/v1/envs/nope/lifecycle", token: "root", status: 404, code: CodeNotFound},
+
 		// Validation as the console's editor types.
 		{name: "valid", op: "POST /api/v1/envs/{env}/validate", path: dev + "/validate", token: "viewer", body: `{"flag":"n","definition":{{def}}}`, status: 200,
 			want: map[string]any{"valid": true, "problems.#": 0}},
@@ -809,6 +833,41 @@ func conformanceScript() []exchange {
 		{name: "all incidents", op: "GET /api/v1/incidents", path: "/api/v1/incidents", token: "root", bare: true, status: 200, want: map[string]any{"incidents.#": 0}},
 		{name: "bad limit", op: "GET /api/v1/incidents", path: "/api/v1/incidents?limit=0", token: "root", bare: true, status: 400, code: CodeBadRequest, want: map[string]any{"error.field": "limit"}},
 		{name: "not kept here", op: "GET /api/v1/incidents", path: "/api/v1/incidents", token: "root", status: 501, code: CodeNotConfigured},
+		{name: "none yet", op: "GET /api/v1/envs/{env}/webhooks", path: dev + "/webhooks", token: "root", bare: true, status: 200, want: map[string]any{"webhooks.#": 0}},
+		{name: "add", op: "POST /api/v1/envs/{env}/webhooks", path: dev + "/webhooks", token: "root", bare: true,
+			body: `{"url":"https://hooks.example.com/pennon/abc?token=x","types":["change","emergency"],"format":"slack"}`, status: 201,
+			want: map[string]any{"webhook.url": "https://hooks.example.com/pennon/…", "webhook.types.#": 2, "webhook.format": "slack"}, save: map[string]string{"hook": "webhook.id"}},
+		{name: "one", op: "GET /api/v1/envs/{env}/webhooks", path: dev + "/webhooks", token: "root", bare: true, status: 200, want: map[string]any{"webhooks.#": 1, "webhooks.0.id": "{{hook}}"}},
+		{name: "bad scheme", op: "POST /api/v1/envs/{env}/webhooks", path: dev + "/webhooks", token: "root", bare: true, body: `{"url":"ftp://hooks.example.com"}`, status: 422, code: CodeValidation, want: map[string]any{"error.field": "url"}},
+		{name: "bad type", op: "POST /api/v1/envs/{env}/webhooks", path: dev + "/webhooks", token: "root", bare: true, body: `{"url":"https://h.example.com","types":["all"]}`, status: 422, code: CodeValidation, want: map[string]any{"error.field": "types[0]"}},
+		{name: "unknown field", op: "POST /api/v1/envs/{env}/webhooks", path: dev + "/webhooks", token: "root", bare: true, body: `{"uri":"https://h.example.com"}`, status: 400, code: CodeBadRequest},
+		{name: "no such env", op: "POST /api/v1/envs/{env}/webhooks", path: "/api/v1/envs/nope/webhooks", token: "root", bare: true, body: `{"url":"https://h.example.com"}`, status: 404, code: CodeNotFound},
+		{name: "not enabled here", op: "POST /api/v1/envs/{env}/webhooks", path: dev + "/webhooks", token: "root", body: `{"url":"https://h.example.com"}`, status: 501, code: CodeNotConfigured},
+		{name: "no such env", op: "GET /api/v1/envs/{env}/webhooks", path: "/api/v1/envs/nope/webhooks", token: "root", bare: true, status: 404, code: CodeNotFound},
+		{name: "not enabled here", op: "GET /api/v1/envs/{env}/webhooks", path: dev + "/webhooks", token: "root", status: 501, code: CodeNotConfigured},
+		{name: "deliveries", op: "GET /api/v1/envs/{env}/webhooks/{id}/deliveries", path: dev + "/webhooks/{{hook}}/deliveries?limit=5", token: "root", bare: true, status: 200,
+			want: map[string]any{"webhook": "{{hook}}", "deliveries.#": 0}},
+		{name: "limit too high", op: "GET /api/v1/envs/{env}/webhooks/{id}/deliveries", path: dev + "/webhooks/{{hook}}/deliveries?limit=500", token: "root", bare: true, status: 400, code: CodeBadRequest, want: map[string]any{"error.field": "limit"}},
+		{name: "no such webhook", op: "GET /api/v1/envs/{env}/webhooks/{id}/deliveries", path: dev + "/webhooks/nope/deliveries", token: "root", bare: true, status: 404, code: CodeNotFound, want: map[string]any{"error.field": "id"}},
+		{name: "not enabled here", op: "GET /api/v1/envs/{env}/webhooks/{id}/deliveries", path: dev + "/webhooks/{{hook}}/deliveries", token: "root", status: 501, code: CodeNotConfigured},
+		{name: "remove", op: "DELETE /api/v1/envs/{env}/webhooks/{id}", path: dev + "/webhooks/{{hook}}", token: "root", bare: true, status: 200, want: map[string]any{"deleted": "{{hook}}"}},
+		{name: "already removed", op: "DELETE /api/v1/envs/{env}/webhooks/{id}", path: dev + "/webhooks/{{hook}}", token: "root", bare: true, status: 404, code: CodeNotFound},
+		{name: "not enabled here", op: "DELETE /api/v1/envs/{env}/webhooks/{id}", path: dev + "/webhooks/{{hook}}", token: "root", status: 501, code: CodeNotConfigured},
+		{name: "events", op: "GET /api/v1/envs/{env}/events", path: dev + "/events?type=change&limit=10", token: "viewer", bare: true, status: 200},
+		{name: "bad type", op: "GET /api/v1/envs/{env}/events", path: dev + "/events?type=all", token: "viewer", bare: true, status: 400, code: CodeBadRequest, want: map[string]any{"error.field": "type"}},
+		{name: "no such env", op: "GET /api/v1/envs/{env}/events", path: "/api/v1/envs/nope/events", token: "root", bare: true, status: 404, code: CodeNotFound},
+		{name: "not enabled here", op: "GET /api/v1/envs/{env}/events", path: dev + "/events", token: "viewer", status: 501, code: CodeNotConfigured},
+		{name: "every flag", op: "GET /api/v1/envs/{env}/usage", path: dev + "/usage", token: "viewer", bare: true, status: 200, want: map[string]any{"env": "dev", "totals24h.evaluations": 0}},
+		{name: "one flag's days", op: "GET /api/v1/envs/{env}/usage", path: dev + "/usage?flag=a&days=3", token: "viewer", bare: true, status: 200, want: map[string]any{"flag": "a", "usage.days.#": 3, "usage.last24h": 0}},
+		{name: "a series", op: "GET /api/v1/envs/{env}/usage", path: dev + "/usage?flag=a&granularity=hour&since=3h", token: "viewer", bare: true, status: 200, want: map[string]any{"granularity": "hour"}},
+		{name: "unknown parameter", op: "GET /api/v1/envs/{env}/usage", path: dev + "/usage?flags=a", token: "viewer", bare: true, status: 400, code: CodeBadRequest, want: map[string]any{"error.field": "flags"}},
+		{name: "since without granularity", op: "GET /api/v1/envs/{env}/usage", path: dev + "/usage?since=1h", token: "viewer", bare: true, status: 400, code: CodeBadRequest, want: map[string]any{"error.field": "since"}},
+		{name: "no such env", op: "GET /api/v1/envs/{env}/usage", path: "/api/v1/envs/nope/usage", token: "root", bare: true, status: 404, code: CodeNotFound},
+		{name: "not aggregated here", op: "GET /api/v1/envs/{env}/usage", path: dev + "/usage", token: "viewer", status: 501, code: CodeNotConfigured},
+		{name: "anomalies", op: "GET /api/v1/envs/{env}/anomalies", path: dev + "/anomalies", token: "viewer", bare: true, status: 200},
+		{name: "takes no parameters", op: "GET /api/v1/envs/{env}/anomalies", path: dev + "/anomalies?flag=a", token: "viewer", bare: true, status: 400, code: CodeBadRequest, want: map[string]any{"error.field": "flag"}},
+		{name: "no such env", op: "GET /api/v1/envs/{env}/anomalies", path: "/api/v1/envs/nope/anomalies", token: "root", bare: true, status: 404, code: CodeNotFound},
+		{name: "not aggregated here", op: "GET /api/v1/envs/{env}/anomalies", path: dev + "/anomalies", token: "viewer", status: 501, code: CodeNotConfigured},
 		{name: "not collected here", op: "POST /api/v1/envs/{env}/telemetry", path: dev + "/telemetry", token: "viewer", body: `{{batch}}`, status: 501, code: CodeNotConfigured},
 	}
 }
