@@ -574,9 +574,26 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("prod after approval: version %d %v", v, def)
 	}
 
-	// Audit with verify (admin only).
+	// Create a flag from the flags page (an admin now).
 	p.signOut()
 	p.signIn(s.admin, "root")
+	p.go_("#/envs/dev/flags")
+	p.waitText("#main table", "express-checkout")
+	p.setValue(`form[aria-label="New flag"] input`, "gift-cards")
+	p.do("create", chromedp.Click(chromedp.CSS(`form[aria-label="New flag"] button`)))
+	p.waitText("#main p.muted", "new flag: not in dev yet")
+	p.setValue("#field-owner", "growth-team")
+	p.setValue("#field-systems", "web-checkout, payments")
+	p.waitText("#problems", "valid: the API would accept")
+	p.setValue("#main input.wide", "gift cards at checkout")
+	p.do("save new", chromedp.Click(chromedp.CSS("#main button.primary")))
+	p.waitText("#status", "Saved gift-cards")
+	p.waitText("#main p.muted", "last changed by root")
+	if v, def := s.flag(t, "dev", "gift-cards"); v == 0 || def["owner"] != "growth-team" || fmt.Sprint(def["systems"]) != "[web-checkout payments]" || def["defaultVariant"] != "off" {
+		t.Fatalf("created flag: version %d %v", v, def)
+	}
+
+	// Audit with verify (admin only).
 	p.go_("#/audit")
 	p.waitText("#main table", "approve")
 	p.do("verify", chromedp.Click(chromedp.CSS("#main button.primary")))

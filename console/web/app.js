@@ -112,7 +112,7 @@ async function route() {
       envHeader(view, env, page);
       const body = h("div", {});
       view.appendChild(body);
-      if (page === "flags" && parts[3]) await flagPage(body, env, parts[3]);
+      if (page === "flags" && parts[3]) await flagPage(body, env, parts[3], query.get("new") === "1");
       else if (page === "flags") await flags(body, env);
       else if (page === "history") await history(body, env, query);
       else if (page === "diff") await diff(body, env, query);
@@ -258,9 +258,17 @@ async function flags(body, env) {
     })));
   };
   for (const c of [q, owner, system, state, life]) c.addEventListener("input", render);
+  const newKey = h("input", { type: "text", placeholder: "new-flag-key", spellcheck: "false" });
+  const create = h("form", { class: "row", "aria-label": "New flag" }, field("New flag", newKey), h("button", { type: "submit" }, "Create…"));
+  create.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const k = newKey.value.trim();
+    if (!k) { newKey.focus(); return; }
+    go(envHash(env, "/flags/" + encodeURIComponent(k) + "?new=1"));
+  });
   add(body, title(`Flags in ${env}`),
     h("div", { class: "row", role: "search" }, field("Search", q), field("Owner", owner), field("System", system), field("State", state), field("Lifecycle", life)),
-    count, holder);
+    count, holder, create);
   render();
 }
 
@@ -273,9 +281,16 @@ const STRUCTURED = [
   ["metadata", "Metadata", "json"],
 ];
 
-async function flagPage(body, env, key) {
+// A new flag starts from this template (baseVersion 0: "I believe it
+// does not exist"; if it does, the API answers 409 like any stale edit).
+const NEW_FLAG = { state: "ENABLED", variants: { on: true, off: false }, defaultVariant: "off" };
+
+async function flagPage(body, env, key, isNew) {
   const [flag, envInfo, hist] = await Promise.all([
-    api.get(api.envPath(env, "/flags/" + encodeURIComponent(key))),
+    api.get(api.envPath(env, "/flags/" + encodeURIComponent(key))).catch((err) => {
+      if (isNew && err.status === 404) return { key, version: 0, definition: structuredClone(NEW_FLAG) };
+      throw err;
+    }),
     api.get(api.envPath(env)),
     api.get(api.envPath(env, "/history?limit=50&flag=" + encodeURIComponent(key))),
   ]);
@@ -283,7 +298,9 @@ async function flagPage(body, env, key) {
   let baseVersion = flag.version;
   let draft = structuredClone(base);
   const meta = h("p", { class: "muted" });
-  const showMeta = () => { meta.textContent = `version ${baseVersion}` + (flag.author ? ` · last changed by ${flag.author} at ${when(flag.time)}` : ""); };
+  const showMeta = () => {
+    meta.textContent = baseVersion === 0 ? `new flag: not in ${env} yet` : `version ${baseVersion}` + (flag.author ? ` · last changed by ${flag.author} at ${when(flag.time)}` : "");
+  };
   showMeta();
 
   // Structured editor: one control per common field.
@@ -391,6 +408,7 @@ async function flagPage(body, env, key) {
         result.appendChild(h("p", { class: "ok-box" }, `Change request ${cr.id} is waiting for an approver. `, h("a", { href: envHash(env, "/approvals") }, "Open approvals")));
       } else {
         say(`Saved ${key}: ${env} is now at version ${r.body.version}.`, true);
+        if (isNew) return go(envHash(env, "/flags/" + encodeURIComponent(key)));
         return route();
       }
     } catch (err) {
@@ -688,8 +706,17 @@ async function audit(view) {
           h("ul", {}, (v.problems || []).map((p) => h("li", {}, `#${p.seq}: ${p.problem}`)))));
     } catch (err) { fail(err); }
   });
-  const r = await api.get("/api/v1/audit?limit=1000");
-  const list = (r.entries || []).slice().reverse().slice(0, 200);
+  // The API pages forward from the oldest entry; walk to the end (bounded)
+  // and keep the newest 200.
+  let tail = [], after = 0;
+  for (let page = 0; page < 40; page++) {
+    const r = await api.get(`/api/v1/audit?after=${after}&limit=500`);
+    const got = r.entries || [];
+    tail = tail.concat(got).slice(-200);
+    if (got.length < 500) break;
+    after = got[got.length - 1].seq;
+  }
+  const list = tail.reverse();
   add(view, title("Audit log"), h("p", { class: "actions" }, verify, h("span", { class: "muted" }, "hash chain, signatures and checkpoints")), out,
     table(`newest ${list.length} entries`, ["#", "Time", "Actor", "Action", "Env", "Target", "Outcome"], list.map((e) => [
       String(e.seq), when(e.time), e.actor, e.action, e.env || "", e.target || "",
