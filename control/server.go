@@ -50,6 +50,9 @@ type Options struct {
 	// Telemetry stores sidecars' telemetry batches sent over the API
 	// (optional: without it the route answers 501).
 	Telemetry *telemetry.Ingest
+	// Experiments answers the experiment reports (optional: without it
+	// those routes answer 501).
+	Experiments ExperimentReader
 	// Usage aggregates the sidecars' usage reports and detects anomalies
 	// (optional: without it the usage and anomaly routes answer 501).
 	Usage *usage.Aggregator
