@@ -593,6 +593,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("created flag: version %d %v", v, def)
 	}
 
+	// An emergency change in prod waits for review.
+	_, banner := s.flag(t, "prod", "holiday-banner")
+	banner["defaultVariant"] = "on"
+	s.must(t, s.admin, "PUT", "/api/v1/envs/prod/flags/holiday-banner", map[string]any{"definition": banner, "baseVersion": 1, "reason": "banner now, the sale started early", "emergency": true}, 201)
+	p.go_("#/emergencies")
+	p.waitText("#main section.card", "prod v2")
+	p.waitText("#main section.card", "banner now, the sale started early")
+	p.waitText("#main section.card", "holiday-banner")
+
 	// Audit with verify (admin only).
 	p.go_("#/audit")
 	p.waitText("#main table", "approve")

@@ -54,7 +54,6 @@ func (s *Server) routes() {
 	s.route("GET /api/v1/envs/{env}/sidecars", "sidecars", RoleViewer, s.sidecars)
 	s.route("POST /api/v1/envs/{env}/nats-credentials", "nats-credentials", RoleViewer, s.natsCredentials)
 	s.route("POST /api/v1/envs/{env}/telemetry", "telemetry", RoleViewer, s.telemetryIngest)
-	s.experimentRoutes()
 	s.route("GET /api/v1/envs/{env}/diff", "diff", RoleViewer, s.diff)
 	s.route("POST /api/v1/envs/{env}/rollback", "rollback", RoleViewer, s.rollback)
 	s.route("POST /api/v1/envs/{env}/promote", "promote", RoleEditor, s.promote)
