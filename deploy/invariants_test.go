@@ -20,6 +20,9 @@ var wantMetrics = []string{
 var wantAlerts = []string{
 	"PennonSidecarDegraded", "PennonSidecarStale", "PennonSidecarErrorRate",
 	"PennonSidecarLatencyP99", "PennonEmergencyChangeApplied", "PennonExpiredFlagServed",
+	// issue 13: behaviour against its own past, the fleet, anomalies, notifications
+	"PennonEvaluationLatencySpike", "PennonErrorRateIncrease", "PennonCacheHitRateDrop", "PennonSidecarsLost",
+	"PennonSidecarsBehind", "PennonSidecarRewind", "PennonFlagAnomaly", "PennonFallbackAnswersServed", "PennonWebhookDeliveryFailing",
 }
 
 // checkInvariants checks what every rendering of pennon's deployment must
