@@ -334,9 +334,21 @@ func (p *page) go_(hash string) {
 	p.do("open "+hash, chromedp.Navigate(p.base+"/"+hash))
 }
 
-// shot writes a screenshot of the page to the artifacts directory.
+// shot writes a screenshot of the page to the artifacts directory, after
+// checking what every view owes its users: each form control has a label
+// (or aria-label) a screen reader announces, and nothing is wider than the
+// 1366 px laptop screen.
 func (p *page) shot(name string) {
 	p.t.Helper()
+	unlabelled := eval[[]string](p, `[...document.querySelectorAll("input, select, textarea, button")]
+		.filter((e) => e.type !== "hidden" && !(e.labels && e.labels.length) && !e.getAttribute("aria-label") && !(e.tagName === "BUTTON" && e.innerText.trim()))
+		.map((e) => e.outerHTML.slice(0, 120))`)
+	if len(unlabelled) > 0 {
+		p.t.Errorf("%s: controls without a label: %v", name, unlabelled)
+	}
+	if w := eval[int](p, `document.documentElement.scrollWidth`); w > 1366 {
+		p.t.Errorf("%s: the page is %d px wide on a 1366 px screen", name, w)
+	}
 	ctx, cancel := context.WithTimeout(p.ctx, 15*time.Second)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
