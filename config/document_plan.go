@@ -21,10 +21,7 @@ func (d *Document) Export() []byte {
 	if schema == "" {
 		schema = FlagdSchema
 	}
-	var b bytes.Buffer
-	b.Grow(d.canonicalSize())
-	d.writeCanonical(&b, schema)
-	return b.Bytes()
+	return canonicalJSON(canonicalDoc{Schema: schema, Evaluators: d.evaluators, Flags: d.flags, Metadata: d.metadata})
 }
 
 // Evaluators returns the document's $evaluators (canonical JSON per name);

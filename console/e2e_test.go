@@ -466,6 +466,13 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("the default variant field is not marked invalid (%q)", inv)
 	}
 	p.setValue("#field-defaultVariant", "on")
+	// Broken JSON in a field is reported at its path and blocks saving.
+	targeting := eval[string](p, `document.getElementById("field-targeting").value`)
+	p.setValue("#field-targeting", "{\"if\": [")
+	p.waitText("#problems", "definition.targeting: not valid JSON")
+	p.do("save broken", chromedp.Click(chromedp.CSS("#main button.primary")))
+	p.waitText("#alert", "the targeting field does not hold valid JSON yet")
+	p.setValue("#field-targeting", targeting)
 	p.setValue("#field-description", "One-click checkout for premium and business customers.")
 	p.waitText("#problems", "valid: the API would accept")
 	if js := eval[string](p, `document.getElementById("flag-json").value`); !strings.Contains(js, "premium and business") {

@@ -29,7 +29,6 @@ func (s *Server) routes() {
 		}
 		return writeJSON(w, 200, map[string]any{"ready": true})
 	})
-	s.route("GET /api/v1/openapi.json", "openapi", RoleNone, s.openAPI)
 	s.route("GET /api/v1/whoami", "whoami", RoleViewer, func(w http.ResponseWriter, r *http.Request, p principal) error {
 		return writeJSON(w, 200, p.tok.info())
 	})

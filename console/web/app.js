@@ -339,14 +339,18 @@ async function flagPage(body, env, key, isNew) {
       else c.value = v ?? "";
     }
   }
+  // syntax names a field whose text is not JSON; the draft keeps its last
+  // valid value, so saving waits until the text parses again.
+  let syntax = null;
   function fromStructured(name) {
     const [, , kind] = STRUCTURED.find((s) => s[0] === name);
     const c = controls[name];
     c.removeAttribute("aria-invalid");
+    if (syntax === name) syntax = null;
     let v = c.value;
     if (kind === "json") {
       if (!v.trim()) v = undefined;
-      else try { v = JSON.parse(v); } catch (e) { c.setAttribute("aria-invalid", "true"); showProblems([{ path: name, reason: "not valid JSON: " + e.message }]); return; }
+      else try { v = JSON.parse(v); } catch (e) { syntax = name; c.setAttribute("aria-invalid", "true"); showProblems([{ path: "definition." + name, reason: "not valid JSON: " + e.message }]); return; }
     } else if (kind === "list") v = v.split(",").map((s) => s.trim()).filter(Boolean);
     if (v === "" || (Array.isArray(v) && !v.length)) v = name === "defaultVariant" ? null : undefined;
     if (v === undefined) delete draft[name]; else draft[name] = v;
@@ -356,11 +360,13 @@ async function flagPage(body, env, key, isNew) {
   }
   jsonBox.addEventListener("input", () => {
     jsonBox.removeAttribute("aria-invalid");
+    syntax = null;
     try {
       const v = JSON.parse(jsonBox.value);
       if (!v || typeof v !== "object" || Array.isArray(v)) throw new Error("a flag definition is a JSON object");
       draft = v;
     } catch (e) {
+      syntax = "json";
       jsonBox.setAttribute("aria-invalid", "true");
       showProblems([{ path: "(JSON syntax)", reason: e.message }]);
       return;
@@ -385,7 +391,7 @@ async function flagPage(body, env, key, isNew) {
     }
   }
   function showProblems(list) {
-    for (const c of Object.values(controls)) if (c.getAttribute("aria-invalid") !== "true" || list.length === 0) c.removeAttribute("aria-invalid");
+    for (const [name, c] of Object.entries(controls)) if (name !== syntax) c.removeAttribute("aria-invalid");
     clear(problems);
     if (!list.length) { problems.appendChild(h("p", { class: "ok-box" }, "✓ valid: the API would accept this definition")); return; }
     problems.appendChild(h("ul", { class: "problems", "aria-label": "Validation problems" }, list.map((p) => {
@@ -399,6 +405,11 @@ async function flagPage(body, env, key, isNew) {
   save.addEventListener("click", async () => {
     clear(result);
     fail(null);
+    if (syntax) {
+      fail({ message: `Nothing was saved: the ${syntax === "json" ? "JSON editor" : syntax + " field"} does not hold valid JSON yet.` });
+      (syntax === "json" ? jsonBox : controls[syntax]).focus();
+      return;
+    }
     save.disabled = true;
     try {
       const r = await api.put(api.envPath(env, "/flags/" + encodeURIComponent(key)), { definition: draft, baseVersion, reason: reason.value, emergency: emergency.checked });
@@ -481,13 +492,13 @@ async function flagPage(body, env, key, isNew) {
         field("Emergency (approvers)", emergency), save),
       result),
     h("h2", {}, "History of this flag"),
-    timeline(env, hist.changesets || []));
+    timeline(env, hist.changesets || [], key));
   validate();
 }
 
 // ---- history ------------------------------------------------------------------
 
-function timeline(env, list) {
+function timeline(env, list, flag) {
   if (!list.length) return h("p", { class: "muted" }, "No changes yet.");
   return h("ol", { class: "timeline", "aria-label": "History" }, list.map((cs) => {
     const kind = cs.emergency ? "emergency" : cs.rollbackTo ? "rollback" : "";
@@ -501,7 +512,7 @@ function timeline(env, list) {
       h("div", { class: "meta" }, (cs.changes || []).map((c) => h("span", {}, h("a", { href: envHash(env, "/flags/" + encodeURIComponent(c.flag)) }, c.flag), ` (${c.op}) `)),
         cs.metadata ? "metadata " : "", cs.evaluators ? "$evaluators " : "",
         " · ", h("a", { href: envHash(env, `/diff?from=${cs.prevVersion}&to=${cs.version}`) }, "diff"),
-        " · ", h("a", { href: envHash(env, `/rollback?to=${cs.prevVersion}`) }, "preview undo")));
+        " · ", h("a", { href: envHash(env, `/rollback?to=${cs.prevVersion}${flag ? "&flags=" + encodeURIComponent(flag) : ""}`) }, flag ? "preview undo of this flag" : "preview undo")));
   }));
 }
 
