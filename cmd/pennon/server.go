@@ -19,10 +19,12 @@ import (
 
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/control"
+	"github.com/pennon-dev/pennon/experiment"
 	"github.com/pennon-dev/pennon/incident/ledger"
 	"github.com/pennon-dev/pennon/internal/natsauth"
 	"github.com/pennon-dev/pennon/internal/natsrun"
 	"github.com/pennon-dev/pennon/internal/sign"
+	"github.com/pennon-dev/pennon/notify"
 	flagsync "github.com/pennon-dev/pennon/sync"
 	"github.com/pennon-dev/pennon/telemetry"
 	flagusage "github.com/pennon-dev/pennon/usage"
@@ -70,8 +72,12 @@ type runningServer struct {
 	// Telemetry stores what sidecars report besides their state (usage,
 	// incidents, experiments); aggregators follow it.
 	Telemetry *telemetry.Ingest
+	// Experiments sums sidecars' experiment aggregates.
+	Experiments *experiment.Aggregator
 	// Incidents keeps incident records (sidecars' and this control plane's).
-	Incidents  *ledger.Ledger
+	Incidents *ledger.Ledger
+	// Notify stores events and delivers them to webhooks (notify.go).
+	Notify     *notify.Dispatcher
 	AdminToken string // set only when created on this start
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -83,6 +89,7 @@ func (r *runningServer) Close() error {
 	r.cancel()
 	r.wg.Wait()
 	err := <-r.errc
+	r.closeNotify()
 	if r.Conn != nil {
 		r.Conn.Close()
 	}
@@ -209,6 +216,11 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), sig.foreign)
 	regOpts := flagsync.RegistryOptions{Envs: rs.Store.EnvNames, LostAfter: o.sidecarLostAfter, Logger: log, Metrics: promReg}
+	notifier, nerr := openNotify(ctx, js, o, log, promReg)
+	if nerr != nil {
+		return fail(nerr)
+	}
+	rs.Notify, regOpts.Notify = notifier, notifier
 	if rs.NATSKeys != nil {
 		regOpts.Verifier = rs.NATSKeys
 	}
@@ -222,6 +234,9 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	if rs.Incidents, err = openIncidents(ctx, rs, js, o, log); err != nil {
 		return fail(err)
 	}
+	if rs.Experiments, err = openExperiments(ctx, rs, js, o, log); err != nil {
+		return fail(err)
+	}
 	apiOpts := control.Options{Addr: o.addr, Store: rs.Store, Tokens: rs.Tokens, Logger: log, Registry: promReg, Sidecars: reg, JetStream: js, Replicas: o.replicas,
 		SidecarCredentialTTL: o.sidecarCredsTTL, Signer: sig.key, Trust: sig.trust, DataDir: o.data, Telemetry: rs.Telemetry}
 	if rs.NATSKeys != nil {
@@ -232,6 +247,8 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	}
 	apiOpts.Usage = rs.Usage
 	apiOpts.Incidents = rs.Incidents
+	apiOpts.Notify = rs.Notify
+	apiOpts.Experiments = rs.Experiments
 	api, err := control.New(apiOpts)
 	if err != nil {
 		return fail(err)
@@ -246,6 +263,13 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	go func() { defer rs.wg.Done(); flagsync.RunHeartbeats(runCtx, nc, rs.Store, o.heartbeat, log) }()
 	rs.wg.Add(1)
 	go func() { defer rs.wg.Done(); rs.Incidents.Watch(runCtx, nc); rs.Incidents.Close() }()
+	rs.wg.Add(1)
+	go func() {
+		defer rs.wg.Done()
+		if err := rs.Experiments.Run(runCtx); err != nil {
+			log.Error("experiment aggregates stopped", zap.Error(err))
+		}
+	}()
 	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close(); _ = rs.Usage.Close(); _ = rs.Telemetry.Close() }()
 	if o.watchDir != "" {
 		rs.wg.Add(1)
