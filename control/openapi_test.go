@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/experiment"
 	"github.com/pennon-dev/pennon/incident/ledger"
 	"github.com/pennon-dev/pennon/notify"
 	"github.com/pennon-dev/pennon/telemetry"
@@ -325,7 +326,8 @@ type exchange struct {
 	text   string            // a text/plain answer must contain this
 	// bare sends the request to the second control plane, whose store has
 	// no signing key, which has no NATS account key, and which has the
-	// optional parts (telemetry, incidents, usage, notifications).
+	// optional parts (telemetry, incidents, usage, experiments,
+	// notifications).
 	bare bool
 }
 
@@ -487,8 +489,8 @@ func TestOpenAPIConformance(t *testing.T) {
 
 	// A second control plane on the same NATS, without a signing key in
 	// its store and without the NATS account key, but collecting telemetry,
-	// keeping incident records, aggregating usage and sending
-	// notifications: repair is 409 no_signing_key, NATS credentials 501
+	// keeping incident records, aggregating usage and experiments, and
+	// sending notifications: repair is 409 no_signing_key, NATS credentials 501
 	// not_configured, and the optional parts answer (the first plane, which
 	// has none of them, answers 501).
 	bare, err := config.OpenStore(ctx, f.js, config.StoreOptions{})
@@ -517,8 +519,12 @@ func TestOpenAPIConformance(t *testing.T) {
 		_ = notifier.Close(cctx)
 		_ = agg.Close()
 	})
+	exps, err := experiment.OpenAggregator(ctx, f.js, ingest, experiment.AggregatorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s2, err := New(Options{Store: bare, Tokens: f.toks, Logger: zap.NewNop(), JetStream: f.js, DataDir: t.TempDir(), Signer: f.key,
-		Registry: prometheus.NewRegistry(), Telemetry: ingest, Incidents: incidents, Notify: notifier, Usage: agg})
+		Registry: prometheus.NewRegistry(), Telemetry: ingest, Incidents: incidents, Notify: notifier, Usage: agg, Experiments: exps})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -868,6 +874,18 @@ func conformanceScript() []exchange {
 		{name: "takes no parameters", op: "GET /api/v1/envs/{env}/anomalies", path: dev + "/anomalies?flag=a", token: "viewer", bare: true, status: 400, code: CodeBadRequest, want: map[string]any{"error.field": "flag"}},
 		{name: "no such env", op: "GET /api/v1/envs/{env}/anomalies", path: "/api/v1/envs/nope/anomalies", token: "root", bare: true, status: 404, code: CodeNotFound},
 		{name: "not aggregated here", op: "GET /api/v1/envs/{env}/anomalies", path: dev + "/anomalies", token: "viewer", status: 501, code: CodeNotConfigured},
+		{name: "an experiment", op: "PUT /api/v1/envs/{env}/flags/{key}", path: dev + "/flags/ab", token: "editor", status: 201,
+			body: `{"definition":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","experiment":{"control":"off","metrics":[{"key":"purchase"}]}}}`},
+		{name: "list", op: "GET /api/v1/envs/{env}/experiments", path: dev + "/experiments", token: "viewer", bare: true, status: 200,
+			want: map[string]any{"env": "dev", "experiments.#": 1, "experiments.0.flag": "ab", "experiments.0.defined": true}},
+		{name: "no such env", op: "GET /api/v1/envs/{env}/experiments", path: "/api/v1/envs/nope/experiments", token: "root", bare: true, status: 404, code: CodeNotFound},
+		{name: "not aggregated here", op: "GET /api/v1/envs/{env}/experiments", path: dev + "/experiments", token: "viewer", status: 501, code: CodeNotConfigured},
+		{name: "report", op: "GET /api/v1/envs/{env}/experiments/{flag}", path: dev + "/experiments/ab?metric=purchase", token: "viewer", bare: true, status: 200,
+			want: map[string]any{"flag": "ab", "control": "off", "metrics.#": 1, "metrics.0.key": "purchase"}},
+		{name: "not an experiment", op: "GET /api/v1/envs/{env}/experiments/{flag}", path: dev + "/experiments/a", token: "viewer", bare: true, status: 422, code: CodeValidation},
+		{name: "no such metric", op: "GET /api/v1/envs/{env}/experiments/{flag}", path: dev + "/experiments/ab?metric=clicks", token: "viewer", bare: true, status: 422, code: CodeValidation},
+		{name: "no such flag", op: "GET /api/v1/envs/{env}/experiments/{flag}", path: dev + "/experiments/zz", token: "viewer", bare: true, status: 404, code: CodeNotFound},
+		{name: "not aggregated here", op: "GET /api/v1/envs/{env}/experiments/{flag}", path: dev + "/experiments/ab", token: "viewer", status: 501, code: CodeNotConfigured},
 		{name: "not collected here", op: "POST /api/v1/envs/{env}/telemetry", path: dev + "/telemetry", token: "viewer", body: `{{batch}}`, status: 501, code: CodeNotConfigured},
 	}
 }
