@@ -23,14 +23,10 @@ func BenchmarkLoopbackTargeting5(b *testing.B) {
 	benchmarkLoopback(b, "/ofrep/v1/evaluate/flags/targeted")
 }
 
-func benchmarkLoopback(b *testing.B, path string, mutate ...func(*Options, *fasthttp.Request)) {
+func benchmarkLoopback(b *testing.B, path string) {
 	var h evaluator.Holder
 	h.Store(mustSnapshot(b, benchFlags, 1))
-	o := Options{Addr: "127.0.0.1:0", Source: &h}
-	for _, m := range mutate {
-		m(&o, nil)
-	}
-	s, err := New(o)
+	s, err := New(Options{Addr: "127.0.0.1:0", Source: &h})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -65,9 +61,6 @@ func benchmarkLoopback(b *testing.B, path string, mutate ...func(*Options, *fast
 			req.Header.SetMethod("POST")
 			req.Header.SetContentType("application/json")
 			req.SetBody(body)
-			for _, m := range mutate {
-				m(nil, req)
-			}
 			if err := client.Do(req, resp); err != nil {
 				b.Error(err)
 				return
