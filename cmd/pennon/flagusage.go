@@ -15,5 +15,5 @@ import (
 // GET /api/v1/envs/{env}/usage and .../anomalies, and checks every flag's
 // served distribution against its baseline once a minute.
 func openUsage(ctx context.Context, rs *runningServer, js jetstream.JetStream, o serverOptions, log *zap.Logger, reg prometheus.Registerer) (*flagusage.Aggregator, error) {
-	return flagusage.Open(ctx, flagusage.Options{JetStream: js, Ingest: rs.Telemetry, Replicas: o.replicas, Changes: rs.Store, Logger: log, Metrics: reg})
+	return flagusage.Open(ctx, flagusage.Options{JetStream: js, Ingest: rs.Telemetry, Replicas: o.replicas, Changes: rs.Store, Emitter: rs.Notify, Logger: log, Metrics: reg})
 }

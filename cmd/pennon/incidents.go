@@ -26,7 +26,7 @@ func init() {
 // openIncidents opens the control plane's incident ledger: it follows the
 // incidents telemetry stream and keeps records in a KV bucket.
 func openIncidents(ctx context.Context, rs *runningServer, js jetstream.JetStream, o serverOptions, log *zap.Logger) (*ledger.Ledger, error) {
-	led, err := ledger.Open(ctx, ledger.Options{Ingest: rs.Telemetry, JetStream: js, Replicas: o.replicas, Logger: log})
+	led, err := ledger.Open(ctx, ledger.Options{Ingest: rs.Telemetry, JetStream: js, Replicas: o.replicas, Notify: rs.Notify, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("incidents: %w", err)
 	}
