@@ -52,6 +52,9 @@ func TestCLIGolden(t *testing.T) {
 		{"eval_targeting", []string{"eval", "--file", "../../examples/checkout.json", "--flag", "payment-api-v2", "--context", `{"targetingKey":"u1","email":"ann@pennon.dev"}`}, 0},
 		{"eval_prerequisite", []string{"eval", "--file", "../../examples/checkout.json", "--flag", "new-checkout-ui", "--context", `{"appVersion":"3.4.0","country":"US"}`}, 0},
 		{"eval_missing", []string{"eval", "--file", "../../examples/basic.json", "--flag", "nope"}, 1},
+		{"eval_targeting_json", []string{"eval", "--file", "../../examples/checkout.json", "--flag", "payment-api-v2", "--context", `{"targetingKey":"u1","email":"ann@pennon.dev"}`, "--json"}, 0},
+		{"eval_missing_json", []string{"eval", "--file", "../../examples/basic.json", "--flag", "nope", "--json"}, 1},
+		{"validate_json", []string{"validate", "--json", "../../examples/basic.json", "testdata/invalid.json", "testdata/nope.json"}, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,6 +63,26 @@ func TestCLIGolden(t *testing.T) {
 				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, out, errOut)
 			}
 			golden(t, tc.name, out)
+		})
+	}
+}
+
+func TestEvalUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no flag", []string{"eval", "--file", "../../examples/basic.json"}, "--file FILE and --flag KEY are required"},
+		{"stray argument", []string{"eval", "--file", "../../examples/basic.json", "--flag", "dark-mode", "extra"}, `unexpected argument "extra"`},
+		{"validate without file", []string{"validate", "--json"}, "which file?"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := runCLI(tc.args...)
+			if code != 2 || out != "" || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2 and %q", code, out, errOut, tc.want)
+			}
 		})
 	}
 }

@@ -17,16 +17,22 @@ func init() {
 }
 
 func runEval(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("eval", `pennon eval --file FILE --flag KEY [--context '{"targetingKey":"u1"}']`,
-		"Evaluates one flag locally, exactly as the sidecar would, and prints the OFREP JSON answer.", stderr)
+	fs := newFlagSet("eval", `pennon eval --file FILE --flag KEY [--context '{"targetingKey":"u1"}'] [--json]`,
+		"Evaluates one flag locally, exactly as the sidecar would, and prints its value, variant and\n"+
+			"reason; with --json, the OFREP JSON answer the sidecar would send. Exit 1 on an evaluation error.", stderr)
 	file := fs.String("file", "", "flag document to load (required)")
 	flag := fs.String("flag", "", "flag key to evaluate (required)")
 	ctxJSON := fs.String("context", "{}", "evaluation context as a JSON object")
-	if err := parseSettings(fs, args); err != nil {
+	asJSON := fs.Bool("json", false, "print the OFREP answer (JSON) instead of a summary")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs("eval", pos); err != nil {
 		return err
 	}
 	if *file == "" || *flag == "" {
-		return fmt.Errorf("--file and --flag are required (see pennon eval --help)")
+		return usagef("--file FILE and --flag KEY are required (see pennon eval --help)")
 	}
 	data, err := os.ReadFile(*file)
 	if err != nil {
@@ -49,8 +55,21 @@ func runEval(_ context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--context: %w", err)
 	}
 	r := snap.Evaluate(*flag, ec)
-	out := append(proxy.AppendResult(nil, &r), '\n')
-	if _, err := stdout.Write(out); err != nil {
+	err = output{w: stdout, json: *asJSON}.emit(proxy.AppendResult(nil, &r), func(w io.Writer) error {
+		if r.ErrorCode != evaluator.CodeNone {
+			return fields(w, "flag", r.Key, "error", fmt.Sprintf("%s: %s", r.ErrorCode, r.ErrorDetails))
+		}
+		value := "(none: the caller's code default applies)"
+		if r.HasValue {
+			value = string(r.ValueJSON)
+		}
+		kv := []any{"flag", r.Key, "value", value, "variant", r.Variant, "reason", string(r.Reason)}
+		if len(r.MetadataJSON) > 2 {
+			kv = append(kv, "metadata", string(r.MetadataJSON))
+		}
+		return fields(w, kv...)
+	})
+	if err != nil {
 		return err
 	}
 	if r.ErrorCode != evaluator.CodeNone {
