@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -221,7 +222,10 @@ func keys(m map[string]any) []string {
 }
 
 // TestOpenAPIDocumentIsValid: the document is OpenAPI 3.1, every schema in
-// it compiles, and its Error schema lists exactly the catalogue's codes.
+// it compiles, operation IDs are unique, path parameters are declared, and
+// its Error schema lists exactly the catalogue's codes. (kin-openapi's
+// validator also accepts the document; it is not a dependency, so this test
+// checks what a hand edit is most likely to break.)
 func TestOpenAPIDocumentIsValid(t *testing.T) {
 	c := loadContract(t)
 	if v, _ := c.doc["openapi"].(string); !strings.HasPrefix(v, "3.1.") {
@@ -231,10 +235,43 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 	for name := range comps["schemas"].(map[string]any) {
 		c.schemaAt(t, "/components/schemas/"+pointerEscape(name))
 	}
+	ids := map[string]string{}
+	pathParam := regexp.MustCompile(`\{([^}]+)\}`)
 	for _, opKey := range c.operations() {
 		op, _, _ := c.operation(opKey)
-		if id, _ := op["operationId"].(string); id == "" {
+		id, _ := op["operationId"].(string)
+		if id == "" {
 			t.Errorf("%s: no operationId", opKey)
+		} else if other, dup := ids[id]; dup {
+			t.Errorf("%s: operationId %q is also %s's", opKey, id, other)
+		}
+		ids[id] = opKey
+		// Every {name} in the path is a declared path parameter, and every
+		// parameter reference resolves.
+		declared := map[string]bool{}
+		params, _ := op["parameters"].([]any)
+		for _, p := range params {
+			pm, _ := p.(map[string]any)
+			if ref, ok := pm["$ref"].(string); ok {
+				name := strings.TrimPrefix(ref, "#/components/parameters/")
+				pm, _ = comps["parameters"].(map[string]any)[name].(map[string]any)
+				if pm == nil {
+					t.Errorf("%s: parameter %s does not resolve", opKey, ref)
+					continue
+				}
+			}
+			if pm["in"] == "path" {
+				declared[fmt.Sprint(pm["name"])] = true
+			}
+		}
+		for _, m := range pathParam.FindAllStringSubmatch(opKey, -1) {
+			if !declared[m[1]] {
+				t.Errorf("%s: path parameter {%s} is not declared", opKey, m[1])
+			}
+			delete(declared, m[1])
+		}
+		for name := range declared {
+			t.Errorf("%s: path parameter %q is not in the path", opKey, name)
 		}
 		if role, _ := op["x-pennon-role"].(string); role == "" {
 			t.Errorf("%s: no x-pennon-role (the role the token needs)", opKey)
