@@ -82,7 +82,8 @@ func (r *Recorder) flag(key string, metrics []string) *flagRec {
 	defer r.mu.Unlock()
 	if f = r.flags[key]; f == nil {
 		f = &flagRec{}
-		f.metrics.Store(&metrics)
+		ms := metrics // only this copy escapes, on this path
+		f.metrics.Store(&ms)
 		for i := range f.shard {
 			f.shard[i] = unitShard{units: map[string]*unit{}, agg: map[string]*VariantDelta{}}
 		}
@@ -107,7 +108,8 @@ func (r *Recorder) Expose(flagKey string, metrics []string, unitKey, variant str
 	f := r.flag(flagKey, metrics)
 	f.lastSeen.Store(time.Now().UnixNano())
 	if cur := *f.metrics.Load(); len(cur) != len(metrics) || (len(metrics) > 0 && &cur[0] != &metrics[0]) {
-		f.metrics.Store(&metrics) // the definition changed (a new snapshot)
+		ms := metrics // the definition changed (a new snapshot)
+		f.metrics.Store(&ms)
 	}
 	sh := r.shardOf(f, unitKey)
 	sh.mu.Lock()
