@@ -1,11 +1,15 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"runtime"
-	"sort"
+	"runtime/debug"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pennon-dev/pennon/config"
@@ -15,12 +19,40 @@ import (
 type ScaleResult struct {
 	Flags    int     `json:"flags"`
 	DocBytes int     `json:"documentBytes"`
-	ParseMs  float64 `json:"parseMillis"`   // config.Parse: decode + validate
-	CompMs   float64 `json:"compileMillis"` // Document.Compile: evaluator snapshot
-	HeapMB   float64 `json:"heapMB"`        // live heap held by document + snapshot
+	ParseMs  float64 `json:"parseMillis"`   // config.Parse: decode + validate (compiles every flag)
+	HashMs   float64 `json:"hashMillis"`    // Document.Hash: the identity a sidecar checks
+	CompMs   float64 `json:"compileMillis"` // Document.Compile: reuses what Parse compiled
+	// StartupMs is ParseMs + HashMs + CompMs: what a sidecar does with a
+	// snapshot before it can serve it.
+	StartupMs float64 `json:"startupMillis"`
+	HeapMB    float64 `json:"heapMB"` // live heap held by document + snapshot
+	// RSSMB is the process's resident set after loading this size (the
+	// document bytes kept, as a sidecar keeps its last snapshot record),
+	// after returning freed memory to the OS; it includes the Go runtime
+	// and the bench code itself.
+	RSSMB float64 `json:"rssMB"`
 	// UpdateMs is applying a one-flag changeset and compiling the new
-	// snapshot: what every pushed change costs a sidecar (median of runs).
+	// snapshot (Document.Apply + Document.Compile): what every pushed
+	// change costs a sidecar before the hash check (median of runs).
 	UpdateMs float64 `json:"updateMillis"`
+	// UpdateHashMs is the new document's hash after that update (median):
+	// it covers the whole canonical document, so it grows with the set.
+	UpdateHashMs float64 `json:"updateHashMillis"`
+	// SingleRPS and BulkRPS are OFREP requests/s served by the in-process
+	// sidecar server holding this flag set (closed loop, loopback): one
+	// targeted flag, and bulk evaluation of every flag. Zero when not run.
+	SingleRPS float64 `json:"singleRequestsPerSecond,omitempty"`
+	BulkRPS   float64 `json:"bulkRequestsPerSecond,omitempty"`
+}
+
+// ScaleOptions choose what Scale measures.
+type ScaleOptions struct {
+	Sizes   []int
+	Updates int // one-flag updates per size, the median is reported (default 1)
+	// LoadFor, when > 0, also measures single-flag and bulk throughput for
+	// this long each against the in-process sidecar server.
+	LoadFor     time.Duration
+	Connections int // for the throughput runs (default 8)
 }
 
 // GenerateDocument returns a flagd-format document with n flags: 60%
@@ -69,27 +101,40 @@ func scaleFlag(i, rev int) map[string]any {
 	}
 }
 
-// Scale measures parse, compile, memory and update cost for each size.
-// It runs in this process and forces garbage collections, so run it alone.
-func Scale(sizes []int, updates int) ([]ScaleResult, error) {
-	if updates < 1 {
-		updates = 1
+// Scale measures start-up, memory, update cost and (with LoadFor)
+// throughput for each size. It runs in this process and forces garbage
+// collections, so run it alone; sizes are measured in the order given and
+// each size's memory is returned to the OS before the next.
+func Scale(o ScaleOptions) ([]ScaleResult, error) {
+	if o.Updates < 1 {
+		o.Updates = 1
+	}
+	if o.Connections < 1 {
+		o.Connections = 8
 	}
 	var out []ScaleResult
-	for _, n := range sizes {
+	for _, n := range o.Sizes {
 		if n < 1 {
 			return nil, fmt.Errorf("scale: flag count must be at least 1 (got %d)", n)
 		}
-		r, err := scaleOne(n, updates)
+		r, err := scaleOne(n, o)
 		if err != nil {
 			return out, fmt.Errorf("scale %d flags: %w", n, err)
 		}
 		out = append(out, r)
+		debug.FreeOSMemory()
 	}
 	return out, nil
 }
 
-func scaleOne(n, updates int) (ScaleResult, error) {
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+func median(ds []time.Duration) time.Duration {
+	slices.Sort(ds)
+	return ds[len(ds)/2]
+}
+
+func scaleOne(n int, o ScaleOptions) (ScaleResult, error) {
 	data := GenerateDocument(n)
 	r := ScaleResult{Flags: n, DocBytes: len(data)}
 	var before, after runtime.MemStats
@@ -101,20 +146,23 @@ func scaleOne(n, updates int) (ScaleResult, error) {
 		return r, err
 	}
 	t1 := time.Now()
+	_ = doc.Hash()
+	t2 := time.Now()
 	snap, err := doc.Compile(1)
 	if err != nil {
 		return r, err
 	}
-	t2 := time.Now()
+	t3 := time.Now()
+	r.ParseMs, r.HashMs, r.CompMs, r.StartupMs = millis(t1.Sub(t0)), millis(t2.Sub(t1)), millis(t3.Sub(t2)), millis(t3.Sub(t0))
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	r.ParseMs = float64(t1.Sub(t0).Microseconds()) / 1e3
-	r.CompMs = float64(t2.Sub(t1).Microseconds()) / 1e3
 	r.HeapMB = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / (1 << 20)
-	runtime.KeepAlive(snap)
+	debug.FreeOSMemory()
+	r.RSSMB = rssMB()
 
-	times := make([]time.Duration, 0, updates)
-	for u := range updates {
+	updates := make([]time.Duration, 0, o.Updates)
+	hashes := make([]time.Duration, 0, o.Updates)
+	for u := range o.Updates {
 		key := scaleKey(u % n)
 		def, _ := json.Marshal(scaleFlag(u%n, u+1))
 		cs := &config.Changeset{
@@ -130,9 +178,63 @@ func scaleOne(n, updates int) (ScaleResult, error) {
 		if _, err := next.Compile(cs.Version); err != nil {
 			return r, fmt.Errorf("compile update %d: %w", u, err)
 		}
-		times = append(times, time.Since(start))
+		mid := time.Now()
+		_ = next.Hash()
+		updates, hashes = append(updates, mid.Sub(start)), append(hashes, time.Since(mid))
 	}
-	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	r.UpdateMs = float64(times[len(times)/2].Microseconds()) / 1e3
+	r.UpdateMs, r.UpdateHashMs = millis(median(updates)), millis(median(hashes))
+	runtime.KeepAlive(snap)
+	runtime.KeepAlive(data)
+	if o.LoadFor > 0 {
+		if err := scaleLoad(&r, data, o); err != nil {
+			return r, err
+		}
+	}
 	return r, nil
+}
+
+// scaleLoad measures OFREP throughput against the real sidecar server
+// holding the generated set: flag-0 (if/ends_with/in targeting) for one
+// flag, and bulk over every flag.
+func scaleLoad(r *ScaleResult, data []byte, o ScaleOptions) error {
+	t, err := StartPennon(PennonOptions{Flags: data})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = t.Close() }()
+	for _, name := range []string{"targeting", "bulk"} {
+		sc, err := NewScenario(name, FlagKeys{Targeting: scaleKey(0)})
+		if err != nil {
+			return err
+		}
+		res, err := Run(context.Background(), Options{URL: t.URL, Scenario: sc, Connections: o.Connections, Duration: o.LoadFor,
+			Warmup: o.LoadFor / 4, Timeout: 30 * time.Second, Label: "pennon"})
+		if err != nil {
+			return fmt.Errorf("%s load: %w", name, err)
+		}
+		if res.Errors > 0 {
+			return fmt.Errorf("%s load: %d of %d requests failed (%s)", name, res.Errors, res.Requests, res.FirstError)
+		}
+		if name == "bulk" {
+			r.BulkRPS = res.Throughput
+		} else {
+			r.SingleRPS = res.Throughput
+		}
+	}
+	return nil
+}
+
+// rssMB is this process's resident set (VmRSS), 0 where /proc is missing.
+func rssMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
 }

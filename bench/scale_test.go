@@ -4,13 +4,14 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/pennon-dev/pennon/config"
 	"gopkg.in/yaml.v3"
 )
 
 func TestScale(t *testing.T) {
-	res, err := Scale([]int{10, 200}, 2)
+	res, err := Scale(ScaleOptions{Sizes: []int{10, 200}, Updates: 2, LoadFor: 200 * time.Millisecond, Connections: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -18,14 +19,15 @@ func TestScale(t *testing.T) {
 		t.Fatalf("results %+v", res)
 	}
 	for _, r := range res {
-		if r.DocBytes == 0 || r.ParseMs <= 0 || r.CompMs < 0 || r.UpdateMs <= 0 {
+		if r.DocBytes == 0 || r.ParseMs <= 0 || r.CompMs < 0 || r.UpdateMs <= 0 || r.StartupMs < r.ParseMs ||
+			r.SingleRPS <= 0 || r.BulkRPS <= 0 || r.RSSMB <= 0 {
 			t.Errorf("%d flags: %+v", r.Flags, r)
 		}
 	}
 	if res[1].DocBytes <= res[0].DocBytes {
 		t.Errorf("document does not grow with flags: %+v", res)
 	}
-	if _, err := Scale([]int{0}, 1); err == nil {
+	if _, err := Scale(ScaleOptions{Sizes: []int{0}}); err == nil {
 		t.Error("0 flags: want an error")
 	}
 }

@@ -30,11 +30,16 @@ type Options struct {
 	Pause    time.Duration // between commits; default 5ms
 	// SyncAlways makes JetStream fsync each commit, as `pennon server` does.
 	SyncAlways bool
+	// Flags is how many other flags the environment holds besides the one
+	// changed: every sidecar applies each change to a set this large, so
+	// the delay includes what a change costs at that scale. Default 0.
+	Flags int
 }
 
 // Result holds commit → applied delays over every (change, sidecar) pair.
 type Result struct {
 	Sidecars int           `json:"sidecars"`
+	Flags    int           `json:"flags"` // flags in the environment, the changed one included
 	Changes  int           `json:"changes"`
 	Samples  int           `json:"samples"`
 	P50      time.Duration `json:"p50"`
@@ -45,8 +50,8 @@ type Result struct {
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%d sidecars, %d changes: p50 %v, p99 %v, max %v (all sidecars p99 %v)",
-		r.Sidecars, r.Changes, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.AllP99.Round(time.Microsecond))
+	return fmt.Sprintf("%d sidecars, %d flags, %d changes: p50 %v, p99 %v, max %v (all sidecars p99 %v)",
+		r.Sidecars, r.Flags, r.Changes, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.AllP99.Round(time.Microsecond))
 }
 
 // Run starts an embedded JetStream, a store, the admin API and heartbeats,
@@ -101,6 +106,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return []byte(fmt.Sprintf(`{"state":"ENABLED","variants":{"n":%d},"defaultVariant":"n"}`, i))
 	}
 	if _, err := store.Commit(ctx, &config.Changeset{Env: "bench", Changes: []config.Change{{Flag: "counter", Op: config.OpPut, Definition: flagDef(0)}}}); err != nil {
+		return Result{}, err
+	}
+	if err := loadFlags(ctx, store, o.Flags); err != nil {
 		return Result{}, err
 	}
 	api, err := control.New(control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, JetStream: js, NATS: ns.Keys, Signer: key})
@@ -178,10 +186,29 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		worst = append(worst, last)
 		time.Sleep(o.Pause)
 	}
-	res := Result{Sidecars: o.Sidecars, Changes: o.Changes, Samples: len(delays)}
+	res := Result{Sidecars: o.Sidecars, Flags: o.Flags + 1, Changes: o.Changes, Samples: len(delays)}
 	res.P50, res.P99, res.Max = pct(delays, 50), pct(delays, 99), pct(delays, 100)
 	res.AllP99 = pct(worst, 99)
 	return res, nil
+}
+
+// loadFlags commits n more flags (a third with targeting), 1,000 per
+// changeset so that no message nears JetStream's size limit.
+func loadFlags(ctx context.Context, store *config.Store, n int) error {
+	for start := 0; start < n; start += 1000 {
+		cs := &config.Changeset{Env: "bench", Reason: "propagation bench: flag set"}
+		for i := start; i < min(start+1000, n); i++ {
+			def := `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}`
+			if i%3 == 0 {
+				def = `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","targeting":{"if":[{"in":[{"var":"country"},["DE","FR"]]},"on","off"]}}`
+			}
+			cs.Changes = append(cs.Changes, config.Change{Flag: fmt.Sprintf("flag-%d", i), Op: config.OpPut, Definition: []byte(def)})
+		}
+		if _, err := store.Commit(ctx, cs); err != nil {
+			return fmt.Errorf("load flags %d-%d: %w", start, start+len(cs.Changes)-1, err)
+		}
+	}
+	return nil
 }
 
 // pct is the p-th percentile (nearest rank) of ds.

@@ -8,14 +8,16 @@ import (
 // TestRunSmall checks the harness end to end with small bounds; the
 // figures in bench/results/propagation.md come from BenchmarkPropagation.
 func TestRunSmall(t *testing.T) {
-	res, err := Run(context.Background(), Options{Sidecars: 3, Changes: 10})
-	if err != nil {
-		t.Fatal(err)
+	for _, flags := range []int{0, 1500} {
+		res, err := Run(context.Background(), Options{Sidecars: 3, Changes: 10, Flags: flags})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Samples != 30 || res.Flags != flags+1 || res.P50 <= 0 || res.Max < res.P99 || res.P99 < res.P50 {
+			t.Fatalf("implausible result %+v", res)
+		}
+		t.Log(res)
 	}
-	if res.Samples != 30 || res.P50 <= 0 || res.Max < res.P99 || res.P99 < res.P50 {
-		t.Fatalf("implausible result %+v", res)
-	}
-	t.Log(res)
 }
 
 // BenchmarkPropagation: go test ./bench/propagation -run xxx -bench . -benchtime 1x

@@ -30,6 +30,7 @@ func runBenchPropagation(ctx context.Context, args []string, stdout, stderr io.W
 	changes := fs.Int("changes", 200, "changes committed per run")
 	pause := fs.Duration("pause", 5*time.Millisecond, "pause between commits")
 	syncAlways := fs.Bool("sync-always", true, "fsync each commit, as `pennon server` does")
+	flagsFlag := fs.String("flags", "1", "comma-separated flag-set sizes, one run each per sidecar count (e.g. 1,1000,10000)")
 	jsonFile := fs.String("json", "", "write results as JSON to this file")
 	if err := parseSettings(fs, args); err != nil {
 		return err
@@ -48,21 +49,31 @@ func runBenchPropagation(ctx context.Context, args []string, stdout, stderr io.W
 	if *pause < 0 {
 		return fmt.Errorf("pause: must not be negative (got %v)", *pause)
 	}
-	var results []propagation.Result
-	for _, n := range counts {
-		// Pause 0 would mean the package default; 1ns is "as fast as commits go".
-		p := max(*pause, time.Nanosecond)
-		res, err := propagation.Run(ctx, propagation.Options{Sidecars: n, Changes: *changes, Pause: p, SyncAlways: *syncAlways})
-		if err != nil {
-			return fmt.Errorf("%d sidecars: %w", n, err)
+	var sizes []int
+	for _, s := range strings.Split(*flagsFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 100000 {
+			return fmt.Errorf("flags: %q is not a flag count between 1 and 100000", s)
 		}
-		fmt.Fprintln(stderr, res)
-		results = append(results, res)
+		sizes = append(sizes, n)
+	}
+	var results []propagation.Result
+	for _, size := range sizes {
+		for _, n := range counts {
+			// Pause 0 would mean the package default; 1ns is "as fast as commits go".
+			p := max(*pause, time.Nanosecond)
+			res, err := propagation.Run(ctx, propagation.Options{Sidecars: n, Changes: *changes, Pause: p, SyncAlways: *syncAlways, Flags: size - 1})
+			if err != nil {
+				return fmt.Errorf("%d sidecars, %d flags: %w", n, size, err)
+			}
+			fmt.Fprintln(stderr, res)
+			results = append(results, res)
+		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "sidecars\tchanges\tsamples\tp50\tp99\tmax\tall-sidecars p99\t")
+	fmt.Fprintln(tw, "sidecars\tflags\tchanges\tsamples\tp50\tp99\tmax\tall-sidecars p99\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%v\t%v\t%v\t%v\t\n", r.Sidecars, r.Changes, r.Samples,
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%v\t%v\t%v\t%v\t\n", r.Sidecars, r.Flags, r.Changes, r.Samples,
 			r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.AllP99.Round(time.Microsecond))
 	}
 	if err := tw.Flush(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/pennon-dev/pennon/bench"
 )
@@ -16,11 +17,16 @@ import (
 // runBenchScale is `pennon bench scale`: what 1k, 10k, 100k flags cost.
 func runBenchScale(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench scale", "pennon bench scale [flags]",
-		"Generates flag documents of each size and measures, in this process, parse and\n"+
-			"compile time (start-up), live heap, and the cost of applying a one-flag change.", stderr)
+		"Generates flag documents of each size and measures, in this process, start-up\n"+
+			"(parse, hash, compile), live heap and resident set after load, the cost of a\n"+
+			"one-flag change (apply + compile, then the hash), and OFREP throughput of the\n"+
+			"sidecar server holding the set (one targeted flag; bulk over every flag).\n"+
+			"100,000 flags takes minutes on a small machine: ask for it with --sizes.", stderr)
 	_ = fs.String("config", "", "YAML file with settings")
-	sizesFlag := fs.String("sizes", "1000,10000,100000", "comma-separated flag counts")
+	sizesFlag := fs.String("sizes", "1000,10000", "comma-separated flag counts (e.g. 1000,10000,100000)")
 	updates := fs.Int("updates", 5, "one-flag updates per size (the median is reported)")
+	loadFor := fs.Duration("load-duration", 2*time.Second, "throughput run per size and kind (0 skips the throughput runs)")
+	conns := fs.Int("connections", 8, "connections for the throughput runs")
 	jsonFile := fs.String("json", "", "write results as JSON to this file")
 	if err := parseSettings(fs, args); err != nil {
 		return err
@@ -36,15 +42,21 @@ func runBenchScale(_ context.Context, args []string, stdout, stderr io.Writer) e
 	if *updates < 1 || *updates > 1000 {
 		return fmt.Errorf("updates: must be between 1 and 1000 (got %d)", *updates)
 	}
-	res, err := bench.Scale(sizes, *updates)
+	if *loadFor < 0 || *loadFor > time.Minute {
+		return fmt.Errorf("load-duration: must be between 0 and 1m (got %s)", *loadFor)
+	}
+	if *conns < 1 || *conns > 256 {
+		return fmt.Errorf("connections: must be between 1 and 256 (got %d)", *conns)
+	}
+	res, err := bench.Scale(bench.ScaleOptions{Sizes: sizes, Updates: *updates, LoadFor: *loadFor, Connections: *conns})
 	if err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "flags\tdocument\tparse\tcompile\tstart-up\theap\tupdate (1 flag)\t")
+	fmt.Fprintln(tw, "flags\tdocument\tparse\thash\tcompile\tstart-up\theap\tRSS\tupdate (apply+compile)\tupdate hash\tsingle req/s\tbulk req/s\t")
 	for _, r := range res {
-		fmt.Fprintf(tw, "%d\t%.1f MB\t%.1f ms\t%.1f ms\t%.1f ms\t%.1f MB\t%.2f ms\t\n",
-			r.Flags, float64(r.DocBytes)/(1<<20), r.ParseMs, r.CompMs, r.ParseMs+r.CompMs, r.HeapMB, r.UpdateMs)
+		fmt.Fprintf(tw, "%d\t%.1f MB\t%.1f ms\t%.1f ms\t%.1f ms\t%.1f ms\t%.1f MB\t%.1f MB\t%.3f ms\t%.2f ms\t%.0f\t%.1f\t\n",
+			r.Flags, float64(r.DocBytes)/(1<<20), r.ParseMs, r.HashMs, r.CompMs, r.StartupMs, r.HeapMB, r.RSSMB, r.UpdateMs, r.UpdateHashMs, r.SingleRPS, r.BulkRPS)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
