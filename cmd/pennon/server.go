@@ -242,6 +242,9 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	apiOpts.Usage = rs.Usage
 	apiOpts.Incidents = rs.Incidents
 	apiOpts.Notify = rs.Notify
+	if apiOpts.Lifecycle, err = openLifecycle(rs, log); err != nil {
+		return fail(err)
+	}
 	api, err := control.New(apiOpts)
 	if err != nil {
 		return fail(err)
@@ -256,6 +259,8 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	go func() { defer rs.wg.Done(); flagsync.RunHeartbeats(runCtx, nc, rs.Store, o.heartbeat, log) }()
 	rs.wg.Add(1)
 	go func() { defer rs.wg.Done(); rs.Incidents.Watch(runCtx, nc); rs.Incidents.Close() }()
+	rs.wg.Add(1)
+	go func() { defer rs.wg.Done(); apiOpts.Lifecycle.Run(runCtx) }()
 	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close(); _ = rs.Usage.Close(); _ = rs.Telemetry.Close() }()
 	if o.watchDir != "" {
 		rs.wg.Add(1)
