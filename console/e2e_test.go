@@ -426,6 +426,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Sign in: a wrong token is refused with the API's reason.
 	p.go_("")
 	p.do("sign-in page", chromedp.WaitVisible(chromedp.CSS(`input[name="token"]`)))
+	if shown := eval[bool](p, `document.getElementById("nav").offsetParent !== null || document.getElementById("signout").offsetParent !== null`); shown {
+		t.Error("the navigation and Sign out show before anyone signed in")
+	}
 	p.shot("signin")
 	p.setValue(`input[name="token"]`, "pnn_wrong")
 	p.do("submit wrong token", chromedp.Click(chromedp.CSS(`form.signin button[type="submit"]`)))
@@ -603,12 +606,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.waitText("#main p.muted", "new flag: not in dev yet")
 	p.setValue("#field-owner", "growth-team")
 	p.setValue("#field-systems", "web-checkout, payments")
+	p.do("add a prerequisite", chromedp.Click(chromedp.CSS(`#field-prerequisites > button`)))
+	p.setValue(`#field-prerequisites input[aria-label="Prerequisite flag 1"]`, "payment-api-v2")
+	p.setValue(`#field-prerequisites input[aria-label="Required variant 1"]`, "maybe")
+	p.waitText("#problems", "definition.prerequisites")
+	p.setValue(`#field-prerequisites input[aria-label="Required variant 1"]`, "on")
 	p.waitText("#problems", "valid: the API would accept")
 	p.setValue("#main input.wide", "gift cards at checkout")
 	p.do("save new", chromedp.Click(chromedp.CSS("#main button.primary")))
 	p.waitText("#status", "Saved gift-cards")
 	p.waitText("#main p.muted", "last changed by root")
-	if v, def := s.flag(t, "dev", "gift-cards"); v == 0 || def["owner"] != "growth-team" || fmt.Sprint(def["systems"]) != "[web-checkout payments]" || def["defaultVariant"] != "off" {
+	if v, def := s.flag(t, "dev", "gift-cards"); v == 0 || def["owner"] != "growth-team" || fmt.Sprint(def["systems"]) != "[web-checkout payments]" || def["defaultVariant"] != "off" ||
+		fmt.Sprint(def["prerequisites"]) != "map[payment-api-v2:on]" {
 		t.Fatalf("created flag: version %d %v", v, def)
 	}
 

@@ -128,7 +128,11 @@ async function route() {
   }
 }
 
-window.addEventListener("hashchange", route);
+// After a navigation, focus moves to the new content so screen readers
+// start there and Tab continues from it (not from the link clicked).
+window.addEventListener("hashchange", () => route().then(() => {
+  if (!main.contains(document.activeElement) && api.token()) main.focus({ preventScroll: true });
+}));
 route();
 
 function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
@@ -277,7 +281,7 @@ async function flags(body, env) {
 const STRUCTURED = [
   ["state", "State", "select"], ["defaultVariant", "Default variant", "variant"], ["description", "Description", "text"],
   ["owner", "Owner", "text"], ["expires", "Expires", "text", "YYYY-MM-DD"], ["systems", "Systems", "list", "comma separated"],
-  ["variants", "Variants", "json"], ["targeting", "Targeting", "json"], ["prerequisites", "Prerequisites", "json", "{\"flag\": \"variant\"}"],
+  ["variants", "Variants", "rows"], ["targeting", "Targeting", "json"], ["prerequisites", "Prerequisites", "rows"],
   ["metadata", "Metadata", "json"],
 ];
 
@@ -286,14 +290,16 @@ const STRUCTURED = [
 const NEW_FLAG = { state: "ENABLED", variants: { on: true, off: false }, defaultVariant: "off" };
 
 async function flagPage(body, env, key, isNew) {
-  const [flag, envInfo, hist] = await Promise.all([
+  const [flag, envInfo, hist, all] = await Promise.all([
     api.get(api.envPath(env, "/flags/" + encodeURIComponent(key))).catch((err) => {
       if (isNew && err.status === 404) return { key, version: 0, definition: structuredClone(NEW_FLAG) };
       throw err;
     }),
     api.get(api.envPath(env)),
     api.get(api.envPath(env, "/history?limit=50&flag=" + encodeURIComponent(key))),
+    api.get(api.envPath(env, "/flags")),
   ]);
+  const flagKeys = all.flags.map((f) => f.key);
   let base = flag.definition;              // what the edit started from
   let baseVersion = flag.version;
   let draft = structuredClone(base);
@@ -311,11 +317,12 @@ async function flagPage(body, env, key, isNew) {
     if (kind === "select") c = h("select", {}, ["ENABLED", "DISABLED"].map((v) => h("option", { value: v }, v)));
     else if (kind === "variant") c = h("select", {});
     else if (kind === "json") c = h("textarea", { class: "small", spellcheck: "false" });
+    else if (kind === "rows") c = name === "variants" ? variantRows() : prerequisiteRows(flagKeys.filter((k) => k !== key));
     else c = h("input", { type: "text", placeholder: hint || "" });
     c.id = "field-" + name;
     c.dataset.field = name;
     controls[name] = c;
-    add(form, h("label", { for: c.id }, label), c);
+    add(form, kind === "rows" ? h("span", { id: "label-" + name, class: "label" }, label) : h("label", { for: c.id }, label), c);
     c.addEventListener("input", () => fromStructured(name));
   }
   const jsonBox = h("textarea", { class: "json", id: "flag-json", spellcheck: "false", "aria-describedby": "problems" });
@@ -335,6 +342,7 @@ async function flagPage(body, env, key, isNew) {
       if (name === except) continue;
       const c = controls[name], v = draft[name];
       if (kind === "json") c.value = v === undefined ? "" : pretty(v);
+      else if (kind === "rows") c.set(v || {});
       else if (kind === "list") c.value = (v || []).join(", ");
       else c.value = v ?? "";
     }
@@ -352,10 +360,15 @@ async function flagPage(body, env, key, isNew) {
       if (!v.trim()) v = undefined;
       else try { v = JSON.parse(v); } catch (e) { syntax = name; c.setAttribute("aria-invalid", "true"); showProblems([{ path: "definition." + name, reason: "not valid JSON: " + e.message }]); return; }
     } else if (kind === "list") v = v.split(",").map((s) => s.trim()).filter(Boolean);
+    else if (kind === "rows") {
+      const r = c.get();
+      if (r.error) { syntax = name; c.setAttribute("aria-invalid", "true"); showProblems([{ path: "definition." + name, reason: r.error }]); return; }
+      v = Object.keys(r.value).length || name === "variants" ? r.value : undefined;
+    }
     if (v === "" || (Array.isArray(v) && !v.length)) v = name === "defaultVariant" ? null : undefined;
     if (v === undefined) delete draft[name]; else draft[name] = v;
     jsonBox.value = pretty(draft);
-    if (name === "variants") fillStructured(name);
+    if (name === "variants") fillStructured(name); // the default variant's choices follow
     changed();
   }
   jsonBox.addEventListener("input", () => {
@@ -494,6 +507,59 @@ async function flagPage(body, env, key, isNew) {
     h("h2", {}, "History of this flag"),
     timeline(env, hist.changesets || [], key));
   validate();
+}
+
+// rowsEditor edits an object of short entries (variants, prerequisites)
+// as rows of two labelled inputs. get() reads the rows back: {value} or
+// {error} naming the row at fault.
+function rowsEditor(what, keyLabel, valueLabel, readValue, showValue, datalist) {
+  const box = h("div", { class: "rows", role: "group" });
+  const list = h("div", {});
+  const addBtn = h("button", { type: "button" }, "Add " + what);
+  const row = (k, v) => {
+    const n = list.children.length + 1;
+    const kin = h("input", { type: "text", value: k, "aria-label": `${keyLabel} ${n}`, spellcheck: "false", list: datalist ? datalist.id : null });
+    const vin = h("input", { type: "text", value: v, "aria-label": `${valueLabel} ${n}`, spellcheck: "false" });
+    const rm = h("button", { type: "button", class: "link", "aria-label": `Remove ${what} ${n}` }, "remove");
+    const r = h("div", { class: "kv" }, kin, vin, rm);
+    rm.addEventListener("click", () => { r.remove(); box.dispatchEvent(new Event("input")); addBtn.focus(); });
+    return r;
+  };
+  addBtn.addEventListener("click", () => { const r = row("", ""); list.appendChild(r); r.querySelector("input").focus(); });
+  add(box, list, datalist, addBtn);
+  box.set = (obj) => { clear(list); for (const [k, v] of Object.entries(obj)) list.appendChild(row(k, showValue(v))); };
+  box.get = () => {
+    const out = {};
+    for (const [i, r] of [...list.children].entries()) {
+      const [kin, vin] = r.querySelectorAll("input");
+      const k = kin.value.trim();
+      if (!k && !vin.value.trim()) continue; // a row being typed
+      if (!k) return { error: `${what} ${i + 1} has no ${keyLabel.toLowerCase()}` };
+      if (k in out) return { error: `${what} "${k}" appears twice` };
+      const v = readValue(vin.value);
+      if (v.error) return { error: `${what} "${k}": ${v.error}` };
+      out[k] = v.value;
+    }
+    return { value: out };
+  };
+  return box;
+}
+
+// Variant values are JSON (true, 3, "text", {…}); a bare word is taken as
+// a string, as people type it.
+function variantRows() {
+  return rowsEditor("variant", "Variant name", "Variant value", (t) => {
+    const s = t.trim();
+    try { return { value: JSON.parse(s) }; } catch (e) {
+      if (s && !/^[[{"]/.test(s)) return { value: s };
+      return { error: "not valid JSON: " + e.message };
+    }
+  }, (v) => JSON.stringify(v));
+}
+
+function prerequisiteRows(keys) {
+  const dl = h("datalist", { id: "flag-keys" }, keys.map((k) => h("option", { value: k })));
+  return rowsEditor("prerequisite", "Prerequisite flag", "Required variant", (t) => ({ value: t.trim() }), (v) => String(v), dl);
 }
 
 // ---- history ------------------------------------------------------------------
