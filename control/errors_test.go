@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -116,5 +118,30 @@ func TestCatalogueDocumented(t *testing.T) {
 	}
 	for c := range documented {
 		t.Errorf("docs/control.md documents code %s, which is not in the catalogue (control/errors.go)", c)
+	}
+}
+
+// TestEveryErrorCodeCatalogued: a handler written with the older errf and a
+// string code still uses a code of the catalogue (an unknown code would
+// answer with whatever status the call site chose, outside the contract).
+func TestEveryErrorCodeCatalogued(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := regexp.MustCompile(`(?:errf\([^,]+|newErr\(|fieldErr\()\s*,?\s*"([^"]*)"`)
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range call.FindAllStringSubmatch(string(data), -1) {
+			if _, ok := catalogue[ErrorCode(m[1])]; !ok {
+				t.Errorf("%s: error code %q is not in the catalogue (control/errors.go): use a Code constant", name, m[1])
+			}
+		}
 	}
 }
