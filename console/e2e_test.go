@@ -629,6 +629,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.waitText("#main section.card", "prod v2")
 	p.waitText("#main section.card", "banner now, the sale started early")
 	p.waitText("#main section.card", "holiday-banner")
+	// The API, not the page, decides who may review: root applied it.
+	p.setValue("#main section.card input", "checked the banner")
+	p.do("review own emergency", chromedp.Click(chromedp.CSS("#main section.card button.primary")))
+	p.waitText("#alert", "another approver must review it")
+	p.waitText("#alert", "HTTP 403")
 
 	// Audit with verify (admin only).
 	p.go_("#/audit")
