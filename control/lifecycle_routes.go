@@ -81,3 +81,10 @@ func withWarnings(cs *config.Changeset, warnings []string) any {
 		Warnings []string `json:"warnings"`
 	}{cs, warnings}
 }
+
+// expiredErr is checkExpired's refusal alone (warnings dropped), for the
+// validate route: a definition a PUT would have refused is not valid.
+func (s *Server) expiredErr(ctx context.Context, envName string, changes []config.Change) error {
+	_, err := s.checkExpired(ctx, envName, changes)
+	return err
+}

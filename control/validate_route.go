@@ -54,7 +54,7 @@ func (s *Server) validateFlag(w http.ResponseWriter, r *http.Request, _ principa
 		return err
 	}
 	changes := []config.Change{{Flag: req.Flag, Op: config.OpPut, Definition: req.Definition}}
-	for _, err := range []error{s.checkPolicy(r.Context(), env, changes), applyErr(head.Doc, changes)} {
+	for _, err := range []error{s.checkPolicy(r.Context(), env, changes), s.expiredErr(r.Context(), envName, changes), applyErr(head.Doc, changes)} {
 		var ve *config.ValidationError
 		if errors.As(err, &ve) {
 			for _, p := range ve.Problems {
