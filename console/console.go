@@ -32,7 +32,7 @@ const Prefix = "/console/"
 // images and API calls to its own origin. No inline script or style runs,
 // so an injected string (a flag description, a reason) cannot execute, and
 // the console cannot be framed (clickjacking an approve button).
-const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
 	"connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
 // asset is one embedded file with what its response needs.

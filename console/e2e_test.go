@@ -151,7 +151,7 @@ func (s *system) flag(t *testing.T, env, key string) (uint64, map[string]any) {
 // JSON 404 for everything else, including unknown /api/ paths.
 func TestConsoleServed(t *testing.T) {
 	s := start(t)
-	csp := "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+	csp := "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 	for _, tc := range []struct {
 		method, path, ifNoneMatch string
 		status                    int
