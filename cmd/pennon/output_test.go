@@ -83,6 +83,10 @@ func TestUsageErrorExitsTwo(t *testing.T) {
 	if code, _, errOut = runCLI("flag", "list"); code != 2 || !strings.Contains(errOut, `unknown command "flag"`) {
 		t.Fatalf("unknown command: exit %d, stderr %q", code, errOut)
 	}
+	// `pennon help CMD` is `pennon CMD --help`: the usage, exit 0.
+	if code, _, errOut = runCLI("help", "tokens"); code != 0 || !strings.HasPrefix(errOut, "Usage: pennon tokens list | create") {
+		t.Fatalf("help tokens: exit %d, stderr %q", code, errOut)
+	}
 }
 
 func TestOutputEmit(t *testing.T) {
