@@ -35,6 +35,11 @@ type ScaleResult struct {
 	// snapshot (Document.Apply + Document.Compile): what every pushed
 	// change costs a sidecar before the hash check (median of runs).
 	UpdateMs float64 `json:"updateMillis"`
+	// FullUpdateMs is the same change compiled in full (the changeset also
+	// sets flag-set metadata, which every compiled flag carries): what
+	// UpdateMs cost before compiling became incremental, the same-run
+	// reference it is divided by.
+	FullUpdateMs float64 `json:"fullUpdateMillis"`
 	// UpdateHashMs is the new document's hash after that update (median):
 	// it covers the whole canonical document, so it grows with the set.
 	UpdateHashMs float64 `json:"updateHashMillis"`
@@ -162,6 +167,7 @@ func scaleOne(n int, o ScaleOptions) (ScaleResult, error) {
 
 	updates := make([]time.Duration, 0, o.Updates)
 	hashes := make([]time.Duration, 0, o.Updates)
+	fulls := make([]time.Duration, 0, o.Updates)
 	for u := range o.Updates {
 		key := scaleKey(u % n)
 		def, _ := json.Marshal(scaleFlag(u%n, u+1))
@@ -181,8 +187,18 @@ func scaleOne(n int, o ScaleOptions) (ScaleResult, error) {
 		mid := time.Now()
 		_ = next.Hash()
 		updates, hashes = append(updates, mid.Sub(start)), append(hashes, time.Since(mid))
+
+		cs.Metadata = map[string]any{"rev": u}
+		start = time.Now()
+		if next, err = doc.Apply(cs); err != nil {
+			return r, fmt.Errorf("apply update %d with metadata: %w", u, err)
+		}
+		if _, err := next.Compile(cs.Version); err != nil {
+			return r, fmt.Errorf("compile update %d with metadata: %w", u, err)
+		}
+		fulls = append(fulls, time.Since(start))
 	}
-	r.UpdateMs, r.UpdateHashMs = millis(median(updates)), millis(median(hashes))
+	r.UpdateMs, r.UpdateHashMs, r.FullUpdateMs = millis(median(updates)), millis(median(hashes)), millis(median(fulls))
 	runtime.KeepAlive(snap)
 	runtime.KeepAlive(data)
 	if o.LoadFor > 0 {
