@@ -26,6 +26,10 @@ type chart struct {
 	xTicks []tick
 	xMin   float64 // x range; xMax 0 means "from the data"
 	xMax   float64
+	// yLog draws the y axis in powers of ten. Latency spans decades (a
+	// 40 µs median under a 20 ms tail): on a linear axis the tail flattens
+	// everything else into the floor line. Values ≤ 0 sit on the floor.
+	yLog bool
 }
 
 type series struct {
@@ -69,17 +73,18 @@ func (c *chart) render(w, h int) *image.RGBA {
 	if xmax <= xmin {
 		xmax = xmin + 1
 	}
-	ystep := niceStep(ymax / 5)
-	ymax = math.Max(ystep, math.Ceil(ymax/ystep)*ystep)
 	px := func(x float64) int { return plot.Min.X + int(math.Round((x-xmin)/(xmax-xmin)*float64(plot.Dx()))) }
-	py := func(y float64) int { return plot.Max.Y - int(math.Round(y/ymax*float64(plot.Dy()))) }
+	yAxis := c.linearY(ymax)
+	if c.yLog {
+		yAxis = c.logY()
+	}
+	py := func(y float64) int { return plot.Max.Y - int(math.Round(yAxis.frac(y)*float64(plot.Dy()))) }
 
 	// Grid and y ticks.
-	for y := 0.0; y <= ymax*1.0001; y += ystep {
-		yy := py(y)
+	for _, t := range yAxis.ticks {
+		yy := py(t.v)
 		hline(img, plot.Min.X, plot.Max.X, yy, colGrid)
-		label := fmtTick(y)
-		drawText(img, plot.Min.X-8-textWidth(label), yy+4, label, colText, 1)
+		drawText(img, plot.Min.X-8-textWidth(t.label), yy+4, t.label, colText, 1)
 	}
 	xt := c.xTicks
 	if xt == nil {
@@ -129,6 +134,64 @@ func (c *chart) render(w, h int) *image.RGBA {
 		drawText(img, box.Min.X+36, y, s.name, colText, 1)
 	}
 	return img
+}
+
+// yScale maps a value to its height in the plot (0 bottom, 1 top) and
+// lists the ticks to label.
+type yScale struct {
+	frac  func(y float64) float64
+	ticks []tick
+}
+
+// linearY is 0..ymax rounded up to a nice step, five or so ticks.
+func (c *chart) linearY(ymax float64) yScale {
+	step := niceStep(ymax / 5)
+	top := math.Max(step, math.Ceil(ymax/step)*step)
+	var ticks []tick
+	for y := 0.0; y <= top*1.0001; y += step {
+		ticks = append(ticks, tick{y, fmtTick(y)})
+	}
+	return yScale{frac: func(y float64) float64 { return y / top }, ticks: ticks}
+}
+
+// logY spans the decades around the positive data: ticks at 1, 2 and 5 ×
+// each power of ten while there are few decades, at powers of ten only
+// when there are many.
+func (c *chart) logY() yScale {
+	lo, hi := math.Inf(1), 0.0
+	for _, s := range c.series {
+		for _, y := range s.ys {
+			if y > 0 {
+				lo, hi = math.Min(lo, y), math.Max(hi, y)
+			}
+		}
+	}
+	if hi == 0 {
+		lo, hi = 1, 10
+	}
+	dlo, dhi := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
+	if dhi <= dlo {
+		dhi = dlo + 1
+	}
+	frac := func(y float64) float64 {
+		if y <= 0 {
+			return 0
+		}
+		return math.Max(0, (math.Log10(y)-dlo)/(dhi-dlo))
+	}
+	mults := []float64{1, 2, 5}
+	if dhi-dlo > 3 {
+		mults = []float64{1}
+	}
+	var ticks []tick
+	for d := dlo; d <= dhi; d++ {
+		for _, m := range mults {
+			if v := m * math.Pow(10, d); d < dhi || m == 1 {
+				ticks = append(ticks, tick{v, fmtTick(v)})
+			}
+		}
+	}
+	return yScale{frac: frac, ticks: ticks}
 }
 
 // niceStep rounds a raw step up to 1, 2 or 5 × a power of ten.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"image"
 	_ "image/png"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -31,7 +33,7 @@ func TestWritePlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"mix-latency.png", "mix-throughput.png", "mix-p99.png"}
+	want := []string{"mix-latency.png", "mix-throughput.png", "mix-p99.png", "mix-errors.png"}
 	if len(paths) != len(want) {
 		t.Fatalf("paths %v, want %v", paths, want)
 	}
@@ -84,5 +86,43 @@ func TestNiceStep(t *testing.T) {
 		if got := niceStep(tc.raw); got != tc.want {
 			t.Errorf("niceStep(%v) = %v, want %v", tc.raw, got, tc.want)
 		}
+	}
+}
+
+// TestLogYAxis: latency plots span the decades around their data, with
+// 1-2-5 ticks over few decades and powers of ten over many.
+func TestLogYAxis(t *testing.T) {
+	tests := []struct {
+		name      string
+		ys        []float64
+		ticks     string
+		fracs     map[float64]float64
+		wantFloor float64 // a value that must sit on the floor (frac 0)
+	}{
+		{"four decades", []float64{40, 900, 20000}, "10 100 1000 10k 100k", map[float64]float64{10: 0, 1000: 0.5, 100000: 1}, -1},
+		{"two decades", []float64{3, 80}, "1 2 5 10 20 50 100", map[float64]float64{1: 0, 10: 0.5, 100: 1}, 0},
+		{"one value", []float64{250}, "100 200 500 1000", map[float64]float64{100: 0, 1000: 1}, 0},
+		{"nothing positive", []float64{0, 0}, "1 2 5 10", map[float64]float64{1: 0, 10: 1}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &chart{yLog: true, series: []series{{name: "a", xs: make([]float64, len(tc.ys)), ys: tc.ys}}}
+			sc := c.logY()
+			var got []string
+			for _, tk := range sc.ticks {
+				got = append(got, tk.label)
+			}
+			if s := strings.Join(got, " "); s != tc.ticks {
+				t.Errorf("ticks %q, want %q", s, tc.ticks)
+			}
+			for v, want := range tc.fracs {
+				if f := sc.frac(v); math.Abs(f-want) > 1e-9 {
+					t.Errorf("frac(%v) = %v, want %v", v, f, want)
+				}
+			}
+			if f := sc.frac(tc.wantFloor); f != 0 {
+				t.Errorf("frac(%v) = %v, want the floor", tc.wantFloor, f)
+			}
+		})
 	}
 }

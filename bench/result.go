@@ -2,8 +2,11 @@ package bench
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
@@ -51,7 +54,10 @@ type Result struct {
 	ElapsedSec  float64 `json:"elapsedSeconds"` // measured phase
 	Requests    int64   `json:"requests"`       // measured, including errors
 	Errors      int64   `json:"errors"`
-	Throughput  float64 `json:"throughput"` // requests/s over the measured phase
+	// ErrorRate is Errors/Requests (1 when nothing was measured), the
+	// figure `pennon bench --max-error-rate` checks.
+	ErrorRate  float64 `json:"errorRate"`
+	Throughput float64 `json:"throughput"` // requests/s over the measured phase
 	// StatusCodes counts responses by HTTP status; "transport" counts
 	// requests that got no response (timeout, refused, reset).
 	StatusCodes map[string]int64  `json:"statusCodes"`
@@ -115,4 +121,43 @@ func (r *Result) summarise(h *hdr.Histogram) {
 	for _, p := range curvePercentiles {
 		r.Percentiles = append(r.Percentiles, PercentilePoint{Percentile: p, Micros: micros(h.ValueAtPercentile(p))})
 	}
+}
+
+// errorShare is the share of measured requests that failed, 0 to 1. A run
+// that measured no request at all counts as all errors: it showed nothing
+// working.
+func (r *Result) errorShare() float64 {
+	if r.Requests <= 0 {
+		return 1
+	}
+	return float64(r.Errors) / float64(r.Requests)
+}
+
+// ErrorRateError names every result whose error rate exceeds max (0 to 1),
+// with its count, first error and status codes; nil when none does.
+func (r *Report) ErrorRateError(max float64) error {
+	var bad []string
+	for _, res := range r.Results {
+		if rate := res.errorShare(); rate > max {
+			msg := fmt.Sprintf("%s: %s of %d requests failed (%d errors; --max-error-rate %s)", res.Label, fmtPercent(rate), res.Requests, res.Errors, fmtPercent(max))
+			if res.FirstError != "" {
+				msg += fmt.Sprintf("; first: %s; status codes %v", res.FirstError, res.StatusCodes)
+			}
+			bad = append(bad, msg)
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("error rate above the threshold:\n  %s", strings.Join(bad, "\n  "))
+}
+
+// fmtPercent prints a share (0 to 1) as a percentage to three significant
+// digits, enough to tell 0.004 % from 0.
+func fmtPercent(v float64) string {
+	s := strconv.FormatFloat(100*v, 'g', 3, 64)
+	if strings.ContainsRune(s, 'e') {
+		s = strconv.FormatFloat(100*v, 'f', 6, 64)
+	}
+	return s + "%"
 }

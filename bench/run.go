@@ -146,6 +146,7 @@ loop:
 	if res.ElapsedSec > 0 {
 		res.Throughput = float64(res.Requests) / res.ElapsedSec
 	}
+	res.ErrorRate = res.errorShare()
 	res.summarise(total)
 	return res, runErr
 }

@@ -286,6 +286,7 @@ func TestReportJSONSchema(t *testing.T) {
 			Elapsed       float64            `json:"elapsedSeconds"`
 			Requests      int64              `json:"requests"`
 			Errors        int64              `json:"errors"`
+			ErrorRate     float64            `json:"errorRate"`
 			Throughput    float64            `json:"throughput"`
 			StatusCodes   map[string]int64   `json:"statusCodes"`
 			FirstError    string             `json:"firstError"`

@@ -7,14 +7,15 @@ import (
 	"text/tabwriter"
 )
 
-// WriteTable prints the report as an aligned table, one row per result, and
-// each result's first error when it had any.
+// WriteTable prints the report as an aligned table, one row per result
+// with its error count and share, and each result's first error when it
+// had any.
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tscenario\tmode\tconns\trequests\terrors\treq/s\tp50\tp90\tp99\tp99.9\tmax\t")
+	fmt.Fprintln(tw, "target\tscenario\tmode\tconns\trequests\terrors\terr%\treq/s\tp50\tp90\tp99\tp99.9\tmax\t")
 	for _, res := range r.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t\n",
-			res.Label, res.Scenario, modeLabel(res), res.Connections, res.Requests, res.Errors, res.Throughput,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t\n",
+			res.Label, res.Scenario, modeLabel(res), res.Connections, res.Requests, res.Errors, fmtPercent(res.errorShare()), res.Throughput,
 			fmtMicros(res.Latency.P50), fmtMicros(res.Latency.P90), fmtMicros(res.Latency.P99),
 			fmtMicros(res.Latency.P999), fmtMicros(res.Latency.Max))
 	}

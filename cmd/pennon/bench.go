@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,6 +65,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		keyFrac     = fs.String("flag-fractional", bench.DefaultFlagKeys.Fractional, "flag key for the fractional scenario")
 	)
 	fs.Var(&headers, "header", "add \"Name: value\" to every request (repeatable; e.g. an API key)")
+	maxErr := percentFlag(0.01)
+	fs.Var(&maxErr, "max-error-rate", "exit 1 when a target's share of failed requests exceeds this (e.g. 1% or 0.01; 0 = no error allowed)")
 	if err := parseSettings(fs, args); err != nil {
 		return err
 	}
@@ -119,7 +123,35 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "plots: %s\n", strings.Join(paths, ", "))
 	}
-	return runErr
+	if runErr != nil {
+		return runErr
+	}
+	// Latency and throughput measured on failures describe nothing: a run
+	// whose errors exceed the threshold fails, after its report is out.
+	return rep.ErrorRateError(float64(maxErr))
+}
+
+// percentFlag is a share from 0 to 1, written as "1%" or "0.01".
+type percentFlag float64
+
+func (p *percentFlag) String() string {
+	return strconv.FormatFloat(float64(*p)*100, 'g', -1, 64) + "%"
+}
+
+func (p *percentFlag) Set(v string) error {
+	s, pct := strings.CutSuffix(strings.TrimSpace(v), "%")
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil {
+		return fmt.Errorf("want a share such as 1%% or 0.01, got %q", v)
+	}
+	if pct {
+		f /= 100
+	}
+	if f < 0 || f > 1 || math.IsNaN(f) {
+		return fmt.Errorf("want a share between 0%% and 100%%, got %q", v)
+	}
+	*p = percentFlag(f)
+	return nil
 }
 
 func scenarioList() string {

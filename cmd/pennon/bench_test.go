@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/pennon-dev/pennon/bench"
@@ -38,7 +43,7 @@ func TestBenchCommandBare(t *testing.T) {
 	if rep.Results[1].Label != "pennon" {
 		t.Errorf("labels %s, %s", rep.Results[0].Label, rep.Results[1].Label)
 	}
-	for _, f := range []string{"targeting-latency.png", "targeting-throughput.png", "targeting-p99.png"} {
+	for _, f := range []string{"targeting-latency.png", "targeting-throughput.png", "targeting-p99.png", "targeting-errors.png"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Error(err)
 		}
@@ -114,5 +119,64 @@ func TestBenchLabelledURL(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 3 || !strings.HasPrefix(strings.TrimSpace(lines[1]), "peer ") {
 		t.Errorf("table:\n%s", out.String())
+	}
+}
+
+// TestBenchMaxErrorRate: a target failing one request in ten passes the
+// bench only when the threshold allows 10 %; the report shows the errors
+// either way, and the plots include the error rate.
+func TestBenchMaxErrorRate(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%10 == 0 {
+			http.Error(w, `{"errorCode":"GENERAL"}`, http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"key":"f","value":true,"reason":"STATIC","variant":"on"}`)
+	}))
+	defer srv.Close()
+	tests := []struct {
+		name     string
+		extra    []string
+		code     int
+		inStderr string
+	}{
+		{"default 1%", nil, 1, "flaky: 10% of 200 requests failed (20 errors; --max-error-rate 1%)"},
+		{"fraction", []string{"--max-error-rate", "0.05"}, 1, "--max-error-rate 5%"},
+		{"allowed", []string{"--max-error-rate", "10%"}, 0, ""},
+		{"bad value", []string{"--max-error-rate", "150%"}, 2, "want a share between 0% and 100%"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n.Store(0)
+			dir := t.TempDir()
+			args := append([]string{"bench", "--target", "flaky=" + srv.URL, "--requests", "200", "--warmup", "0s",
+				"--connections", "1", "--quiet"}, tc.extra...)
+			if tc.code == 0 {
+				args = append(args, "--plot-dir", dir) // rendering is slow under -race: once
+			}
+			var out, errOut bytes.Buffer
+			code := run(context.Background(), args, &out, &errOut)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, out.String(), errOut.String())
+			}
+			if !strings.Contains(errOut.String(), tc.inStderr) {
+				t.Errorf("stderr %q, want it to contain %q", errOut.String(), tc.inStderr)
+			}
+			if tc.code == 2 {
+				return
+			}
+			// The table has the error share, and the first error below it.
+			if !regexp.MustCompile(`flaky\s+static\s+closed\s+1\s+200\s+20\s+10%`).MatchString(out.String()) ||
+				!strings.Contains(out.String(), "flaky: 20 errors, first: HTTP 500") {
+				t.Errorf("report does not show the errors:\n%s", out.String())
+			}
+			if tc.code == 0 {
+				if _, err := os.Stat(filepath.Join(dir, "static-errors.png")); err != nil {
+					t.Error(err)
+				}
+			}
+		})
 	}
 }
