@@ -75,3 +75,25 @@ func TestRetirementNoteKeepsHash(t *testing.T) {
 		t.Fatalf("canonical\n got %s\nwant %s", got, want)
 	}
 }
+
+// Any retirement value either parses to a flag whose canonical form parses
+// back identically, or is refused with problems; never a panic.
+func FuzzRetirement(f *testing.F) {
+	for _, s := range []string{`"note"`, `{"servedVariant":"on","forDays":14}`, `{"after":"2026-12-31","unusedForDays":30,"note":"x"}`,
+		`{"forDays":1e400}`, `{"servedVariant":7}`, `null`, `[]`, `{"note":""}`, `""`, `{"after":"2026-02-30"}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ret string) {
+		doc, err := Parse([]byte(`{"flags":{"f":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","retirement":` + ret + `}}}`))
+		if err != nil {
+			return
+		}
+		again, err := Parse(doc.Canonical())
+		if err != nil {
+			t.Fatalf("canonical form %s does not parse: %v", doc.Canonical(), err)
+		}
+		if string(again.FlagJSON("f")) != string(doc.FlagJSON("f")) {
+			t.Fatalf("round trip changed the flag: %s → %s", doc.FlagJSON("f"), again.FlagJSON("f"))
+		}
+	})
+}

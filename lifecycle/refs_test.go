@@ -90,3 +90,23 @@ func TestScanDirSkips(t *testing.T) {
 		t.Fatal("a missing directory is not an error")
 	}
 }
+
+// Any file content scans without a panic, and every location found is a
+// line of the file.
+func FuzzScanFile(f *testing.F) {
+	for _, s := range []string{`client.getBooleanValue("a", false)`, "useFlag('x')\n/ofrep/v1/evaluate/flags/y.", "\x00\xff", `BooleanValue(ctx, "k"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := &Scan{Refs: map[string][]Location{}}
+		s.scanFile("f", data)
+		lines := strings.Count(string(data), "\n") + 1
+		for k, locs := range s.Refs {
+			for _, l := range locs {
+				if k == "" || l.Line < 1 || l.Line > lines {
+					t.Fatalf("key %q at line %d of %d", k, l.Line, lines)
+				}
+			}
+		}
+	})
+}
