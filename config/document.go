@@ -7,8 +7,12 @@ package config
 
 import (
 	"encoding/json"
-	"sort"
+	"slices"
+	"sync/atomic"
 	"time"
+
+	"github.com/pennon-dev/pennon/evaluator"
+	"github.com/pennon-dev/pennon/internal/cowmap"
 )
 
 // Document is a parsed, validated flag document: flagd's JSON format plus
@@ -16,9 +20,30 @@ import (
 // Apply; share them freely.
 type Document struct {
 	schema     string
-	flags      map[string]*FlagDoc
+	flags      *cowmap.Map[*FlagDoc]
+	keys       []string // flag keys, sorted
 	metadata   map[string]any
 	evaluators map[string]json.RawMessage // canonical JSON per evaluator
+	// requiredBy maps a flag key to the flags naming it as a prerequisite
+	// (sorted), so Apply finds a change's dependents without a scan.
+	requiredBy *cowmap.Map[[]string]
+
+	// Derived state, filled at most once per document and then shared
+	// (documents are immutable, these only cache what they determine).
+	// compiled is the snapshot built from exactly this document (any
+	// version); delta lets Compile build it from the snapshot of the
+	// document Apply started from; hash memoizes Hash.
+	compiled atomic.Pointer[evaluator.Snapshot]
+	delta    atomic.Pointer[docDelta]
+	hash     atomic.Pointer[string]
+}
+
+// docDelta is how a document differs from the one Apply made it from, for
+// an incremental Compile: base is that document's compiled snapshot.
+type docDelta struct {
+	base *evaluator.Snapshot
+	put  []string
+	del  []string
 }
 
 // FlagDoc is one flag's definition as written, with pennon's fields typed.
@@ -45,6 +70,9 @@ type FlagDoc struct {
 	FallbackTargeting json.RawMessage `json:"fallbackTargeting,omitempty"`
 	TargetingBudget   string          `json:"targetingBudget,omitempty"` // Go duration, e.g. "20us"
 
+	// canon is the flag's canonical JSON, encoded once when parsed so that
+	// Canonical and Hash assemble a document instead of encoding it.
+	canon json.RawMessage
 	// decoded keeps the values Parse already decoded, so that checking and
 	// compiling do not decode the same JSON again (read-only, shared).
 	decoded struct {
@@ -86,24 +114,20 @@ func (f *FlagDoc) Enabled() bool { return f.State == "ENABLED" }
 
 // Empty returns a document with no flags.
 func Empty() *Document {
-	return &Document{flags: map[string]*FlagDoc{}, evaluators: map[string]json.RawMessage{}}
+	return &Document{flags: cowmap.New[*FlagDoc](0), evaluators: map[string]json.RawMessage{}, requiredBy: cowmap.New[[]string](0)}
 }
 
-// FlagKeys returns the flag keys, sorted.
-func (d *Document) FlagKeys() []string {
-	keys := make([]string, 0, len(d.flags))
-	for k := range d.flags {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+// FlagKeys returns the flag keys, sorted (a copy the caller may modify).
+func (d *Document) FlagKeys() []string { return slices.Clone(d.keys) }
 
 // Len is the number of flags.
-func (d *Document) Len() int { return len(d.flags) }
+func (d *Document) Len() int { return d.flags.Len() }
 
 // Flag returns one flag's definition (read-only), or nil.
-func (d *Document) Flag(key string) *FlagDoc { return d.flags[key] }
+func (d *Document) Flag(key string) *FlagDoc {
+	f, _ := d.flags.Get(key)
+	return f
+}
 
 // Metadata returns the flag-set metadata (read-only).
 func (d *Document) Metadata() map[string]any { return d.metadata }

@@ -21,7 +21,10 @@ func (d *Document) Export() []byte {
 	if schema == "" {
 		schema = FlagdSchema
 	}
-	return canonicalJSON(canonicalDoc{Schema: schema, Evaluators: d.evaluators, Flags: d.flags, Metadata: d.metadata})
+	var b bytes.Buffer
+	b.Grow(d.canonicalSize())
+	d.writeCanonical(&b, schema)
+	return b.Bytes()
 }
 
 // Evaluators returns the document's $evaluators (canonical JSON per name);

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pennon-dev/pennon/evaluator"
+	"github.com/pennon-dev/pennon/internal/cowmap"
 )
 
 var flagKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$`)
@@ -94,7 +95,7 @@ func Parse(data []byte) (*Document, error) {
 	if top == nil {
 		return nil, &ValidationError{Problems: []evaluator.Problem{{Reason: "document must be a JSON object"}}}
 	}
-	doc := &Document{flags: map[string]*FlagDoc{}, evaluators: map[string]json.RawMessage{}}
+	doc := &Document{evaluators: map[string]json.RawMessage{}}
 	p.problems = append(p.problems, duplicateKeys(data, "")...)
 	if u := unknownFields(top, topLevelFields); len(u) > 0 {
 		p.add("", "unknown field(s) %s (allowed: %s)", strings.Join(u, ", "), strings.Join(topLevelFields, ", "))
@@ -124,14 +125,33 @@ func Parse(data []byte) (*Document, error) {
 		if err := decodeJSON(raw, &flags); err != nil || flags == nil {
 			p.add("flags", "must be an object mapping flag keys to definitions")
 		}
+		doc.flags = cowmap.New[*FlagDoc](len(flags))
 		for key, def := range flags {
 			if f := p.flag(key, def); f != nil {
-				doc.flags[key] = f
+				doc.flags.Set(key, f)
+				doc.keys = append(doc.keys, key)
 			}
 		}
 	}
+	if doc.flags == nil {
+		doc.flags = cowmap.New[*FlagDoc](0)
+	}
+	sort.Strings(doc.keys)
+	edges := map[string][]string{}
+	for _, k := range doc.keys {
+		for pk := range doc.Flag(k).Prerequisites {
+			edges[k] = append(edges[k], pk)
+		}
+	}
+	doc.requiredBy = cowmap.Index(edges)
 	if len(p.problems) == 0 {
-		p.problems = append(p.problems, doc.check()...)
+		// The check compiles every flag; keep the result so that Compile
+		// does not do it again (a sidecar's start-up).
+		snap, ps := doc.checkFlags(doc.keys)
+		p.problems = append(p.problems, ps...)
+		if snap != nil {
+			doc.compiled.Store(snap)
+		}
 	} else {
 		// Still report semantic problems of the flags that did parse, but not
 		// the echoes of flags that were dropped (e.g. missing prerequisites).
@@ -312,6 +332,7 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 	if len(p.problems) > before && len(f.Variants) == 0 {
 		return nil // nothing left to check it with
 	}
+	f.canon = canonicalJSON(f)
 	return f
 }
 

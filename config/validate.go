@@ -22,16 +22,22 @@ func (e *ValidationError) Error() string {
 
 // check compiles the document and returns the evaluator's problems
 // (variants, default/safe variants, targeting, prerequisites, cycles, $ref).
-func (d *Document) check() []evaluator.Problem { return d.checkFlags(d.FlagKeys()) }
+func (d *Document) check() []evaluator.Problem {
+	_, ps := d.checkFlags(d.keys)
+	return ps
+}
 
 // checkFlags is check restricted to keys, which must be closed under
-// prerequisites (every prerequisite of a listed flag is listed).
-func (d *Document) checkFlags(keys []string) []evaluator.Problem {
+// prerequisites (every prerequisite of a listed flag is listed). It returns
+// the snapshot it compiled (version 0) when there is no problem.
+func (d *Document) checkFlags(keys []string) (*evaluator.Snapshot, []evaluator.Problem) {
 	specs, problems := d.specs(keys)
-	if _, ps := evaluator.NewSnapshot(0, specs, evaluator.SnapshotOptions{}); ps != nil {
-		problems = append(problems, ps...)
+	snap, ps := evaluator.NewSnapshot(0, specs, evaluator.SnapshotOptions{})
+	problems = append(problems, ps...)
+	if len(problems) > 0 {
+		return nil, problems
 	}
-	return problems
+	return snap, nil
 }
 
 func sortProblems(ps []evaluator.Problem) {
@@ -65,25 +71,22 @@ func (d *Document) affected(changed map[string]bool) []string {
 	set := map[string]bool{}
 	var stack []string
 	push := func(k string) {
-		if !set[k] && d.flags[k] != nil {
+		if !set[k] && d.Flag(k) != nil {
 			set[k] = true
 			stack = append(stack, k)
 		}
 	}
 	for k := range changed {
 		push(k)
-	}
-	for k, f := range d.flags {
-		for pk := range f.Prerequisites {
-			if changed[pk] {
-				push(k)
-			}
+		deps, _ := d.requiredBy.Get(k)
+		for _, dep := range deps {
+			push(dep)
 		}
 	}
 	for len(stack) > 0 {
 		k := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		for pk := range d.flags[k].Prerequisites {
+		for pk := range d.Flag(k).Prerequisites {
 			push(pk)
 		}
 	}

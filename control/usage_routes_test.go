@@ -115,10 +115,13 @@ func (p *usagePlane) send(token string) telemetry.TransportFunc {
 type testSidecar struct {
 	addr string
 	sh   *telemetry.Shipper
-	stop func() // graceful: drain, then the shipper's last delivery
+	// stop is graceful: drain, then the shipper's last delivery. Without
+	// run (the shipper delivers only when the test flushes it) stop is a
+	// kill: what was not flushed is never shipped.
+	stop func()
 }
 
-func startTestSidecar(t *testing.T, snap *evaluator.Snapshot, tr telemetry.Transport) *testSidecar {
+func startTestSidecar(t *testing.T, snap *evaluator.Snapshot, tr telemetry.Transport, run bool) *testSidecar {
 	t.Helper()
 	var h evaluator.Holder
 	h.Store(snap)
@@ -138,7 +141,12 @@ func startTestSidecar(t *testing.T, snap *evaluator.Snapshot, tr telemetry.Trans
 	go func() { served <- srv.Serve(sctx) }()
 	shCtx, cancelSh := context.WithCancel(context.Background())
 	shipped := make(chan struct{})
-	go func() { sh.Run(shCtx); close(shipped) }()
+	go func() {
+		if run {
+			sh.Run(shCtx)
+		}
+		close(shipped)
+	}()
 	sc := &testSidecar{addr: srv.Addr(), sh: sh}
 	var once sync.Once
 	sc.stop = func() {
@@ -237,7 +245,8 @@ func waitUsage(t *testing.T, p *usagePlane, token string, rounds uint64) {
 // plane, which aggregates them from the telemetry stream. The totals add up
 // exactly across a control-plane restart (batches sent while it is down
 // are kept by the sidecar and delivered after) and a sidecar restart (a
-// graceful stop ships what was counted).
+// graceful stop ships what was counted; a killed one loses only what it
+// had not shipped).
 func TestUsageEndToEnd(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
@@ -259,7 +268,7 @@ func TestUsageEndToEnd(t *testing.T) {
 	}
 	token := f.tokens["viewer"]
 	p := startUsagePlane(t, f)
-	a := startTestSidecar(t, snap, p.send(token))
+	a := startTestSidecar(t, snap, p.send(token), true)
 
 	a.traffic(t)
 	if err := a.sh.Flush(ctx); err != nil {
@@ -285,12 +294,24 @@ func TestUsageEndToEnd(t *testing.T) {
 	// Sidecar restart: a graceful stop ships what it counted.
 	a.traffic(t)
 	a.stop()
-	b := startTestSidecar(t, snap, p.send(token))
+	b := startTestSidecar(t, snap, p.send(token), true)
 	b.traffic(t)
 	if err := b.sh.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitUsage(t, p, token, 4)
+
+	// A sidecar killed loses exactly what it had not shipped: one round
+	// shipped, one counted and never sent.
+	b.stop()
+	c := startTestSidecar(t, snap, p.send(token), false)
+	c.traffic(t)
+	if err := c.sh.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.traffic(t)
+	c.stop()
+	waitUsage(t, p, token, 5)
 
 	// One flag, with its per-day series and an hour series that add up.
 	code, body := f.doURL(t, p.url(), token, "/api/v1/envs/dev/usage?flag=checkout&days=2&granularity=hour&since=3h")
@@ -302,11 +323,14 @@ func TestUsageEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &one); err != nil || code != 200 {
 		t.Fatalf("GET usage?flag: %d %s", code, body)
 	}
-	var hours uint64
+	var hours, days, daysOn uint64
 	for _, pt := range one.Series {
 		hours += pt.Evaluations
 	}
-	if one.Flag != "checkout" || len(one.Usage.Days) != 2 || one.Usage.Days[1].Evaluations != 40 || one.Usage.Days[1].Variants["on"] != 28 || hours != 40 {
+	for _, d := range one.Usage.Days { // two days: the test may straddle midnight
+		days, daysOn = days+d.Evaluations, daysOn+d.Variants["on"]
+	}
+	if one.Flag != "checkout" || len(one.Usage.Days) != 2 || days != 50 || daysOn != 35 || hours != 50 {
 		t.Errorf("GET usage?flag=checkout: %s", body)
 	}
 	code, body = f.doURL(t, p.url(), token, "/api/v1/envs/dev/anomalies")

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/pennon-dev/pennon/internal/cowmap"
 )
 
 // Snapshot is an immutable, compiled flag set at one version. Safe for
@@ -16,9 +18,12 @@ import (
 type Snapshot struct {
 	version uint64
 	id      uint64 // unique per snapshot in this process (see ID)
-	flags   map[string]*Flag
+	flags   *cowmap.Map[*Flag]
 	keys    []string
 	now     func() time.Time
+	// requiredBy maps a flag to the flags that name it as a prerequisite
+	// (sorted), so Update finds what to relink without scanning the set.
+	requiredBy *cowmap.Map[[]string]
 }
 
 // Flag is one compiled flag inside a Snapshot.
@@ -34,10 +39,13 @@ type Flag struct {
 	prereqs     []prereq
 	reads       []string // context paths the answer depends on, incl. prerequisites'
 	readsTime   bool
-	dynamic     bool  // reads the context in ways that cannot be enumerated
-	cost        int   // compiled rule nodes, including prerequisites'
-	collected   bool  // prerequisites folded into reads/cost (build time only)
-	expires     int64 // unix nanoseconds; 0 = never
+	dynamic     bool // reads the context in ways that cannot be enumerated
+	cost        int  // compiled rule nodes, including prerequisites'
+	collected   bool // prerequisites folded into reads/cost (build time only)
+	// own is what the flag's rules read and cost before prerequisites are
+	// folded in: Update relinks a dependent from it without recompiling.
+	own     ownFacts
+	expires int64 // unix nanoseconds; 0 = never
 	// experiment is the flag's experiment metrics (nil: not an experiment).
 	experiment []string
 
@@ -52,6 +60,13 @@ type Flag struct {
 
 	metadata     map[string]any
 	metadataJSON []byte
+}
+
+type ownFacts struct {
+	reads     []string
+	readsTime bool
+	dynamic   bool
+	cost      int
 }
 
 type fallbackMeta struct {
@@ -84,12 +99,45 @@ func (p Problem) String() string {
 // NewSnapshot compiles specs into a snapshot at version. It reports every
 // problem at once and returns a nil snapshot if there are any.
 func NewSnapshot(version uint64, specs []FlagSpec, opts SnapshotOptions) (*Snapshot, []Problem) {
-	s := &Snapshot{version: version, id: snapshotIDs.Add(1), flags: make(map[string]*Flag, len(specs)), now: opts.Now}
+	s := &Snapshot{version: version, id: snapshotIDs.Add(1), flags: cowmap.New[*Flag](len(specs)), now: opts.Now}
 	if s.now == nil {
 		s.now = time.Now
 	}
-	var problems []Problem
 	bySpec := make(map[string]*FlagSpec, len(specs))
+	problems := compileEach(specs, func(sp *FlagSpec, f *Flag) {
+		s.flags.Set(sp.Key, f)
+		bySpec[sp.Key] = sp
+		s.keys = append(s.keys, sp.Key)
+	})
+	sort.Strings(s.keys)
+	// Resolve prerequisites once every flag exists.
+	for _, key := range s.keys {
+		f, _ := s.flags.Get(key)
+		problems = append(problems, linkPrereqs(f, bySpec[key].Prerequisites, s.flags)...)
+	}
+	if cyc := findCycle(s.flags, s.keys); cyc != nil {
+		problems = append(problems, Problem{Path: "flags." + cyc[0] + ".prerequisites", Reason: "cycle " + strings.Join(cyc, " → ")})
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	edges := map[string][]string{}
+	for _, key := range s.keys {
+		f, _ := s.flags.Get(key)
+		for _, p := range f.prereqs {
+			edges[key] = append(edges[key], p.key)
+		}
+		collectReads(f, map[*Flag]bool{})
+	}
+	s.requiredBy = cowmap.Index(edges)
+	return s, nil
+}
+
+// compileEach compiles every spec with a non-empty key not seen before in
+// specs, hands each flag to add and returns the problems.
+func compileEach(specs []FlagSpec, add func(sp *FlagSpec, f *Flag)) []Problem {
+	var problems []Problem
+	seen := make(map[string]bool, len(specs))
 	for i := range specs {
 		sp := &specs[i]
 		base := "flags." + sp.Key
@@ -97,65 +145,58 @@ func NewSnapshot(version uint64, specs []FlagSpec, opts SnapshotOptions) (*Snaps
 			problems = append(problems, Problem{Path: "flags", Reason: "flag key must not be empty"})
 			continue
 		}
-		if _, dup := s.flags[sp.Key]; dup {
+		if seen[sp.Key] {
 			problems = append(problems, Problem{Path: base, Reason: "duplicate flag key"})
 			continue
 		}
+		seen[sp.Key] = true
 		f, ps := compileFlag(sp, base)
 		problems = append(problems, ps...)
-		s.flags[sp.Key] = f
-		bySpec[sp.Key] = sp
-		s.keys = append(s.keys, sp.Key)
+		add(sp, f)
 	}
-	sort.Strings(s.keys)
-	// Resolve prerequisites once every flag exists.
-	for _, key := range s.keys {
-		f, sp := s.flags[key], bySpec[key]
-		names := make([]string, 0, len(sp.Prerequisites))
-		for k := range sp.Prerequisites {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		for _, pk := range names {
-			want := sp.Prerequisites[pk]
-			path := "flags." + key + ".prerequisites." + pk
-			pf, ok := s.flags[pk]
-			switch {
-			case !ok:
-				problems = append(problems, Problem{Path: path, Reason: fmt.Sprintf("prerequisite flag %q does not exist", pk)})
-				continue
-			case pk == key:
-				problems = append(problems, Problem{Path: path, Reason: "a flag cannot be its own prerequisite"})
-				continue
-			}
-			if _, ok := pf.variants[want]; !ok {
-				problems = append(problems, Problem{Path: path, Reason: fmt.Sprintf("%q is not a variant of %s (have: %s)", want, pk, strings.Join(pf.variantNames(), ", "))})
-				continue
-			}
-			md := make(map[string]any, len(f.metadata)+2)
-			for k, v := range f.metadata {
-				md[k] = v
-			}
-			md["prerequisiteFailed"] = pk
-			md["prerequisiteRequired"] = want
-			mj, _ := json.Marshal(md)
-			f.prereqs = append(f.prereqs, prereq{flag: pf, key: pk, want: want, metadata: md, metaJSON: mj})
-		}
-	}
-	if cyc := findCycle(s); cyc != nil {
-		problems = append(problems, Problem{Path: "flags." + cyc[0] + ".prerequisites", Reason: "cycle " + strings.Join(cyc, " → ")})
-	}
-	if len(problems) > 0 {
-		return nil, problems
-	}
-	for _, key := range s.keys {
-		collectReads(s.flags[key], map[*Flag]bool{})
-	}
-	return s, nil
+	return problems
 }
 
-// findCycle returns the first prerequisite cycle found, as a → b → a.
-func findCycle(s *Snapshot) []string {
+// linkPrereqs resolves f's prerequisites (flag key → required variant)
+// against flags, in key order, with the problems NewSnapshot reports.
+func linkPrereqs(f *Flag, wants map[string]string, flags *cowmap.Map[*Flag]) []Problem {
+	var problems []Problem
+	names := make([]string, 0, len(wants))
+	for k := range wants {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, pk := range names {
+		want := wants[pk]
+		path := "flags." + f.key + ".prerequisites." + pk
+		pf, ok := flags.Get(pk)
+		switch {
+		case !ok:
+			problems = append(problems, Problem{Path: path, Reason: fmt.Sprintf("prerequisite flag %q does not exist", pk)})
+			continue
+		case pk == f.key:
+			problems = append(problems, Problem{Path: path, Reason: "a flag cannot be its own prerequisite"})
+			continue
+		}
+		if _, ok := pf.variants[want]; !ok {
+			problems = append(problems, Problem{Path: path, Reason: fmt.Sprintf("%q is not a variant of %s (have: %s)", want, pk, strings.Join(pf.variantNames(), ", "))})
+			continue
+		}
+		md := make(map[string]any, len(f.metadata)+2)
+		for k, v := range f.metadata {
+			md[k] = v
+		}
+		md["prerequisiteFailed"] = pk
+		md["prerequisiteRequired"] = want
+		mj, _ := json.Marshal(md)
+		f.prereqs = append(f.prereqs, prereq{flag: pf, key: pk, want: want, metadata: md, metaJSON: mj})
+	}
+	return problems
+}
+
+// findCycle returns the first prerequisite cycle reachable from starts, as
+// a → b → a with a its smallest key.
+func findCycle(flags *cowmap.Map[*Flag], starts []string) []string {
 	const (
 		white = iota
 		grey
@@ -167,14 +208,15 @@ func findCycle(s *Snapshot) []string {
 	visit = func(k string) []string {
 		color[k] = grey
 		stack = append(stack, k)
-		for _, p := range s.flags[k].prereqs {
+		f, _ := flags.Get(k)
+		for _, p := range f.prereqs {
 			switch color[p.key] {
 			case grey:
 				i := len(stack) - 1
 				for stack[i] != p.key {
 					i--
 				}
-				return append(append([]string{}, stack[i:]...), p.key)
+				return rotateCycle(stack[i:])
 			case white:
 				if c := visit(p.key); c != nil {
 					return c
@@ -185,7 +227,7 @@ func findCycle(s *Snapshot) []string {
 		color[k] = black
 		return nil
 	}
-	for _, k := range s.keys {
+	for _, k := range starts {
 		if color[k] == white {
 			if c := visit(k); c != nil {
 				return c
@@ -195,7 +237,25 @@ func findCycle(s *Snapshot) []string {
 	return nil
 }
 
-// collectReads folds prerequisites' reads into a flag's own.
+// rotateCycle returns the cycle through keys as min → … → min, starting at
+// its smallest key, so that the same cycle is reported the same way
+// whichever flag the search entered it from (a full parse and an
+// incremental Apply enter from different flags).
+func rotateCycle(keys []string) []string {
+	m := 0
+	for i, k := range keys {
+		if k < keys[m] {
+			m = i
+		}
+	}
+	out := make([]string, 0, len(keys)+1)
+	out = append(append(out, keys[m:]...), keys[:m]...)
+	return append(out, keys[m])
+}
+
+// collectReads folds prerequisites' reads into a flag's own. It writes a
+// new reads slice: a flag relinked by Update starts from its own reads,
+// which the snapshot it came from still serves.
 func collectReads(f *Flag, seen map[*Flag]bool) {
 	if seen[f] || f.collected {
 		return
@@ -215,11 +275,12 @@ func collectReads(f *Flag, seen map[*Flag]bool) {
 		f.dynamic = f.dynamic || p.flag.dynamic
 		f.cost += p.flag.cost + 1
 	}
-	f.reads = f.reads[:0]
+	reads := make([]string, 0, len(set))
 	for r := range set {
-		f.reads = append(f.reads, r)
+		reads = append(reads, r)
 	}
-	sort.Strings(f.reads)
+	sort.Strings(reads)
+	f.reads = reads
 }
 
 func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
@@ -279,6 +340,7 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 	if sp.HasFallback {
 		problems = append(problems, compileFallback(f, sp, base)...)
 	}
+	f.own = ownFacts{reads: f.reads, readsTime: f.readsTime, dynamic: f.dynamic, cost: f.cost}
 	if f.metadata == nil {
 		f.metadata = map[string]any{}
 	}
@@ -428,18 +490,21 @@ var snapshotIDs atomic.Uint64
 func (s *Snapshot) ID() uint64 { return s.id }
 
 // Len is the number of flags.
-func (s *Snapshot) Len() int { return len(s.flags) }
+func (s *Snapshot) Len() int { return s.flags.Len() }
 
 // Keys returns the flag keys in sorted order (shared; do not modify).
 func (s *Snapshot) Keys() []string { return s.keys }
 
 // Flag returns the compiled flag, or nil when there is none with that key.
-func (s *Snapshot) Flag(key string) *Flag { return s.flags[key] }
+func (s *Snapshot) Flag(key string) *Flag {
+	f, _ := s.flags.Get(key)
+	return f
+}
 
 // Evaluate evaluates flag key for ctx (nil means an empty context). An unknown
 // key gives reason ERROR with CodeFlagNotFound.
 func (s *Snapshot) Evaluate(key string, ctx *Context) Result {
-	f := s.flags[key]
+	f, _ := s.flags.Get(key)
 	if f == nil {
 		return Result{Key: key, Reason: ReasonError, ErrorCode: CodeFlagNotFound,
 			ErrorDetails: "flag '" + key + "' was not found", MetadataJSON: emptyObject}

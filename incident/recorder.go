@@ -13,13 +13,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// Load is a sidecar's request load, read by the Recorder when a record
-// opens and at every Take: requests in flight, and cumulative request and
-// error counts (rates are computed from their deltas between Takes).
+// Load is a sidecar's request load: requests in flight and answered since
+// start (rates are computed from deltas between Takes).
 type Load struct {
 	InFlight int64
 	Requests uint64
-	Errors   uint64
 }
 
 // SyncConditions are what a sidecar serves and how it is synced.
@@ -67,10 +65,13 @@ type RecorderOptions struct {
 	// With at most one open record per kind, a Recorder never holds more
 	// than MaxClosed + 7 records.
 	MaxClosed int
-	// Load and Sync are read at every Take and when a proxy-side record
-	// opens; both may be nil. Sync is never called from a sync hook (those
-	// run under the sync component's lock and pass their conditions).
+	// Load is read from hooks (when a record opens, at every ladder
+	// transition) and at every Take: it must be cheap and take no lock.
+	// Errors (failed answers since start) and Sync are read only at Take,
+	// never from a hook: sync hooks run under the sync component's lock
+	// and pass their conditions. All three may be nil.
 	Load   func() Load
+	Errors func() uint64
 	Sync   func() SyncConditions
 	Logger *zap.Logger
 	Now    func() time.Time
@@ -190,8 +191,10 @@ func NewRecorder(o RecorderOptions) (*Recorder, error) {
 	r := &Recorder{o: o, boot: hex.EncodeToString(b[:]), log: o.Logger, open: map[string]*entry{}}
 	r.sample.at = o.Now()
 	if o.Load != nil {
-		l := o.Load()
-		r.sample.req, r.sample.err = l.Requests, l.Errors
+		r.sample.req = o.Load().Requests
+	}
+	if o.Errors != nil {
+		r.sample.err = o.Errors()
 	}
 	return r, nil
 }
@@ -566,13 +569,17 @@ func (r *Recorder) Take() (json.RawMessage, error) {
 	if r.o.Sync != nil {
 		sc = r.o.Sync() // outside r.mu: it may lock the sync component
 	}
+	var errs uint64
+	if r.o.Errors != nil {
+		errs = r.o.Errors() // outside r.mu: it gathers metrics
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.o.Now()
 	if r.o.Sync != nil {
 		r.sync = sc
 	}
-	r.sampleLocked(now)
+	r.sampleLocked(now, errs)
 	if !r.startPoll.IsZero() && now.Sub(r.startPoll) >= r.o.StartGrace && r.open[KindPushLost] == nil {
 		r.openStartLocked(KindPushLost, r.startWhy, now)
 	}
@@ -629,7 +636,7 @@ func (r *Recorder) quietLocked(e *entry, now time.Time) bool {
 	return false
 }
 
-func (r *Recorder) sampleLocked(now time.Time) {
+func (r *Recorder) sampleLocked(now time.Time, errs uint64) {
 	if r.o.Load == nil {
 		return
 	}
@@ -639,13 +646,13 @@ func (r *Recorder) sampleLocked(now time.Time) {
 		return
 	}
 	dReq := l.Requests - min(l.Requests, r.sample.req)
-	dErr := l.Errors - min(l.Errors, r.sample.err)
+	dErr := errs - min(errs, r.sample.err)
 	r.sample.rps = float64(dReq) / dt
 	r.sample.errorRate = 0
 	if dReq > 0 {
 		r.sample.errorRate = min(1, float64(dErr)/float64(dReq))
 	}
-	r.sample.at, r.sample.req, r.sample.err = now, l.Requests, l.Errors
+	r.sample.at, r.sample.req, r.sample.err = now, l.Requests, errs
 }
 
 // Open returns copies of the records open now, for status pages and tests.

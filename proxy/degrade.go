@@ -98,6 +98,7 @@ type degrader struct {
 	limit    int64 // overload above this many in-flight requests; 0: off
 
 	inFlight   atomic.Int64
+	answered   atomic.Uint64 // OFREP requests answered, for incident records (incidents.go)
 	overloaded atomic.Bool
 	degraded   atomic.Int64  // flags currently served by their fallback
 	epoch      atomic.Uint64 // incremented on every transition
@@ -150,6 +151,7 @@ func (d *degrader) enter() {
 
 func (d *degrader) exit() {
 	n := d.inFlight.Add(-1)
+	d.answered.Add(1)
 	if d.overloaded.Load() && n <= d.limit/2 && d.overloaded.CompareAndSwap(true, false) {
 		d.epoch.Add(1)
 		d.log.Info("sidecar no longer overloaded: flags return to their full targeting",

@@ -53,26 +53,27 @@ func (s *Server) SetIncidents(h IncidentHook) {
 }
 
 // IncidentLoad is the sidecar's load for incident records: OFREP requests
-// in flight, and the OFREP requests answered and evaluation errors since
-// start. It gathers the metrics registry, so it is meant for the
-// recorder's interval, not for every request.
+// in flight and answered since start. Two atomic loads: the recorder may
+// call it from any hook.
 func (s *Server) IncidentLoad() incident.Load {
-	l := incident.Load{InFlight: s.deg.inFlight.Load()}
+	return incident.Load{InFlight: s.deg.inFlight.Load(), Requests: s.deg.answered.Load()}
+}
+
+// IncidentErrors is the number of failed evaluations and rejected OFREP
+// requests since start. It gathers the metrics registry, so it is meant
+// for the recorder's interval (RecorderOptions.Errors), not for hooks.
+func (s *Server) IncidentErrors() uint64 {
 	mfs, err := s.reg.Gather()
 	if err != nil {
-		return l
+		return 0
 	}
+	var n uint64
 	for _, mf := range mfs {
-		switch mf.GetName() {
-		case "pennon_evaluation_duration_seconds":
+		if mf.GetName() == "pennon_evaluation_errors_total" {
 			for _, m := range mf.GetMetric() {
-				l.Requests += m.GetHistogram().GetSampleCount()
-			}
-		case "pennon_evaluation_errors_total":
-			for _, m := range mf.GetMetric() {
-				l.Errors += uint64(m.GetCounter().GetValue())
+				n += uint64(m.GetCounter().GetValue())
 			}
 		}
 	}
-	return l
+	return n
 }

@@ -54,7 +54,7 @@ func TestIncidentHooks(t *testing.T) {
 		if got := answers(r, incident.FallbackCacheBypass); got != after {
 			t.Fatalf("answers evaluated while bypassed: %d, want %d", got, after)
 		}
-		if l := s.IncidentLoad(); l.Requests != guardWindow+after || l.Errors != 0 {
+		if l := s.IncidentLoad(); l.Requests != guardWindow+after || s.IncidentErrors() != 0 {
 			t.Fatalf("load %+v, want %d requests", l, guardWindow+after)
 		}
 	})

@@ -23,10 +23,14 @@ func BenchmarkLoopbackTargeting5(b *testing.B) {
 	benchmarkLoopback(b, "/ofrep/v1/evaluate/flags/targeted")
 }
 
-func benchmarkLoopback(b *testing.B, path string) {
+func benchmarkLoopback(b *testing.B, path string, mutate ...func(*Options, *fasthttp.Request)) {
 	var h evaluator.Holder
 	h.Store(mustSnapshot(b, benchFlags, 1))
-	s, err := New(Options{Addr: "127.0.0.1:0", Source: &h})
+	o := Options{Addr: "127.0.0.1:0", Source: &h}
+	for _, m := range mutate {
+		m(&o, nil)
+	}
+	s, err := New(o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -61,6 +65,9 @@ func benchmarkLoopback(b *testing.B, path string) {
 			req.Header.SetMethod("POST")
 			req.Header.SetContentType("application/json")
 			req.SetBody(body)
+			for _, m := range mutate {
+				m(nil, req)
+			}
 			if err := client.Do(req, resp); err != nil {
 				b.Error(err)
 				return

@@ -42,7 +42,7 @@ func sidecarIncidents(srv *proxy.Server, src proxy.Source, log *zap.Logger) *inc
 		return nil
 	}
 	rec, err := incident.NewRecorder(incident.RecorderOptions{Env: r.Env(), Source: r.ID(), PushExpected: r.PushConfigured(),
-		Load: srv.IncidentLoad, Sync: r.IncidentConditions, Logger: log})
+		Load: srv.IncidentLoad, Errors: srv.IncidentErrors, Sync: r.IncidentConditions, Logger: log})
 	if err != nil {
 		log.Warn("incident records disabled", zap.Error(err))
 		return nil

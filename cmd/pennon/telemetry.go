@@ -45,9 +45,6 @@ func sidecarTelemetry(srv *proxy.Server, src proxy.Source, log *zap.Logger) []te
 	if u := srv.UsageSource(); u != nil { // usage counts (docs/usage.md)
 		sources = append(sources, u)
 	}
-	if u := srv.UsageSource(); u != nil { // usage counts (docs/usage.md)
-		sources = append(sources, u)
-	}
 	if rec := sidecarIncidents(srv, src, log); rec != nil {
 		sources = append(sources, rec)
 	}

@@ -280,6 +280,9 @@ func (l *Ledger) supersedeLocked(env, source, boot string) {
 		return
 	}
 	l.boots[k] = boot
+	if len(l.boots) > 2*l.o.MaxRecords {
+		l.pruneBootsLocked()
+	}
 	for id, rec := range l.records {
 		if rec.Env != env || rec.Source != source || rec.Boot == boot || rec.Closed() {
 			continue
@@ -315,7 +318,23 @@ func (l *Ledger) evictLocked() {
 		delete(l.records, r.ID)
 		delete(l.dirty, r.ID)
 	}
+	l.pruneBootsLocked()
 	l.log.Info("oldest closed incidents dropped from memory", zap.Int("dropped", n), zap.Int("maxRecords", l.o.MaxRecords))
+}
+
+// pruneBootsLocked keeps the latest boot only of sources that still have
+// records: pods come and go (sidecar IDs are host:pid), the map must not
+// grow with them.
+func (l *Ledger) pruneBootsLocked() {
+	keep := map[string]bool{}
+	for _, r := range l.records {
+		keep[r.Env+"\x00"+r.Source] = true
+	}
+	for k := range l.boots {
+		if !keep[k] {
+			delete(l.boots, k)
+		}
+	}
 }
 
 func event(r *incident.Record, what string, now time.Time) notify.Event {
@@ -416,6 +435,7 @@ func (l *Ledger) Watch(ctx context.Context, nc *nats.Conn) {
 // check runs one health check and applies what the control plane's own
 // recorder produced.
 func (l *Ledger) check(ctx context.Context, nc *nats.Conn) {
+	healthy := false
 	switch {
 	case !nc.IsConnected():
 		l.own.Begin(incident.KindNATSDisconnected, "NATS connection "+strings.ToLower(nc.Status().String()))
@@ -428,30 +448,32 @@ func (l *Ledger) check(ctx context.Context, nc *nats.Conn) {
 			l.own.Begin(incident.KindStoreUnavailable, err.Error())
 		} else if err == nil {
 			l.own.End(incident.KindStoreUnavailable)
+			healthy = true
 		}
 	}
-	l.applyOwn()
+	l.applyOwn(healthy)
 }
 
-// applyOwn takes the control plane's own records and keeps them.
-func (l *Ledger) applyOwn() {
+// applyOwn takes the control plane's own records and keeps them; they
+// (and anything an outage left unwritten) are written to the bucket only
+// when the store answers, so an outage does not stall the check.
+func (l *Ledger) applyOwn(write bool) {
 	data, err := l.own.Take()
-	if err != nil || data == nil {
-		l.persist(0) // retries what an outage left unwritten
-		return
+	if err == nil && data != nil {
+		var p incident.Payload
+		if json.Unmarshal(data, &p) == nil {
+			l.mu.Lock()
+			var evs []notify.Event
+			for _, rec := range p.Records {
+				evs = append(evs, l.putLocked(rec)...)
+			}
+			l.mu.Unlock()
+			l.emit(evs)
+		}
 	}
-	var p incident.Payload
-	if json.Unmarshal(data, &p) != nil {
-		return
+	if write {
+		l.persist(0)
 	}
-	l.mu.Lock()
-	var evs []notify.Event
-	for _, rec := range p.Records {
-		evs = append(evs, l.putLocked(rec)...)
-	}
-	l.mu.Unlock()
-	l.emit(evs)
-	l.persist(0)
 }
 
 // Filter selects what List returns. Visible decides per environment ("":

@@ -211,7 +211,7 @@ func TestNATSOutageIsRecordedAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec, err := incident.NewRecorder(incident.RecorderOptions{Env: "dev", Source: remote.ID(), PushExpected: true,
-		Load: srv.IncidentLoad, Sync: remote.IncidentConditions, QuietFor: time.Hour})
+		Load: srv.IncidentLoad, Errors: srv.IncidentErrors, Sync: remote.IncidentConditions, QuietFor: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

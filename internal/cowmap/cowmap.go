@@ -22,8 +22,8 @@ import (
 // 100,000 entries stays at a few thousand pointers.
 const perShard = 32
 
-// maxShards bounds the shard table (64 KB of pointers).
-const maxShards = 1 << 13
+// maxShards bounds the shard table (32 KB of pointers, copied per edit).
+const maxShards = 1 << 12
 
 var seed = maphash.MakeSeed()
 
@@ -101,7 +101,7 @@ func (m *Map[V]) All() iter.Seq2[string, V] {
 // Editor collects the changes of one Edit.
 type Editor[V any] struct {
 	m      *Map[V]
-	copied []bool // shards already copied for this edit
+	copied map[uint64]bool // shards already copied for this edit
 }
 
 // Edit returns a new map: m with the changes fn makes through the Editor.
@@ -111,7 +111,7 @@ type Editor[V any] struct {
 func (m *Map[V]) Edit(fn func(e *Editor[V])) *Map[V] {
 	next := &Map[V]{shards: make([]map[string]V, len(m.shards)), mask: m.mask, n: m.n}
 	copy(next.shards, m.shards)
-	e := &Editor[V]{m: next, copied: make([]bool, len(m.shards))}
+	e := &Editor[V]{m: next, copied: map[uint64]bool{}}
 	fn(e)
 	if want := shardsFor(next.n); want > 4*len(next.shards) {
 		grown := New[V](next.n)

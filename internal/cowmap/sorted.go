@@ -50,3 +50,61 @@ func EditSorted(keys, added, removed []string) []string {
 	}
 	return out
 }
+
+// EditIndex returns a reverse index (target → sorted sources) with the
+// edges in drop removed and those in add inserted; both map a source to its
+// targets. idx is never modified: only the lists an edge touches are
+// copied, and lists left empty are removed.
+func EditIndex(idx *Map[[]string], drop, add map[string][]string) *Map[[]string] {
+	return idx.Edit(func(e *Editor[[]string]) {
+		touched := map[string]bool{}
+		edit := func(target, source string, insert bool) {
+			l, _ := e.Get(target)
+			if !touched[target] {
+				l = slices.Clone(l)
+				touched[target] = true
+			}
+			i, found := slices.BinarySearch(l, source)
+			switch {
+			case insert && !found:
+				l = slices.Insert(l, i, source)
+			case !insert && found:
+				l = slices.Delete(l, i, i+1)
+			}
+			e.Set(target, l)
+		}
+		for source, targets := range drop {
+			for _, t := range targets {
+				edit(t, source, false)
+			}
+		}
+		for source, targets := range add {
+			for _, t := range targets {
+				edit(t, source, true)
+			}
+		}
+		for k := range touched {
+			if l, _ := e.Get(k); len(l) == 0 {
+				e.Delete(k)
+			}
+		}
+	})
+}
+
+// Index builds a reverse index from edges (source → targets), every list
+// sorted.
+func Index(edges map[string][]string) *Map[[]string] {
+	idx := New[[]string](len(edges))
+	for source, targets := range edges {
+		for _, t := range targets {
+			l, _ := idx.Get(t)
+			idx.Set(t, append(l, source))
+		}
+	}
+	for _, s := range idx.shards {
+		for _, l := range s {
+			sort.Strings(l)
+		}
+	}
+	return idx
+}
