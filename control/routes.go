@@ -29,6 +29,7 @@ func (s *Server) routes() {
 		}
 		return writeJSON(w, 200, map[string]any{"ready": true})
 	})
+	s.route("GET /api/v1/openapi.json", "openapi", RoleNone, s.openAPI)
 	s.route("GET /api/v1/whoami", "whoami", RoleViewer, func(w http.ResponseWriter, r *http.Request, p principal) error {
 		return writeJSON(w, 200, p.tok.info())
 	})
@@ -69,6 +70,12 @@ func (s *Server) routes() {
 	s.route("GET /api/v1/tokens", "tokens.list", RoleAdmin, s.listTokens)
 	s.route("POST /api/v1/tokens", "tokens.create", RoleAdmin, s.createToken)
 	s.route("DELETE /api/v1/tokens/{id}", "tokens.revoke", RoleAdmin, s.revokeToken)
+	s.usageRoutes()
+	s.webhookRoutes()
+	s.eventRoutes()
+	s.incidentRoutes()
+	s.lifecycleRoutes()
+	s.experimentRoutes()
 	s.route("POST /api/v1/envs/{env}/validate", "validate", RoleViewer, s.validateFlag)
 	// The web console (package console): its page at "/" and assets under
 	// /console/. Every other path outside /api/v1 stays a JSON 404 below.
