@@ -150,6 +150,12 @@ func TestGoldenVerbs(t *testing.T) {
 		{name: "incidents", args: []string{"incidents"}, before: postIncidents(server, admin)},
 		{name: "incidents_superseded", args: []string{"incidents", "--status", "superseded"}},
 		{name: "incidents_bad_status", args: []string{"incidents", "--status", "closed"}, code: 2},
+		// experiments (none defined in these environments; experiment_test.go
+		// runs reports with tracked events)
+		{name: "experiment_list_empty", args: []string{"experiment", "list"}},
+		{name: "experiment_report_not_an_experiment", args: []string{"experiment", "report", "performance-mode"}, code: 1},
+		{name: "experiment_report_without_flag", args: []string{"experiment", "report"}, code: 2},
+		{name: "experiment_flag_of_another_verb", args: []string{"experiment", "list", "--metric", "purchase"}, code: 2},
 		// files
 		{name: "export", args: []string{"export", "--env", "staging"}},
 		{name: "apply_dry_run", args: []string{"apply", "-f", "../../examples/basic.json", "--env", "staging", "--dry-run"}},
