@@ -314,6 +314,8 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 			<-done
 		}
 		d.cancelRun()
+		// Keep-alive connections to receivers would outlive the dispatcher.
+		d.o.Client.CloseIdleConnections()
 	})
 	return err
 }

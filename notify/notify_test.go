@@ -17,12 +17,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pennon-dev/pennon/internal/checkfor"
 	"github.com/pennon-dev/pennon/internal/natsrun"
 )
+
+// Every dispatcher goroutine (router, one worker per webhook, delivery
+// connections) must be gone once Close returns.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("internal/poll.runtime_pollWait")) // idle conns of httptest servers
+}
 
 func testJS(t *testing.T) jetstream.JetStream {
 	t.Helper()
