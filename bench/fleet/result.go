@@ -212,7 +212,7 @@ func (r *Result) WritePlots(dir string) ([]string, error) {
 			mx.Xs, mx.Ys = append(mx.Xs, c.T), append(mx.Ys, c.MaxMs)
 		}
 		if err := write("fleet-"+s.Name+"-delay.png", bench.LineChart{Title: "Commit -> applied: " + s.Name, Subtitle: sub,
-			XLabel: "commit time (s since scenario start)", YLabel: "delay (ms)", Lines: []bench.Line{p50, p99, mx}}); err != nil {
+			XLabel: "commit time (s since scenario start)", YLabel: "delay (ms, log)", YLog: true, Lines: []bench.Line{p50, p99, mx}}); err != nil {
 			return paths, err
 		}
 		var push, poll, head, req, rep bench.Line
