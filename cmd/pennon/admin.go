@@ -483,8 +483,9 @@ func runPromote(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func runEnvs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := adminFlags("envs", "pennon envs list | create NAME [--protected]", "List or create environments.", stderr)
+	fs, c := adminFlags("envs", "pennon envs list | create NAME [--protected] [--expired-flags warn|block]", "List or create environments.", stderr)
 	protected := fs.Bool("protected", false, "create: writes need an approved change request")
+	expired := fs.String("expired-flags", "", "create: changes to expired flags are let through with a warning (warn, the default) or refused unless they extend expires (block); docs/lifecycle.md")
 	pos, err := parseAdmin(fs, args)
 	if err != nil {
 		return err
@@ -513,8 +514,12 @@ func runEnvs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return t.flush()
 			})
 		}},
-		{name: "create", args: []string{"NAME"}, flags: []string{"protected"}, run: func(a []string) error {
-			raw, _, err := c.call(ctx, "POST", "/api/v1/envs", map[string]any{"name": a[0], "protected": *protected}, nil)
+		{name: "create", args: []string{"NAME"}, flags: []string{"protected", "expired-flags"}, run: func(a []string) error {
+			body := map[string]any{"name": a[0], "protected": *protected}
+			if *expired != "" {
+				body["lifecycle"] = map[string]any{"expiredFlags": *expired}
+			}
+			raw, _, err := c.call(ctx, "POST", "/api/v1/envs", body, nil)
 			if err != nil {
 				return err
 			}
