@@ -78,7 +78,10 @@ func (l *eventLog) list(ctx context.Context, env string, limit int) ([]Event, er
 	if limit <= 0 {
 		return out, nil
 	}
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{EventsSubject(env)}})
+	// The server removes the consumer 30 s after this read (the library's
+	// default, 5 min, would let a console polling every few seconds pile up
+	// dozens of idle consumers).
+	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{EventsSubject(env)}, InactiveThreshold: 30 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("events of %s: %w", env, err)
 	}
