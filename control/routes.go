@@ -235,6 +235,11 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, p principal, req 
 
 // commitChanges commits and answers 201 with the changeset.
 func (s *Server) commitChanges(w http.ResponseWriter, r *http.Request, p principal, envName string, in *config.Changeset) error {
+	warnings, err := s.checkExpired(r.Context(), envName, in.Changes)
+	if err != nil {
+		s.commits.WithLabelValues(envName, "invalid").Inc()
+		return err
+	}
 	cs, err := s.commitAnchored(r.Context(), p, in)
 	var ce *config.ConflictError
 	var ve *config.ValidationError
@@ -270,8 +275,11 @@ func (s *Server) commitChanges(w http.ResponseWriter, r *http.Request, p princip
 	} else {
 		s.log.Info("changeset committed", zap.String("env", envName), zap.Uint64("version", cs.Version), zap.String("author", cs.Author), zap.Int("changes", len(cs.Changes)))
 	}
+	if len(warnings) > 0 {
+		details["warnings"] = warnings
+	}
 	s.record(r.Context(), p, action, envName, flagsOf(cs.Changes), "committed", details)
-	return writeJSON(w, http.StatusCreated, cs)
+	return writeJSON(w, http.StatusCreated, withWarnings(cs, warnings))
 }
 
 func flagsOf(changes []config.Change) string {
@@ -334,6 +342,10 @@ func (s *Server) openChangeRequest(w http.ResponseWriter, r *http.Request, p pri
 	if _, err := head.Doc.Apply(&config.Changeset{Changes: req.Changes, Metadata: req.Metadata, Evaluators: req.Evaluators}); err != nil {
 		return err
 	}
+	warnings, err := s.checkExpired(r.Context(), envName, req.Changes)
+	if err != nil {
+		return err
+	}
 	cr := &ChangeRequest{ID: newID(), Env: envName, Author: p.actor(), AuthorID: p.tok.ID, Reason: req.Reason, Changes: req.Changes,
 		Metadata: req.Metadata, Evaluators: req.Evaluators, CreatedAt: time.Now().UTC(), State: "open"}
 	if err := s.flow.create(r.Context(), cr); err != nil {
@@ -342,7 +354,11 @@ func (s *Server) openChangeRequest(w http.ResponseWriter, r *http.Request, p pri
 	s.approvals.WithLabelValues(envName, "opened").Inc()
 	s.record(r.Context(), p, "change-request", envName, cr.ID, "opened", map[string]any{"flags": flagsOf(cr.Changes)})
 	s.log.Info("change request opened", zap.String("env", envName), zap.String("id", cr.ID), zap.String("author", cr.Author))
-	return writeJSON(w, http.StatusAccepted, map[string]any{"changeRequest": cr, "note": envName + " is protected: an approver other than you must approve this change request"})
+	out := map[string]any{"changeRequest": cr, "note": envName + " is protected: an approver other than you must approve this change request"}
+	if len(warnings) > 0 {
+		out["warnings"] = warnings
+	}
+	return writeJSON(w, http.StatusAccepted, out)
 }
 
 func (s *Server) listChangeRequests(w http.ResponseWriter, r *http.Request, _ principal) error {
@@ -405,6 +421,9 @@ func (s *Server) decide(approve bool) handler {
 			s.approvals.WithLabelValues(env, "rejected").Inc()
 			s.record(r.Context(), p, "reject", env, cr.ID, "rejected", map[string]any{"reason": req.Reason})
 			return writeJSON(w, 200, cr)
+		}
+		if _, err := s.checkExpired(r.Context(), env, cr.Changes); err != nil {
+			return err // the flag expired while the request waited, and env blocks
 		}
 		cs, err := s.commitAnchored(r.Context(), p, &config.Changeset{Env: env, Author: cr.Author, Reason: cr.Reason + " (approved by " + p.actor() + ")", ChangeRequest: cr.ID, Changes: cr.Changes,
 			Metadata: cr.Metadata, Evaluators: cr.Evaluators})
