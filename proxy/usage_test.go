@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -129,5 +130,54 @@ func TestUsageOff(t *testing.T) {
 	s.Handler()(&ctx)
 	if ctx.Response.StatusCode() != 200 {
 		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+}
+
+// TestUsageTakeKeepsWhatDoesNotFit: a bulk answer over 2,000 flags with
+// 200-character keys counts more than one payload carries; Take returns at
+// most about usageBudget and keeps the rest for the next Take, losing
+// nothing.
+func TestUsageTakeKeepsWhatDoesNotFit(t *testing.T) {
+	const flags = 2000
+	long := strings.Repeat("k", 190)
+	doc := []byte(`{"flags":{`)
+	for i := range flags {
+		if i > 0 {
+			doc = append(doc, ',')
+		}
+		doc = fmt.Appendf(doc, `"%s-%05d":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}`, long, i)
+	}
+	doc = append(doc, `}}`...)
+	s := newTestServer(t, string(doc))
+	var ctx fasthttp.RequestCtx
+	request(&ctx, "POST", "/ofrep/v1/evaluate/flags", nil)
+	s.Handler()(&ctx)
+	if ctx.Response.StatusCode() != 200 {
+		t.Fatalf("bulk: %d", ctx.Response.StatusCode())
+	}
+	var total uint64
+	takes := 0
+	for {
+		data, err := s.UsageSource().Take()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data == nil {
+			break
+		}
+		takes++
+		if len(data) > usageBudget+4096 {
+			t.Fatalf("take %d: %d bytes, budget %d", takes, len(data), usageBudget)
+		}
+		p, err := delta.Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range p.Counts {
+			total += c.N
+		}
+	}
+	if takes < 2 || total != flags {
+		t.Errorf("%d takes carried %d evaluations; want at least 2 takes and %d", takes, total, flags)
 	}
 }
