@@ -355,7 +355,6 @@ func (s *Server) openChangeRequest(w http.ResponseWriter, r *http.Request, p pri
 	s.record(r.Context(), p, "change-request", envName, cr.ID, "opened", map[string]any{"flags": flagsOf(cr.Changes)})
 	s.log.Info("change request opened", zap.String("env", envName), zap.String("id", cr.ID), zap.String("author", cr.Author))
 	s.notifyChangeRequest(r.Context(), cr)
-	s.notifyChangeRequest(r.Context(), cr)
 	out := map[string]any{"changeRequest": cr, "note": envName + " is protected: an approver other than you must approve this change request"}
 	if len(warnings) > 0 {
 		out["warnings"] = warnings
