@@ -117,7 +117,10 @@ func (u *usage) app(ctx *fasthttp.RequestCtx) *appUsage {
 	if u == nil {
 		return nil
 	}
-	b := ctx.Request.Header.PeekBytes(appHeaderKey)
+	// fasthttp stores header names in canonical form (it normalizes them
+	// as it parses), so the canonical lookup finds the header without
+	// copying and normalizing the key on every request.
+	b := ctx.Request.Header.PeekCanonical(appHeaderKey)
 	if len(b) == 0 {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"fmt"
 	"sort"
 	"strings"
@@ -179,5 +180,25 @@ func TestUsageTakeKeepsWhatDoesNotFit(t *testing.T) {
 	}
 	if takes < 2 || total != flags {
 		t.Errorf("%d takes carried %d evaluations; want at least 2 takes and %d", takes, total, flags)
+	}
+}
+
+// TestUsageAppHeaderAnyCase: the header name is matched in any case, as
+// fasthttp's parser normalizes it.
+func TestUsageAppHeaderAnyCase(t *testing.T) {
+	s := newTestServer(t, benchFlags)
+	for _, raw := range []string{
+		"POST /ofrep/v1/evaluate/flags/static HTTP/1.1\r\nHost: x\r\nx-pennon-app: lower\r\nContent-Length: 0\r\n\r\n",
+		"POST /ofrep/v1/evaluate/flags/static HTTP/1.1\r\nHost: x\r\nX-PENNON-APP: upper\r\nContent-Length: 0\r\n\r\n",
+	} {
+		var ctx fasthttp.RequestCtx
+		if err := ctx.Request.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+			t.Fatal(err)
+		}
+		s.Handler()(&ctx)
+	}
+	_, apps := takeUsage(t, s)
+	if fmt.Sprint(apps) != "map[lower/static:1 upper/static:1]" {
+		t.Errorf("apps = %v", apps)
 	}
 }
