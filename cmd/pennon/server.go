@@ -19,6 +19,7 @@ import (
 
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/control"
+	"github.com/pennon-dev/pennon/experiment"
 	"github.com/pennon-dev/pennon/incident/ledger"
 	"github.com/pennon-dev/pennon/internal/natsauth"
 	"github.com/pennon-dev/pennon/internal/natsrun"
@@ -71,6 +72,8 @@ type runningServer struct {
 	// Telemetry stores what sidecars report besides their state (usage,
 	// incidents, experiments); aggregators follow it.
 	Telemetry *telemetry.Ingest
+	// Experiments sums sidecars' experiment aggregates.
+	Experiments *experiment.Aggregator
 	// Incidents keeps incident records (sidecars' and this control plane's).
 	Incidents *ledger.Ledger
 	// Notify stores events and delivers them to webhooks (notify.go).
@@ -231,6 +234,9 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	if rs.Incidents, err = openIncidents(ctx, rs, js, o, log); err != nil {
 		return fail(err)
 	}
+	if rs.Experiments, err = openExperiments(ctx, rs, js, o, log); err != nil {
+		return fail(err)
+	}
 	apiOpts := control.Options{Addr: o.addr, Store: rs.Store, Tokens: rs.Tokens, Logger: log, Registry: promReg, Sidecars: reg, JetStream: js, Replicas: o.replicas,
 		SidecarCredentialTTL: o.sidecarCredsTTL, Signer: sig.key, Trust: sig.trust, DataDir: o.data, Telemetry: rs.Telemetry}
 	if rs.NATSKeys != nil {
@@ -245,6 +251,7 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	if apiOpts.Lifecycle, err = openLifecycle(rs, log); err != nil {
 		return fail(err)
 	}
+	apiOpts.Experiments = rs.Experiments
 	api, err := control.New(apiOpts)
 	if err != nil {
 		return fail(err)
@@ -261,6 +268,13 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	go func() { defer rs.wg.Done(); rs.Incidents.Watch(runCtx, nc); rs.Incidents.Close() }()
 	rs.wg.Add(1)
 	go func() { defer rs.wg.Done(); apiOpts.Lifecycle.Run(runCtx) }()
+	rs.wg.Add(1)
+	go func() {
+		defer rs.wg.Done()
+		if err := rs.Experiments.Run(runCtx); err != nil {
+			log.Error("experiment aggregates stopped", zap.Error(err))
+		}
+	}()
 	go func() { rs.errc <- api.Serve(runCtx); _ = reg.Close(); _ = rs.Usage.Close(); _ = rs.Telemetry.Close() }()
 	if o.watchDir != "" {
 		rs.wg.Add(1)

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/evaluator"
+	"github.com/pennon-dev/pennon/experiment"
 	"github.com/pennon-dev/pennon/flagdgrpc"
 	"github.com/pennon-dev/pennon/proxy"
 	flagsync "github.com/pennon-dev/pennon/sync"
@@ -39,6 +40,7 @@ type sidecarOptions struct {
 	reload, drain                                   time.Duration
 	targetingBudget                                 time.Duration
 	overloadInFlight                                int
+	experimentUnits                                 int // units (targeting keys) remembered for experiments
 	// evaluate is the OFREP server's flag evaluation (set by serveSidecar),
 	// so flagd's gRPC services degrade targeting exactly as OFREP does.
 	evaluate func(*evaluator.Snapshot, *evaluator.Flag, *evaluator.Context) evaluator.Result
@@ -75,6 +77,7 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.DurationVar(&o.reload, "reload-interval", time.Second, "fallback check of the flag file (changes are seen at once through inotify on its directory; this catches anything inotify misses)")
 	fs.DurationVar(&o.drain, "drain-timeout", 5*time.Second, "how long shutdown waits for in-flight requests")
 	fs.DurationVar(&o.targetingBudget, "targeting-budget", 50*time.Microsecond, "evaluation budget of flags with fallbackTargeting: above it (sampled) they serve their fallback rule")
+	fs.IntVar(&o.experimentUnits, "experiment-max-units", experiment.DefaultMaxUnits, "units (targeting keys) remembered to join tracked events to experiment exposures (~100 bytes each); units beyond are not enrolled and are counted")
 	fs.IntVar(&o.overloadInFlight, "overload-inflight", 256, "above this many OFREP requests in flight the sidecar is overloaded: flags with fallbackTargeting serve it")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -124,7 +127,15 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 	if o.cacheMB == 0 {
 		cache = -1
 	}
-	srv, err := proxy.New(proxy.Options{Addr: o.addr, AllowRemote: o.allowRemote, Source: src, SourceName: name, HealthAddr: o.healthAddr,
+	// Experiment exposures and tracked events are joined in remote mode,
+	// where a control plane receives them.
+	var exps *experiment.Recorder
+	var joiner proxy.ExperimentRecorder // stays a nil interface in file mode
+	if _, remote := src.(*flagsync.Remote); remote {
+		exps = experiment.NewRecorder(o.experimentUnits)
+		joiner = exps
+	}
+	srv, err := proxy.New(proxy.Options{Experiments: joiner, Addr: o.addr, AllowRemote: o.allowRemote, Source: src, SourceName: name, HealthAddr: o.healthAddr,
 		Logger: log, Registry: reg, MaxBodyBytes: o.maxBody, CacheBytes: cache, DrainTimeout: o.drain,
 		TargetingBudget: o.targetingBudget, OverloadInFlight: o.overloadInFlight})
 	if err != nil {
@@ -142,7 +153,9 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 		ready <- srv.Addr()
 	}
 	var wg sync.WaitGroup
-	wctx, stopWatch := context.WithCancel(ctx)
+	// Sync outlives the drain: it stops after the server and the last
+	// telemetry delivery (which uses its NATS connection), not with ctx.
+	wctx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Add(1)
 	go func() { defer wg.Done(); run(wctx) }()
 	// The gRPC services live as long as the OFREP server; if they fail, the
@@ -158,7 +171,11 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 			}
 		}()
 	}
-	stopShipper, err := startShipper(ctx, src, sidecarTelemetry(srv, src, log), log, reg)
+	sources := sidecarTelemetry(srv, src, log)
+	if exps != nil {
+		sources = append(sources, exps)
+	}
+	stopShipper, err := startShipper(ctx, src, sources, log, reg)
 	if err != nil {
 		stopServe()
 		stopWatch()
