@@ -161,6 +161,10 @@ type Aggregator struct {
 	flushed     uint64 // cursor as last written
 	minuteFloor int64  // minute buckets before this start are not all in memory
 
+	// flushMu serializes Flush: two overlapping flushes could land an
+	// older copy of a bucket after a newer one.
+	flushMu sync.Mutex
+
 	follower *telemetry.Follower
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -452,6 +456,8 @@ func (a *Aggregator) Flush(ctx context.Context) error {
 		k    bucketKey
 		data []byte
 	}
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
 	var writes []write
 	a.mu.Lock()
 	cursor := a.applied
@@ -533,8 +539,12 @@ func (a *Aggregator) Applied() uint64 {
 // CaughtUp closes once the batches stored before Open are applied.
 func (a *Aggregator) CaughtUp() <-chan struct{} { return a.follower.CaughtUp() }
 
-// Close stops following and writes what is not written yet.
+// Close stops following and writes what is not written yet. A nil
+// aggregator closes as a no-op, so callers need not check.
 func (a *Aggregator) Close() error {
+	if a == nil {
+		return nil
+	}
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()
@@ -545,7 +555,6 @@ func (a *Aggregator) Close() error {
 	a.follower.Stop()
 	close(a.stop)
 	a.wg.Wait()
-	a.anom.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return a.Flush(ctx)

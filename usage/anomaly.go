@@ -126,8 +126,6 @@ func newAnomalies(a *Aggregator, o Options) (*anomalies, error) {
 	return an, nil
 }
 
-func (an *anomalies) close() {}
-
 // Shift is the outcome of comparing two served-variant distributions.
 type Shift struct {
 	ChiSquare float64
