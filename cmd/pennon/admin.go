@@ -351,7 +351,7 @@ func printChangesets(w io.Writer, raw []byte) error {
 		if cs.Emergency {
 			reason = "[EMERGENCY] " + reason
 		}
-		t.row(cs.Version, cs.Time.UTC().Format(time.RFC3339), cs.Author, strings.Join(ch, ", "), reason)
+		t.row(cs.Version, cs.Time.UTC().Format(time.RFC3339), cs.Author, summarize(ch), reason)
 	}
 	return t.flush()
 }
@@ -681,7 +681,7 @@ func runApprovals(ctx context.Context, args []string, stdout, stderr io.Writer) 
 					for _, ch := range cr.Changes {
 						fl = append(fl, string(ch.Op)+" "+ch.Flag)
 					}
-					t.row(cr.ID, cr.Author, cr.CreatedAt.UTC().Format(time.RFC3339), strings.Join(fl, ", "), cr.Reason)
+					t.row(cr.ID, cr.Author, cr.CreatedAt.UTC().Format(time.RFC3339), summarize(fl), cr.Reason)
 				}
 				return t.flush()
 			})

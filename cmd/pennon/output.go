@@ -230,6 +230,17 @@ func cell(c any) string {
 	}
 }
 
+// summarize joins list items for one table cell, naming the first three
+// and counting the rest, so that one changeset of fifty flags does not
+// push the next column off the screen (--json has them all).
+func summarize(items []string) string {
+	const shown = 3
+	if len(items) <= shown {
+		return strings.Join(items, ", ")
+	}
+	return fmt.Sprintf("%s (+%d more)", strings.Join(items[:shown], ", "), len(items)-shown)
+}
+
 // fields prints "name:  value" lines, aligned: the human view of one object.
 func fields(w io.Writer, kv ...any) error {
 	t := newTable(w)
