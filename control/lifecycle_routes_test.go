@@ -3,8 +3,6 @@ package control
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -89,19 +87,10 @@ func TestExpiredFlagPolicy(t *testing.T) {
 // doAs sends the request as the admin, a PATCH as a merge patch.
 func (f *fixture) doAs(t *testing.T, method, path, body string) (int, string) {
 	t.Helper()
-	if method != "PATCH" {
-		return f.do(t, f.admin, method, path, body)
+	if method == "PATCH" {
+		return f.doCT(t, f.admin, method, path, MergePatchType, body)
 	}
-	req, _ := http.NewRequest(method, f.base+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+f.admin)
-	req.Header.Set("Content-Type", MergePatchType)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return f.do(t, f.admin, method, path, body)
 }
 
 // The report over the API: without a usage reader it says usage is
