@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -56,7 +57,7 @@ func TestScanPatterns(t *testing.T) {
 					t.Errorf("%s at %+v, want %s:2", k, l, tc.file)
 				}
 			}
-			if !equal(got, tc.want) {
+			if !slices.Equal(got, tc.want) {
 				t.Fatalf("found %v, want %v", got, tc.want)
 			}
 		})
@@ -83,7 +84,7 @@ func TestScanDirSkips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sortedKeys(s.Refs); !equal(got, []string{"ok"}) || s.Files != 1 || s.Skipped != 2 {
+	if got := sortedKeys(s.Refs); !slices.Equal(got, []string{"ok"}) || s.Files != 1 || s.Skipped != 2 {
 		t.Fatalf("refs %v files %d skipped %d, want [ok] 1 2", got, s.Files, s.Skipped)
 	}
 	if _, err := ScanDir(filepath.Join(root, "missing")); err == nil {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -169,7 +170,7 @@ func TestBuildFindings(t *testing.T) {
 		for _, fd := range f.Findings {
 			kinds = append(kinds, fd.Kind)
 		}
-		if w := want[f.Key]; !equal(kinds, w) {
+		if w := want[f.Key]; !slices.Equal(kinds, w) {
 			t.Errorf("%s: findings %v, want %v", f.Key, kinds, w)
 		}
 	}
@@ -182,16 +183,4 @@ func TestBuildFindings(t *testing.T) {
 			t.Errorf("checkout-v2 settled keeps %q=%s, want on=true", fd.Variant, fd.Value)
 		}
 	}
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

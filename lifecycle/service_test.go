@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -131,7 +132,7 @@ func TestServiceReport(t *testing.T) {
 			for _, f := range a.Findings {
 				kinds = append(kinds, f.Kind)
 			}
-			if !equal(kinds, tc.findingsA) {
+			if !slices.Equal(kinds, tc.findingsA) {
 				t.Errorf("a findings %v, want %v", kinds, tc.findingsA)
 			}
 			if tc.note == "" && (b.Evaluations24h == nil || *b.Evaluations24h != 5 || len(b.Findings) != 0) {
@@ -187,7 +188,7 @@ func TestCheckEmitsOncePerDay(t *testing.T) {
 		"old: stale [info] not changed for 200 days (version 1, 2026-05-13)",
 		"old: expired [warning] expired on 2026-01-01 (331 days ago)",
 	}
-	if !equal(titles, want) {
+	if !slices.Equal(titles, want) {
 		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(titles, "\n"), strings.Join(want, "\n"))
 	}
 	at = now.Add(time.Hour)
