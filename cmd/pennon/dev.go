@@ -161,6 +161,7 @@ pennon dev is running (Ctrl-C to stop)
 
   sidecar (OFREP)  http://%[1]s
   control plane    %[2]s
+  web console      %[2]s/  (sign in with the admin token below)
   NATS JetStream   %[3]s
   admin token      %[4]s
 
