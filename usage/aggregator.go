@@ -221,6 +221,13 @@ func Open(ctx context.Context, o Options) (*Aggregator, error) {
 		return nil, err
 	}
 	from := a.applied + 1
+	if st, err := o.JetStream.Stream(ctx, telemetry.StreamName(telemetry.KindUsage)); err == nil {
+		if info, err := st.Info(ctx); err == nil && a.applied > 0 && info.State.FirstSeq > from {
+			// Down longer than the stream keeps batches: those are gone.
+			a.log.Warn("usage batches aged out of the telemetry stream before they were aggregated; their counts are lost",
+				zap.Uint64("applied_through", a.applied), zap.Uint64("oldest_kept", info.State.FirstSeq))
+		}
+	}
 	f, err := o.Ingest.Follow(ctx, telemetry.KindUsage, from, a.apply)
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)

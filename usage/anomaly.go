@@ -247,6 +247,7 @@ func (an *anomalies) check(ctx context.Context) {
 	now := an.a.o.Now().UTC()
 	windowFrom, baseFrom, baseTo := an.periods(now)
 	shifted := map[string]candidate{}
+	unreadable := map[string]bool{} // envs whose history could not be read: their anomalies stay as they are
 	heads := map[string]*config.State{}
 	changeTimes := map[string]time.Time{}
 	for _, c := range an.candidates(now) {
@@ -262,11 +263,13 @@ func (an *anomalies) check(ctx context.Context) {
 			heads[c.env], head = h, h
 		}
 		if head == nil {
+			unreadable[c.env] = true
 			continue
 		}
 		explained, err := an.explained(ctx, head, c.flag, baseFrom, changeTimes)
 		if err != nil {
 			an.log.Warn("anomaly check skipped: history not readable", zap.String("env", c.env), zap.String("flag", c.flag), zap.Error(err))
+			unreadable[c.env] = true
 			continue
 		}
 		if !explained {
@@ -298,7 +301,7 @@ func (an *anomalies) check(ctx context.Context) {
 		})
 	}
 	for key, x := range an.open {
-		if _, still := shifted[key]; still {
+		if _, still := shifted[key]; still || unreadable[x.Env] {
 			continue
 		}
 		delete(an.open, key)
