@@ -35,6 +35,10 @@ type ScaleResult struct {
 	// snapshot (Document.Apply + Document.Compile): what every pushed
 	// change costs a sidecar before the hash check (median of runs).
 	UpdateMs float64 `json:"updateMillis"`
+	// UpdateCPUMs is UpdateMs as CPU time of the thread doing it (median;
+	// Linux only, else 0): on a loaded machine the wall time above is
+	// mostly waiting for a core.
+	UpdateCPUMs float64 `json:"updateCPUMillis"`
 	// FullUpdateMs is the same change compiled in full (the changeset also
 	// sets flag-set metadata, which every compiled flag carries): what
 	// UpdateMs cost before compiling became incremental, the same-run
@@ -168,6 +172,7 @@ func scaleOne(n int, o ScaleOptions) (ScaleResult, error) {
 	updates := make([]time.Duration, 0, o.Updates)
 	hashes := make([]time.Duration, 0, o.Updates)
 	fulls := make([]time.Duration, 0, o.Updates)
+	cpus := make([]time.Duration, 0, o.Updates)
 	for u := range o.Updates {
 		key := scaleKey(u % n)
 		def, _ := json.Marshal(scaleFlag(u%n, u+1))
@@ -176,15 +181,23 @@ func scaleOne(n int, o ScaleOptions) (ScaleResult, error) {
 			Time:    time.Now().UTC(),
 			Changes: []config.Change{{Flag: key, Op: config.OpPut, Definition: def, BaseVersion: 1}},
 		}
+		var next *config.Document
 		start := time.Now()
-		next, err := doc.Apply(cs)
+		cpu, err := threadCPU(func() error {
+			var err error
+			if next, err = doc.Apply(cs); err != nil {
+				return fmt.Errorf("apply update %d: %w", u, err)
+			}
+			if _, err := next.Compile(cs.Version); err != nil {
+				return fmt.Errorf("compile update %d: %w", u, err)
+			}
+			return nil
+		})
 		if err != nil {
-			return r, fmt.Errorf("apply update %d: %w", u, err)
-		}
-		if _, err := next.Compile(cs.Version); err != nil {
-			return r, fmt.Errorf("compile update %d: %w", u, err)
+			return r, err
 		}
 		mid := time.Now()
+		cpus = append(cpus, cpu)
 		_ = next.Hash()
 		updates, hashes = append(updates, mid.Sub(start)), append(hashes, time.Since(mid))
 
@@ -199,6 +212,7 @@ func scaleOne(n int, o ScaleOptions) (ScaleResult, error) {
 		fulls = append(fulls, time.Since(start))
 	}
 	r.UpdateMs, r.UpdateHashMs, r.FullUpdateMs = millis(median(updates)), millis(median(hashes)), millis(median(fulls))
+	r.UpdateCPUMs = float64(median(cpus).Nanoseconds()) / 1e6
 	runtime.KeepAlive(snap)
 	runtime.KeepAlive(data)
 	if o.LoadFor > 0 {
