@@ -40,15 +40,20 @@ type Recorder struct {
 	overflow atomic.Uint64
 	noUnit   atomic.Uint64 // exposures without a targeting key
 	seed     maphash.Seed
+	// gen counts Takes; an exposure marks its flag with the current gen (an
+	// atomic load and, once per interval, a store: no clock read on the
+	// evaluation path).
+	gen atomic.Int64
 
 	mu    sync.RWMutex
 	flags map[string]*flagRec
 }
 
 type flagRec struct {
-	metrics  atomic.Pointer[[]string] // the experiment's event keys, as of the last exposure
-	lastSeen atomic.Int64 // unix nanos of the last exposure
-	shard    [shards]unitShard
+	metrics   atomic.Pointer[[]string] // the experiment's event keys, as of the last exposure
+	lastGen   atomic.Int64             // Recorder.gen at the flag's last exposure
+	idleSince time.Time                // first Take that found no exposure since the previous one (under Recorder.mu)
+	shard     [shards]unitShard
 }
 
 type unitShard struct {
@@ -106,7 +111,9 @@ func (r *Recorder) Expose(flagKey string, metrics []string, unitKey, variant str
 		return
 	}
 	f := r.flag(flagKey, metrics)
-	f.lastSeen.Store(time.Now().UnixNano())
+	if g := r.gen.Load(); f.lastGen.Load() != g {
+		f.lastGen.Store(g)
+	}
 	if cur := *f.metrics.Load(); len(cur) != len(metrics) || (len(metrics) > 0 && &cur[0] != &metrics[0]) {
 		ms := metrics // the definition changed (a new snapshot)
 		f.metrics.Store(&ms)
@@ -238,7 +245,8 @@ func (r *Recorder) Kind() string { return telemetry.KindExperiments }
 // Experiments idle for a day release their units here.
 func (r *Recorder) Take() (json.RawMessage, error) {
 	out := Delta{Flags: map[string]map[string]*VariantDelta{}, Overflow: r.overflow.Swap(0), NoUnit: r.noUnit.Swap(0)}
-	idleBefore := time.Now().Add(-idleAfter).UnixNano()
+	now := time.Now()
+	g := r.gen.Add(1) - 1 // the generation that just ended
 	r.mu.Lock()
 	for key, f := range r.flags {
 		for i := range f.shard {
@@ -256,7 +264,13 @@ func (r *Recorder) Take() (json.RawMessage, error) {
 			clear(sh.agg)
 			sh.mu.Unlock()
 		}
-		if f.lastSeen.Load() < idleBefore {
+		switch {
+		case f.lastGen.Load() >= g:
+			f.idleSince = time.Time{}
+		case f.idleSince.IsZero():
+			f.idleSince = now
+		}
+		if !f.idleSince.IsZero() && now.Sub(f.idleSince) >= idleAfter {
 			n := 0
 			for i := range f.shard {
 				n += len(f.shard[i].units)
