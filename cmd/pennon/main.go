@@ -67,7 +67,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	err := c.run(ctx, args[1:], stdout, stderr)
+	// Asked-for help is output, not a diagnostic: `pennon flags --help | less`.
+	cmdErr := stderr
+	for _, a := range args[1:] {
+		if a == "-h" || a == "-help" || a == "--help" {
+			cmdErr = stdout
+		}
+	}
+	err := c.run(ctx, args[1:], stdout, cmdErr)
 	var ee exitError
 	var ue usageError
 	switch {

@@ -84,8 +84,12 @@ func TestUsageErrorExitsTwo(t *testing.T) {
 		t.Fatalf("unknown command: exit %d, stderr %q", code, errOut)
 	}
 	// `pennon help CMD` is `pennon CMD --help`: the usage, exit 0.
-	if code, _, errOut = runCLI("help", "tokens"); code != 0 || !strings.HasPrefix(errOut, "Usage: pennon tokens list | create") {
-		t.Fatalf("help tokens: exit %d, stderr %q", code, errOut)
+	// Asked-for help goes to stdout (it is the output), so it can be paged.
+	if code, out, errOut = runCLI("help", "tokens"); code != 0 || errOut != "" || !strings.HasPrefix(out, "Usage: pennon tokens list | create") {
+		t.Fatalf("help tokens: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, out, errOut = runCLI("flags", "get", "--help"); code != 0 || errOut != "" || !strings.Contains(out, "--definition") {
+		t.Fatalf("flags get --help: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
 
