@@ -204,10 +204,12 @@ func (l *Ledger) onBatch(s telemetry.Stored) {
 	}
 	notifyOK := l.o.Now().Sub(s.Received) <= eventWindow
 	l.mu.Lock()
-	if p.Boot != "" {
-		l.supersedeLocked(s.Batch.Env, s.Batch.Sidecar, p.Boot)
-	}
 	var events []notify.Event
+	if p.Boot != "" {
+		if evs := l.supersedeLocked(s.Batch.Env, s.Batch.Sidecar, p.Boot); notifyOK {
+			events = evs
+		}
+	}
 	for i := range p.Records {
 		rec := p.Records[i]
 		if err := checkRecord(&rec, s.Batch); err != nil {
@@ -270,19 +272,22 @@ func (l *Ledger) putLocked(rec incident.Record) []notify.Event {
 // supersede marks the open records of source's earlier boots superseded.
 func (l *Ledger) supersede(env, source, boot string) {
 	l.mu.Lock()
-	l.supersedeLocked(env, source, boot)
+	evs := l.supersedeLocked(env, source, boot)
 	l.mu.Unlock()
+	l.emit(evs)
 }
 
-func (l *Ledger) supersedeLocked(env, source, boot string) {
+// supersedeLocked returns the closing events of the records it closed.
+func (l *Ledger) supersedeLocked(env, source, boot string) []notify.Event {
 	k := env + "\x00" + source
 	if l.boots[k] == boot {
-		return
+		return nil
 	}
 	l.boots[k] = boot
 	if len(l.boots) > 2*l.o.MaxRecords {
 		l.pruneBootsLocked()
 	}
+	var evs []notify.Event
 	for id, rec := range l.records {
 		if rec.Env != env || rec.Source != source || rec.Boot == boot || rec.Closed() {
 			continue
@@ -297,7 +302,9 @@ func (l *Ledger) supersedeLocked(env, source, boot string) {
 		l.records[id] = &c
 		l.dirty[id] = true
 		l.log.Info("incident superseded: its process restarted", zap.String("incident", id), zap.String("kind", c.Kind), zap.String("source", source))
+		evs = append(evs, event(&c, "closed", l.o.Now()))
 	}
+	return evs
 }
 
 // evictLocked keeps at most MaxRecords in memory, dropping the oldest

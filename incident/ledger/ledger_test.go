@@ -43,7 +43,8 @@ func TestLedgerRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	led, err := ledger.Open(context.Background(), ledger.Options{Ingest: ing, JetStream: js, MaxRecords: 10})
+	ev := &events{}
+	led, err := ledger.Open(context.Background(), ledger.Options{Ingest: ing, JetStream: js, MaxRecords: 10, Notify: ev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +80,9 @@ func TestLedgerRules(t *testing.T) {
 	}
 	if gotA == nil || gotA.Status != incident.StatusSuperseded || gotA.Recovered || gotA.End == nil || !gotA.End.Equal(open.Updated) || gotA.Env != "dev" || gotA.Source != "pod-a" {
 		t.Fatalf("pod-a's record: %+v", gotA)
+	}
+	if ids := ev.ids(); len(ids) < 2 || ids[0] != "incident/"+open.ID+"/opened" || ids[1] != "incident/"+open.ID+"/closed" {
+		t.Fatalf("events %v: want the record opened, then closed when superseded", ids)
 	}
 	if got := led.List(ledger.Filter{Status: incident.StatusSuperseded}); len(got) != 1 || got[0].ID != open.ID {
 		t.Fatalf("status filter: %+v", got)

@@ -29,6 +29,14 @@ import (
 	"github.com/pennon-dev/pennon/telemetry"
 )
 
+// The sidecar's recorder is what the shipper, sync and the OFREP server
+// take.
+var (
+	_ telemetry.Source      = (*incident.Recorder)(nil)
+	_ flagsync.IncidentHook = (*incident.Recorder)(nil)
+	_ proxy.IncidentHook    = (*incident.Recorder)(nil)
+)
+
 // events collects what the ledger announces.
 type events struct {
 	mu  sync.Mutex
