@@ -2,6 +2,8 @@ package flagsync
 
 import (
 	"context"
+	"fmt"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pennon-dev/pennon/config"
+	"github.com/pennon-dev/pennon/internal/checkfor"
+	"github.com/pennon-dev/pennon/internal/sign"
 	"github.com/pennon-dev/pennon/notify"
 )
 
@@ -108,5 +112,48 @@ pennon_fleet_sidecars_behind{env="prod"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pennon_fleet_sidecars", "pennon_fleet_sidecars_behind"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestRewindEventFromARestoredControlPlane: end to end, the control plane
+// behind a polling sidecar's address is replaced by one restored from a
+// backup (a lower version). The replacement's fleet registry hears the
+// sidecar report its old version, then the restored one, and emits one
+// rewind event naming both.
+func TestRewindEventFromARestoredControlPlane(t *testing.T) {
+	a, b := startCluster(t), startCluster(t)
+	em := &recordingEmitter{}
+	b.reg.o.Notify = em // before any report reaches b
+	if err := b.toks.Import(t.Context(), a.token, "sidecar", map[string]string{"dev": "viewer"}); err != nil {
+		t.Fatal(err)
+	}
+	a.setDefault(t, "fast")
+	a.setDefault(t, "safe") // a is at version 3, b (the backup) at 1
+	front := &switchable{}
+	front.point(t, a.api)
+	srv := httptest.NewServer(front)
+	t.Cleanup(srv.Close)
+	s := startSidecar(t, RemoteOptions{ServerURL: srv.URL, Token: a.token, ID: "pod-7", TrustKeys: []sign.PublicKey{a.key.Public(), b.key.Public()}})
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if s.version() != 3 {
+			return fmt.Errorf("sidecar at v%d, want 3", s.version())
+		}
+		return nil
+	})
+	front.point(t, b.api)
+	var got []notify.Event
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		em.mu.Lock()
+		got = append([]notify.Event(nil), em.events...)
+		em.mu.Unlock()
+		if len(got) == 0 {
+			return fmt.Errorf("no rewind event yet (sidecar at v%d)", s.version())
+		}
+		return nil
+	})
+	e := got[0]
+	if len(got) != 1 || e.Type != notify.TypeRewind || e.Env != "dev" || e.Data["sidecar"] != "pod-7" ||
+		e.Data["fromVersion"] != uint64(3) || e.Data["toVersion"] != uint64(1) || !strings.Contains(e.Title, "dev: sidecar pod-7 went back (version 3 → 1)") {
+		t.Fatalf("events %+v, want one rewind of pod-7 from 3 to 1", got)
 	}
 }
