@@ -138,7 +138,7 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 // noArgs is a usage error when a command without verbs got positional words.
 func noArgs(cmd string, pos []string) error {
 	if len(pos) > 0 {
-		return usagef("unexpected argument %q: %s takes no arguments, only flags (see pennon %s --help)", pos[0], cmd, cmd)
+		return usagef("unexpected argument %q: %s takes no arguments, only flags", pos[0], cmd)
 	}
 	return nil
 }
