@@ -63,6 +63,8 @@ type Dispatcher struct {
 	events *eventLog
 
 	intake     chan Event
+	persistQ   chan Event // to the events stream, written by persist
+	persisted  chan struct{}
 	stopRouter chan struct{}
 	routerDone chan struct{}
 	stopping   chan struct{} // closed when workers should drain and exit
@@ -139,7 +141,7 @@ func New(ctx context.Context, o Options) (*Dispatcher, error) {
 		return nil, fmt.Errorf("notify: %w", err)
 	}
 	d := &Dispatcher{o: o, log: o.Logger, hooks: hooks, events: events,
-		intake: make(chan Event, o.IntakeSize), stopRouter: make(chan struct{}), routerDone: make(chan struct{}), stopping: make(chan struct{}),
+		intake: make(chan Event, o.IntakeSize), persistQ: make(chan Event, o.IntakeSize), persisted: make(chan struct{}), stopRouter: make(chan struct{}), routerDone: make(chan struct{}), stopping: make(chan struct{}),
 		workers: map[string]*worker{}, cache: map[string]hookCache{},
 		mEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_events_total",
 			Help: "Events accepted for notification, by type."}, []string{"type"}),
@@ -163,6 +165,7 @@ func New(ctx context.Context, o Options) (*Dispatcher, error) {
 		}
 	}
 	go d.route()
+	go d.persist()
 	return d, nil
 }
 
@@ -220,8 +223,22 @@ func (d *Dispatcher) dispatch(e Event) {
 			d.workerFor(h).enqueue(e)
 		}
 	}
-	if err := d.events.append(d.runCtx, e); err != nil {
+	// Storing is the persister's job, so a slow or unreachable store never
+	// delays deliveries; when it falls behind, events go unstored (counted).
+	select {
+	case d.persistQ <- e:
+	default:
 		d.mStore.Inc()
+	}
+}
+
+// persist writes routed events to the events stream, in order.
+func (d *Dispatcher) persist() {
+	defer close(d.persisted)
+	for e := range d.persistQ {
+		if err := d.events.append(d.runCtx, e); err != nil {
+			d.mStore.Inc()
+		}
 	}
 }
 
@@ -243,6 +260,9 @@ func (d *Dispatcher) hooksFor(env string) []Webhook {
 			d.readErr = true
 			d.log.Warn("webhook list unreadable: delivering to the last known list", zap.String("env", env), zap.Error(err))
 		}
+		// Keep serving the last known list for a TTL: without this, every
+		// event during a NATS outage would wait for the read to time out.
+		d.cache[env] = hookCache{list: c.list, at: time.Now()}
 		return c.list
 	}
 	if d.readErr {
@@ -300,19 +320,28 @@ func (d *Dispatcher) queueDepth() float64 {
 func (d *Dispatcher) Close(ctx context.Context) error {
 	var err error
 	d.closeOnce.Do(func() {
+		// wait waits for ch; past the deadline it cancels every delivery
+		// and store call, which then fail at once, and waits again.
+		wait := func(ch <-chan struct{}) {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				if err == nil {
+					err = ctx.Err()
+				}
+				d.cancelRun()
+				<-ch
+			}
+		}
 		d.closed.Store(true)
 		close(d.stopRouter)
-		<-d.routerDone
+		wait(d.routerDone)
+		close(d.persistQ)
 		close(d.stopping)
 		done := make(chan struct{})
 		go func() { d.wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			err = ctx.Err()
-			d.cancelRun()
-			<-done
-		}
+		wait(done)
+		wait(d.persisted)
 		d.cancelRun()
 		// Keep-alive connections to receivers would outlive the dispatcher.
 		d.o.Client.CloseIdleConnections()

@@ -478,3 +478,53 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+// With NATS gone, events still reach the webhooks the dispatcher last knew
+// (each list read that fails is not retried per event), and Close returns
+// within its deadline although nothing can be stored.
+func TestNATSOutageDeliversToKnownWebhooksAndClosesOnTime(t *testing.T) {
+	ns := natsrun.StartTest(t)
+	js, err := jetstream.New(natsrun.ConnectTest(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &receiver{codes: []int{200}}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	d := newTestDispatcher(t, js, Options{HooksTTL: 20 * time.Millisecond})
+	if _, _, err := d.CreateWebhook(context.Background(), "prod", WebhookSpec{URL: srv.URL}, ""); err != nil {
+		t.Fatal(err)
+	}
+	d.Emit(context.Background(), Event{Type: TypeChange, Env: "prod", Title: "before"})
+	checkfor.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if len(rc.requests()) != 1 {
+			return errors.New("first delivery not made")
+		}
+		return nil
+	})
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	start := time.Now()
+	for i := range 5 {
+		d.Emit(context.Background(), Event{Type: TypeChange, Env: "prod", Title: fmt.Sprint("during ", i)})
+	}
+	checkfor.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if n := len(rc.requests()); n != 6 {
+			return fmt.Errorf("%d deliveries, want 6", n)
+		}
+		return nil
+	})
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("5 events took %v to deliver during the outage: list reads are retried per event", took)
+	}
+	for i := range 50 {
+		d.Emit(context.Background(), Event{Type: TypeChange, Env: "prod", Title: fmt.Sprint("late ", i)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start = time.Now()
+	_ = d.Close(ctx)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Close took %v with a 1 s deadline and NATS down", took)
+	}
+}
