@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/incident"
@@ -25,8 +26,8 @@ func init() {
 
 // openIncidents opens the control plane's incident ledger: it follows the
 // incidents telemetry stream and keeps records in a KV bucket.
-func openIncidents(ctx context.Context, rs *runningServer, js jetstream.JetStream, o serverOptions, log *zap.Logger) (*ledger.Ledger, error) {
-	led, err := ledger.Open(ctx, ledger.Options{Ingest: rs.Telemetry, JetStream: js, Replicas: o.replicas, Notify: rs.Notify, Logger: log})
+func openIncidents(ctx context.Context, rs *runningServer, js jetstream.JetStream, o serverOptions, log *zap.Logger, reg prometheus.Registerer) (*ledger.Ledger, error) {
+	led, err := ledger.Open(ctx, ledger.Options{Ingest: rs.Telemetry, JetStream: js, Replicas: o.replicas, Notify: rs.Notify, Logger: log, Metrics: reg})
 	if err != nil {
 		return nil, fmt.Errorf("incidents: %w", err)
 	}

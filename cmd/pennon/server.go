@@ -231,7 +231,7 @@ func startServer(ctx context.Context, o serverOptions, log *zap.Logger) (*runnin
 	if rs.Telemetry, err = openTelemetry(ctx, rs, nc, js, o, log, promReg); err != nil {
 		return fail(err)
 	}
-	if rs.Incidents, err = openIncidents(ctx, rs, js, o, log); err != nil {
+	if rs.Incidents, err = openIncidents(ctx, rs, js, o, log, promReg); err != nil {
 		return fail(err)
 	}
 	if rs.Experiments, err = openExperiments(ctx, rs, js, o, log); err != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/pennon-dev/pennon/incident"
@@ -70,7 +71,10 @@ type Options struct {
 	// (Watch); default 2s.
 	CheckEvery time.Duration
 	Logger     *zap.Logger
-	Now        func() time.Time
+	// Metrics receives pennon_incidents_open{env,kind} (the records open
+	// now; env "" for the control plane's own), for alerts. Optional.
+	Metrics prometheus.Registerer
+	Now     func() time.Time
 }
 
 // Ledger keeps incident records.
@@ -134,6 +138,11 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 		boots: map[string]string{}, dirty: map[string]bool{}}
 	if err := l.load(ctx); err != nil {
 		return nil, err
+	}
+	if o.Metrics != nil {
+		if err := o.Metrics.Register(openCollector{l}); err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
 	}
 	// What an earlier process of this control plane left open, it cannot
 	// close any more.
@@ -515,4 +524,28 @@ func (l *Ledger) List(f Filter) []incident.Record {
 		out = out[:f.Limit]
 	}
 	return out
+}
+
+var openDesc = prometheus.NewDesc("pennon_incidents_open",
+	"Incident records open now, by environment (empty: the control plane's own) and kind.", []string{"env", "kind"}, nil)
+
+// openCollector counts the open records at scrape time, so the series can
+// never disagree with the list the API serves.
+type openCollector struct{ l *Ledger }
+
+func (c openCollector) Describe(ch chan<- *prometheus.Desc) { ch <- openDesc }
+
+func (c openCollector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ env, kind string }
+	n := map[key]int{}
+	c.l.mu.Lock()
+	for _, r := range c.l.records {
+		if !r.Closed() {
+			n[key{r.Env, r.Kind}]++
+		}
+	}
+	c.l.mu.Unlock()
+	for k, v := range n {
+		ch <- prometheus.MustNewConstMetric(openDesc, prometheus.GaugeValue, float64(v), k.env, k.kind)
+	}
 }

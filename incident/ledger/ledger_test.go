@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pennon-dev/pennon/incident"
 	"github.com/pennon-dev/pennon/incident/ledger"
@@ -44,7 +47,8 @@ func TestLedgerRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := &events{}
-	led, err := ledger.Open(context.Background(), ledger.Options{Ingest: ing, JetStream: js, MaxRecords: 10, Notify: ev})
+	reg := prometheus.NewRegistry()
+	led, err := ledger.Open(context.Background(), ledger.Options{Ingest: ing, JetStream: js, MaxRecords: 10, Notify: ev, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +85,15 @@ func TestLedgerRules(t *testing.T) {
 	if gotA == nil || gotA.Status != incident.StatusSuperseded || gotA.Recovered || gotA.End == nil || !gotA.End.Equal(open.Updated) || gotA.Env != "dev" || gotA.Source != "pod-a" {
 		t.Fatalf("pod-a's record: %+v", gotA)
 	}
+	send(t, ing, "pod-d", boot1, 1, incident.Record{ID: "pod-d/" + boot1 + "/1", Rev: 1, Kind: incident.KindBreakerOpen, Status: incident.StatusOpen, Start: t0, Updated: t0})
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		want := `
+# HELP pennon_incidents_open Incident records open now, by environment (empty: the control plane's own) and kind.
+# TYPE pennon_incidents_open gauge
+pennon_incidents_open{env="dev",kind="breaker_open"} 1
+`
+		return testutil.GatherAndCompare(reg, strings.NewReader(want), "pennon_incidents_open")
+	})
 	if ids := ev.ids(); len(ids) < 2 || ids[0] != "incident/"+open.ID+"/opened" || ids[1] != "incident/"+open.ID+"/closed" {
 		t.Fatalf("events %v: want the record opened, then closed when superseded", ids)
 	}
