@@ -239,15 +239,14 @@ func (u *usage) Take() (json.RawMessage, error) {
 	u.takeMu.Lock()
 	defer u.takeMu.Unlock()
 	u.m.flushBulk() // bulk answers' precomputed flags
-	for _, c := range *u.m.counters.Load() {
-		uc, ok := c.(*usageCounter)
-		if !ok {
-			continue
+	u.m.counters.Range(func(_, c any) bool {
+		if uc, ok := c.(*usageCounter); ok {
+			if n := uc.n.Swap(0); n > 0 {
+				u.carry[uc.key] += n
+			}
 		}
-		if n := uc.n.Swap(0); n > 0 {
-			u.carry[uc.key] += n
-		}
-	}
+		return true
+	})
 	if n := u.overflow.Swap(0); n > 0 {
 		u.carry[counterKey{code: evaluator.CodeFlagNotFound, reason: evaluator.ReasonError}] += n
 	}
