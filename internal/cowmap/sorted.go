@@ -101,10 +101,8 @@ func Index(edges map[string][]string) *Map[[]string] {
 			idx.Set(t, append(l, source))
 		}
 	}
-	for _, s := range idx.shards {
-		for _, l := range s {
-			sort.Strings(l)
-		}
+	for _, l := range idx.All() {
+		sort.Strings(l)
 	}
 	return idx
 }
