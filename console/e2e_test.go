@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,9 +23,15 @@ import (
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/control"
 	"github.com/pennon-dev/pennon/examples"
+	"github.com/pennon-dev/pennon/experiment"
+	"github.com/pennon-dev/pennon/incident/ledger"
 	"github.com/pennon-dev/pennon/internal/natsrun"
 	"github.com/pennon-dev/pennon/internal/sign"
+	"github.com/pennon-dev/pennon/lifecycle"
+	"github.com/pennon-dev/pennon/notify"
 	flagsync "github.com/pennon-dev/pennon/sync"
+	"github.com/pennon-dev/pennon/telemetry"
+	"github.com/pennon-dev/pennon/usage"
 )
 
 // system is a real control plane (embedded NATS JetStream, store, tokens,
@@ -35,6 +42,7 @@ type system struct {
 	admin, editor, approver  string
 	sidecar                  string // viewer token a polling sidecar would use
 	store                    *config.Store
+	experiments              *experiment.Aggregator
 	editorName, approverName string
 }
 
@@ -65,8 +73,35 @@ func start(t *testing.T) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Telemetry, events, incidents, experiments and usage are wired as
+	// cmd/pennon/server.go wires them, so the console's views read what a
+	// real control plane answers.
+	ing, err := telemetry.OpenIngest(ctx, js, telemetry.IngestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := notify.New(ctx, notify.Options{JetStream: js, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	led, err := ledger.Open(ctx, ledger.Options{Ingest: ing, JetStream: js, Notify: events, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exps, err := experiment.OpenAggregator(ctx, js, ing, experiment.AggregatorOptions{Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	use, err := usage.Open(ctx, usage.Options{JetStream: js, Ingest: ing, Changes: store, Emitter: events, FlushEvery: 50 * time.Millisecond, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	life, err := lifecycle.New(lifecycle.Options{Store: store, Usage: use, Notify: events, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := control.New(control.Options{Addr: "127.0.0.1:0", Store: store, Tokens: toks, Logger: zap.NewNop(), JetStream: js,
-		DataDir: t.TempDir(), Signer: key, Sidecars: reg})
+		DataDir: t.TempDir(), Signer: key, Sidecars: reg, Telemetry: ing, Notify: events, Incidents: led, Experiments: exps, Usage: use, Lifecycle: life})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,15 +109,29 @@ func start(t *testing.T) *system {
 		t.Fatal(err)
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
+	done := make(chan error, 3)
 	go func() { done <- srv.Serve(sctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	go func() { done <- exps.Run(sctx) }()
+	t.Cleanup(func() {
+		cancel()
+		for range 2 {
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("control plane: %v", err)
+			}
+		}
+		_ = use.Close()
+		led.Close()
+		sd, sdCancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer sdCancel()
+		_ = events.Close(sd)
+		_ = ing.Close()
+	})
 	for _, env := range []config.EnvSettings{{Name: "dev"}, {Name: "prod", Protected: true}} {
 		if err := store.CreateEnv(ctx, env); err != nil {
 			t.Fatal(err)
 		}
 	}
-	s := &system{base: "http://" + srv.Addr(), store: store, editorName: "alice", approverName: "bob"}
+	s := &system{base: "http://" + srv.Addr(), store: store, experiments: exps, editorName: "alice", approverName: "bob"}
 	mk := func(name string, roles map[string]string) string {
 		sec, _, err := toks.Create(ctx, name, roles, 0, "test")
 		if err != nil {
@@ -375,13 +424,11 @@ func (p *page) signOut() {
 	p.waitText("#main", "Sign in to pennon")
 }
 
-// TestConsoleInBrowser drives the console in headless Chromium the way its
-// users would: sign in, find and change a flag, see it in history, hit a
-// stale-edit conflict and rebase, preview a rollback, approve a change
-// request as a second user, and spot a lagging sidecar.
-func TestConsoleInBrowser(t *testing.T) {
-	bin := browser(t)
-	s := start(t)
+// openBrowser starts headless Chromium at 1366x768 on the system's
+// console. Any uncaught exception or CSP violation the page reports fails
+// the test when it ends.
+func openBrowser(t *testing.T, bin string, s *system) *page {
+	t.Helper()
 	artifacts := os.Getenv("PENNON_ARTIFACTS")
 	if artifacts == "" {
 		artifacts = t.TempDir()
@@ -389,12 +436,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 110*time.Second)
-	defer cancel()
 	actx, acancel := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.WindowSize(1366, 768))...)
-	defer acancel()
 	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
+	t.Cleanup(func() { bcancel(); acancel(); cancel() })
 	p := &page{t: t, ctx: bctx, base: s.base, artifacts: artifacts}
 	// The first action starts the browser, which lives as long as the
 	// context of that call: it must be bctx, not a per-step timeout.
@@ -422,6 +467,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		t.Logf("screenshots in %s", artifacts)
 	})
+	return p
+}
+
+// TestConsoleInBrowser drives the console in headless Chromium the way its
+// users would: sign in, find and change a flag, see it in history, hit a
+// stale-edit conflict and rebase, preview a rollback, approve a change
+// request as a second user, and spot a lagging sidecar.
+func TestConsoleInBrowser(t *testing.T) {
+	bin := browser(t)
+	s := start(t)
+	p := openBrowser(t, bin, s)
 
 	// Sign in: a wrong token is refused with the API's reason.
 	p.go_("")
@@ -562,7 +618,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("pod-gone never listed as lost: %v", list)
 		}
-		ctxWait, c := context.WithTimeout(ctx, 200*time.Millisecond)
+		ctxWait, c := context.WithTimeout(p.ctx, 200*time.Millisecond)
 		<-ctxWait.Done() // poll interval, not a wait for the condition
 		c()
 	}

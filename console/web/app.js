@@ -6,6 +6,7 @@
 import * as api from "./api.js";
 import { h, add, clear, field, when, ago, pretty, sideBySide, changedFields, table } from "./dom.js";
 import { dependencyGraph, drawGraph } from "./graph.js";
+import { rateChart } from "./chart.js";
 
 const main = document.getElementById("main");
 let me = null;          // whoami
@@ -119,6 +120,10 @@ async function route() {
       else if (page === "rollback") await rollback(body, env, query);
       else if (page === "fleet") await fleet(body, env);
       else if (page === "approvals") await approvals(body, env);
+      else if (page === "experiments" && parts[3]) await experimentPage(body, env, parts[3]);
+      else if (page === "experiments") await experiments(body, env);
+      else if (page === "incidents") await incidents(body, env);
+      else if (page === "events") await events(body, env);
       else body.appendChild(h("p", {}, "No such page."));
     } else await envs(view);
   } catch (err) {
@@ -200,7 +205,8 @@ async function envs(view) {
 }
 
 function envHeader(view, env, page) {
-  const tabs = [["flags", "Flags"], ["history", "History"], ["diff", "Diff"], ["rollback", "Rollback"], ["fleet", "Fleet"], ["approvals", "Approvals"]];
+  const tabs = [["flags", "Flags"], ["history", "History"], ["diff", "Diff"], ["rollback", "Rollback"], ["fleet", "Fleet"], ["approvals", "Approvals"],
+    ["experiments", "Experiments"], ["incidents", "Incidents"], ["events", "Activity"]];
   add(view, h("div", { class: "crumbs" }, h("a", { href: "#/envs" }, "Environments"), " / ", env),
     h("nav", { class: "tabs", "aria-label": "Environment " + env },
       tabs.map(([k, label]) => h("a", { href: envHash(env, "/" + k), "aria-current": k === page ? "page" : null }, label))));
@@ -220,8 +226,22 @@ function lifecycle(def) {
   return out;
 }
 
+// optional is a read the view can do without: a control plane that does
+// not aggregate usage answers 501, and the view says so instead of failing.
+function optional(p) { return p.catch((err) => ({ unavailable: err.message || String(err) })); }
+
+// The lifecycle report's findings the list cannot work out from the
+// definition alone (they need usage or history).
+const REPORT_FINDINGS = ["unused", "stale", "settled", "retirement-met", "orphaned-prerequisite"];
+
 async function flags(body, env) {
-  const [list, hist] = await Promise.all([api.get(api.envPath(env, "/flags")), api.get(api.envPath(env, "/history?limit=1000"))]);
+  const [list, hist, use, anom, life] = await Promise.all([api.get(api.envPath(env, "/flags")), api.get(api.envPath(env, "/history?limit=1000")),
+    optional(api.get(api.envPath(env, "/usage"))), optional(api.get(api.envPath(env, "/anomalies"))), optional(api.get(api.envPath(env, "/lifecycle")))]);
+  const usageOf = (use && use.flags) || {};
+  const anomalous = new Set(((anom && anom.anomalies) || []).filter((a) => !a.closed).map((a) => a.flag));
+  const reportFindings = {};
+  for (const f of (life && life.flags) || []) reportFindings[f.key] = (f.findings || []).map((x) => x.kind).filter((k) => REPORT_FINDINGS.includes(k));
+  const findingsOf = (f) => [...lifecycle(f.definition), ...(reportFindings[f.key] || [])];
   const byVersion = {};
   for (const cs of hist.changesets || []) byVersion[cs.version] = cs;
   const all = list.flags;
@@ -232,7 +252,7 @@ async function flags(body, env) {
   const owner = h("select", {}, opt("", "any owner"), owners.map((o) => opt(o)));
   const system = h("select", {}, opt("", "any system"), systems.map((o) => opt(o)));
   const state = h("select", {}, opt("", "any state"), opt("ENABLED"), opt("DISABLED"));
-  const life = h("select", {}, opt("", "any"), ["expired", "expires within 30 days", "no owner", "no expiry"].map((o) => opt(o)));
+  const lifeSel = h("select", {}, opt("", "any"), ["expired", "expires within 30 days", "no owner", "no expiry", ...REPORT_FINDINGS].map((o) => opt(o)));
   const count = h("p", { class: "muted", "aria-live": "polite" });
   const holder = h("div", {});
   const render = () => {
@@ -243,25 +263,27 @@ async function flags(body, env) {
       if (owner.value && d.owner !== owner.value) return false;
       if (system.value && !(d.systems || []).includes(system.value)) return false;
       if (state.value && d.state !== state.value) return false;
-      if (life.value && !lifecycle(d).includes(life.value)) return false;
+      if (lifeSel.value && !findingsOf(f).includes(lifeSel.value)) return false;
       return true;
     });
     count.textContent = `${rows.length} of ${all.length} flags · environment version ${list.version}`;
-    clear(holder).appendChild(table(null, ["Flag", "State", "Default", "Owner", "Systems", "Findings", "Version", "Last changed"], rows.map((f) => {
-      const d = f.definition, cs = byVersion[f.version];
+    clear(holder).appendChild(table(null, ["Flag", "State", "Default", "Owner", "Systems", "Findings", "Evaluations 24 h", "Last evaluated", "Version", "Last changed"], rows.map((f) => {
+      const d = f.definition, cs = byVersion[f.version], u = usageOf[f.key];
       return [
-        h("a", { href: envHash(env, "/flags/" + encodeURIComponent(f.key)) }, f.key),
+        [h("a", { href: envHash(env, "/flags/" + encodeURIComponent(f.key)) }, f.key), anomalous.has(f.key) ? [" ", h("span", { class: "badge bad" }, "anomaly")] : null],
         h("span", { class: "badge " + (d.state === "ENABLED" ? "ok" : "") }, d.state),
         d.defaultVariant ?? "(code default)",
         d.owner || "",
         badges(d.systems || []),
-        badges(lifecycle(d), (x) => (x === "expired" ? "bad" : "warn")),
+        badges(findingsOf(f), (x) => (x === "expired" || x === "unused" ? "bad" : "warn")),
+        use.unavailable ? "–" : h("span", { class: "num" }, String(u ? u.last24h : 0)),
+        use.unavailable ? "–" : u && u.lastEvaluated ? h("span", { title: when(u.lastEvaluated) }, ago(u.lastEvaluated)) : "never",
         h("span", { class: "num" }, String(f.version)),
         cs ? h("span", { title: when(cs.time) }, ago(cs.time) + " by " + cs.author) : "",
       ];
-    })));
+    }), (i) => ({ class: anomalous.has(rows[i].key) ? "anomaly" : "" })));
   };
-  for (const c of [q, owner, system, state, life]) c.addEventListener("input", render);
+  for (const c of [q, owner, system, state, lifeSel]) c.addEventListener("input", render);
   const newKey = h("input", { type: "text", placeholder: "new-flag-key", spellcheck: "false" });
   const create = h("form", { class: "row", "aria-label": "New flag" }, field("New flag", newKey), h("button", { type: "submit" }, "Create…"));
   create.addEventListener("submit", (e) => {
@@ -271,7 +293,9 @@ async function flags(body, env) {
     go(envHash(env, "/flags/" + encodeURIComponent(k) + "?new=1"));
   });
   add(body, title(`Flags in ${env}`),
-    h("div", { class: "row", role: "search" }, field("Search", q), field("Owner", owner), field("System", system), field("State", state), field("Lifecycle", life)),
+    h("div", { class: "row", role: "search" }, field("Search", q), field("Owner", owner), field("System", system), field("State", state), field("Lifecycle", lifeSel)),
+    anomalous.size ? h("p", { class: "problems", role: "note" }, `Anomaly: the served variants of ${[...anomalous].sort().join(", ")} shifted without a change (see each flag's page).`) : null,
+    use.unavailable ? h("p", { class: "muted" }, "Usage: " + use.unavailable) : null,
     count, holder, create);
   render();
 }
@@ -299,6 +323,7 @@ async function flagPage(body, env, key, isNew) {
     api.get(api.envPath(env, "/history?limit=50&flag=" + encodeURIComponent(key))),
     api.get(api.envPath(env, "/flags")),
   ]);
+  const usage = isNew ? null : usagePanel(env, key, flag.definition);
   const flagKeys = all.flags.map((f) => f.key);
   let base = flag.definition;              // what the edit started from
   let baseVersion = flag.version;
@@ -494,7 +519,7 @@ async function flagPage(body, env, key, isNew) {
 
   fillStructured();
   jsonBox.value = pretty(draft);
-  add(body, title(key), meta,
+  add(body, title(key), meta, usage,
     h("div", { class: "grid2" },
       h("section", { class: "card", "aria-labelledby": "structured-title" }, h("h2", { id: "structured-title" }, "Definition"), form),
       h("section", { class: "card", "aria-labelledby": "json-title" }, h("h2", { id: "json-title" }, h("label", { for: "flag-json" }, "JSON")), jsonBox)),
@@ -507,6 +532,48 @@ async function flagPage(body, env, key, isNew) {
     h("h2", {}, "History of this flag"),
     timeline(env, hist.changesets || [], key));
   validate();
+}
+
+// usagePanel is the flag's usage and lifecycle card: filled when its reads
+// answer, so the editor never waits for them.
+function usagePanel(env, key, def) {
+  const box = h("section", { class: "card", "aria-labelledby": "usage-title", "aria-busy": "true" }, h("h2", { id: "usage-title" }, "Usage and lifecycle"));
+  Promise.all([
+    optional(api.get(api.envPath(env, "/usage?flag=" + encodeURIComponent(key)))),
+    optional(api.get(api.envPath(env, "/lifecycle"))),
+    optional(api.get(api.envPath(env, "/anomalies"))),
+  ]).then(([use, life, anom]) => {
+    const u = use.usage;
+    const rep = ((life && life.flags) || []).find((f) => f.key === key);
+    const mine = ((anom && anom.anomalies) || []).filter((a) => a.flag === key);
+    const v24 = Object.entries((u && u.variants24h) || {}).sort((a, b) => b[1] - a[1]);
+    const total = v24.reduce((n, [, c]) => n + c, 0);
+    add(box,
+      mine.map((a) => h("div", { class: a.closed ? "warn-box" : "problems", role: a.closed ? null : "alert" },
+        h("strong", {}, a.closed ? `Anomaly (closed ${when(a.closed)}): ` : "Anomaly: "),
+        `the served variants shifted without a change since ${when(a.opened)} (χ² ${fmt(a.chiSquare, 1)}, p ${pval(a.pValue)}, Cramér's V ${fmt(a.effect, 2)}). `,
+        "Now: ", shares(a.window), "; before: ", shares(a.baseline), ".")),
+      use.unavailable ? h("p", { class: "muted" }, "Usage: " + use.unavailable)
+        : h("dl", { class: "facts" },
+          h("dt", {}, "Last evaluated"), h("dd", {}, u && u.lastEvaluated ? `${when(u.lastEvaluated)} (${ago(u.lastEvaluated)})` : "never, in the kept data"),
+          h("dt", {}, "Evaluations, 24 h"), h("dd", { class: "num-left" }, String(u ? u.last24h : 0)),
+          h("dt", {}, "Evaluations, 7 days"), h("dd", { class: "num-left" }, String(u ? u.last7d : 0)),
+          h("dt", {}, "Variants served, 24 h"), h("dd", {}, total ? v24.map(([v, c], i) => [i ? ", " : "", h("strong", {}, v), ` ${c} (${(100 * c / total).toFixed(1)}%)`]) : "none")),
+      life.unavailable ? h("p", { class: "muted" }, "Lifecycle: " + life.unavailable)
+        : !rep ? null
+          : (rep.findings || []).length ? h("ul", { class: "findings", "aria-label": "Lifecycle findings" }, rep.findings.map((f) => h("li", {},
+            h("span", { class: "badge " + (f.kind === "expired" || f.kind === "unused" ? "bad" : "warn") }, f.kind), " ", f.message)))
+            : h("p", { class: "ok-box" }, "No lifecycle findings."),
+      life.usageKnown === false && life.usageNote ? h("p", { class: "muted" }, life.usageNote) : null,
+      def && def.experiment ? h("p", {}, "This flag is an experiment: ", h("a", { href: envHash(env, "/experiments/" + encodeURIComponent(key)) }, "see its report")) : null);
+  }).finally(() => box.removeAttribute("aria-busy"));
+  return box;
+}
+
+function shares(m) {
+  const e = Object.entries(m || {});
+  const n = e.reduce((s, [, c]) => s + c, 0);
+  return n ? e.sort().map(([v, c]) => `${v} ${(100 * c / n).toFixed(1)}%`).join(", ") : "–";
 }
 
 // rowsEditor edits an object of short entries (variants, prerequisites)
@@ -798,4 +865,144 @@ async function audit(view) {
     table(`newest ${list.length} entries`, ["#", "Time", "Actor", "Action", "Env", "Target", "Outcome"], list.map((e) => [
       String(e.seq), when(e.time), e.actor, e.action, e.env || "", e.target || "",
       h("span", { class: "badge " + (e.outcome === "denied" || e.outcome === "rejected" || e.outcome === "foreign" ? "bad" : "") }, e.outcome)])));
+}
+
+// ---- numbers ------------------------------------------------------------------
+
+// The API writes an undefined statistic (too few units, a zero control
+// rate) as null; it shows as "–", never as 0 or NaN.
+const DASH = "–";
+const finite = (x) => typeof x === "number" && isFinite(x);
+function fmt(x, d = 3) { return finite(x) ? x.toFixed(d) : DASH; }
+function pct(x, d = 2) { return finite(x) ? (x * 100).toFixed(d) + "%" : DASH; }
+function lift(x) { return finite(x) ? (x >= 0 ? "+" : "") + (x * 100).toFixed(1) + "%" : DASH; }
+function pval(x) { return finite(x) ? (x < 0.0001 ? "< 0.0001" : x.toFixed(4)) : DASH; }
+function ci(iv, f) {
+  if (!iv || !finite(iv.estimate)) return DASH;
+  return `${f(iv.estimate)} [${f(iv.low)}, ${f(iv.high)}]`;
+}
+
+// ---- experiments ------------------------------------------------------------
+
+function verdictClass(verdict, srm) {
+  if ((srm && srm.mismatch) || /^BROKEN/.test(verdict || "")) return "bad";
+  if (/too early|no longer/.test(verdict || "")) return "warn";
+  return "ok";
+}
+
+// ifConfigured reads a route of an optional part of the control plane; a
+// 501 (that part is not running) is shown as the API's message, and null
+// tells the view to stop there.
+async function ifConfigured(body, path) {
+  try { return await api.get(path); } catch (err) {
+    if (err.status !== 501) throw err;
+    add(body, h("p", { class: "muted" }, err.message));
+    return null;
+  }
+}
+
+async function experiments(body, env) {
+  add(body, title(`Experiments in ${env}`));
+  const r = await ifConfigured(body, api.envPath(env, "/experiments"));
+  if (!r) return;
+  const list = r.experiments || [];
+  if (!list.length) {
+    add(body, h("p", { class: "muted" }, "No experiment in this environment. A flag becomes one with an \"experiment\" field (docs/experiments.md)."));
+    return;
+  }
+  add(body, table(null, ["Experiment", "Units", "Verdict"], list.map((e) => [
+    e.defined ? h("a", { href: envHash(env, "/experiments/" + encodeURIComponent(e.flag)) }, e.flag) : e.flag,
+    h("span", { class: "num" }, String(e.units)),
+    h("span", { class: "badge wrap " + verdictClass(e.verdict) }, e.verdict),
+  ])));
+}
+
+async function experimentPage(body, env, key) {
+  const rep = await api.get(api.envPath(env, "/experiments/" + encodeURIComponent(key)));
+  const broken = rep.srm && rep.srm.mismatch;
+  const cls = verdictClass(rep.verdict, rep.srm);
+  const variants = (rep.variants || []).slice().sort((a, b) => (b.control ? 1 : 0) - (a.control ? 1 : 0));
+  const names = variants.map((v) => v.variant);
+  add(body, h("div", { class: "crumbs" }, h("a", { href: envHash(env, "/experiments") }, "Experiments"), " / ", key), title(`Experiment ${key}`),
+    h("p", { class: "muted" }, `control: ${rep.control}`, rep.updated ? ` · data up to ${when(rep.updated)}` : " · no data yet", " · ",
+      h("a", { href: envHash(env, "/flags/" + encodeURIComponent(key)) }, "the flag")),
+    h("div", { class: "verdict " + cls, role: cls === "bad" ? "alert" : "status", "data-verdict": "" },
+      broken ? h("strong", { class: "broken" }, "BROKEN — sample ratio mismatch. ") : null,
+      h("span", {}, "Verdict: ", h("strong", {}, rep.verdict)),
+      broken ? h("p", {}, "The units per variant do not match the declared split (p below " + rep.srm.threshold + "): assignment or exposure logging is broken, and no other number below can be trusted until it is fixed.") : null),
+    (rep.warnings || []).length ? h("ul", { class: "warn-box warnings", "aria-label": "Warnings" }, rep.warnings.map((w) => h("li", {}, w))) : null,
+    h("section", { class: "card", "aria-labelledby": "units-h" },
+      h("h2", { id: "units-h" }, "Units per variant"),
+      h("p", {}, "Sample ratio: ", broken ? h("span", { class: "badge bad" }, "mismatch") : h("span", { class: "badge ok" }, "ok"),
+        ` χ² ${fmt(rep.srm && rep.srm.chiSquare, 2)}, p ${pval(rep.srm && rep.srm.p)}`,
+        rep.unattributedExposures ? ` · ${rep.unattributedExposures} exposures without a targeting key` : "",
+        rep.overflowExposures ? ` · ${rep.overflowExposures} exposures over the sidecars' unit cap` : ""),
+      table(null, ["Variant", "Units", "Expected share", "Observed share"], variants.map((v) => [
+        v.variant + (v.control ? " (control)" : ""), h("span", { class: "num" }, String(v.units)), pct(v.expectedShare), pct(v.observedShare)]))));
+  for (const m of rep.metrics || []) {
+    const id = "m-" + m.key.replace(/[^A-Za-z0-9_-]/g, "_");
+    const mv = (m.variants || []).slice().sort((a, b) => names.indexOf(a.variant) - names.indexOf(b.variant));
+    add(body, h("section", { class: "card metric", "aria-labelledby": id, "data-metric": m.key },
+      h("h2", { id }, `Metric ${m.key} `, m.guardrail ? h("span", { class: "badge warn" }, "guardrail") : null,
+        h("span", { class: "muted" }, ` ${m.better || "higher"} is better`)),
+      table(null, ["Variant", "Units", "Converted", "Rate [95% CI]", "Lift [95% CI]", "p", "Mean value [95% CI]", "Outcome"], mv.map((v) => {
+        const c = v.vsControl;
+        const out = v.variant === rep.control ? "control" : c ? c.outcome : DASH;
+        return [
+          v.variant, h("span", { class: "num" }, String(v.units)), h("span", { class: "num" }, String(v.converted)),
+          h("span", { class: "nowrap", "data-ci": "rate" }, ci(v.conversionRate, pct)),
+          h("span", { class: "nowrap", "data-ci": "lift" }, c ? ci(c.conversion && c.conversion.lift, lift) : DASH),
+          c ? pval(c.conversion && c.conversion.p) : DASH,
+          h("span", { class: "nowrap" }, ci(v.meanValue, (x) => fmt(x, 3))),
+          h("span", { class: "badge " + (out === "better" ? "ok" : out === "worse" || out === "hurts guardrail" ? "bad" : "") }, out),
+        ];
+      })),
+      seriesView(rep.series || [], m.key, names)));
+  }
+}
+
+// seriesView is the conversion rate over time: the chart, and its numbers
+// as a table for anyone who cannot see it.
+function seriesView(series, metric, names) {
+  if (!series.length) return h("p", { class: "muted" }, "No hourly data yet.");
+  const last = series[series.length - 1].rates?.[metric] || {};
+  const desc = `Cumulative conversion rate of ${metric} per hour, one line per variant, each point with its 95% interval as an error bar. ` +
+    `Latest: ${names.map((v) => `${v} ${ci(last[v], pct)}`).join("; ")}.`;
+  return h("div", {},
+    h("h3", {}, "Conversion rate over time (95% intervals)"),
+    h("div", { class: "graph" }, rateChart(series, metric, names, `${metric}: conversion rate per variant over time`, desc)),
+    h("details", {}, h("summary", {}, "The chart's data as a table"),
+      table(null, ["Hour (UTC)", ...names.map((v) => `${v} [95% CI]`)], series.map((p) => [
+        when(p.hour), ...names.map((v) => ci(p.rates?.[metric]?.[v], pct))]))));
+}
+
+// ---- incidents and activity ----------------------------------------------
+
+async function incidents(body, env) {
+  add(body, title(`Incidents in ${env}`));
+  const r = await ifConfigured(body, api.envPath(env, "/incidents"));
+  if (!r) return;
+  const list = (r.incidents || []).slice().sort((a, b) => new Date(b.start) - new Date(a.start));
+  const open = list.filter((i) => i.status === "open").length;
+  add(body, h("p", {}, `${plural(list.length, "incident")} · `, h("span", { class: "badge " + (open ? "bad" : "ok") }, `${open} open`)),
+    list.length ? table(null, ["Status", "Summary", "Source", "Started", "Ended", "Fallbacks"], list.map((i) => [
+      h("span", { class: "badge " + (i.status === "open" ? "bad" : i.recovered ? "ok" : "") }, i.status),
+      [h("strong", {}, i.summary), (i.detail || []).length ? h("div", { class: "muted" }, i.detail.join("; ")) : null],
+      i.source, when(i.start), i.end ? when(i.end) : "–",
+      (i.fallbacks || []).map((f) => h("div", {}, `${f.name}: ${f.answers} answers`)),
+    ]), (k) => ({ class: list[k].status === "open" ? "lost" : "" }))
+      : h("p", { class: "ok-box" }, "No incident recorded."));
+}
+
+async function events(body, env) {
+  add(body, title(`Recent activity in ${env}`));
+  const r = await ifConfigured(body, api.envPath(env, "/events?limit=100"));
+  if (!r) return;
+  const list = r.events || [];
+  if (!list.length) { add(body, h("p", { class: "muted" }, "Nothing happened yet.")); return; }
+  add(body, h("ol", { class: "timeline events", "aria-label": "Recent activity" }, list.map((e) => h("li", { class: e.severity === "critical" ? "emergency" : e.severity === "warning" ? "rollback" : "", "data-type": e.type },
+    h("div", {}, h("span", { class: "badge " + (e.severity === "critical" ? "bad" : e.severity === "warning" ? "warn" : "") }, e.type), " ",
+      h("strong", {}, e.title), " · ", h("time", { datetime: e.time, title: when(e.time) }, ago(e.time))),
+    e.text ? h("div", { class: "meta" }, e.text) : null,
+    e.flag ? h("div", { class: "meta" }, h("a", { href: envHash(env, "/flags/" + encodeURIComponent(e.flag)) }, e.flag)) : null))));
 }

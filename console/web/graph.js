@@ -4,7 +4,7 @@
 // affected through prerequisites are red.
 
 const NS = "http://www.w3.org/2000/svg";
-function s(tag, attrs, ...kids) {
+export function s(tag, attrs, ...kids) {
   const el = document.createElementNS(NS, tag);
   for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
   for (const k of kids) el.appendChild(typeof k === "string" ? document.createTextNode(k) : k);
