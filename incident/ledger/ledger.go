@@ -148,6 +148,15 @@ func Open(ctx context.Context, o Options) (*Ledger, error) {
 	// close any more.
 	l.supersede("", o.Source, own.Boot())
 	if o.Ingest != nil {
+		// A stream recreated since (its sequence restarted) is read from
+		// its start: applying a batch twice changes nothing.
+		if st, err := o.JetStream.Stream(ctx, telemetry.StreamName(telemetry.KindIncidents)); err == nil {
+			if info, err := st.Info(ctx); err == nil && info.State.LastSeq < l.applied {
+				l.log.Warn("incidents stream is behind the position the bucket recorded (recreated?): reading it from the start",
+					zap.Uint64("applied", l.applied), zap.Uint64("streamLast", info.State.LastSeq))
+				l.applied = 0
+			}
+		}
 		f, err := o.Ingest.Follow(ctx, telemetry.KindIncidents, l.applied+1, l.onBatch)
 		if err != nil {
 			return nil, fmt.Errorf("ledger: %w", err)
