@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -287,8 +288,11 @@ func TestConsoleInsightsInBrowser(t *testing.T) {
 			changeAt = i
 		}
 	}
-	if signupAt < 0 || changeAt < 0 || signupAt > changeAt {
-		t.Errorf("activity (want both changes, signup-exp the newer):\n%s", strings.Join(kinds, "\n"))
+	incidentSeen := slices.ContainsFunc(kinds, func(k string) bool {
+		return strings.HasPrefix(k, "incident|") && strings.Contains(k, "pod-1: control-plane-unreachable opened")
+	})
+	if signupAt < 0 || changeAt < 0 || signupAt > changeAt || !incidentSeen {
+		t.Errorf("activity (want both changes, signup-exp the newer, and the incident that opened):\n%s", strings.Join(kinds, "\n"))
 	}
 	p.shot("events")
 }

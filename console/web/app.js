@@ -566,7 +566,8 @@ function usagePanel(env, key, def) {
             : h("p", { class: "ok-box" }, "No lifecycle findings."),
       life.usageKnown === false && life.usageNote ? h("p", { class: "muted" }, life.usageNote) : null,
       def && def.experiment ? h("p", {}, "This flag is an experiment: ", h("a", { href: envHash(env, "/experiments/" + encodeURIComponent(key)) }, "see its report")) : null);
-  }).finally(() => box.removeAttribute("aria-busy"));
+  }).catch((err) => add(box, h("p", { class: "problems" }, "Usage could not be shown: " + err.message)))
+    .finally(() => box.removeAttribute("aria-busy"));
   return box;
 }
 
