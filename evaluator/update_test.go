@@ -43,8 +43,8 @@ func TestUpdate(t *testing.T) {
 			variant: map[string]string{"a": "off", "b": "on", "c": "on", "d": "off"},
 		},
 		{
-			name: "deleting a prerequisite is refused as a full build refuses it",
-			del:  []string{"a"},
+			name:     "deleting a prerequisite is refused as a full build refuses it",
+			del:      []string{"a"},
 			problems: []Problem{{Path: "flags.b.prerequisites.a", Reason: `prerequisite flag "a" does not exist`}},
 		},
 		{
@@ -54,16 +54,16 @@ func TestUpdate(t *testing.T) {
 			problems: []Problem{{Path: "flags.a.prerequisites", Reason: "cycle a → c → b → a"}},
 		},
 		{
-			name: "removing a required variant",
-			put:  []FlagSpec{{Key: "b", Variants: []VariantSpec{{Name: "yes", Value: true}}, Prerequisites: map[string]string{"a": "on"}}},
+			name:     "removing a required variant",
+			put:      []FlagSpec{{Key: "b", Variants: []VariantSpec{{Name: "yes", Value: true}}, Prerequisites: map[string]string{"a": "on"}}},
 			problems: []Problem{{Path: "flags.c.prerequisites.b", Reason: `"on" is not a variant of b (have: yes)`}},
 		},
 		{
-			name:    "add and delete change the keys",
-			put:     []FlagSpec{{Key: "e", Variants: boolean, DefaultVariant: "on", HasDefaultVariant: true, Prerequisites: map[string]string{"d": "on"}}},
-			del:     []string{"c"},
-			keys:    []string{"a", "b", "d", "e"},
-			reads:   map[string][]string{"a": nil, "b": nil, "d": nil, "e": nil},
+			name:  "add and delete change the keys",
+			put:   []FlagSpec{{Key: "e", Variants: boolean, DefaultVariant: "on", HasDefaultVariant: true, Prerequisites: map[string]string{"d": "on"}}},
+			del:   []string{"c"},
+			keys:  []string{"a", "b", "d", "e"},
+			reads: map[string][]string{"a": nil, "b": nil, "d": nil, "e": nil},
 			// e's prerequisite d answers off: e falls back to its default.
 			variant: map[string]string{"a": "on", "b": "on", "d": "off", "e": "on"},
 		},
