@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pennon-dev/pennon/evaluator"
@@ -126,8 +128,9 @@ func Parse(data []byte) (*Document, error) {
 			p.add("flags", "must be an object mapping flag keys to definitions")
 		}
 		doc.flags = cowmap.New[*FlagDoc](len(flags))
-		for key, def := range flags {
-			if f := p.flag(key, def); f != nil {
+		keys, parsed := parseFlags(&p, flags)
+		for i, key := range keys {
+			if f := parsed[i]; f != nil {
 				doc.flags.Set(key, f)
 				doc.keys = append(doc.keys, key)
 			}
@@ -166,6 +169,41 @@ func Parse(data []byte) (*Document, error) {
 		return nil, &ValidationError{Problems: dedupe(p.problems)}
 	}
 	return doc, nil
+}
+
+// parseFlags parses every flag definition, on all cores when there are
+// many: start-up at 100,000 flags is mostly this decoding, and each flag
+// is independent. Problems are added to p (sorted by path later, as
+// always); parsed[i] is keys[i]'s flag or nil.
+func parseFlags(p *parser, flags map[string]json.RawMessage) (keys []string, parsed []*FlagDoc) {
+	keys = make([]string, 0, len(flags))
+	for k := range flags {
+		keys = append(keys, k)
+	}
+	parsed = make([]*FlagDoc, len(keys))
+	workers := min(runtime.GOMAXPROCS(0), len(keys)/512+1)
+	if workers <= 1 {
+		for i, k := range keys {
+			parsed[i] = p.flag(k, flags[k])
+		}
+		return keys, parsed
+	}
+	parts := make([]parser, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(keys); i += workers {
+				parsed[i] = parts[w].flag(keys[i], flags[keys[i]])
+			}
+		}()
+	}
+	wg.Wait()
+	for _, part := range parts {
+		p.problems = append(p.problems, part.problems...)
+	}
+	return keys, parsed
 }
 
 func (p *parser) metadata(raw json.RawMessage, path string) map[string]any {
