@@ -82,6 +82,25 @@ func StartCluster(o ClusterOptions) (*Cluster, error) {
 		}
 		o.Keys = k
 	}
+	// A node can fail to start when another process takes one of its
+	// ports between freePorts and the bind, or when a loaded machine is
+	// slow: the whole cluster is started again on fresh ports (and a fresh
+	// data directory), up to three times.
+	var err error
+	for attempt := range 3 {
+		co := o
+		if attempt > 0 {
+			co.DataDir = filepath.Join(o.DataDir, fmt.Sprintf("retry%d", attempt))
+		}
+		var c *Cluster
+		if c, err = startClusterOnce(co); err == nil {
+			return c, nil
+		}
+	}
+	return nil, err
+}
+
+func startClusterOnce(o ClusterOptions) (*Cluster, error) {
 	c := &Cluster{Keys: o.Keys, o: o, nodes: make([]*server.Server, o.Nodes)}
 	// Ports are chosen up front: every node's route list must name every
 	// other node before any of them starts, and a restarted node must come
@@ -178,13 +197,13 @@ func (c *Cluster) start(i int, restart bool) error {
 		return fmt.Errorf("natsrun: node %s: %w", c.names[i], err)
 	}
 	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
+	if !s.ReadyForConnections(20 * time.Second) {
 		s.Shutdown()
 		what := "start"
 		if restart {
 			what = "restart"
 		}
-		return fmt.Errorf("natsrun: node %s did not %s within 10s (client port %d, route port %d)", c.names[i], what, c.clientPorts[i], c.routePorts[i])
+		return fmt.Errorf("natsrun: node %s did not %s within 20s (client port %d, route port %d)", c.names[i], what, c.clientPorts[i], c.routePorts[i])
 	}
 	c.mu.Lock()
 	c.nodes[i] = s
