@@ -452,9 +452,11 @@ func (s *Server) evaluateDegradable(snap *evaluator.Snapshot, f *evaluator.Flag,
 // EvaluateFlag evaluates f against snap as the OFREP endpoints do, through
 // the targeting degradation (a flag with fallbackTargeting serves it under
 // cost or overload, with metadata saying so). flagd's gRPC services use it
-// so both protocols answer alike, and record experiment exposures alike.
+// so both protocols answer alike, and are counted (evaluation metrics and
+// usage) and record experiment exposures alike.
 func (s *Server) EvaluateFlag(snap *evaluator.Snapshot, f *evaluator.Flag, ec *evaluator.Context) evaluator.Result {
 	r := s.deg.evaluateFlag(snap, f, ec)
+	s.m.countEval(true, &r)
 	if s.o.Experiments != nil && f.ExperimentMetrics() != nil {
 		s.expose(f, ec, &r)
 	}

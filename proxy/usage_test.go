@@ -202,3 +202,26 @@ func TestUsageAppHeaderAnyCase(t *testing.T) {
 		t.Errorf("apps = %v", apps)
 	}
 }
+
+// Evaluations through flagd's gRPC services (Server.EvaluateFlag) count
+// like OFREP ones: a flag used only by gRPC clients is not "unused".
+func TestUsageCountsGRPCEvaluations(t *testing.T) {
+	var hold evaluator.Holder
+	hold.Store(mustSnapshot(t, benchFlags, 1))
+	s, err := New(Options{Addr: "127.0.0.1:0", Source: &hold})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.cache.Close()
+	snap := hold.Current()
+	var ec evaluator.Context
+	for range 3 {
+		if r := s.EvaluateFlag(snap, snap.Flag("static"), &ec); r.Variant != "on" {
+			t.Fatalf("static: %+v", r)
+		}
+	}
+	counts, _ := takeUsage(t, s)
+	if n := counts["static/on/STATIC/"]; n != 3 {
+		t.Fatalf("usage counts %v, want static/on/STATIC/ = 3", counts)
+	}
+}
