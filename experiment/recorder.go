@@ -45,8 +45,11 @@ type Recorder struct {
 	// evaluation path).
 	gen atomic.Int64
 
-	mu    sync.RWMutex
-	flags map[string]*flagRec
+	// flags is read without a lock on every exposure and replaced whole
+	// (under mu) when an experiment appears or is released: there are few
+	// experiment flags, and they change rarely.
+	mu    sync.Mutex
+	flags atomic.Pointer[map[string]*flagRec]
 }
 
 type flagRec struct {
@@ -57,8 +60,12 @@ type flagRec struct {
 }
 
 type unitShard struct {
-	mu    sync.Mutex
-	units map[string]*unit
+	mu sync.Mutex
+	// units is keyed by a 64-bit seeded hash of the targeting key (one hash
+	// per exposure picks the shard and the entry, and no key string is
+	// kept); two keys colliding would share one unit, about once in 10^9
+	// at the default cap.
+	units map[uint64]unit
 	agg   map[string]*VariantDelta // variant → delta since the last Take
 }
 
@@ -73,33 +80,39 @@ func NewRecorder(maxUnits int) *Recorder {
 	if maxUnits <= 0 {
 		maxUnits = DefaultMaxUnits
 	}
-	return &Recorder{maxUnits: int64(maxUnits), seed: maphash.MakeSeed(), flags: map[string]*flagRec{}}
+	r := &Recorder{maxUnits: int64(maxUnits), seed: maphash.MakeSeed()}
+	r.flags.Store(&map[string]*flagRec{})
+	return r
 }
 
 func (r *Recorder) flag(key string, metrics []string) *flagRec {
-	r.mu.RLock()
-	f := r.flags[key]
-	r.mu.RUnlock()
-	if f != nil {
+	if f := (*r.flags.Load())[key]; f != nil {
 		return f
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if f = r.flags[key]; f == nil {
-		f = &flagRec{}
-		ms := metrics // only this copy escapes, on this path
-		f.metrics.Store(&ms)
-		for i := range f.shard {
-			f.shard[i] = unitShard{units: map[string]*unit{}, agg: map[string]*VariantDelta{}}
-		}
-		r.flags[key] = f
+	cur := *r.flags.Load()
+	if f := cur[key]; f != nil {
+		return f
 	}
+	f := &flagRec{}
+	ms := metrics // only this copy escapes, on this path
+	f.metrics.Store(&ms)
+	for i := range f.shard {
+		f.shard[i] = unitShard{units: map[uint64]unit{}, agg: map[string]*VariantDelta{}}
+	}
+	next := make(map[string]*flagRec, len(cur)+1)
+	for k, v := range cur {
+		next[k] = v
+	}
+	next[key] = f
+	r.flags.Store(&next)
 	return f
 }
 
-func (r *Recorder) shardOf(f *flagRec, unitKey string) *unitShard {
-	return &f.shard[maphash.String(r.seed, unitKey)%shards]
-}
+func (r *Recorder) unitHash(unitKey string) uint64 { return maphash.String(r.seed, unitKey) }
+
+func (f *flagRec) shardOf(h uint64) *unitShard { return &f.shard[h%shards] }
 
 // Expose records that unitKey was served variant of the experiment flag
 // whose metrics are given. Only the first exposure of a unit counts: a
@@ -118,10 +131,11 @@ func (r *Recorder) Expose(flagKey string, metrics []string, unitKey, variant str
 		ms := metrics // the definition changed (a new snapshot)
 		f.metrics.Store(&ms)
 	}
-	sh := r.shardOf(f, unitKey)
+	h := r.unitHash(unitKey)
+	sh := f.shardOf(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, ok := sh.units[unitKey]; ok {
+	if _, ok := sh.units[h]; ok {
 		return
 	}
 	if r.units.Add(1) > r.maxUnits {
@@ -129,7 +143,7 @@ func (r *Recorder) Expose(flagKey string, metrics []string, unitKey, variant str
 		r.overflow.Add(1)
 		return
 	}
-	sh.units[unitKey] = &unit{variant: variant}
+	sh.units[h] = unit{variant: variant}
 	sh.delta(variant).Exposed++
 }
 
@@ -150,10 +164,9 @@ func (r *Recorder) Track(eventKey, unitKey string, value float64, hasValue bool)
 	if unitKey == "" {
 		return false
 	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
 	joined := false
-	for _, f := range r.flags {
+	h := r.unitHash(unitKey)
+	for _, f := range *r.flags.Load() {
 		idx := -1
 		for i, m := range *f.metrics.Load() {
 			if m == eventKey {
@@ -164,12 +177,13 @@ func (r *Recorder) Track(eventKey, unitKey string, value float64, hasValue bool)
 		if idx < 0 || idx >= 32 {
 			continue
 		}
-		sh := r.shardOf(f, unitKey)
+		sh := f.shardOf(h)
 		sh.mu.Lock()
-		if u := sh.units[unitKey]; u != nil {
+		if u, ok := sh.units[h]; ok {
 			d := sh.delta(u.variant).metric(eventKey)
 			if u.converted&(1<<idx) == 0 {
 				u.converted |= 1 << idx
+				sh.units[h] = u
 				d.Converted++
 			}
 			d.Events++
@@ -248,7 +262,9 @@ func (r *Recorder) Take() (json.RawMessage, error) {
 	now := time.Now()
 	g := r.gen.Add(1) - 1 // the generation that just ended
 	r.mu.Lock()
-	for key, f := range r.flags {
+	cur := *r.flags.Load()
+	keep := make(map[string]*flagRec, len(cur))
+	for key, f := range cur {
 		for i := range f.shard {
 			sh := &f.shard[i]
 			sh.mu.Lock()
@@ -276,8 +292,12 @@ func (r *Recorder) Take() (json.RawMessage, error) {
 				n += len(f.shard[i].units)
 			}
 			r.units.Add(-int64(n))
-			delete(r.flags, key)
+			continue // released
 		}
+		keep[key] = f
+	}
+	if len(keep) != len(cur) {
+		r.flags.Store(&keep)
 	}
 	r.mu.Unlock()
 	if len(out.Flags) == 0 && out.Overflow == 0 && out.NoUnit == 0 {

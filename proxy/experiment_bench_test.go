@@ -22,6 +22,9 @@ const expBenchFlags = `{"flags":{
  "rollout-exp": {"state":"ENABLED","variants":{"new":true,"old":false},"defaultVariant":"old","targeting":{"fractional":[["new",50],["old",50]]},
    "experiment":{"control":"old","metrics":[{"key":"purchase"}]}}}}`
 
+// Both run without the response cache, which experiment flags bypass (every
+// answer is an exposure): the comparison isolates the recorder's cost.
+
 // expBodies are 4,096 contexts with distinct targeting keys, cycled: the
 // first pass enrols units, later ones find them known, as returning users do.
 func expBodies() [][]byte {
@@ -39,7 +42,7 @@ func BenchmarkHandlerExperiment(b *testing.B) {
 		b.Run(flag, func(b *testing.B) {
 			var h evaluator.Holder
 			h.Store(mustSnapshot(b, expBenchFlags, 1))
-			s, err := New(Options{Addr: "127.0.0.1:0", Source: &h, Experiments: experiment.NewRecorder(0)})
+			s, err := New(Options{Addr: "127.0.0.1:0", Source: &h, Experiments: experiment.NewRecorder(0), CacheBytes: -1})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -67,7 +70,7 @@ func BenchmarkLoopbackExperiment(b *testing.B) {
 		b.Run(flag, func(b *testing.B) {
 			var h evaluator.Holder
 			h.Store(mustSnapshot(b, expBenchFlags, 1))
-			s, err := New(Options{Addr: "127.0.0.1:0", Source: &h, Experiments: experiment.NewRecorder(0)})
+			s, err := New(Options{Addr: "127.0.0.1:0", Source: &h, Experiments: experiment.NewRecorder(0), CacheBytes: -1})
 			if err != nil {
 				b.Fatal(err)
 			}
