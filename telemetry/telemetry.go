@@ -61,7 +61,6 @@ func (b *Batch) ID() string {
 }
 
 var (
-	kindPattern = regexp.MustCompile(`^[a-z]{1,32}$`)
 	envPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`) // config.EnvNamePattern
 	bootPattern = regexp.MustCompile(`^[0-9a-f]{8,64}$`)
 )
