@@ -2,10 +2,13 @@ package experiment
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,14 +18,19 @@ import (
 	"github.com/pennon-dev/pennon/telemetry"
 )
 
-// StateBucket is the JetStream KV bucket holding the aggregates (key
-// "state"): totals and an hourly series per experiment, with the telemetry
-// stream sequence they include. After a restart the aggregator loads it
-// and follows the stream from the next sequence, so no batch is lost or
-// counted twice.
+// StateBucket is the JetStream KV bucket holding the aggregates: one key
+// per experiment ("x.<hash of env and flag>": totals and an hourly series),
+// one per environment ("e.<env>": exposures not attributed), each with the
+// telemetry stream sequence it includes, and "cursor", the sequence every
+// key includes. After a restart the aggregator loads them and replays the
+// stream from the cursor, applying a batch to a key only past that key's
+// own sequence: nothing is lost or counted twice, even when it stopped
+// between writing the keys and the cursor. One key per experiment keeps
+// each value far below JetStream's message size limit.
 const StateBucket = "pennon-experiments"
 
-// maxHours bounds each experiment's hourly series (two weeks).
+// maxHours bounds each experiment's hourly series (two weeks, about 200
+// bytes per variant and metric per hour: well within one KV value).
 const maxHours = 14 * 24
 
 // Totals is one experiment's aggregates: variant → what its units did.
@@ -35,19 +43,33 @@ type Point struct {
 }
 
 type expState struct {
-	Totals   Totals  `json:"totals"`
-	Series   []Point `json:"series,omitempty"` // oldest first, cumulative
-	Overflow uint64  `json:"overflow,omitempty"`
-	Updated  time.Time
+	Env     string    `json:"env"`
+	Flag    string    `json:"flag"`
+	Through uint64    `json:"through"` // last stream sequence applied to this experiment
+	Totals  Totals    `json:"totals"`
+	Series  []Point   `json:"series,omitempty"` // oldest first, cumulative
+	Updated time.Time `json:"updated"`
+	dirty   bool
+}
+
+// envState counts, per environment, exposures without a targeting key or
+// beyond a sidecar's unit cap.
+type envState struct {
+	Through  uint64 `json:"through"`
+	NoUnit   uint64 `json:"noUnit,omitempty"`
+	Overflow uint64 `json:"overflow,omitempty"`
+	dirty    bool
 }
 
 type persisted struct {
-	Through uint64                          `json:"through"` // telemetry stream sequence included
-	Envs    map[string]map[string]*expState `json:"envs"`    // env → flag → state
-	// Unattributed counts exposures without a targeting key or beyond a
-	// sidecar's unit cap, per env.
-	NoUnit   map[string]uint64 `json:"noUnit,omitempty"`
-	Overflow map[string]uint64 `json:"overflow,omitempty"`
+	Through uint64                          // cursor: every batch up to here is in every key
+	Envs    map[string]map[string]*expState // env → flag → state
+	EnvAgg  map[string]*envState
+}
+
+func expKey(env, flag string) string {
+	h := sha256.Sum256([]byte(env + "\x00" + flag))
+	return "x." + hex.EncodeToString(h[:16])
 }
 
 // AggregatorOptions configure the control plane's side.
@@ -66,9 +88,10 @@ type Aggregator struct {
 	kv  jetstream.KeyValue
 	ing *telemetry.Ingest
 
-	mu    sync.Mutex
-	st    persisted
-	dirty bool
+	mu        sync.Mutex
+	st        persisted
+	dirty     bool
+	warnedGap bool
 }
 
 // OpenAggregator loads the saved aggregates; Run follows the stream.
@@ -90,27 +113,55 @@ func OpenAggregator(ctx context.Context, js jetstream.JetStream, ing *telemetry.
 	if err != nil {
 		return nil, fmt.Errorf("experiment: %w", err)
 	}
-	a := &Aggregator{o: o, kv: kv, ing: ing, st: persisted{Envs: map[string]map[string]*expState{}, NoUnit: map[string]uint64{}, Overflow: map[string]uint64{}}}
-	e, err := kv.Get(ctx, "state")
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-	case err != nil:
+	a := &Aggregator{o: o, kv: kv, ing: ing, st: persisted{Envs: map[string]map[string]*expState{}, EnvAgg: map[string]*envState{}}}
+	if err := a.load(ctx); err != nil {
 		return nil, fmt.Errorf("experiment: load aggregates: %w", err)
-	default:
-		if err := json.Unmarshal(e.Value(), &a.st); err != nil {
-			return nil, fmt.Errorf("experiment: saved aggregates do not decode: %w", err)
-		}
-		if a.st.Envs == nil {
-			a.st.Envs = map[string]map[string]*expState{}
-		}
-		if a.st.NoUnit == nil {
-			a.st.NoUnit = map[string]uint64{}
-		}
-		if a.st.Overflow == nil {
-			a.st.Overflow = map[string]uint64{}
-		}
 	}
 	return a, nil
+}
+
+// load reads every saved key.
+func (a *Aggregator) load(ctx context.Context) error {
+	lister, err := a.kv.ListKeys(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = lister.Stop() }()
+	for key := range lister.Keys() {
+		e, err := a.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case key == "cursor":
+			var c struct {
+				Through uint64 `json:"through"`
+			}
+			if err := json.Unmarshal(e.Value(), &c); err != nil {
+				return fmt.Errorf("cursor does not decode: %w", err)
+			}
+			a.st.Through = c.Through
+		case strings.HasPrefix(key, "e."):
+			var es envState
+			if err := json.Unmarshal(e.Value(), &es); err != nil {
+				return fmt.Errorf("%s does not decode: %w", key, err)
+			}
+			a.st.EnvAgg[strings.TrimPrefix(key, "e.")] = &es
+		case strings.HasPrefix(key, "x."):
+			var st expState
+			if err := json.Unmarshal(e.Value(), &st); err != nil {
+				return fmt.Errorf("%s does not decode: %w", key, err)
+			}
+			if a.st.Envs[st.Env] == nil {
+				a.st.Envs[st.Env] = map[string]*expState{}
+			}
+			a.st.Envs[st.Env][st.Flag] = &st
+		}
+	}
+	return nil
 }
 
 // Run follows the experiments telemetry from where the saved aggregates
@@ -168,9 +219,10 @@ func (a *Aggregator) apply(s telemetry.Stored) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s.Seq <= a.st.Through {
-		return // already included in the saved aggregates
+		return // already included in every saved key
 	}
-	if gap := a.st.Through; gap > 0 && s.Seq > gap+1 {
+	if gap := a.st.Through; gap > 0 && s.Seq > gap+1 && !a.warnedGap {
+		a.warnedGap = true
 		a.o.Logger.Warn("experiment batches expired before they were aggregated (the control plane was down longer than the telemetry retention)",
 			zap.Uint64("from", gap+1), zap.Uint64("to", s.Seq-1))
 	}
@@ -182,8 +234,16 @@ func (a *Aggregator) apply(s telemetry.Stored) {
 		return
 	}
 	env := s.Batch.Env
-	a.st.NoUnit[env] += d.NoUnit
-	a.st.Overflow[env] += d.Overflow
+	es := a.st.EnvAgg[env]
+	if es == nil {
+		es = &envState{}
+		a.st.EnvAgg[env] = es
+	}
+	if s.Seq > es.Through { // not yet in its saved key
+		es.NoUnit += d.NoUnit
+		es.Overflow += d.Overflow
+		es.Through, es.dirty = s.Seq, true
+	}
 	flags := a.st.Envs[env]
 	if flags == nil {
 		flags = map[string]*expState{}
@@ -196,9 +256,13 @@ func (a *Aggregator) apply(s telemetry.Stored) {
 		}
 		st := flags[flag]
 		if st == nil {
-			st = &expState{Totals: Totals{}}
+			st = &expState{Env: env, Flag: flag, Totals: Totals{}}
 			flags[flag] = st
 		}
+		if s.Seq <= st.Through {
+			continue // its saved key already includes this batch
+		}
+		st.Through, st.dirty = s.Seq, true
 		for v, vd := range variants {
 			if vd == nil || len(vd.Metrics) > 64 {
 				continue
@@ -236,19 +300,57 @@ func (t Totals) clone() Totals {
 	return out
 }
 
+// save writes every changed key, then the cursor. A crash between the two
+// is harmless: each key says what it includes.
 func (a *Aggregator) save(ctx context.Context) error {
+	type put struct {
+		key  string
+		data []byte
+		done func()
+	}
 	a.mu.Lock()
 	if !a.dirty {
 		a.mu.Unlock()
 		return nil
 	}
-	data, err := json.Marshal(a.st)
+	var puts []put
+	for _, flags := range a.st.Envs {
+		for _, st := range flags {
+			if !st.dirty {
+				continue
+			}
+			data, err := json.Marshal(st)
+			if err != nil {
+				a.mu.Unlock()
+				return err
+			}
+			st.dirty = false
+			puts = append(puts, put{expKey(st.Env, st.Flag), data, func() { st.dirty = true }})
+		}
+	}
+	for env, es := range a.st.EnvAgg {
+		if !es.dirty {
+			continue
+		}
+		data, _ := json.Marshal(es)
+		es.dirty = false
+		puts = append(puts, put{"e." + env, data, func() { es.dirty = true }})
+	}
+	cursor, _ := json.Marshal(map[string]uint64{"through": a.st.Through})
 	a.dirty = false
 	a.mu.Unlock()
-	if err != nil {
-		return err
+	for i, p := range puts {
+		if _, err := a.kv.Put(ctx, p.key, p.data); err != nil {
+			a.mu.Lock()
+			for _, q := range puts[i:] {
+				q.done()
+			}
+			a.dirty = true
+			a.mu.Unlock()
+			return err
+		}
 	}
-	if _, err := a.kv.Put(ctx, "state", data); err != nil {
+	if _, err := a.kv.Put(ctx, "cursor", cursor); err != nil {
 		a.mu.Lock()
 		a.dirty = true
 		a.mu.Unlock()
@@ -274,7 +376,10 @@ func (a *Aggregator) Get(env, flag string) (Snapshot, bool) {
 	if st == nil {
 		return Snapshot{}, false
 	}
-	out := Snapshot{Totals: st.Totals.clone(), Updated: st.Updated, NoUnit: a.st.NoUnit[env], Overflow: a.st.Overflow[env]}
+	out := Snapshot{Totals: st.Totals.clone(), Updated: st.Updated}
+	if es := a.st.EnvAgg[env]; es != nil {
+		out.NoUnit, out.Overflow = es.NoUnit, es.Overflow
+	}
 	for _, p := range st.Series {
 		out.Series = append(out.Series, Point{Hour: p.Hour, Totals: p.Totals.clone()})
 	}
