@@ -41,6 +41,12 @@ type Ingest struct {
 	o   IngestOptions
 	js  jetstream.JetStream
 	sub *nats.Subscription
+	// Storing a batch waits for JetStream's acknowledgement (about a
+	// millisecond); requests are handled by up to ingestWorkers goroutines
+	// so a fleet is not served one batch at a time. The subscription
+	// blocks when all are busy (back-pressure), and Close waits for them.
+	workers chan struct{}
+	wg      sync.WaitGroup
 
 	mAccepted *prometheus.CounterVec
 	mRejected *prometheus.CounterVec
@@ -82,7 +88,7 @@ func OpenIngest(ctx context.Context, js jetstream.JetStream, o IngestOptions) (*
 			return nil, fmt.Errorf("telemetry: stream %s: %w", StreamName(kind), err)
 		}
 	}
-	i := &Ingest{o: o, js: js,
+	i := &Ingest{o: o, js: js, workers: make(chan struct{}, ingestWorkers),
 		mAccepted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_telemetry_received_total",
 			Help: "Telemetry batches stored, by kind and path (nats, http); resends count once per delivery."}, []string{"kind", "via"}),
 		mRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_telemetry_rejected_total",
@@ -142,7 +148,19 @@ func (i *Ingest) Listen(nc *nats.Conn) error {
 	return nil
 }
 
+// ingestWorkers bounds the batches being stored at once.
+const ingestWorkers = 32
+
 func (i *Ingest) onRequest(m *nats.Msg) {
+	i.workers <- struct{}{}
+	i.wg.Add(1)
+	go func() {
+		defer func() { <-i.workers; i.wg.Done() }()
+		i.handle(m)
+	}()
+}
+
+func (i *Ingest) handle(m *nats.Msg) {
 	reply := func(a Ack) {
 		if m.Reply == "" {
 			return
@@ -171,12 +189,14 @@ func (i *Ingest) onRequest(m *nats.Msg) {
 	reply(Ack{Seq: b.Seq})
 }
 
-// Close stops listening.
+// Close stops listening and waits for the batches being stored.
 func (i *Ingest) Close() error {
+	var err error
 	if i.sub != nil {
-		return i.sub.Unsubscribe()
+		err = i.sub.Unsubscribe()
 	}
-	return nil
+	i.wg.Wait()
+	return err
 }
 
 // Stored is a batch as kept in its stream.
