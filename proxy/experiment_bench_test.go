@@ -1,12 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -63,48 +60,21 @@ func BenchmarkHandlerExperiment(b *testing.B) {
 	}
 }
 
-// BenchmarkLoopbackExperiment compares whole requests over 127.0.0.1.
+// BenchmarkLoopbackExperiment compares whole requests over 127.0.0.1,
+// through the same harness as the other loopback benchmarks.
 func BenchmarkLoopbackExperiment(b *testing.B) {
 	bodies := expBodies()
 	for _, flag := range []string{"rollout", "rollout-exp"} {
 		b.Run(flag, func(b *testing.B) {
 			var h evaluator.Holder
 			h.Store(mustSnapshot(b, expBenchFlags, 1))
-			s, err := New(Options{Addr: "127.0.0.1:0", Source: &h, Experiments: experiment.NewRecorder(0), CacheBytes: -1})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := s.Listen(); err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- s.Serve(ctx) }()
-			client := &fasthttp.HostClient{Addr: s.Addr(), MaxConns: 64, MaxIdleConnDuration: 50 * time.Millisecond,
-				Dial: func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) }}
-			defer func() {
-				client.CloseIdleConnections()
-				cancel()
-				if err := <-done; err != nil {
-					b.Errorf("serve: %v", err)
-				}
-			}()
-			uri := "http://" + s.Addr() + "/ofrep/v1/evaluate/flags/" + flag
 			var next atomic.Uint64
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-				defer fasthttp.ReleaseRequest(req)
-				defer fasthttp.ReleaseResponse(resp)
-				req.Header.SetMethod("POST")
-				req.Header.SetContentType("application/json")
-				req.SetRequestURI(uri)
-				for pb.Next() {
-					req.SetBody(bodies[next.Add(1)%uint64(len(bodies))])
-					if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-						b.Fatalf("%v %d", err, resp.StatusCode())
-					}
+			benchmarkLoopback(b, "/ofrep/v1/evaluate/flags/"+flag, func(o *Options, r *fasthttp.Request) {
+				if o != nil {
+					o.Source, o.Experiments, o.CacheBytes = &h, experiment.NewRecorder(0), -1
+				}
+				if r != nil {
+					r.SetBody(bodies[next.Add(1)%uint64(len(bodies))])
 				}
 			})
 		})
