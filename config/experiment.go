@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
-	"sort"
 	"strings"
 )
 
@@ -61,7 +60,7 @@ func (p *parser) experiment(raw json.RawMessage, path string, variants map[strin
 		p.add(path, "unknown field(s) %s (allowed: %s)", strings.Join(u, ", "), strings.Join(experimentFields, ", "))
 	}
 	e := &Experiment{}
-	names := variantNames(variants)
+	names := strings.Join(keysOf(variants), ", ")
 	if b, ok := obj["control"]; !ok || json.Unmarshal(b, &e.Control) != nil || e.Control == "" {
 		p.add(path+".control", "is required: the name of the variant the others are compared with (one of %s)", names)
 	} else if _, ok := variants[e.Control]; !ok {
@@ -72,7 +71,7 @@ func (p *parser) experiment(raw json.RawMessage, path string, variants map[strin
 			p.add(path+".split", "must map variant names to expected shares (numbers), e.g. {\"on\": 50, \"off\": 50}")
 		} else {
 			total := 0.0
-			for _, v := range sortedKeys(e.Split) {
+			for _, v := range keysOf(e.Split) {
 				switch w := e.Split[v]; {
 				case variants[v] == nil:
 					p.add(path+".split."+v, "is not a variant of this flag (variants: %s)", names)
@@ -117,24 +116,6 @@ func (p *parser) experiment(raw json.RawMessage, path string, variants map[strin
 		}
 	}
 	return e
-}
-
-func variantNames(variants map[string]json.RawMessage) string {
-	names := make([]string, 0, len(variants))
-	for v := range variants {
-		names = append(names, v)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // ExpectedSplit is the share each variant should get, summing to 1, over

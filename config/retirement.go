@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 )
@@ -153,12 +152,7 @@ func (p *parser) retirement(raw json.RawMessage, path string, variants map[strin
 		p.add(path+".servedVariant", "required with forDays: the variant that must have been served")
 	case r.ServedVariant != "" && len(variants) > 0:
 		if _, ok := variants[r.ServedVariant]; !ok {
-			names := make([]string, 0, len(variants))
-			for n := range variants {
-				names = append(names, n)
-			}
-			slices.Sort(names)
-			p.add(path+".servedVariant", "%q is not a variant of this flag (have: %s)", r.ServedVariant, strings.Join(names, ", "))
+			p.add(path+".servedVariant", "%q is not a variant of this flag (have: %s)", r.ServedVariant, strings.Join(keysOf(variants), ", "))
 		}
 	}
 	if len(p.problems) == before && !r.Checkable() {
