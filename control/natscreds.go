@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -39,23 +38,6 @@ type NATSCredentials struct {
 	ReportSubject string    `json:"reportSubject"`
 }
 
-// maxSidecarID bounds sidecar IDs (a pod name is at most 253 characters).
-const maxSidecarID = 253
-
-// validSidecarID accepts printable, non-space characters: IDs appear in
-// logs, metrics and the fleet view.
-func validSidecarID(id string) bool {
-	if id == "" || len(id) > maxSidecarID {
-		return false
-	}
-	for _, r := range id {
-		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
-			return false
-		}
-	}
-	return true
-}
-
 // natsCredentials exchanges an API token with a role in {env} for NATS
 // credentials of a sidecar of {env}: subscribe to live and heartbeats,
 // publish its own reports, nothing else. They never outlive the API token.
@@ -71,8 +53,8 @@ func (s *Server) natsCredentials(w http.ResponseWriter, r *http.Request, p princ
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
-	if !validSidecarID(req.ID) {
-		return fieldErr(CodeValidation, "id", "id: must be 1-%d printable characters without spaces (the sidecar's pod name), got %q", maxSidecarID, truncate(req.ID, 64))
+	if !telemetry.ValidSidecarID(req.ID) {
+		return fieldErr(CodeValidation, "id", "id: must be 1-%d printable characters without spaces (the sidecar's pod name), got %q", telemetry.MaxSidecarID, truncate(req.ID, 64))
 	}
 	ttl := s.o.SidecarCredentialTTL
 	if ttl <= 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pennon-dev/pennon/config"
 	"github.com/pennon-dev/pennon/notify"
+	"github.com/pennon-dev/pennon/telemetry"
 )
 
 // ReportVerifier binds report subjects to sidecar IDs
@@ -159,15 +160,7 @@ func (r *Registry) Record(rep config.SidecarReport, via string) bool {
 }
 
 func validSidecarReport(rep config.SidecarReport) bool {
-	if rep.ID == "" || len(rep.ID) > 253 || len(rep.State) > 32 || len(rep.Hash) > 128 {
-		return false
-	}
-	for _, c := range rep.ID {
-		if c < 0x21 || c == 0x7f {
-			return false
-		}
-	}
-	return true
+	return telemetry.ValidSidecarID(rep.ID) && len(rep.State) <= 32 && len(rep.Hash) <= 128
 }
 
 func (r *Registry) evictOldestLocked() {

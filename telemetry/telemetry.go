@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+	"unicode"
 )
 
 // Kinds of telemetry. A kind names a JetStream stream and a subject token,
@@ -73,8 +74,8 @@ func (b *Batch) Validate() error {
 		return fmt.Errorf("kind: %q is not one of %v", b.Kind, Kinds)
 	case !envPattern.MatchString(b.Env):
 		return fmt.Errorf("env: %q is not an environment name", b.Env)
-	case !validSidecarID(b.Sidecar):
-		return fmt.Errorf("sidecar: must be 1-%d printable characters without spaces, got %q", maxSidecarID, b.Sidecar)
+	case !ValidSidecarID(b.Sidecar):
+		return fmt.Errorf("sidecar: must be 1-%d printable characters without spaces, got %q", MaxSidecarID, b.Sidecar)
 	case !bootPattern.MatchString(b.Boot):
 		return fmt.Errorf("boot: must be 8-64 lower-case hex digits, got %q", b.Boot)
 	case b.Seq == 0:
@@ -96,15 +97,19 @@ func knownKind(k string) bool {
 	return false
 }
 
-// maxSidecarID matches the control plane's limit on sidecar IDs.
-const maxSidecarID = 253
+// MaxSidecarID bounds a sidecar's ID (its pod name, up to a DNS name's
+// length).
+const MaxSidecarID = 253
 
-func validSidecarID(id string) bool {
-	if id == "" || len(id) > maxSidecarID {
+// ValidSidecarID is the one rule for sidecar IDs, wherever one arrives
+// (credential requests, reports, telemetry): 1-MaxSidecarID printable
+// characters without spaces.
+func ValidSidecarID(id string) bool {
+	if id == "" || len(id) > MaxSidecarID {
 		return false
 	}
-	for _, c := range id {
-		if c <= ' ' || c == 0x7f {
+	for _, r := range id {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
 			return false
 		}
 	}
