@@ -43,6 +43,10 @@ type bulkPlan struct {
 	cacheKeyReads []string
 	cacheable     bool
 
+	// experiments are the flag set's experiment flags: every bulk answer
+	// is an exposure to each of them (experiment.go).
+	experiments []*evaluator.Flag
+
 	static  []prometheus.Counter // one per precomputed flag
 	served  atomic.Uint64        // answers not yet added to static
 	retired atomic.Int64         // unix nanos when a newer plan replaced it
@@ -141,6 +145,9 @@ func newBulkPlan(snap *evaluator.Snapshot, m *metrics) *bulkPlan {
 			cur = append(cur, ',')
 		}
 		f := snap.Flag(key)
+		if f.ExperimentMetrics() != nil {
+			p.experiments = append(p.experiments, f)
+		}
 		if !f.NeedsContext() && !f.ReadsTime() {
 			r := snap.EvaluateFlag(f, empty)
 			if r.ErrorCode == evaluator.CodeNone {

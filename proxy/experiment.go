@@ -27,30 +27,13 @@ func (s *Server) expose(f *evaluator.Flag, ec *evaluator.Context, r *evaluator.R
 	s.o.Experiments.Expose(f.Key(), f.ExperimentMetrics(), tk, r.Variant)
 }
 
-// experimentFlags lists a snapshot's experiment flags, built once per
-// snapshot for bulk evaluations.
-type experimentFlags struct {
-	id    uint64
-	flags []*evaluator.Flag
-}
-
 // exposeBulk records the exposures of a bulk evaluation: the unit saw every
-// experiment flag of the flag set. They are evaluated again here (only the
-// experiment flags, each a few hundred nanoseconds) because the bulk answer
-// may come whole from its cache.
-func (s *Server) exposeBulk(snap *evaluator.Snapshot, ec *evaluator.Context) {
-	ef := s.expIndex.Load()
-	if ef == nil || ef.id != snap.ID() {
-		ef = &experimentFlags{id: snap.ID()}
-		for _, k := range snap.Keys() {
-			if f := snap.Flag(k); f != nil && f.ExperimentMetrics() != nil {
-				ef.flags = append(ef.flags, f)
-			}
-		}
-		s.expIndex.Store(ef)
-	}
-	for _, f := range ef.flags {
-		r := snap.EvaluateFlag(f, ec)
+// experiment flag of the flag set (listed in the plan). They are evaluated
+// again here (only the experiment flags, each a few hundred nanoseconds)
+// because the bulk answer may come whole from its cache.
+func (s *Server) exposeBulk(plan *bulkPlan, ec *evaluator.Context) {
+	for _, f := range plan.experiments {
+		r := plan.snap.EvaluateFlag(f, ec)
 		s.expose(f, ec, &r)
 	}
 }

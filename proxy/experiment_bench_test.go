@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -78,5 +79,54 @@ func BenchmarkLoopbackExperiment(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// Every path that answers an experiment flag records the exposure once per
+// unit: single and bulk OFREP evaluations and flagd's gRPC services
+// (Server.EvaluateFlag); the plain flag beside it is never exposed.
+func TestExperimentExposuresOnEveryPath(t *testing.T) {
+	var h evaluator.Holder
+	h.Store(mustSnapshot(t, expBenchFlags, 1))
+	rec := experiment.NewRecorder(0)
+	s, err := New(Options{Addr: "127.0.0.1:0", Source: &h, Experiments: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.cache.Close()
+	handler := s.Handler()
+	var ctx fasthttp.RequestCtx
+	for _, c := range []struct{ path, unit string }{
+		{"/ofrep/v1/evaluate/flags/rollout-exp", "single"},
+		{"/ofrep/v1/evaluate/flags/rollout-exp", "single"}, // the same unit again
+		{"/ofrep/v1/evaluate/flags", "bulk"},
+		{"/ofrep/v1/evaluate/flags/rollout", "plain-only"},
+	} {
+		request(&ctx, "POST", c.path, []byte(`{"context":{"targetingKey":"`+c.unit+`"}}`))
+		handler(&ctx)
+		if ctx.Response.StatusCode() != 200 {
+			t.Fatalf("%s: %d %s", c.path, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+	snap := h.Current()
+	ec := evaluator.NewContext()
+	if err := ec.Decode([]byte(`{"targetingKey":"grpc"}`), evaluator.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	s.EvaluateFlag(snap, snap.Flag("rollout-exp"), ec)
+	raw, err := rec.Take()
+	if err != nil || raw == nil {
+		t.Fatalf("take: %s %v", raw, err)
+	}
+	var d experiment.Delta
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	var units uint64
+	for _, v := range d.Flags["rollout-exp"] {
+		units += v.Exposed
+	}
+	if units != 3 || len(d.Flags) != 1 {
+		t.Fatalf("exposures %s, want 3 units (single, bulk, grpc) of rollout-exp only", raw)
 	}
 }

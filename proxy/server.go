@@ -86,7 +86,6 @@ type Options struct {
 // Server is the sidecar's HTTP server.
 type Server struct {
 	o         Options
-	expIndex  atomic.Pointer[experimentFlags] // experiment.go
 	log       *zap.Logger
 	src       Source
 	fresh     FreshSource
@@ -683,13 +682,13 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 			}
 		}
 	} else {
-		if s.o.Experiments != nil {
-			s.exposeBulk(snap, ec)
-		}
 		if !s.bulkUsed.Load() {
 			s.bulkUsed.Store(true)
 		}
 		plan := s.bulkPlanFor(snap)
+		if s.o.Experiments != nil {
+			s.exposeBulk(plan, ec)
+		}
 		buf = s.answerBulk(ctx, (*bp)[:0], plan, ec)
 		if app != nil {
 			app.bulk(plan)
