@@ -75,11 +75,15 @@ type FlagDoc struct {
 	canon json.RawMessage
 	// decoded keeps the values Parse already decoded, so that checking and
 	// compiling do not decode the same JSON again (read-only, shared).
-	decoded struct {
-		variants  map[string]any
-		targeting any
-		fallback  any
-	}
+	// Parse drops them once the document is compiled.
+	decoded decodedRules
+}
+
+// decodedRules are a flag's variants and rules as Parse decoded them.
+type decodedRules struct {
+	variants  map[string]any
+	targeting any
+	fallback  any
 }
 
 // Allowed values of pennon's enumerated fields.

@@ -15,7 +15,9 @@ func canonicalJSON(v any) json.RawMessage {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
-	return bytes.TrimRight(buf.Bytes(), "\n")
+	// A copy of exactly the encoding's size: the buffer's spare capacity
+	// was a tenth of the live heap at 100,000 flags.
+	return bytes.Clone(bytes.TrimRight(buf.Bytes(), "\n"))
 }
 
 // FlagJSON returns one flag's definition as canonical JSON, or nil.
