@@ -7,14 +7,10 @@ package evaluator
 // encodings give every one of those flags the same answer, as
 // Flag.AppendCacheKey argues for one flag.
 func (c *Context) AppendValues(dst []byte, paths []string) []byte {
-	var m map[string]any
-	if c != nil {
-		m = c.m
-	}
 	for _, p := range paths {
 		dst = append(dst, p...)
 		dst = append(dst, 0)
-		dst = appendKeyValue(dst, lookupPath(m, p))
+		dst = appendKeyValue(dst, c.lookupPath(p))
 		dst = append(dst, 0)
 	}
 	return dst

@@ -15,8 +15,8 @@ type node func(e *env) any
 
 // env is the per-evaluation state a node reads.
 type env struct {
-	root    map[string]any // the evaluation context
-	scope   any            // current data inside map/filter/reduce/all/some/none
+	root    *Context // the evaluation context
+	scope   any      // current data inside map/filter/reduce/all/some/none
 	flagKey string
 	now     func() time.Time
 	// fail is set by an operator that flagd's JSON Logic library aborts on

@@ -22,6 +22,16 @@ func TestDecodeContextReuse(t *testing.T) {
 		{"empty", `{}`},
 		{"many values (chunks grow mid-decode)", manyValues(200)},
 		{"typical again", string(context200)},
+		// The top level is a flat list up to flatMax members and a map past
+		// it; both must read exactly like encoding/json's map.
+		{"exactly flatMax members", padded(`{"targetingKey":"tk"}`, flatMax-1)},
+		{"one past flatMax", padded(`{"targetingKey":"tk","x":{"y":[1,"z"]}}`, flatMax-1)},
+		{"many members", padded(`{"targetingKey":"tk"}`, 200)},
+		{"flat again after the map form", `{"targetingKey":"again","a":1}`},
+		{"duplicate in the flat list: last wins", `{"a":"first","b":1,"a":"second","targetingKey":5}`},
+		{"duplicate straddling flatMax: last wins", padded(`{"a":"first","targetingKey":"tk","a":{"k":"last"}}`, flatMax-1)},
+		{"duplicates only", `{"a":1,"a":2,"a":3,"a":4,"a":5,"a":6,"a":7,"a":8,"a":9,"a":10,"a":11,"a":12,"a":13,"a":14,"a":15,"a":16,"a":17,"a":18}`},
+		{"dotted and empty keys", `{"a.b":"literal","a":{"b":"nested"},"":"empty key"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := c.Decode([]byte(tc.js), Limits{}); err != nil {
@@ -31,9 +41,7 @@ func TestDecodeContextReuse(t *testing.T) {
 			if err := json.Unmarshal([]byte(tc.js), &want); err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(c.Map(), want) {
-				t.Fatalf("got %#v\nwant %#v", c.Map(), want)
-			}
+			checkTopLevel(t, c, want)
 		})
 	}
 }

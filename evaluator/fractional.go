@@ -163,7 +163,7 @@ func (fb *fracBuckets) eval(e *env) any {
 		}
 	}
 	if useKey {
-		tk, ok := e.root["targetingKey"].(string)
+		tk, ok := e.root.TargetingKey()
 		if !ok {
 			return nil // no targeting key: flagd cannot bucket, default variant
 		}

@@ -54,7 +54,7 @@ func (c *compiler) compileVar(op string, raw any, path string) node {
 			// inScope is fixed at compile time: reading c.depth here (it is 0
 			// once compiling ends) made every computed path read the root
 			// context, so equal cache keys could get different answers.
-			return lookup(e.data(inScope), splitPath(toString(pn(e))))
+			return e.at(inScope, splitPath(toString(pn(e))))
 		}
 	default:
 		c.problem(joinPath(path, "var[0]"), "var path must be a string or number, got %s", typeName(p))
@@ -87,7 +87,15 @@ func (e *env) data(inScope bool) any {
 	if inScope {
 		return e.scope
 	}
-	return e.root
+	return e.root.Map()
+}
+
+// at is lookup(e.data(inScope), segs) without building the context's map.
+func (e *env) at(inScope bool, segs []string) any {
+	if inScope {
+		return lookup(e.scope, segs)
+	}
+	return e.root.lookup(segs)
 }
 
 func splitPath(p string) []string {
@@ -126,16 +134,23 @@ func (c *compiler) varPath(p any, path string) node {
 		c.reads[s] = struct{}{}
 	}
 	segs := splitPath(s)
-	if len(segs) == 1 {
+	switch {
+	case len(segs) == 1 && !inScope:
 		k := segs[0]
 		return func(e *env) any {
-			if m, ok := e.data(inScope).(map[string]any); ok {
+			v, _ := e.root.get(k)
+			return v
+		}
+	case len(segs) == 1:
+		k := segs[0]
+		return func(e *env) any {
+			if m, ok := e.scope.(map[string]any); ok {
 				return m[k]
 			}
-			return lookup(e.data(inScope), segs)
+			return lookup(e.scope, segs)
 		}
 	}
-	return func(e *env) any { return lookup(e.data(inScope), segs) }
+	return func(e *env) any { return e.at(inScope, segs) }
 }
 
 // lookup walks a dotted path through objects and arrays.
@@ -179,7 +194,7 @@ func (c *compiler) compileMissing(op string, raw any, path string) node {
 		}
 		missing := []any{}
 		for _, k := range keys {
-			v := lookup(e.data(inScope), splitPath(toString(k)))
+			v := e.at(inScope, splitPath(toString(k)))
 			if v == nil || v == "" {
 				missing = append(missing, k)
 			}
@@ -228,7 +243,7 @@ func (c *compiler) compileMissingSome(op string, raw any, path string) node {
 		missing := []any{}
 		found := 0
 		for _, k := range keys {
-			v := lookup(e.data(inScope), splitPath(toString(k)))
+			v := e.at(inScope, splitPath(toString(k)))
 			if v == nil || v == "" {
 				missing = append(missing, k)
 			} else {

@@ -574,7 +574,7 @@ func (s *Snapshot) decide(f *Flag, rule node, ctx *Context) Result {
 		return f.result(f.def, ReasonStatic)
 	}
 	e := &ctx.env
-	*e = env{root: ctx.m, flagKey: f.key, now: s.now}
+	*e = env{root: ctx, flagKey: f.key, now: s.now}
 	out := rule(e)
 	failed := e.fail
 	*e = env{}
@@ -657,28 +657,13 @@ func (f *Flag) AppendCacheKey(dst []byte, ctx *Context) ([]byte, bool) {
 	if f.readsTime || f.dynamic {
 		return dst, false
 	}
-	var m map[string]any
-	if ctx != nil {
-		m = ctx.m
-	}
 	for _, r := range f.reads {
 		dst = append(dst, r...)
 		dst = append(dst, 0)
-		dst = appendKeyValue(dst, lookupPath(m, r))
+		dst = appendKeyValue(dst, ctx.lookupPath(r))
 		dst = append(dst, 0)
 	}
 	return dst, true
-}
-
-// lookupPath reads path exactly as a compiled var reads it: a dotted path
-// always walks nested values. (Preferring a literal "a.b" key, as this once
-// did, gave contexts with equal keys different answers when both a literal
-// "a.b" and an object "a" were present.)
-func lookupPath(m map[string]any, path string) any {
-	if !strings.Contains(path, ".") {
-		return m[path]
-	}
-	return lookup(m, strings.Split(path, "."))
 }
 
 // appendKeyValue appends a type-tagged, unambiguous encoding of v.
