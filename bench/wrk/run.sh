@@ -1,51 +1,102 @@
 #!/usr/bin/env bash
-# Reproduces the sidecar-vs-bare figures in bench/README.md: one run, same
-# machine, same wrk settings, loopback only.
-#   bash bench/wrk/run.sh [duration] [connections] [threads]
-# Needs wrk (Debian: apt-get install wrk).
+# The sidecar as its own process next to a bare fasthttp process answering
+# the same bytes (issue 16: "5-clause targeting end to end on loopback >= 0.80
+# of the bare answer in the same run"; "RSS <= 32 MiB at 1k flags after load").
+#
+#   bash bench/wrk/run.sh [duration] [connections] [rounds]     (default 8s 32 2)
+#
+# * Builds pennon and bench/bare. Each server is pinned to core 0 and wrk (one
+#   thread) to core 1 with taskset, so server and load generator never share
+#   a core (on a machine with more cores: SERVER_CPU=.. LOAD_CPU=..).
+# * For each flag (static, 5-clause targeting, 50/50 rollout) the bare process
+#   answers exactly the bytes pennon answered for that flag and context, with
+#   the same Server header: same response size, nothing evaluated.
+# * Rounds alternate bare, pennon, bare, pennon, ... per flag in one run; the
+#   ratio is pennon's total requests over bare's in the same round(s).
+# * Then a sidecar with 1,000 flags (half with targeting) gets single-flag and
+#   bulk evaluations, and its VmRSS / VmHWM / RssAnon / RssFile are printed
+#   from /proc/PID/status, with the Go heap from /metrics.
+# Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-dur=${1:-10s}; conns=${2:-32}; threads=${3:-2}
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk"; exit 1; }
+dur=${1:-8s}; conns=${2:-32}; rounds=${3:-2}
+scpu=${SERVER_CPU:-0}; lcpu=${LOAD_CPU:-1}
+for c in wrk taskset curl; do command -v "$c" >/dev/null || { echo "$c not found (wrk: apt-get install wrk)"; exit 1; }; done
 out=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$out"' EXIT
 go build -o "$out/pennon" ./cmd/pennon
 go build -o "$out/bare" ./bench/bare
-"$out/bare" -addr 127.0.0.1:18081 & bare=$!
-"$out/pennon" sidecar --file bench/wrk/flags.json --addr 127.0.0.1:18016 --log-level warn & side=$!
-trap 'kill $bare $side 2>/dev/null; wait 2>/dev/null; rm -rf "$out"' EXIT
-for _ in $(seq 50); do curl -sf http://127.0.0.1:18016/readyz >/dev/null && break; sleep 0.1; done
-run() { # label url
-  local r
-  r=$(wrk -t"$threads" -c"$conns" -d"$dur" --latency -s bench/wrk/post.lua "$2")
-  printf '%-22s %12s req/s   p50 %8s   p99 %8s\n' "$1" \
-    "$(awk '/Requests\/sec/ {print $2}' <<<"$r")" \
-    "$(awk '$1=="50%" {print $2}' <<<"$r")" "$(awk '$1=="99%" {print $2}' <<<"$r")"
-}
-echo "wrk -t$threads -c$conns -d$dur, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-run "bare fasthttp (40 B)" http://127.0.0.1:18081/
-run "pennon static" http://127.0.0.1:18016/ofrep/v1/evaluate/flags/static
-run "pennon 5-clause" http://127.0.0.1:18016/ofrep/v1/evaluate/flags/targeting5
-run "bare fasthttp (again)" http://127.0.0.1:18081/
-rss=$(awk '/VmRSS/ {print $2}' /proc/$side/status)
-echo "sidecar RSS after the run: $((rss/1024)) MiB (2 flags)"
+ctxbody='{"context":{"targetingKey":"u1","plan":"premium","country":"SE","email":"ann@example.com","age":33,"appVersion":"2.10.1"}}'
 
-# RSS with 1,000 flags (half with targeting), after a short load.
+# sidecar PORT FILE: a real sidecar, default settings, its gRPC ports moved
+# next to PORT so two of them can run at once.
+sidecar() {
+	taskset -c "$scpu" "$out/pennon" sidecar --file "$2" --addr "127.0.0.1:$1" \
+		--grpc-addr "127.0.0.1:$(($1 + 1))" --sync-addr "127.0.0.1:$(($1 + 2))" --log-level warn &
+	pids+=($!)
+	for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return; sleep 0.1; done
+	echo "sidecar on port $1 did not become ready"; exit 1
+}
+# wrkrun URL: requests/second of one wrk run (one thread, on the load core).
+wrkrun() {
+	taskset -c "$lcpu" wrk -t1 -c"$conns" -d"$dur" -s bench/wrk/post.lua "$1" | awk '/Requests\/sec/ {print $2}'
+}
+
+sidecar 18016 bench/wrk/flags.json
+flags=(static targeting5 rollout)
+port=18081
+declare -A bareurl
+for f in "${flags[@]}"; do
+	curl -sf -X POST -H 'Content-Type: application/json' -d "$ctxbody" \
+		"http://127.0.0.1:18016/ofrep/v1/evaluate/flags/$f" >"$out/$f.json"
+	taskset -c "$scpu" "$out/bare" -addr "127.0.0.1:$port" -body-file "$out/$f.json" -name pennon &
+	pids+=($!)
+	bareurl[$f]="http://127.0.0.1:$port/ofrep/v1/evaluate/flags/$f"
+	port=$((port + 1))
+done
+for f in "${flags[@]}"; do
+	for _ in $(seq 50); do curl -sf -X POST "${bareurl[$f]}" >/dev/null && break; sleep 0.1; done
+done
+
+echo "wrk -t1 -c$conns -d$dur, $rounds rounds; servers on cpu $scpu, wrk on cpu $lcpu; $(nproc) cores; $(date -u '+%F %H:%M UTC'); load $(cut -d' ' -f1-3 /proc/loadavg)"
+declare -A sb sp
+for f in "${flags[@]}"; do sb[$f]=0; sp[$f]=0; done
+for r in $(seq "$rounds"); do
+	for f in "${flags[@]}"; do
+		b=$(wrkrun "${bareurl[$f]}")
+		p=$(wrkrun "http://127.0.0.1:18016/ofrep/v1/evaluate/flags/$f")
+		sb[$f]=$(awk -v a="${sb[$f]}" -v b="$b" 'BEGIN {print a + b}')
+		sp[$f]=$(awk -v a="${sp[$f]}" -v b="$p" 'BEGIN {print a + b}')
+		printf 'round %d  %-10s  bare (%3d B) %10.0f req/s   pennon %10.0f req/s   ratio %.3f\n' \
+			"$r" "$f" "$(wc -c <"$out/$f.json")" "$b" "$p" "$(awk -v p="$p" -v b="$b" 'BEGIN {print p / b}')"
+	done
+done
+for f in "${flags[@]}"; do
+	printf 'all rounds  %-10s  pennon / bare = %.3f\n' "$f" "$(awk -v p="${sp[$f]}" -v b="${sb[$f]}" 'BEGIN {print p / b}')"
+done
+echo "load after the ratio runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# RSS with 1,000 flags (half with targeting) after single-flag and bulk load.
 {
-  printf '{"flags":{'
-  for i in $(seq 1 1000); do
-    [ "$i" -gt 1 ] && printf ','
-    if [ $((i % 2)) -eq 0 ]; then
-      printf '"f%d":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","targeting":{"if":[{"in":[{"var":"country"},["SE","NO","DK"]]},"on","off"]}}' "$i"
-    else
-      printf '"f%d":{"state":"ENABLED","variants":{"a":"alpha","b":"beta"},"defaultVariant":"a"}' "$i"
-    fi
-  done
-  printf '}}'
-} > "$out/flags1000.json"
-"$out/pennon" sidecar --file "$out/flags1000.json" --addr 127.0.0.1:18017 --log-level warn & big=$!
-for _ in $(seq 50); do curl -sf http://127.0.0.1:18017/readyz >/dev/null && break; sleep 0.1; done
-wrk -t1 -c8 -d3s -s bench/wrk/post.lua http://127.0.0.1:18017/ofrep/v1/evaluate/flags/f500 >/dev/null
-curl -s -X POST http://127.0.0.1:18017/ofrep/v1/evaluate/flags -H 'Content-Type: application/json' -d '{"context":{"country":"SE"}}' >/dev/null
-rss=$(awk '/VmRSS/ {print $2}' /proc/$big/status)
-echo "sidecar RSS with 1,000 flags: $((rss/1024)) MiB"
-kill $big
+	printf '{"flags":{'
+	for i in $(seq 1 1000); do
+		[ "$i" -gt 1 ] && printf ','
+		if [ $((i % 2)) -eq 0 ]; then
+			printf '"f%d":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","targeting":{"if":[{"in":[{"var":"country"},["SE","NO","DK"]]},"on","off"]}}' "$i"
+		else
+			printf '"f%d":{"state":"ENABLED","variants":{"a":"alpha","b":"beta"},"defaultVariant":"a"}' "$i"
+		fi
+	done
+	printf '}}'
+} >"$out/flags1000.json"
+sidecar 18026 "$out/flags1000.json"
+big=${pids[-1]}
+rss() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile):/ {printf "%s %.1f MiB  ", $1, $2 / 1024}' "/proc/$big/status"; echo; }
+echo "1,000 flags, ready:          $(rss)"
+s1=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags/f500)
+s2=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags/f501)
+bk=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags)
+echo "load: single f500 $s1 req/s, single f501 $s2 req/s, bulk (1,000 flags) $bk req/s"
+echo "1,000 flags, after the load: $(rss)"
+curl -s http://127.0.0.1:18026/metrics | awk '/^go_memstats_(heap_inuse|heap_idle|heap_released|stack_sys|gc_sys|buck_hash_sys)_bytes / {printf "%s %.1f MiB  ", substr($1, 13), $2 / 1048576} /^go_gc_(gogc_percent|gomemlimit_bytes) / {printf "%s %s  ", substr($1, 7), $2} END {print ""}'
