@@ -89,13 +89,26 @@ func contains(list []string, s string) bool {
 // variants, default/safe variants, $ref, prerequisites and cycles, targeting
 // compilation). Any problem gives a *ValidationError listing all of them.
 func Parse(data []byte) (*Document, error) {
+	doc, p, ok := parseFast(data)
+	if !ok {
+		doc, p = parseExact(data)
+		if doc == nil {
+			return nil, &ValidationError{Problems: p.problems}
+		}
+	}
+	return finishParse(doc, &p)
+}
+
+// parseExact reads data with encoding/json, reporting every problem it
+// finds; a nil document means data is not a JSON object at all.
+func parseExact(data []byte) (*Document, parser) {
 	var p parser
 	var top map[string]json.RawMessage
 	if err := decodeJSON(data, &top); err != nil {
-		return nil, &ValidationError{Problems: []evaluator.Problem{{Path: "", Reason: describeJSONError(data, err)}}}
+		return nil, parser{problems: []evaluator.Problem{{Path: "", Reason: describeJSONError(data, err)}}}
 	}
 	if top == nil {
-		return nil, &ValidationError{Problems: []evaluator.Problem{{Reason: "document must be a JSON object"}}}
+		return nil, parser{problems: []evaluator.Problem{{Reason: "document must be a JSON object"}}}
 	}
 	doc := &Document{evaluators: map[string]json.RawMessage{}}
 	p.problems = append(p.problems, duplicateKeys(data, "")...)
@@ -122,23 +135,43 @@ func Parse(data []byte) (*Document, error) {
 	raw, ok := top["flags"]
 	if !ok {
 		p.add("flags", "required: the document must have a flags object")
-	} else {
-		var flags map[string]json.RawMessage
-		if err := decodeJSON(raw, &flags); err != nil || flags == nil {
-			p.add("flags", "must be an object mapping flag keys to definitions")
-		}
-		doc.flags = cowmap.New[*FlagDoc](len(flags))
-		keys, parsed := parseFlags(&p, flags)
-		for i, key := range keys {
-			if f := parsed[i]; f != nil {
-				doc.flags.Set(key, f)
-				doc.keys = append(doc.keys, key)
-			}
-		}
-	}
-	if doc.flags == nil {
 		doc.flags = cowmap.New[*FlagDoc](0)
+		return doc, p
 	}
+	var flags map[string]json.RawMessage
+	if err := decodeJSON(raw, &flags); err != nil || flags == nil {
+		p.add("flags", "must be an object mapping flag keys to definitions")
+	}
+	keys := make([]string, 0, len(flags))
+	defs := make([][]byte, 0, len(flags))
+	for k, def := range flags {
+		keys, defs = append(keys, k), append(defs, def)
+	}
+	parsed := parseFlags(&p, keys, defs, nil)
+	doc.flags = newFlagTable(keys, parsed)
+	for i, key := range keys {
+		if parsed[i] != nil {
+			doc.keys = append(doc.keys, key)
+		}
+	}
+	return doc, p
+}
+
+// newFlagTable holds the flags that parsed (parsed[i] is keys[i]'s or nil).
+func newFlagTable(keys []string, parsed []*FlagDoc) *cowmap.Map[*FlagDoc] {
+	t := cowmap.New[*FlagDoc](len(keys))
+	for i, key := range keys {
+		if f := parsed[i]; f != nil {
+			t.Set(key, f)
+		}
+	}
+	return t
+}
+
+// finishParse checks and compiles what either path read: prerequisites,
+// cycles, targeting compilation (the same code for both, so the same
+// problems).
+func finishParse(doc *Document, p *parser) (*Document, error) {
 	sort.Strings(doc.keys)
 	edges := map[string][]string{}
 	for _, k := range doc.keys {
@@ -178,31 +211,32 @@ func Parse(data []byte) (*Document, error) {
 	return doc, nil
 }
 
-// parseFlags parses every flag definition, on all cores when there are
-// many: start-up at 100,000 flags is mostly this decoding, and each flag
-// is independent. Problems are added to p (sorted by path later, as
-// always); parsed[i] is keys[i]'s flag or nil.
-func parseFlags(p *parser, flags map[string]json.RawMessage) (keys []string, parsed []*FlagDoc) {
-	keys = make([]string, 0, len(flags))
-	for k := range flags {
-		keys = append(keys, k)
-	}
-	parsed = make([]*FlagDoc, len(keys))
+// parseFlags parses every flag definition (defs[i] is keys[i]'s), on all
+// cores when there are many: each flag is independent. fast, when set, is
+// tried first and parser.flag reads what it declines. Problems are added
+// to p (sorted by path later, as always); parsed[i] is keys[i]'s flag or
+// nil.
+func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, def []byte, scratch *[]byte) *FlagDoc) []*FlagDoc {
+	parsed := make([]*FlagDoc, len(keys))
 	workers := min(runtime.GOMAXPROCS(0), len(keys)/512+1)
-	if workers <= 1 {
-		for i, k := range keys {
-			parsed[i] = p.flag(k, flags[k])
-		}
-		return keys, parsed
-	}
 	parts := make([]parser, workers)
+	one := func(w, i int, scratch *[]byte) {
+		if fast != nil {
+			if f := fast(keys[i], defs[i], scratch); f != nil {
+				parsed[i] = f
+				return
+			}
+		}
+		parsed[i] = parts[w].flag(keys[i], defs[i])
+	}
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var scratch []byte
 			for i := w; i < len(keys); i += workers {
-				parsed[i] = parts[w].flag(keys[i], flags[keys[i]])
+				one(w, i, &scratch)
 			}
 		}()
 	}
@@ -210,7 +244,7 @@ func parseFlags(p *parser, flags map[string]json.RawMessage) (keys []string, par
 	for _, part := range parts {
 		p.problems = append(p.problems, part.problems...)
 	}
-	return keys, parsed
+	return parsed
 }
 
 func (p *parser) metadata(raw json.RawMessage, path string) map[string]any {

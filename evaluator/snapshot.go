@@ -138,6 +138,7 @@ func NewSnapshot(version uint64, specs []FlagSpec, opts SnapshotOptions) (*Snaps
 func compileEach(specs []FlagSpec, add func(sp *FlagSpec, f *Flag)) []Problem {
 	var problems []Problem
 	seen := make(map[string]bool, len(specs))
+	compiled := compileSpecs(specs)
 	for i := range specs {
 		sp := &specs[i]
 		base := "flags." + sp.Key
@@ -150,9 +151,9 @@ func compileEach(specs []FlagSpec, add func(sp *FlagSpec, f *Flag)) []Problem {
 			continue
 		}
 		seen[sp.Key] = true
-		f, ps := compileFlag(sp, base)
-		problems = append(problems, ps...)
-		add(sp, f)
+		c := compiled[i]
+		problems = append(problems, c.problems...)
+		add(sp, c.flag)
 	}
 	return problems
 }

@@ -1,0 +1,263 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// parseFast is Parse for documents with nothing unusual in them, which is
+// nearly all of them: one pass over the bytes (jsonReader) instead of
+// encoding/json decoding each flag three or four times, and each flag's
+// canonical JSON written directly instead of by reflection. It builds
+// exactly the document the exact path builds (TestParseFastMatchesExact,
+// FuzzParseFast); ok is false whenever it cannot vouch for that: a syntax
+// error, a repeated key, a field it does not handle, or any problem at all
+// to report. Then Parse starts over on the exact path, so every message a
+// user sees comes from one place.
+func parseFast(data []byte) (doc *Document, p parser, ok bool) {
+	r := jsonReader{data: data}
+	doc = &Document{evaluators: map[string]json.RawMessage{}}
+	var keys []string
+	var defs [][]byte
+	haveFlags := false
+	err := r.members(func(key string, r *jsonReader) error {
+		switch key {
+		case "$schema":
+			v, err := r.value()
+			s, isStr := v.(string)
+			if err != nil || !isStr {
+				return errSlowPath
+			}
+			doc.schema = s
+		case "metadata":
+			raw, err := r.skip()
+			if err != nil || len(duplicateKeys(raw, "metadata")) > 0 {
+				return errSlowPath
+			}
+			doc.metadata = p.metadata(raw, "metadata")
+		case "$evaluators":
+			raw, err := r.skip()
+			if err != nil || len(duplicateKeys(raw, "$evaluators")) > 0 {
+				return errSlowPath
+			}
+			var evs map[string]any
+			if err := decodeJSON(raw, &evs); err != nil || evs == nil {
+				return errSlowPath
+			}
+			for name, rule := range evs {
+				doc.evaluators[name] = canonicalJSON(rule)
+			}
+		case "flags":
+			haveFlags = true
+			return r.members(func(key string, r *jsonReader) error {
+				raw, err := r.skip()
+				keys, defs = append(keys, key), append(defs, raw)
+				return err
+			})
+		default:
+			return errSlowPath // an unknown field: reported by the exact path
+		}
+		return nil
+	})
+	if err != nil || r.end() != nil || !haveFlags || len(p.problems) > 0 {
+		return nil, p, false
+	}
+	parsed := parseFlags(&p, keys, defs, fastFlag)
+	if len(p.problems) > 0 {
+		return nil, p, false
+	}
+	doc.flags = newFlagTable(keys, parsed)
+	doc.keys = keys
+	return doc, p, true
+}
+
+// fastFlag parses one flag definition the way parser.flag does, for the
+// fields and values it handles; nil means "use parser.flag" (an unusual
+// field, a wrong type, anything parser.flag would report).
+func fastFlag(key string, def []byte, scratch *[]byte) *FlagDoc {
+	if !flagKeyPattern.MatchString(key) {
+		return nil
+	}
+	r := jsonReader{data: def}
+	v, err := r.value()
+	if err != nil || r.end() != nil {
+		return nil
+	}
+	m, _ := v.(map[string]any)
+	if m == nil {
+		return nil
+	}
+	f := &FlagDoc{}
+	str := func(v any, dst *string) bool {
+		s, ok := v.(string)
+		*dst = s
+		return ok
+	}
+	for field, v := range m {
+		ok := true
+		switch field {
+		case "state":
+			ok = str(v, &f.State) && (f.State == "ENABLED" || f.State == "DISABLED")
+		case "variants":
+			vs, _ := v.(map[string]any)
+			ok = len(vs) > 0
+			for _, val := range vs {
+				ok = ok && val != nil
+			}
+			f.decoded.variants = vs
+		case "defaultVariant":
+			if v != nil {
+				var s string
+				ok = str(v, &s)
+				f.DefaultVariant = &s
+			}
+		case "targeting":
+			switch t := v.(type) {
+			case nil:
+			case map[string]any:
+				f.decoded.targeting = t
+			default:
+				ok = false
+			}
+		case "metadata":
+			md, _ := v.(map[string]any)
+			ok = md != nil
+			for _, val := range md {
+				switch val.(type) {
+				case string, bool, json.Number:
+				default:
+					ok = false
+				}
+			}
+			f.Metadata = md
+		case "owner":
+			ok = str(v, &f.Owner)
+		case "description":
+			ok = str(v, &f.Description)
+		case "expires":
+			ok = str(v, &f.Expires)
+			if _, err := parseExpires(f.Expires); ok && f.Expires != "" && err != nil {
+				ok = false
+			}
+		case "prerequisites":
+			pm, _ := v.(map[string]any)
+			ok = pm != nil
+			f.Prerequisites = make(map[string]string, len(pm))
+			for k, want := range pm {
+				s, isStr := want.(string)
+				ok = ok && isStr
+				f.Prerequisites[k] = s
+			}
+		case "propagation":
+			ok = str(v, &f.Propagation)
+			switch f.Propagation {
+			case "", PropagationCacheFirst, PropagationAlwaysFresh, PropagationBackgroundRefresh:
+			default:
+				ok = false
+			}
+		case "failMode":
+			ok = str(v, &f.FailMode) && (f.FailMode == "" || f.FailMode == FailModeOpen || f.FailMode == FailModeClosed)
+		case "safeVariant":
+			ok = str(v, &f.SafeVariant)
+		default: // systems, retirement, experiment, fallbackTargeting, targetingBudget or unknown
+			ok = false
+		}
+		if !ok {
+			return nil
+		}
+	}
+	if f.State == "" || f.decoded.variants == nil || f.FailMode == FailModeClosed && f.SafeVariant == "" {
+		return nil
+	}
+	if !f.encodeCanonical(scratch) {
+		return nil
+	}
+	return f
+}
+
+// encodeCanonical sets f.canon to the bytes canonicalJSON(f) gives, for a
+// flag fastFlag built, and points Variants and Targeting into it (they are
+// the same bytes; holding them once saves a copy of every rule). scratch is
+// the worker's reusable buffer.
+func (f *FlagDoc) encodeCanonical(scratch *[]byte) bool {
+	b := append((*scratch)[:0], `{"state":`...)
+	b = appendJSONString(b, f.State)
+	b = append(b, `,"variants":{`...)
+	names := keysOf(f.decoded.variants)
+	spans := make([][2]int, len(names))
+	ok := true
+	for i, n := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, n)
+		b = append(b, ':')
+		spans[i][0] = len(b)
+		if b, ok = appendCanonical(b, f.decoded.variants[n]); !ok {
+			return false
+		}
+		spans[i][1] = len(b)
+	}
+	b = append(b, `},"defaultVariant":`...)
+	if f.DefaultVariant == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendJSONString(b, *f.DefaultVariant)
+	}
+	var target [2]int
+	if f.decoded.targeting != nil {
+		b = append(b, `,"targeting":`...)
+		target[0] = len(b)
+		if b, ok = appendCanonical(b, f.decoded.targeting); !ok {
+			return false
+		}
+		target[1] = len(b)
+	}
+	if len(f.Metadata) > 0 {
+		b = append(b, `,"metadata":`...)
+		if b, ok = appendCanonical(b, f.Metadata); !ok {
+			return false
+		}
+	}
+	b = appendStringField(b, "owner", f.Owner)
+	b = appendStringField(b, "description", f.Description)
+	b = appendStringField(b, "expires", f.Expires)
+	if len(f.Prerequisites) > 0 {
+		b = append(b, `,"prerequisites":{`...)
+		for i, k := range keysOf(f.Prerequisites) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, f.Prerequisites[k])
+		}
+		b = append(b, '}')
+	}
+	b = appendStringField(b, "propagation", f.Propagation)
+	b = appendStringField(b, "failMode", f.FailMode)
+	b = appendStringField(b, "safeVariant", f.SafeVariant)
+	b = append(b, '}')
+	*scratch = b
+	f.canon = bytes.Clone(b)
+	f.Variants = make(map[string]json.RawMessage, len(names))
+	for i, n := range names {
+		f.Variants[n] = f.canon[spans[i][0]:spans[i][1]:spans[i][1]]
+	}
+	if target[1] > 0 {
+		f.Targeting = f.canon[target[0]:target[1]:target[1]]
+	}
+	return true
+}
+
+// appendStringField appends `,"name":"value"` unless value is empty
+// (encoding/json's omitempty).
+func appendStringField(b []byte, name, value string) []byte {
+	if value == "" {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return appendJSONString(b, value)
+}
