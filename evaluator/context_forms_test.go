@@ -3,7 +3,9 @@ package evaluator
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +196,27 @@ func TestContextFormsAnswerAlike(t *testing.T) {
 	}
 	if r1, r2 := s.EvaluateFlag(f, flat), s.EvaluateFlag(f, wide); r1.Variant != "red" || r1.Variant != r2.Variant || r1.Reason != r2.Reason {
 		t.Fatalf("answers: %+v vs %+v", r1, r2)
+	}
+}
+
+// TestDecodeContextIntegers: integers of up to 15 digits skip strconv; each
+// must decode to exactly the float64 ParseFloat gives, bit for bit (the
+// sign of zero included), on both sides of the 15-digit and smallInts
+// boundaries.
+func TestDecodeContextIntegers(t *testing.T) {
+	c := NewContext()
+	for _, text := range []string{"0", "-0", "7", "-7", "255", "256", "-255", "1000", "123456789012345", "-123456789012345",
+		"999999999999999", "1000000000000000", "-1000000000000000", "9007199254740993", "12345678901234567890", "0.5", "-0.0", "1e3", "255.0"} {
+		if err := c.Decode([]byte(`{"n":`+text+`}`), Limits{}); err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		want, err := strconv.ParseFloat(text, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := c.Map()["n"].(float64)
+		if !ok || math.Float64bits(got) != math.Float64bits(want) {
+			t.Errorf("%s decoded as %#v (bits %x), want %v (bits %x)", text, c.Map()["n"], math.Float64bits(got), want, math.Float64bits(want))
+		}
 	}
 }
