@@ -111,7 +111,9 @@ func (d *Document) specs(keys []string) ([]evaluator.FlagSpec, []evaluator.Probl
 				sp.TargetingBudget, _ = parseBudget(f.TargetingBudget) // validated by Parse
 			}
 		}
-		if len(d.metadata) > 0 || len(f.Metadata) > 0 {
+		if len(d.metadata) == 0 && len(f.Metadata) > 0 {
+			sp.Metadata = f.Metadata // both read-only: one map, not a copy per flag
+		} else if len(d.metadata) > 0 || len(f.Metadata) > 0 {
 			sp.Metadata = make(map[string]any, len(d.metadata)+len(f.Metadata))
 			for k, v := range d.metadata {
 				sp.Metadata[k] = v

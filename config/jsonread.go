@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"unicode/utf16"
@@ -21,10 +22,51 @@ import (
 // (document, flags object, definition, rules) and spent most of a 100,000
 // flag start-up doing it; this reads every byte once.
 type jsonReader struct {
-	data  []byte
-	pos   int
-	depth int
+	data   []byte
+	pos    int
+	depth  int
+	intern *internTable // nil: every string is its own allocation
 }
+
+// internTable gives repeated short strings and numbers one allocation. A
+// flag set repeats the same few words thousands of times ("var", "if",
+// "email", "on", "off", 50); without it, each copy was a separate string
+// and interface box, most of them kept by the compiled rules — three
+// quarters of a million small objects at 100,000 flags, scattered between
+// the garbage of decoding, which kept hundreds of megabytes of heap spans
+// in use. The table is per parsing goroutine and bounded.
+type internTable struct {
+	strs map[string]any // the boxed value; its string is the shared one
+	nums map[string]any
+}
+
+// Bounds: only short values repeat, and a table never grows past maxInterned
+// entries (a document of unique strings gains nothing from it).
+const (
+	maxInternLen = 32
+	maxInterned  = 1 << 14
+)
+
+// lookup returns the boxed value for b from table *m, making it with mk.
+func (t *internTable) lookup(m *map[string]any, b []byte, mk func(string) any) any {
+	if len(b) > maxInternLen {
+		return mk(string(b))
+	}
+	if v, ok := (*m)[string(b)]; ok { // no allocation: the compiler reads b in place
+		return v
+	}
+	v := mk(string(b))
+	if *m == nil {
+		*m = make(map[string]any)
+	}
+	if len(*m) < maxInterned {
+		(*m)[string(b)] = v
+	}
+	return v
+}
+
+func boxString(s string) any { return s }
+func boxNumber(s string) any { return json.Number(s) }
 
 // errSlowPath means "let encoding/json read this": never shown to a user.
 var errSlowPath = errors.New("config: input needs the exact (encoding/json) path")
@@ -55,6 +97,9 @@ func (r *jsonReader) value() (any, error) {
 	case c == '[':
 		return r.array()
 	case c == '"':
+		if r.intern != nil {
+			return r.internedStr()
+		}
 		return r.str()
 	case c == 't':
 		return true, r.word("true")
@@ -76,9 +121,41 @@ func (r *jsonReader) word(w string) error {
 	return nil
 }
 
-// number reads a number as written (json.Number), checking JSON's grammar.
+// number reads a number as written (json.Number).
 func (r *jsonReader) number() (any, error) {
 	start := r.pos
+	if err := r.scanNumber(); err != nil {
+		return nil, err
+	}
+	if r.intern != nil {
+		return r.intern.lookup(&r.intern.nums, r.data[start:r.pos], boxNumber), nil
+	}
+	return json.Number(r.data[start:r.pos]), nil
+}
+
+// internedStr is str through the intern table, boxed. A string with
+// escapes is decoded first and interned by its decoded text.
+func (r *jsonReader) internedStr() (any, error) {
+	start := r.pos
+	if err := r.skipString(); err != nil {
+		return nil, err
+	}
+	raw := r.data[start+1 : r.pos-1]
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		end := r.pos
+		r.pos = start
+		s, err := r.str()
+		if err != nil {
+			return nil, err
+		}
+		r.pos = end
+		return r.intern.lookup(&r.intern.strs, []byte(s), boxString), nil
+	}
+	return r.intern.lookup(&r.intern.strs, raw, boxString), nil
+}
+
+// scanNumber passes over a number, checking JSON's grammar.
+func (r *jsonReader) scanNumber() error {
 	d := r.data
 	i := r.pos
 	if d[i] == '-' {
@@ -92,7 +169,7 @@ func (r *jsonReader) number() (any, error) {
 			i++
 		}
 	default:
-		return nil, errSlowPath
+		return errSlowPath
 	}
 	if i < len(d) && d[i] == '.' {
 		i++
@@ -101,7 +178,7 @@ func (r *jsonReader) number() (any, error) {
 			i++
 		}
 		if i == j {
-			return nil, errSlowPath
+			return errSlowPath
 		}
 	}
 	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
@@ -114,11 +191,11 @@ func (r *jsonReader) number() (any, error) {
 			i++
 		}
 		if i == j {
-			return nil, errSlowPath
+			return errSlowPath
 		}
 	}
 	r.pos = i
-	return json.Number(d[start:i]), nil
+	return nil
 }
 
 // str reads a string. Strings without escapes (nearly all) are one copy.
@@ -244,7 +321,15 @@ func (r *jsonReader) key() (string, error) {
 	if r.pos >= len(r.data) || r.data[r.pos] != '"' {
 		return "", errSlowPath
 	}
-	k, err := r.str()
+	var k string
+	var err error
+	if r.intern != nil {
+		var v any
+		v, err = r.internedStr()
+		k, _ = v.(string)
+	} else {
+		k, err = r.str()
+	}
 	if err != nil {
 		return "", err
 	}
@@ -345,7 +430,8 @@ func (r *jsonReader) array() (any, error) {
 }
 
 // skip passes over one value without building it and returns its bytes,
-// still checking syntax, UTF-8 and (in objects) repeated keys.
+// checking syntax and UTF-8 but allocating nothing (repeated keys inside
+// are found when the value is decoded).
 func (r *jsonReader) skip() ([]byte, error) {
 	r.space()
 	start := r.pos
@@ -354,24 +440,43 @@ func (r *jsonReader) skip() ([]byte, error) {
 	}
 	var err error
 	switch c := r.data[r.pos]; {
-	case c == '{':
-		err = r.members(func(string, *jsonReader) error { _, err := r.skip(); return err })
-	case c == '[':
+	case c == '{' || c == '[':
+		closing := byte('}')
+		if c == '[' {
+			closing = ']'
+		}
 		var empty bool
-		if empty, err = r.open(']'); err == nil && !empty {
-			for {
-				if _, err = r.skip(); err != nil {
+		if empty, err = r.open(closing); err != nil || empty {
+			break
+		}
+		for {
+			if closing == '}' {
+				r.space()
+				if err = r.skipString(); err != nil {
 					break
 				}
-				var done bool
-				if done, err = r.next(']'); err != nil || done {
-					r.depth--
+				r.space()
+				if r.pos >= len(r.data) || r.data[r.pos] != ':' {
+					err = errSlowPath
 					break
 				}
+				r.pos++
+			}
+			if _, err = r.skip(); err != nil {
+				break
+			}
+			var done bool
+			if done, err = r.next(closing); err != nil || done {
+				r.depth--
+				break
 			}
 		}
+	case c == '"':
+		err = r.skipString()
+	case c == '-' || c >= '0' && c <= '9':
+		err = r.scanNumber()
 	default:
-		_, err = r.value()
+		_, err = r.value() // true, false, null or not JSON: no allocation
 	}
 	if err != nil {
 		return nil, err
@@ -379,9 +484,38 @@ func (r *jsonReader) skip() ([]byte, error) {
 	return r.data[start:r.pos], nil
 }
 
+// skipString passes over a string, checking it as str does; only a string
+// with escapes (rare) is decoded to check them.
+func (r *jsonReader) skipString() error {
+	if r.pos >= len(r.data) || r.data[r.pos] != '"' {
+		return errSlowPath
+	}
+	d := r.data
+	start := r.pos + 1
+	ascii := true
+	for i := start; i < len(d); i++ {
+		switch c := d[i]; {
+		case c == '"':
+			if !ascii && !utf8.Valid(d[start:i]) {
+				return errSlowPath
+			}
+			r.pos = i + 1
+			return nil
+		case c == '\\':
+			_, err := r.str()
+			return err
+		case c < 0x20:
+			return errSlowPath
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	return errSlowPath
+}
+
 // members walks the object at r.pos, calling each with a member's key while
-// r is at its value; each must consume the value. Repeated keys are
-// errSlowPath.
+// r is at its value; each must consume the value. It does not look for
+// repeated keys: each caller does, in the way that is cheapest for it.
 func (r *jsonReader) members(each func(key string, r *jsonReader) error) error {
 	r.space()
 	if r.pos >= len(r.data) || r.data[r.pos] != '{' {
@@ -391,16 +525,11 @@ func (r *jsonReader) members(each func(key string, r *jsonReader) error) error {
 	if err != nil || empty {
 		return err
 	}
-	seen := map[string]struct{}{}
 	for {
 		k, err := r.key()
 		if err != nil {
 			return err
 		}
-		if _, dup := seen[k]; dup {
-			return errSlowPath
-		}
-		seen[k] = struct{}{}
 		if err := each(k, r); err != nil {
 			return err
 		}

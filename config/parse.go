@@ -216,16 +216,19 @@ func finishParse(doc *Document, p *parser) (*Document, error) {
 // tried first and parser.flag reads what it declines. Problems are added
 // to p (sorted by path later, as always); parsed[i] is keys[i]'s flag or
 // nil.
-func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, def []byte, scratch *[]byte) *FlagDoc) []*FlagDoc {
+func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, def []byte, w *fastWorker) *FlagDoc) []*FlagDoc {
 	parsed := make([]*FlagDoc, len(keys))
 	workers := min(runtime.GOMAXPROCS(0), len(keys)/512+1)
 	parts := make([]parser, workers)
-	one := func(w, i int, scratch *[]byte) {
+	one := func(w, i int, fw *fastWorker) {
 		if fast != nil {
-			if f := fast(keys[i], defs[i], scratch); f != nil {
+			if f := fast(keys[i], defs[i], fw); f != nil {
 				parsed[i] = f
 				return
 			}
+			// The fast path's scan did not look for repeated keys inside
+			// the definitions; fast did for the ones it took.
+			parts[w].problems = append(parts[w].problems, duplicateKeys(defs[i], "flags."+keys[i])...)
 		}
 		parsed[i] = parts[w].flag(keys[i], defs[i])
 	}
@@ -234,9 +237,9 @@ func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, d
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var scratch []byte
+			var fw fastWorker
 			for i := w; i < len(keys); i += workers {
-				one(w, i, &scratch)
+				one(w, i, &fw)
 			}
 		}()
 	}

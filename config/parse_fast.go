@@ -3,6 +3,8 @@ package config
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
+	"strings"
 )
 
 // parseFast is Parse for documents with nothing unusual in them, which is
@@ -17,10 +19,14 @@ import (
 func parseFast(data []byte) (doc *Document, p parser, ok bool) {
 	r := jsonReader{data: data}
 	doc = &Document{evaluators: map[string]json.RawMessage{}}
-	var keys []string
-	var defs [][]byte
-	haveFlags := false
+	var flags []rawFlag
+	var seen uint
 	err := r.members(func(key string, r *jsonReader) error {
+		bit := uint(1) << indexOf(topLevelFields, key)
+		if bit == 0 || seen&bit != 0 {
+			return errSlowPath // unknown or repeated: reported by the exact path
+		}
+		seen |= bit
 		switch key {
 		case "$schema":
 			v, err := r.value()
@@ -48,19 +54,27 @@ func parseFast(data []byte) (doc *Document, p parser, ok bool) {
 				doc.evaluators[name] = canonicalJSON(rule)
 			}
 		case "flags":
-			haveFlags = true
 			return r.members(func(key string, r *jsonReader) error {
 				raw, err := r.skip()
-				keys, defs = append(keys, key), append(defs, raw)
+				flags = append(flags, rawFlag{key, raw})
 				return err
 			})
-		default:
-			return errSlowPath // an unknown field: reported by the exact path
 		}
 		return nil
 	})
-	if err != nil || r.end() != nil || !haveFlags || len(p.problems) > 0 {
+	if err != nil || r.end() != nil || seen&(1<<indexOf(topLevelFields, "flags")) == 0 || len(p.problems) > 0 {
 		return nil, p, false
+	}
+	// Sorted once here (the document keeps its keys sorted), a repeated
+	// flag key is a neighbour of itself.
+	slices.SortFunc(flags, func(a, b rawFlag) int { return strings.Compare(a.key, b.key) })
+	keys := make([]string, len(flags))
+	defs := make([][]byte, len(flags))
+	for i, fl := range flags {
+		if i > 0 && fl.key == keys[i-1] {
+			return nil, p, false
+		}
+		keys[i], defs[i] = fl.key, fl.def
 	}
 	parsed := parseFlags(&p, keys, defs, fastFlag)
 	if len(p.problems) > 0 {
@@ -71,20 +85,33 @@ func parseFast(data []byte) (doc *Document, p parser, ok bool) {
 	return doc, p, true
 }
 
+// fastWorker is what one parsing goroutine reuses from flag to flag.
+type fastWorker struct {
+	buf    []byte
+	intern internTable
+}
+
+// rawFlag is one member of the flags object, not yet parsed.
+type rawFlag struct {
+	key string
+	def []byte
+}
+
+// indexOf is s's index in list, or 64 (a shift that gives 0) if absent.
+func indexOf(list []string, s string) int {
+	if i := slices.Index(list, s); i >= 0 {
+		return i
+	}
+	return 64
+}
+
 // fastFlag parses one flag definition the way parser.flag does, for the
 // fields and values it handles; nil means "use parser.flag" (an unusual
-// field, a wrong type, anything parser.flag would report).
-func fastFlag(key string, def []byte, scratch *[]byte) *FlagDoc {
+// field, a wrong type, anything parser.flag would report). It decodes the
+// definition's members straight into the flag: no map of fields, and a
+// repeated field is a bit already set.
+func fastFlag(key string, def []byte, w *fastWorker) *FlagDoc {
 	if !flagKeyPattern.MatchString(key) {
-		return nil
-	}
-	r := jsonReader{data: def}
-	v, err := r.value()
-	if err != nil || r.end() != nil {
-		return nil
-	}
-	m, _ := v.(map[string]any)
-	if m == nil {
 		return nil
 	}
 	f := &FlagDoc{}
@@ -93,7 +120,18 @@ func fastFlag(key string, def []byte, scratch *[]byte) *FlagDoc {
 		*dst = s
 		return ok
 	}
-	for field, v := range m {
+	var seen uint
+	r := jsonReader{data: def, intern: &w.intern}
+	err := r.members(func(field string, r *jsonReader) error {
+		bit := uint(1) << indexOf(flagFields, field)
+		if bit == 0 || seen&bit != 0 {
+			return errSlowPath
+		}
+		seen |= bit
+		v, err := r.value()
+		if err != nil {
+			return err
+		}
 		ok := true
 		switch field {
 		case "state":
@@ -159,17 +197,21 @@ func fastFlag(key string, def []byte, scratch *[]byte) *FlagDoc {
 			ok = str(v, &f.FailMode) && (f.FailMode == "" || f.FailMode == FailModeOpen || f.FailMode == FailModeClosed)
 		case "safeVariant":
 			ok = str(v, &f.SafeVariant)
-		default: // systems, retirement, experiment, fallbackTargeting, targetingBudget or unknown
+		default: // systems, retirement, experiment, fallbackTargeting, targetingBudget
 			ok = false
 		}
 		if !ok {
-			return nil
+			return errSlowPath
 		}
+		return nil
+	})
+	if err != nil || r.end() != nil {
+		return nil
 	}
 	if f.State == "" || f.decoded.variants == nil || f.FailMode == FailModeClosed && f.SafeVariant == "" {
 		return nil
 	}
-	if !f.encodeCanonical(scratch) {
+	if !f.encodeCanonical(&w.buf) {
 		return nil
 	}
 	return f

@@ -154,7 +154,7 @@ func TestParseFastMatchesExact(t *testing.T) {
 			t.Fatal(err)
 		}
 		for k, def := range top.Flags {
-			if fastFlag(k, def, new([]byte)) == nil {
+			if fastFlag(k, def, new(fastWorker)) == nil {
 				t.Errorf("%s: fastFlag declined flag %q: %s", name, k, def)
 			}
 		}

@@ -85,6 +85,8 @@ type FlagSpec struct {
 	DefaultVariant    string
 	HasDefaultVariant bool
 	// Targeting is decoded JSON (UseNumber); nil or an empty object means none.
+	// The compiled flag may keep parts of it (a rule without numbers is
+	// not copied): do not modify it after compiling.
 	Targeting any
 	// FallbackTargeting is a cheaper rule a sidecar may serve instead of
 	// Targeting when the flag's evaluation exceeds its budget or the

@@ -326,7 +326,7 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 	}
 	if !isEmptyRule(sp.Targeting) {
 		c := newCompiler(sp.Key)
-		f.rule = c.compile(normalize(sp.Targeting), "")
+		f.rule = c.compile(normalizeRule(sp.Targeting), "")
 		for _, p := range c.problems {
 			problems = append(problems, Problem{Path: joinPath(base+".targeting", p.Path), Reason: p.Reason})
 		}
@@ -343,7 +343,7 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 	}
 	f.own = ownFacts{reads: f.reads, readsTime: f.readsTime, dynamic: f.dynamic, cost: f.cost}
 	if f.metadata == nil {
-		f.metadata = map[string]any{}
+		f.metadata = noMetadata
 	}
 	mj, err := json.Marshal(f.metadata)
 	if err != nil {
@@ -380,7 +380,7 @@ func compileFallback(f *Flag, sp *FlagSpec, base string) []Problem {
 		return problems
 	}
 	c := newCompiler(sp.Key)
-	f.fallback = c.compile(normalize(sp.FallbackTargeting), "")
+	f.fallback = c.compile(normalizeRule(sp.FallbackTargeting), "")
 	for _, p := range c.problems {
 		problems = append(problems, Problem{Path: joinPath(base+".fallbackTargeting", p.Path), Reason: p.Reason})
 	}
@@ -514,6 +514,10 @@ func (s *Snapshot) Evaluate(key string, ctx *Context) Result {
 }
 
 var emptyObject = []byte("{}")
+
+// noMetadata is the metadata of every flag that has none: read-only,
+// shared instead of an empty map per flag.
+var noMetadata = map[string]any{}
 
 // EvaluateFlag is Evaluate for a flag already looked up with Flag.
 func (s *Snapshot) EvaluateFlag(f *Flag, ctx *Context) Result {
