@@ -3,7 +3,6 @@ package config
 import (
 	"bytes"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/pennon-dev/pennon/evaluator"
@@ -57,88 +56,99 @@ func (d *Document) keep(s *evaluator.Snapshot) {
 // specs converts the named flags into evaluator input, resolving $ref.
 func (d *Document) specs(keys []string) ([]evaluator.FlagSpec, []evaluator.Problem) {
 	var problems []evaluator.Problem
-	evs := map[string]any{}
+	evs := d.decodedEvaluators()
+	specs := make([]evaluator.FlagSpec, 0, len(keys))
+	for _, key := range keys {
+		sp, ps := d.spec(key, d.Flag(key), evs)
+		problems = append(problems, ps...)
+		specs = append(specs, sp)
+	}
+	return specs, problems
+}
+
+// decodedEvaluators decodes $evaluators for resolveRefs (read-only).
+func (d *Document) decodedEvaluators() map[string]any {
+	evs := make(map[string]any, len(d.evaluators))
 	for name, raw := range d.evaluators {
 		var v any
 		_ = decodeJSON(raw, &v)
 		evs[name] = v
 	}
-	specs := make([]evaluator.FlagSpec, 0, len(keys))
-	for _, key := range keys {
-		f := d.Flag(key)
-		sp := evaluator.FlagSpec{Key: key, Disabled: f.State == "DISABLED", Prerequisites: f.Prerequisites, SafeVariant: f.SafeVariant,
-			Experiment: f.Experiment.metricKeys()}
-		names := make([]string, 0, len(f.Variants))
-		for n := range f.Variants {
-			names = append(names, n)
+	return evs
+}
+
+// spec converts flag f (key) into evaluator input, resolving $ref against
+// evs (decodedEvaluators). It reads d's metadata and evaluators only, so
+// Parse calls it from several goroutines.
+func (d *Document) spec(key string, f *FlagDoc, evs map[string]any) (evaluator.FlagSpec, []evaluator.Problem) {
+	var problems []evaluator.Problem
+	sp := evaluator.FlagSpec{Key: key, Disabled: f.State == "DISABLED", Prerequisites: f.Prerequisites, SafeVariant: f.SafeVariant,
+		Experiment: f.Experiment.metricKeys()}
+	sp.Variants = make([]evaluator.VariantSpec, 0, len(f.Variants))
+	for _, n := range keysOf(f.Variants) {
+		v, ok := f.decoded.variants[n]
+		if !ok {
+			_ = decodeJSON(f.Variants[n], &v)
 		}
-		sort.Strings(names)
-		for _, n := range names {
-			v, ok := f.decoded.variants[n]
-			if !ok {
-				_ = decodeJSON(f.Variants[n], &v)
-			}
-			sp.Variants = append(sp.Variants, evaluator.VariantSpec{Name: n, Value: v})
-		}
-		if f.DefaultVariant != nil {
-			sp.DefaultVariant, sp.HasDefaultVariant = *f.DefaultVariant, true
-		}
-		if len(f.Targeting) > 0 {
-			t := f.decoded.targeting
-			if t == nil {
-				_ = decodeJSON(f.Targeting, &t)
-			}
-			sp.Targeting = t
-			// Only rules that mention $ref need the substituting copy.
-			if bytes.Contains(f.Targeting, []byte(`"$ref"`)) {
-				resolved, ps := resolveRefs(t, evs, "flags."+key+".targeting", nil)
-				problems = append(problems, ps...)
-				sp.Targeting = resolved
-			}
-		}
-		if len(f.FallbackTargeting) > 0 {
-			t := f.decoded.fallback
-			if t == nil {
-				_ = decodeJSON(f.FallbackTargeting, &t)
-			}
-			sp.FallbackTargeting, sp.HasFallback = t, true
-			if bytes.Contains(f.FallbackTargeting, []byte(`"$ref"`)) {
-				resolved, ps := resolveRefs(t, evs, "flags."+key+".fallbackTargeting", nil)
-				problems = append(problems, ps...)
-				sp.FallbackTargeting = resolved
-			}
-			if f.TargetingBudget != "" {
-				sp.TargetingBudget, _ = parseBudget(f.TargetingBudget) // validated by Parse
-			}
-		}
-		if len(d.metadata) == 0 && len(f.Metadata) > 0 {
-			sp.Metadata = f.Metadata // both read-only: one map, not a copy per flag
-		} else if len(d.metadata) > 0 || len(f.Metadata) > 0 {
-			sp.Metadata = make(map[string]any, len(d.metadata)+len(f.Metadata))
-			for k, v := range d.metadata {
-				sp.Metadata[k] = v
-			}
-			for k, v := range f.Metadata {
-				sp.Metadata[k] = v
-			}
-		}
-		switch f.Propagation {
-		case PropagationAlwaysFresh:
-			sp.Propagation = evaluator.AlwaysFresh
-		case PropagationBackgroundRefresh:
-			sp.Propagation = evaluator.BackgroundRefresh
-		}
-		if f.FailMode == FailModeClosed {
-			sp.FailMode = evaluator.FailClosed
-		}
-		if f.Expires != "" { // most flags have none: skip two failed time.Parse calls
-			if exp, ok := f.ExpiresAt(); ok {
-				sp.Expires = exp
-			}
-		}
-		specs = append(specs, sp)
+		sp.Variants = append(sp.Variants, evaluator.VariantSpec{Name: n, Value: v})
 	}
-	return specs, problems
+	if f.DefaultVariant != nil {
+		sp.DefaultVariant, sp.HasDefaultVariant = *f.DefaultVariant, true
+	}
+	if len(f.Targeting) > 0 {
+		t := f.decoded.targeting
+		if t == nil {
+			_ = decodeJSON(f.Targeting, &t)
+		}
+		sp.Targeting = t
+		// Only rules that mention $ref need the substituting copy.
+		if bytes.Contains(f.Targeting, []byte(`"$ref"`)) {
+			resolved, ps := resolveRefs(t, evs, "flags."+key+".targeting", nil)
+			problems = append(problems, ps...)
+			sp.Targeting = resolved
+		}
+	}
+	if len(f.FallbackTargeting) > 0 {
+		t := f.decoded.fallback
+		if t == nil {
+			_ = decodeJSON(f.FallbackTargeting, &t)
+		}
+		sp.FallbackTargeting, sp.HasFallback = t, true
+		if bytes.Contains(f.FallbackTargeting, []byte(`"$ref"`)) {
+			resolved, ps := resolveRefs(t, evs, "flags."+key+".fallbackTargeting", nil)
+			problems = append(problems, ps...)
+			sp.FallbackTargeting = resolved
+		}
+		if f.TargetingBudget != "" {
+			sp.TargetingBudget, _ = parseBudget(f.TargetingBudget) // validated by Parse
+		}
+	}
+	if len(d.metadata) == 0 && len(f.Metadata) > 0 {
+		sp.Metadata = f.Metadata // both read-only: one map, not a copy per flag
+	} else if len(d.metadata) > 0 || len(f.Metadata) > 0 {
+		sp.Metadata = make(map[string]any, len(d.metadata)+len(f.Metadata))
+		for k, v := range d.metadata {
+			sp.Metadata[k] = v
+		}
+		for k, v := range f.Metadata {
+			sp.Metadata[k] = v
+		}
+	}
+	switch f.Propagation {
+	case PropagationAlwaysFresh:
+		sp.Propagation = evaluator.AlwaysFresh
+	case PropagationBackgroundRefresh:
+		sp.Propagation = evaluator.BackgroundRefresh
+	}
+	if f.FailMode == FailModeClosed {
+		sp.FailMode = evaluator.FailClosed
+	}
+	if f.Expires != "" { // most flags have none: skip two failed time.Parse calls
+		if exp, ok := f.ExpiresAt(); ok {
+			sp.Expires = exp
+		}
+	}
+	return sp, problems
 }
 
 // resolveRefs substitutes {"$ref": "name"} with $evaluators[name],

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pennon-dev/pennon/evaluator"
@@ -89,14 +90,15 @@ func contains(list []string, s string) bool {
 // variants, default/safe variants, $ref, prerequisites and cycles, targeting
 // compilation). Any problem gives a *ValidationError listing all of them.
 func Parse(data []byte) (*Document, error) {
-	doc, p, ok := parseFast(data)
+	doc, p, pre, ok := parseFast(data)
 	if !ok {
 		doc, p = parseExact(data)
 		if doc == nil {
 			return nil, &ValidationError{Problems: p.problems}
 		}
+		pre = nil
 	}
-	return finishParse(doc, &p)
+	return finishParse(doc, &p, pre)
 }
 
 // parseExact reads data with encoding/json, reporting every problem it
@@ -147,7 +149,7 @@ func parseExact(data []byte) (*Document, parser) {
 	for k, def := range flags {
 		keys, defs = append(keys, k), append(defs, def)
 	}
-	parsed := parseFlags(&p, keys, defs, nil)
+	parsed, _ := parseFlags(&p, keys, defs, nil, nil)
 	doc.flags = newFlagTable(keys, parsed)
 	for i, key := range keys {
 		if parsed[i] != nil {
@@ -171,7 +173,7 @@ func newFlagTable(keys []string, parsed []*FlagDoc) *cowmap.Map[*FlagDoc] {
 // finishParse checks and compiles what either path read: prerequisites,
 // cycles, targeting compilation (the same code for both, so the same
 // problems).
-func finishParse(doc *Document, p *parser) (*Document, error) {
+func finishParse(doc *Document, p *parser, pre *precompiled) (*Document, error) {
 	sort.Strings(doc.keys)
 	edges := map[string][]string{}
 	for _, k := range doc.keys {
@@ -183,7 +185,13 @@ func finishParse(doc *Document, p *parser) (*Document, error) {
 	if len(p.problems) == 0 {
 		// The check compiles every flag; keep the result so that Compile
 		// does not do it again (a sidecar's start-up).
-		snap, ps := doc.checkFlags(doc.keys)
+		var snap *evaluator.Snapshot
+		var ps []evaluator.Problem
+		if pre != nil {
+			snap, ps = evaluator.NewSnapshot(0, pre.specs, evaluator.SnapshotOptions{Compiled: pre.compiled})
+		} else {
+			snap, ps = doc.checkFlags(doc.keys)
+		}
 		p.problems = append(p.problems, ps...)
 		if snap != nil {
 			doc.compiled.Store(snap)
@@ -216,19 +224,35 @@ func finishParse(doc *Document, p *parser) (*Document, error) {
 // tried first and parser.flag reads what it declines. Problems are added
 // to p (sorted by path later, as always); parsed[i] is keys[i]'s flag or
 // nil.
-func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, def []byte, w *fastWorker) *FlagDoc) []*FlagDoc {
-	parsed := make([]*FlagDoc, len(keys))
+//
+// With fast set (Parse's fast path), then is called with each flag that
+// parsed without a problem, in the same goroutine, so the flag is
+// compiled while its decoded rules are fresh and dropped at once; its
+// false means "let the exact path do this document" and makes parseFlags
+// report declined.
+func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, def []byte, w *fastWorker) *FlagDoc, then func(i int, f *FlagDoc) bool) (parsed []*FlagDoc, declined bool) {
+	parsed = make([]*FlagDoc, len(keys))
 	workers := min(runtime.GOMAXPROCS(0), len(keys)/512+1)
 	parts := make([]parser, workers)
+	var decline atomic.Bool
 	one := func(w, i int, fw *fastWorker) {
 		if fast != nil {
-			if f := fast(keys[i], defs[i], fw); f != nil {
-				parsed[i] = f
-				return
+			f := fast(keys[i], defs[i], fw)
+			if f == nil {
+				// The fast path's scan did not look for repeated keys
+				// inside the definitions; fast did for the ones it took.
+				before := len(parts[w].problems)
+				parts[w].problems = append(parts[w].problems, duplicateKeys(defs[i], "flags."+keys[i])...)
+				f = parts[w].flag(keys[i], defs[i])
+				if len(parts[w].problems) > before {
+					f = nil
+				}
 			}
-			// The fast path's scan did not look for repeated keys inside
-			// the definitions; fast did for the ones it took.
-			parts[w].problems = append(parts[w].problems, duplicateKeys(defs[i], "flags."+keys[i])...)
+			if f != nil && then != nil && !then(i, f) {
+				decline.Store(true)
+			}
+			parsed[i] = f
+			return
 		}
 		parsed[i] = parts[w].flag(keys[i], defs[i])
 	}
@@ -247,7 +271,7 @@ func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, d
 	for _, part := range parts {
 		p.problems = append(p.problems, part.problems...)
 	}
-	return parsed
+	return parsed, decline.Load()
 }
 
 func (p *parser) metadata(raw json.RawMessage, path string) map[string]any {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
+
+	"github.com/pennon-dev/pennon/evaluator"
 )
 
 // parseFast is Parse for documents with nothing unusual in them, which is
@@ -16,7 +18,7 @@ import (
 // error, a repeated key, a field it does not handle, or any problem at all
 // to report. Then Parse starts over on the exact path, so every message a
 // user sees comes from one place.
-func parseFast(data []byte) (doc *Document, p parser, ok bool) {
+func parseFast(data []byte) (doc *Document, p parser, pre *precompiled, ok bool) {
 	r := jsonReader{data: data}
 	doc = &Document{evaluators: map[string]json.RawMessage{}}
 	var flags []rawFlag
@@ -63,7 +65,7 @@ func parseFast(data []byte) (doc *Document, p parser, ok bool) {
 		return nil
 	})
 	if err != nil || r.end() != nil || seen&(1<<indexOf(topLevelFields, "flags")) == 0 || len(p.problems) > 0 {
-		return nil, p, false
+		return nil, p, nil, false
 	}
 	// Sorted once here (the document keeps its keys sorted), a repeated
 	// flag key is a neighbour of itself.
@@ -72,17 +74,40 @@ func parseFast(data []byte) (doc *Document, p parser, ok bool) {
 	defs := make([][]byte, len(flags))
 	for i, fl := range flags {
 		if i > 0 && fl.key == keys[i-1] {
-			return nil, p, false
+			return nil, p, nil, false
 		}
 		keys[i], defs[i] = fl.key, fl.def
 	}
-	parsed := parseFlags(&p, keys, defs, fastFlag)
-	if len(p.problems) > 0 {
-		return nil, p, false
+	evs := doc.decodedEvaluators()
+	pre = &precompiled{specs: make([]evaluator.FlagSpec, len(keys)), compiled: make([]evaluator.CompiledFlag, len(keys))}
+	parsed, declined := parseFlags(&p, keys, defs, fastFlag, func(i int, f *FlagDoc) bool {
+		sp, ps := doc.spec(keys[i], f, evs)
+		if len(ps) > 0 {
+			return false // reported by the exact path
+		}
+		pre.compiled[i] = evaluator.CompileFlag(&sp)
+		// NewSnapshot links the compiled flag through the spec's key and
+		// prerequisites; nothing else in it is needed, and the decoded
+		// rules it pointed to can go now, while this goroutine's next
+		// flag can reuse their memory (keeping them all until the end
+		// left the heap fragmented).
+		pre.specs[i] = evaluator.FlagSpec{Key: sp.Key, Prerequisites: sp.Prerequisites}
+		f.decoded = decodedRules{}
+		return true
+	})
+	if declined || len(p.problems) > 0 {
+		return nil, p, nil, false
 	}
 	doc.flags = newFlagTable(keys, parsed)
 	doc.keys = keys
-	return doc, p, true
+	return doc, p, pre, true
+}
+
+// precompiled is what Parse's fast path compiled while reading: the specs
+// (key and prerequisites only) and compiled flags NewSnapshot links.
+type precompiled struct {
+	specs    []evaluator.FlagSpec
+	compiled []evaluator.CompiledFlag
 }
 
 // fastWorker is what one parsing goroutine reuses from flag to flag.

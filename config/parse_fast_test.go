@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pennon-dev/pennon/evaluator"
 )
 
 // fastCases are documents the fast path must read exactly as the exact
@@ -92,7 +94,7 @@ func testbedDocs(t *testing.T) map[string][]byte {
 // it but built anything different. It reports whether the fast path took it.
 func compareFastExact(t testing.TB, data []byte) bool {
 	t.Helper()
-	fast, fp, ok := parseFast(data)
+	fast, fp, pre, ok := parseFast(data)
 	exact, ep := parseExact(data)
 	if !ok {
 		return false
@@ -113,25 +115,61 @@ func compareFastExact(t testing.TB, data []byte) bool {
 		t.Fatalf("keys differ: fast %v, exact %v", fk, ek)
 	}
 	for _, k := range ek {
-		f, e := fast.Flag(k), exact.Flag(k)
-		if !reflect.DeepEqual(f, e) {
+		// The fast path compiled its flags as it read them and let their
+		// decoded rules go; sameAnswers below checks what they compiled to.
+		f, e := fast.Flag(k), *exact.Flag(k)
+		e.decoded = decodedRules{}
+		if !reflect.DeepEqual(f, &e) {
 			fj, _ := json.Marshal(f)
 			ej, _ := json.Marshal(e)
-			t.Fatalf("flag %q differs:\nfast  %s canon %s decoded %#v\nexact %s canon %s decoded %#v", k, fj, f.canon, f.decoded, ej, e.canon, e.decoded)
+			t.Fatalf("flag %q differs:\nfast  %s canon %s\nexact %s canon %s", k, fj, f.canon, ej, e.canon)
 		}
-		if !bytes.Equal(f.canon, canonicalJSON(e)) {
-			t.Fatalf("flag %q: fast canonical %s, encoding/json %s", k, f.canon, canonicalJSON(e))
+		if !bytes.Equal(f.canon, canonicalJSON(&e)) {
+			t.Fatalf("flag %q: fast canonical %s, encoding/json %s", k, f.canon, canonicalJSON(&e))
 		}
 	}
-	fd, ferr := finishParse(fast, &fp)
-	ed, eerr := finishParse(exact, &ep)
+	fd, ferr := finishParse(fast, &fp, pre)
+	ed, eerr := finishParse(exact, &ep, nil)
 	if (ferr == nil) != (eerr == nil) || ferr != nil && ferr.Error() != eerr.Error() {
 		t.Fatalf("checks differ: fast %v, exact %v", ferr, eerr)
 	}
 	if fd != nil && !bytes.Equal(fd.Canonical(), ed.Canonical()) {
 		t.Fatalf("canonical documents differ:\nfast  %s\nexact %s", fd.Canonical(), ed.Canonical())
 	}
+	if fd != nil {
+		sameAnswers(t, fd, ed)
+	}
 	return true
+}
+
+// answerContexts are the contexts sameAnswers evaluates every flag with:
+// empty, and ones that match the test documents' rules.
+var answerContexts = []map[string]any{
+	{},
+	{"targetingKey": "user-1", "email": "a@x.com", "country": "DE", "k": "v"},
+	{"targetingKey": "user-2", "email": "ann@pennon.dev", "country": "SE", "plan": "premium"},
+}
+
+// sameAnswers fails unless both documents' compiled snapshots answer every
+// flag alike for every answerContexts context.
+func sameAnswers(t testing.TB, a, b *Document) {
+	t.Helper()
+	sa, err := a.Compile(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := b.Compile(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range a.keys {
+		for _, c := range answerContexts {
+			ra, rb := sa.Evaluate(k, evaluator.ContextFromMap(c)), sb.Evaluate(k, evaluator.ContextFromMap(c))
+			if !reflect.DeepEqual(ra, rb) {
+				t.Fatalf("flag %q, context %v: fast path answers %+v, exact path %+v", k, c, ra, rb)
+			}
+		}
+	}
 }
 
 func TestParseFastMatchesExact(t *testing.T) {
@@ -175,7 +213,7 @@ func TestParseFastMatchesExact(t *testing.T) {
 func TestParseFastDeclines(t *testing.T) {
 	for name, doc := range slowCases {
 		t.Run(name, func(t *testing.T) {
-			if _, _, ok := parseFast([]byte(doc)); ok {
+			if _, _, _, ok := parseFast([]byte(doc)); ok {
 				t.Fatalf("fast path accepted %s", doc)
 			}
 			// Parse then answers exactly as the exact path does.
@@ -183,7 +221,7 @@ func TestParseFastDeclines(t *testing.T) {
 			want := ""
 			if exact == nil {
 				want = (&ValidationError{Problems: ep.problems}).Error()
-			} else if _, err := finishParse(exact, &ep); err != nil {
+			} else if _, err := finishParse(exact, &ep, nil); err != nil {
 				want = err.Error()
 			}
 			got := ""

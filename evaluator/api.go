@@ -149,6 +149,12 @@ type Problem struct {
 type SnapshotOptions struct {
 	// Now is the clock for $flagd.timestamp; nil means time.Now.
 	Now func() time.Time
+	// Compiled, when not nil, holds specs[i] compiled by CompileFlag at
+	// index i (same length as specs): NewSnapshot links them instead of
+	// compiling again, and reads only Key and Prerequisites of the specs.
+	// It lets a caller compile each flag as it reads it and drop the
+	// decoded rule at once (config's Parse).
+	Compiled []CompiledFlag
 }
 
 // Limits bound context decoding. Zero fields take the defaults in DefaultLimits.

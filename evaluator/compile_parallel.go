@@ -5,10 +5,21 @@ import (
 	"sync"
 )
 
-// compiledSpec is one spec's compiled flag and the problems compiling found.
-type compiledSpec struct {
+// CompiledFlag is one flag compiled on its own, before its snapshot exists
+// (SnapshotOptions.Compiled); prerequisites are linked by NewSnapshot.
+type CompiledFlag struct {
 	flag     *Flag
 	problems []Problem
+}
+
+// CompileFlag compiles sp alone; it reads only sp (safe to call from
+// several goroutines). Its problems are reported by NewSnapshot.
+func CompileFlag(sp *FlagSpec) CompiledFlag {
+	if sp.Key == "" {
+		return CompiledFlag{}
+	}
+	f, ps := compileFlag(sp, "flags."+sp.Key)
+	return CompiledFlag{flag: f, problems: ps}
 }
 
 // parallelCompileMin is the set size from which compiling is spread over
@@ -19,13 +30,9 @@ const parallelCompileMin = 256
 // on all cores for a big set. Each flag compiles on its own (compileFlag
 // reads only its spec and the immutable operator table), and start-up at
 // 100,000 flags spent most of its time compiling them one after another.
-func compileSpecs(specs []FlagSpec) []compiledSpec {
-	compiled := make([]compiledSpec, len(specs))
-	one := func(i int) {
-		if sp := &specs[i]; sp.Key != "" {
-			compiled[i].flag, compiled[i].problems = compileFlag(sp, "flags."+sp.Key)
-		}
-	}
+func compileSpecs(specs []FlagSpec) []CompiledFlag {
+	compiled := make([]CompiledFlag, len(specs))
+	one := func(i int) { compiled[i] = CompileFlag(&specs[i]) }
 	workers := min(runtime.GOMAXPROCS(0), len(specs)/parallelCompileMin+1)
 	if workers <= 1 {
 		for i := range specs {

@@ -104,7 +104,10 @@ func NewSnapshot(version uint64, specs []FlagSpec, opts SnapshotOptions) (*Snaps
 		s.now = time.Now
 	}
 	bySpec := make(map[string]*FlagSpec, len(specs))
-	problems := compileEach(specs, func(sp *FlagSpec, f *Flag) {
+	if opts.Compiled != nil && len(opts.Compiled) != len(specs) {
+		return nil, []Problem{{Path: "flags", Reason: fmt.Sprintf("internal: %d compiled flags for %d specs", len(opts.Compiled), len(specs))}}
+	}
+	problems := compileEach(specs, opts.Compiled, func(sp *FlagSpec, f *Flag) {
 		s.flags.Set(sp.Key, f)
 		bySpec[sp.Key] = sp
 		s.keys = append(s.keys, sp.Key)
@@ -134,11 +137,14 @@ func NewSnapshot(version uint64, specs []FlagSpec, opts SnapshotOptions) (*Snaps
 }
 
 // compileEach compiles every spec with a non-empty key not seen before in
-// specs, hands each flag to add and returns the problems.
-func compileEach(specs []FlagSpec, add func(sp *FlagSpec, f *Flag)) []Problem {
+// specs (or takes compiled[i], when compiled is not nil), hands each flag
+// to add and returns the problems.
+func compileEach(specs []FlagSpec, compiled []CompiledFlag, add func(sp *FlagSpec, f *Flag)) []Problem {
 	var problems []Problem
 	seen := make(map[string]bool, len(specs))
-	compiled := compileSpecs(specs)
+	if compiled == nil {
+		compiled = compileSpecs(specs)
+	}
 	for i := range specs {
 		sp := &specs[i]
 		base := "flags." + sp.Key
@@ -152,6 +158,9 @@ func compileEach(specs []FlagSpec, add func(sp *FlagSpec, f *Flag)) []Problem {
 		}
 		seen[sp.Key] = true
 		c := compiled[i]
+		if c.flag == nil {
+			c = CompileFlag(sp)
+		}
 		problems = append(problems, c.problems...)
 		add(sp, c.flag)
 	}

@@ -30,7 +30,7 @@ func (s *Snapshot) Update(version uint64, put []FlagSpec, del []string) (*Snapsh
 	compiled := make(map[string]*Flag, len(put))
 	wants := make(map[string]map[string]string, len(put))
 	putKeys := make([]string, 0, len(put))
-	problems := compileEach(put, func(sp *FlagSpec, f *Flag) {
+	problems := compileEach(put, nil, func(sp *FlagSpec, f *Flag) {
 		compiled[sp.Key] = f
 		wants[sp.Key] = sp.Prerequisites
 		putKeys = append(putKeys, sp.Key)
