@@ -30,7 +30,7 @@ type Snapshot struct {
 type Flag struct {
 	key         string
 	disabled    bool
-	variants    map[string]*variant
+	variants    variantSet
 	def         *variant // nil: code default
 	rule        node     // nil: no targeting
 	propagation Propagation
@@ -188,7 +188,7 @@ func linkPrereqs(f *Flag, wants map[string]string, flags *cowmap.Map[*Flag]) []P
 			problems = append(problems, Problem{Path: path, Reason: "a flag cannot be its own prerequisite"})
 			continue
 		}
-		if _, ok := pf.variants[want]; !ok {
+		if pf.variants.get(want) == nil {
 			problems = append(problems, Problem{Path: path, Reason: fmt.Sprintf("%q is not a variant of %s (have: %s)", want, pk, strings.Join(pf.variantNames(), ", "))})
 			continue
 		}
@@ -297,7 +297,7 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 	f := &Flag{
 		key:         sp.Key,
 		disabled:    sp.Disabled,
-		variants:    make(map[string]*variant, len(sp.Variants)),
+		variants:    make(variantSet, 0, len(sp.Variants)),
 		propagation: sp.Propagation,
 		failMode:    sp.FailMode,
 		metadata:    sp.Metadata,
@@ -316,20 +316,20 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 			problems = append(problems, Problem{Path: base + ".variants." + v.Name, Reason: err.Error()})
 			continue
 		}
-		f.variants[v.Name] = vr
+		f.variants.put(vr)
 		kinds[v.Name] = valueKind(vr.value)
 	}
 	if k := mixedKinds(kinds); k != "" {
 		problems = append(problems, Problem{Path: base + ".variants", Reason: "variants must share one type (" + k + ")"})
 	}
 	if sp.HasDefaultVariant {
-		if f.def = f.variants[sp.DefaultVariant]; f.def == nil {
+		if f.def = f.variants.get(sp.DefaultVariant); f.def == nil {
 			problems = append(problems, Problem{Path: base + ".defaultVariant", Reason: fmt.Sprintf("%q is not a variant (have: %s)", sp.DefaultVariant, strings.Join(f.variantNames(), ", "))})
 		}
 	}
 	f.experiment = sp.Experiment
 	if sp.SafeVariant != "" {
-		if f.safe = f.variants[sp.SafeVariant]; f.safe == nil {
+		if f.safe = f.variants.get(sp.SafeVariant); f.safe == nil {
 			problems = append(problems, Problem{Path: base + ".safeVariant", Reason: fmt.Sprintf("%q is not a variant (have: %s)", sp.SafeVariant, strings.Join(f.variantNames(), ", "))})
 		}
 	}
@@ -409,11 +409,10 @@ func compileFallback(f *Flag, sp *FlagSpec, base string) []Problem {
 }
 
 func (f *Flag) variantNames() []string {
-	names := make([]string, 0, len(f.variants))
-	for n := range f.variants {
-		names = append(names, n)
+	names := make([]string, len(f.variants))
+	for i, v := range f.variants {
+		names[i] = v.name // sorted: the set is
 	}
-	sort.Strings(names)
 	return names
 }
 
@@ -617,7 +616,7 @@ func (s *Snapshot) decide(f *Flag, rule node, ctx *Context) Result {
 	default:
 		return f.errResult(CodeGeneral, "targeting returned "+typeName(out)+", expected a variant name")
 	}
-	v := f.variants[name]
+	v := f.variants.get(name)
 	if v == nil {
 		return f.errResult(CodeGeneral, fmt.Sprintf("targeting returned variant %q, which flag %s does not have", name, f.key))
 	}
