@@ -1,6 +1,8 @@
 package config
 
 import (
+	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +69,74 @@ func TestExpiresAt(t *testing.T) {
 		if ok != tc.ok || !got.Equal(tc.want) {
 			t.Errorf("ExpiresAt(%q) = %v, %v; want %v, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// BenchmarkHash is the identity hash a sidecar computes after every change
+// and the control plane after every commit: SHA-256 over the whole
+// canonical document, streamed from each flag's cached JSON. The memo is
+// cleared each round so every round hashes.
+func BenchmarkHash(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			doc := benchDoc(b, n)
+			b.SetBytes(int64(len(doc.Canonical())))
+			b.ReportAllocs()
+			for b.Loop() {
+				doc.hash.Store(nil)
+				_ = doc.Hash()
+			}
+		})
+	}
+}
+
+// TestHashStreamsTheCanonicalBytes: Hash gathers the canonical pieces in
+// chunks and batches of flags; whatever the boundaries (a flag larger than
+// a chunk, flags spanning many chunks, a last batch cut short) it must hash
+// exactly the bytes Canonical returns, which must be encoding/json's.
+func TestHashStreamsTheCanonicalBytes(t *testing.T) {
+	var big strings.Builder // one flag whose JSON alone exceeds a chunk
+	for i := range 12000 {
+		if i > 0 {
+			big.WriteByte(',')
+		}
+		fmt.Fprintf(&big, `"c%d"`, i)
+	}
+	hugeFlag := `{"flags":{"a":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"},` +
+		`"huge":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","targeting":{"if":[{"in":[{"var":"country"},[` + big.String() + `]]},"on","off"]}},` +
+		`"z":{"state":"DISABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}},"metadata":{"team":"core"}}`
+	tests := []struct {
+		name string
+		doc  string
+	}{
+		{"no flags", `{"flags":{}}`},
+		{"schema, evaluators and metadata", `{"$schema":"https://flagd.dev/schema/v0/flags.json","$evaluators":{"internal":{"ends_with":[{"var":"email"},"@x.dev"]}},` +
+			`"flags":{"f":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","targeting":{"if":[{"$ref":"internal"},"on","off"]}}},"metadata":{"b":1,"a":2}}`},
+		{"a flag larger than a chunk", hugeFlag},
+		{"flags over many chunks, last batch short", string(generatedN(2*canonicalChunk/100 + 7))},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc, err := Parse([]byte(tc.doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			canon := doc.Canonical()
+			flags := map[string]*FlagDoc{}
+			for k, f := range doc.flags.All() {
+				flags[k] = f
+			}
+			if want := canonicalJSON(canonicalDoc{Schema: doc.schema, Evaluators: doc.evaluators, Flags: flags, Metadata: doc.metadata}); !bytes.Equal(canon, want) {
+				t.Fatalf("Canonical differs from encoding/json's encoding:\n got %.300s\nwant %.300s", canon, want)
+			}
+			if got, want := doc.Hash(), DocumentHash(canon); got != want {
+				t.Fatalf("Hash() = %s, hash of Canonical() = %s", got, want)
+			}
+			var viaWriter bytes.Buffer
+			doc.writeCanonical(&viaWriter, doc.schema)
+			if !bytes.Equal(viaWriter.Bytes(), canon) {
+				t.Fatalf("writeCanonical through a writer differs from Canonical (%d vs %d bytes)", viaWriter.Len(), len(canon))
+			}
+		})
 	}
 }
