@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,11 +83,12 @@ type Remote struct {
 	nc      atomic.Pointer[nats.Conn] // the live NATS connection, for telemetry (telemetry.go)
 
 	inc atomic.Pointer[incidentBox] // incident hook (incidents.go)
+	lkg *lkgWriter                  // writes the last-known-good copy (disk.go); nil without StateDir
 
 	mu          sync.Mutex // guards everything below and serialises installs
 	state       string
 	doc         *config.Document
-	rec         *config.SnapshotRecord
+	rec         *config.SnapshotRecord  // built from a changeset: no Document or FlagVersions (see applyVerified)
 	proof       *config.SignedChangeset // vouches for an unsigned rec built from a pushed changeset
 	lastSync    time.Time               // last time we confirmed we were current
 	lastHB      time.Time
@@ -157,6 +159,9 @@ func NewRemote(o RemoteOptions) (*Remote, error) {
 		return nil, err
 	}
 	r.v = newVerifier(o)
+	if o.StateDir != "" {
+		r.lkg = newLKGWriter(o.StateDir, o.Env, r.log, r.v.keys)
+	}
 	r.setStateLocked(StateStarting, "")
 	return r, nil
 }
@@ -214,6 +219,14 @@ func (r *Remote) Run(ctx context.Context) error {
 	}()
 	if r.o.NATSURL != "" {
 		connect()
+	}
+	if r.lkg != nil {
+		// The writer stops after this loop has: its context ends when Run
+		// returns, not with ctx, so it writes the last record installed.
+		wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() { defer close(done); r.lkg.run(wctx) }()
+		defer func() { stop(); <-done }()
 	}
 	// Bootstrap from the control plane first (bounded by HTTPTimeout) and
 	// fall down the ladder to the disk copy or the secure defaults only if
@@ -405,11 +418,12 @@ func (r *Remote) installChecked(rec *config.SnapshotRecord, proof *config.Signed
 		r.reject(kind, whyHashMismatch, rec.Version, err)
 		return err
 	}
-	return r.installVerified(rec, doc, proof, via, state, base)
+	return r.installVerified(rec, doc, proof, nil, via, state, base)
 }
 
-// installVerified serves a verified record (see installChecked for base).
-func (r *Remote) installVerified(rec *config.SnapshotRecord, doc *config.Document, proof *config.SignedChangeset, via, state string, base *config.SnapshotRecord) error {
+// installVerified serves a verified record (see installChecked for base);
+// cs is the changeset rec was built from, nil for a full record.
+func (r *Remote) installVerified(rec *config.SnapshotRecord, doc *config.Document, proof *config.SignedChangeset, cs *config.Changeset, via, state string, base *config.SnapshotRecord) error {
 	snap, err := doc.Compile(rec.Version)
 	if err != nil {
 		return err
@@ -436,20 +450,20 @@ func (r *Remote) installVerified(rec *config.SnapshotRecord, doc *config.Documen
 		r.Store(snap)
 		r.mVersion.Set(float64(rec.Version))
 		r.mApplied.WithLabelValues(via).Inc()
-		if via != "disk" {
-			r.saveLKGLocked()
+		if r.lkg != nil {
+			r.lkg.offer(rec, doc, proof, cs, via != "disk") // written in the background (disk.go)
 		}
 	}
 	r.setStateLocked(state, via)
 	return nil
 }
 
+// saveLKGLocked has the served record written again, with the trusted
+// keys as they are now (they changed). The write itself happens in the
+// background (disk.go).
 func (r *Remote) saveLKGLocked() {
-	if r.o.StateDir == "" || r.rec == nil {
-		return
-	}
-	if err := writeLKGFile(r.o.StateDir, r.rec, r.proof, r.v.keys()); err != nil {
-		r.log.Warn("last-known-good copy not written", zap.Error(err))
+	if r.lkg != nil {
+		r.lkg.rewrite()
 	}
 }
 
@@ -597,6 +611,10 @@ func (r *Remote) applyChangeset(ctx context.Context, cs *config.Changeset, proof
 // applyVerified applies the next verified changeset to what we serve and
 // checks the result against the hash the control plane signed: a mismatch
 // means our base drifted, so we take a snapshot instead of serving it.
+// Nothing here builds the document's bytes or copies its per-flag
+// versions: the hash is streamed (config.Document.Hash) and the record
+// leaves Document and FlagVersions empty; only the last-known-good writer
+// needs them and builds them off this path (disk.go).
 func (r *Remote) applyVerified(ctx context.Context, cs *config.Changeset, proof *config.SignedChangeset, via string) bool {
 	r.mu.Lock()
 	cur := r.rec
@@ -610,15 +628,13 @@ func (r *Remote) applyVerified(ctx context.Context, cs *config.Changeset, proof 
 		r.poll(ctx)
 		return false
 	}
-	canonical := doc.Canonical()
-	rec := &config.SnapshotRecord{Env: r.o.Env, Version: cs.Version, Time: cs.Time, Hash: config.DocumentHash(canonical), Document: canonical,
-		FlagVersions: config.NextFlagVersions(cur.FlagVersions, cs)}
+	rec := &config.SnapshotRecord{Env: r.o.Env, Version: cs.Version, Time: cs.Time, Hash: doc.Hash()}
 	if rec.Hash != cs.Hash {
 		r.reject(rejectChangeset, whyHashMismatch, cs.Version, fmt.Errorf("applying it to our v%d gives %s, the control plane signed %s: our flag set drifted; taking a snapshot", cur.Version, rec.Hash, cs.Hash))
 		r.poll(ctx)
 		return false
 	}
-	if err := r.installVerified(rec, doc, proof, via, r.liveState(), nil); err != nil {
+	if err := r.installVerified(rec, doc, proof, cs, via, r.liveState(), nil); err != nil {
 		r.log.Error("changeset rejected; resyncing", zap.Error(err))
 		r.poll(ctx)
 		return false
@@ -756,6 +772,11 @@ func (r *Remote) Status() any {
 		st.Transitions[k] = v
 	}
 	st.LastRej = r.lastRejection()
+	if r.lkg != nil {
+		if werr, _ := r.lkg.status(); werr != "" {
+			st.DiskError = strings.TrimPrefix(st.DiskError+"; ", "; ") + "not written: " + werr
+		}
+	}
 	if r.rec != nil {
 		st.Version, st.Hash = r.rec.Version, r.rec.Hash
 	}

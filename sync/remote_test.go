@@ -138,6 +138,12 @@ type sidecar struct {
 
 func startSidecar(t *testing.T, o RemoteOptions) *sidecar {
 	t.Helper()
+	return startSidecarWith(t, o, nil)
+}
+
+// startSidecarWith is startSidecar with setup run on the Remote before Run.
+func startSidecarWith(t *testing.T, o RemoteOptions, setup func(*Remote)) *sidecar {
+	t.Helper()
 	if o.Env == "" {
 		o.Env = "dev"
 	}
@@ -154,6 +160,9 @@ func startSidecar(t *testing.T, o RemoteOptions) *sidecar {
 	r, err := NewRemote(o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

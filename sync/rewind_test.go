@@ -69,7 +69,8 @@ func TestSidecarConvergesToTheControlPlanesTruth(t *testing.T) {
 			srv := httptest.NewServer(front)
 			t.Cleanup(srv.Close)
 			// Polling only: the replacement's NATS is another server.
-			s := startSidecar(t, RemoteOptions{ServerURL: srv.URL, Token: a.token, TrustKeys: []sign.PublicKey{a.key.Public(), b.key.Public()}})
+			dir := t.TempDir()
+			s := startSidecar(t, RemoteOptions{ServerURL: srv.URL, Token: a.token, StateDir: dir, TrustKeys: []sign.PublicKey{a.key.Public(), b.key.Public()}})
 			wantA := uint64(1 + len(tc.before))
 			checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 				if s.version() != wantA || s.perf() != tc.before[len(tc.before)-1] {
@@ -92,6 +93,14 @@ func TestSidecarConvergesToTheControlPlanesTruth(t *testing.T) {
 			if n := testutil.ToFloat64(s.r.v.mRewinds); n != 1 {
 				t.Fatalf("pennon_sync_rewinds_total = %v, want 1", n)
 			}
+			// The disk copy follows: the control plane's truth is newer in
+			// install order even at a lower version.
+			checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+				if f, err := readLKGFile(dir, "dev"); err != nil || f.rec.Version != wantB || f.rec.Hash != head.Hash {
+					return fmt.Errorf("disk copy not the control plane's v%d %s yet (%v)", wantB, head.Hash, err)
+				}
+				return nil
+			})
 		})
 	}
 }
