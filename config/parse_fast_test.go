@@ -41,7 +41,15 @@ var fastCases = map[string]string{
 	"fallback": `{"flags":{"a":{"state":"ENABLED","variants":{"x":1,"y":2},"defaultVariant":"x","targeting":{"if":[{"==":[{"var":"k"},"v"]},"y","x"]},
 		"fallbackTargeting":{},"targetingBudget":"20us"}}}`,
 	"retirement": `{"flags":{"a":{"state":"ENABLED","variants":{"x":1,"y":2},"defaultVariant":"x","retirement":"remove after the launch"}}}`,
-	"many":       string(generatedN(600)),
+	// Read by the fast path, rejected when linked and compiled: the same
+	// problems either way.
+	"missing prerequisite": `{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"defaultVariant":"x","prerequisites":{"nope":"on"}}}}`,
+	"prerequisite cycle": `{"flags":{"a":{"state":"ENABLED","variants":{"on":1},"defaultVariant":"on","prerequisites":{"b":"on"}},
+		"b":{"state":"ENABLED","variants":{"on":1},"defaultVariant":"on","prerequisites":{"a":"on"}}}}`,
+	"unknown default":     `{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"defaultVariant":"y"}}}`,
+	"mixed variant types": `{"flags":{"a":{"state":"ENABLED","variants":{"x":1,"y":"one"},"defaultVariant":"x"}}}`,
+	"unknown operator":    `{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"defaultVariant":"x","targeting":{"frobnicate":[1]}}}}`,
+	"many":                string(generatedN(600)),
 }
 
 // slowCases must be left to the exact path (each is something the fast
@@ -63,6 +71,7 @@ var slowCases = map[string]string{
 	"closed without safe":  `{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"defaultVariant":"x","failMode":"closed"}}}`,
 	"bom":                  "\ufeff{\"flags\":{}}",
 	"missing flags":        `{"metadata":{}}`,
+	"unknown $ref":         `{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"defaultVariant":"x","targeting":{"if":[{"$ref":"nope"},"x",null]}}}}`,
 	"duplicate evaluators": `{"$evaluators":{"a":{"var":"x"},"a":{"var":"y"}},"flags":{}}`,
 }
 
