@@ -3,11 +3,12 @@
 # the same bytes (issue 16: "5-clause targeting end to end on loopback >= 0.80
 # of the bare answer in the same run"; "RSS <= 32 MiB at 1k flags after load").
 #
-#   bash bench/wrk/run.sh [duration] [connections] [rounds]     (default 8s 32 2)
+#   bash bench/wrk/run.sh [duration] [connections] [rounds]     (default 5s 32 3)
 #
-# * Builds pennon and bench/bare. Each server is pinned to core 0 and wrk (one
-#   thread) to core 1 with taskset, so server and load generator never share
-#   a core (on a machine with more cores: SERVER_CPU=.. LOAD_CPU=..).
+# * Builds pennon and bench/bare as the Dockerfile does. Each server is
+#   pinned to core 0 and wrk (one thread) to core 1 with taskset, so server
+#   and load generator never share a core (SERVER_CPU=.. LOAD_CPU=.. to pick
+#   others).
 # * For each flag (static, 5-clause targeting, 50/50 rollout) the bare process
 #   answers exactly the bytes pennon answered for that flag and context, with
 #   the same Server header: same response size, nothing evaluated.
@@ -15,18 +16,22 @@
 #   ratio is pennon's total requests over bare's in the same round(s).
 # * Then a sidecar with 1,000 flags (half with targeting) gets single-flag and
 #   bulk evaluations, and its VmRSS / VmHWM / RssAnon / RssFile are printed
-#   from /proc/PID/status, with the Go heap from /metrics.
+#   from /proc/PID/status, with the Go heap from /metrics. BASE_REV=<rev>
+#   also builds that git revision and alternates it with this tree, rounds
+#   times: a same-run before/after. ONLY=ratio or ONLY=rss runs one part.
 # Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-dur=${1:-8s}; conns=${2:-32}; rounds=${3:-2}
+dur=${1:-5s}; conns=${2:-32}; rounds=${3:-3}
 scpu=${SERVER_CPU:-0}; lcpu=${LOAD_CPU:-1}
 for c in wrk taskset curl; do command -v "$c" >/dev/null || { echo "$c not found (wrk: apt-get install wrk)"; exit 1; }; done
 out=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$out"' EXIT
-go build -o "$out/pennon" ./cmd/pennon
-go build -o "$out/bare" ./bench/bare
+# Built as the Dockerfile builds the shipped binary (static, no cgo).
+export CGO_ENABLED=0
+go build -trimpath -ldflags "-s -w" -o "$out/pennon" ./cmd/pennon
+go build -trimpath -ldflags "-s -w" -o "$out/bare" ./bench/bare
 ctxbody='{"context":{"targetingKey":"u1","plan":"premium","country":"SE","email":"ann@example.com","age":33,"appVersion":"2.10.1"}}'
 
 # sidecar PORT FILE: a real sidecar, default settings, its gRPC ports moved
@@ -43,6 +48,7 @@ wrkrun() {
 	taskset -c "$lcpu" wrk -t1 -c"$conns" -d"$dur" -s bench/wrk/post.lua "$1" | awk '/Requests\/sec/ {print $2}'
 }
 
+if [ "${ONLY:-}" != rss ]; then
 sidecar 18016 bench/wrk/flags.json
 flags=(static targeting5 rollout)
 port=18081
@@ -76,6 +82,8 @@ for f in "${flags[@]}"; do
 	printf 'all rounds  %-10s  pennon / bare = %.3f\n' "$f" "$(awk -v p="${sp[$f]}" -v b="${sb[$f]}" 'BEGIN {print p / b}')"
 done
 echo "load after the ratio runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
+[ "${ONLY:-}" = ratio ] && exit 0
 
 # RSS with 1,000 flags (half with targeting) after single-flag and bulk load.
 {
@@ -90,13 +98,35 @@ echo "load after the ratio runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 	done
 	printf '}}'
 } >"$out/flags1000.json"
-sidecar 18026 "$out/flags1000.json"
-big=${pids[-1]}
-rss() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile):/ {printf "%s %.1f MiB  ", $1, $2 / 1024}' "/proc/$big/status"; echo; }
-echo "1,000 flags, ready:          $(rss)"
-s1=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags/f500)
-s2=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags/f501)
-bk=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags)
-echo "load: single f500 $s1 req/s, single f501 $s2 req/s, bulk (1,000 flags) $bk req/s"
-echo "1,000 flags, after the load: $(rss)"
-curl -s http://127.0.0.1:18026/metrics | awk '/^go_memstats_(heap_inuse|heap_idle|heap_released|stack_sys|gc_sys|buck_hash_sys)_bytes / {printf "%s %.1f MiB  ", substr($1, 13), $2 / 1048576} /^go_gc_(gogc_percent|gomemlimit_bytes) / {printf "%s %s  ", substr($1, 7), $2} END {print ""}'
+# rssrun BIN LABEL: a sidecar (BIN) with 1,000 flags, single and bulk load,
+# its memory before and after.
+rssrun() {
+	local bin=$1 label=$2 big s1 s2 bk
+	taskset -c "$scpu" "$bin" sidecar --file "$out/flags1000.json" --addr 127.0.0.1:18026 \
+		--grpc-addr 127.0.0.1:18027 --sync-addr 127.0.0.1:18028 --log-level warn &
+	big=$!
+	for _ in $(seq 100); do curl -sf http://127.0.0.1:18026/readyz >/dev/null && break; sleep 0.1; done
+	rss() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile):/ {printf "%s %.1f MiB  ", $1, $2 / 1024}' "/proc/$big/status"; echo; }
+	echo "$label, 1,000 flags, ready:          $(rss)"
+	s1=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags/f500)
+	s2=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags/f501)
+	bk=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags)
+	echo "$label, load: single f500 $s1 req/s, single f501 $s2 req/s, bulk (1,000 flags) $bk req/s"
+	echo "$label, 1,000 flags, after the load: $(rss)"
+	curl -s http://127.0.0.1:18026/metrics | awk '/^go_memstats_(heap_inuse|heap_idle|heap_released|stack_sys|gc_sys)_bytes / {printf "%s %.1f MiB  ", substr($1, 13), $2 / 1048576} /^go_gc_gogc_percent / {printf "gogc %s  ", $2} END {print ""}'
+	kill "$big"
+	wait "$big" 2>/dev/null || true
+}
+# BASE_REV=<git revision>: also build that revision and alternate it with
+# this tree, for a same-run before/after.
+if [ -n "${BASE_REV:-}" ]; then
+	mkdir "$out/base"
+	git archive "$BASE_REV" | tar -x -C "$out/base"
+	(cd "$out/base" && go build -trimpath -ldflags "-s -w" -o "$out/pennon-base" ./cmd/pennon)
+	for r in $(seq "$rounds"); do
+		rssrun "$out/pennon-base" "base $BASE_REV"
+		rssrun "$out/pennon" "this tree"
+	done
+else
+	rssrun "$out/pennon" "this tree"
+fi

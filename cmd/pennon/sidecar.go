@@ -111,7 +111,19 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if givenOnCommandLine(args, "token") {
 		log.Warn("the API token was given with --token on the command line, where any process can read it (ps); use --token-file or PENNON_TOKEN instead")
 	}
-	return serveSidecar(ctx, o, log, nil)
+	// Memory (sidecar_memory.go): once listening with the flag set loaded,
+	// the GC default, and what start-up used and serving never uses again.
+	ready := make(chan string, 1)
+	served := make(chan struct{})
+	defer close(served)
+	go func() {
+		select {
+		case <-ready:
+			releaseStartupMemory(log)
+		case <-served:
+		}
+	}()
+	return serveSidecar(ctx, o, log, ready)
 }
 
 // serveSidecar runs a file-backed sidecar until ctx ends. ready, if not
