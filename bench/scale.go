@@ -9,7 +9,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pennon-dev/pennon/config"
@@ -52,6 +51,9 @@ type ScaleResult struct {
 	// targeted flag, and bulk evaluation of every flag. Zero when not run.
 	SingleRPS float64 `json:"singleRequestsPerSecond,omitempty"`
 	BulkRPS   float64 `json:"bulkRequestsPerSecond,omitempty"`
+	// Process is the same flag set in a real `pennon sidecar` process
+	// (ScaleOptions.Process): its start-up and memory are what a pod pays.
+	Process *ProcessResult `json:"process,omitempty"`
 }
 
 // ScaleOptions choose what Scale measures.
@@ -62,6 +64,10 @@ type ScaleOptions struct {
 	// this long each against the in-process sidecar server.
 	LoadFor     time.Duration
 	Connections int // for the throughput runs (default 8)
+	// Process, when set, also runs each size in a real sidecar process
+	// (MeasureProcess; its LoadFor and Connections are taken from these
+	// options). Its Binary is the pennon executable.
+	Process *ProcessOptions
 }
 
 // GenerateDocument returns a flagd-format document with n flags: 60%
@@ -145,6 +151,25 @@ func median(ds []time.Duration) time.Duration {
 
 func scaleOne(n int, o ScaleOptions) (ScaleResult, error) {
 	data := GenerateDocument(n)
+	r, err := scaleInProcess(n, data, o)
+	if err != nil || o.Process == nil {
+		return r, err
+	}
+	// This process's own copy of the set is garbage by now: give it back
+	// first, so the two do not compete for memory.
+	debug.FreeOSMemory()
+	po := *o.Process
+	po.LoadFor, po.Connections = o.LoadFor, o.Connections
+	pr, err := MeasureProcess(context.Background(), data, po)
+	if err != nil {
+		return r, err
+	}
+	r.Process = &pr
+	return r, nil
+}
+
+// scaleInProcess is scaleOne's measurement in this process.
+func scaleInProcess(n int, data []byte, o ScaleOptions) (ScaleResult, error) {
 	r := ScaleResult{Flags: n, DocBytes: len(data)}
 	var before, after runtime.MemStats
 	runtime.GC()
@@ -232,26 +257,33 @@ func scaleLoad(r *ScaleResult, data []byte, o ScaleOptions) error {
 		return err
 	}
 	defer func() { _ = t.Close() }()
+	r.SingleRPS, r.BulkRPS, err = loadURL(t.URL, o.LoadFor, o.Connections)
+	return err
+}
+
+// loadURL runs the single-flag (flag-0) and bulk scenarios against a
+// sidecar at url for loadFor each and returns their throughput.
+func loadURL(url string, loadFor time.Duration, conns int) (single, bulk float64, err error) {
 	for _, name := range []string{"targeting", "bulk"} {
 		sc, err := NewScenario(name, FlagKeys{Targeting: scaleKey(0)})
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
-		res, err := Run(context.Background(), Options{URL: t.URL, Scenario: sc, Connections: o.Connections, Duration: o.LoadFor,
-			Warmup: o.LoadFor / 4, Timeout: 30 * time.Second, Label: "pennon"})
+		res, err := Run(context.Background(), Options{URL: url, Scenario: sc, Connections: max(conns, 1), Duration: loadFor,
+			Warmup: loadFor / 4, Timeout: 30 * time.Second, Label: "pennon"})
 		if err != nil {
-			return fmt.Errorf("%s load: %w", name, err)
+			return 0, 0, fmt.Errorf("%s load: %w", name, err)
 		}
 		if res.Errors > 0 {
-			return fmt.Errorf("%s load: %d of %d requests failed (%s)", name, res.Errors, res.Requests, res.FirstError)
+			return 0, 0, fmt.Errorf("%s load: %d of %d requests failed (%s)", name, res.Errors, res.Requests, res.FirstError)
 		}
 		if name == "bulk" {
-			r.BulkRPS = res.Throughput
+			bulk = res.Throughput
 		} else {
-			r.SingleRPS = res.Throughput
+			single = res.Throughput
 		}
 	}
-	return nil
+	return single, bulk, nil
 }
 
 // rssMB is this process's resident set (VmRSS), 0 where /proc is missing.
@@ -260,11 +292,5 @@ func rssMB() float64 {
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-			return float64(kb) / 1024
-		}
-	}
-	return 0
+	return statusMB(b, "VmRSS:")
 }

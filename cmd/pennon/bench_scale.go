@@ -14,6 +14,11 @@ import (
 	"github.com/pennon-dev/pennon/bench"
 )
 
+// scaleProcessEnv is added to the environment of the sidecar processes
+// `bench scale --process` starts (tests set it to run their own binary as
+// pennon).
+var scaleProcessEnv []string
+
 // runBenchScale is `pennon bench scale`: what 1k, 10k, 100k flags cost.
 func runBenchScale(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench scale", "pennon bench scale [flags]",
@@ -21,6 +26,9 @@ func runBenchScale(_ context.Context, args []string, stdout, stderr io.Writer) e
 			"(parse, hash, compile), live heap and resident set after load, the cost of a\n"+
 			"one-flag change (apply + compile, then the hash), and OFREP throughput of the\n"+
 			"sidecar server holding the set (one targeted flag; bulk over every flag).\n"+
+			"With --process (the default) each size also runs in a real `pennon sidecar`\n"+
+			"process started from this executable: time until ready, resident set after\n"+
+			"load and its peak, and the same throughput runs against it.\n"+
 			"100,000 flags takes minutes on a small machine: ask for it with --sizes.", stderr)
 	_ = fs.String("config", "", "YAML file with settings")
 	sizesFlag := fs.String("sizes", "1000,10000", "comma-separated flag counts (e.g. 1000,10000,100000)")
@@ -28,6 +36,7 @@ func runBenchScale(_ context.Context, args []string, stdout, stderr io.Writer) e
 	loadFor := fs.Duration("load-duration", 2*time.Second, "throughput run per size and kind (0 skips the throughput runs)")
 	conns := fs.Int("connections", 8, "connections for the throughput runs")
 	jsonFile := fs.String("json", "", "write results as JSON to this file")
+	process := fs.Bool("process", true, "also measure each size in a real sidecar process (this executable)")
 	if err := parseSettings(fs, args); err != nil {
 		return err
 	}
@@ -48,7 +57,15 @@ func runBenchScale(_ context.Context, args []string, stdout, stderr io.Writer) e
 	if *conns < 1 || *conns > 256 {
 		return fmt.Errorf("connections: must be between 1 and 256 (got %d)", *conns)
 	}
-	res, err := bench.Scale(bench.ScaleOptions{Sizes: sizes, Updates: *updates, LoadFor: *loadFor, Connections: *conns})
+	o := bench.ScaleOptions{Sizes: sizes, Updates: *updates, LoadFor: *loadFor, Connections: *conns}
+	if *process {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("process: cannot find this executable to start as a sidecar: %w (use --process=false)", err)
+		}
+		o.Process = &bench.ProcessOptions{Binary: exe, Env: scaleProcessEnv}
+	}
+	res, err := bench.Scale(o)
 	if err != nil {
 		return err
 	}
@@ -60,6 +77,19 @@ func runBenchScale(_ context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if *process {
+		fmt.Fprintln(stdout, "\nthe same sets in a `pennon sidecar` process:")
+		tw = tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "flags\tready after\tRSS after load\tpeak RSS\tsingle req/s\tbulk req/s\t")
+		for _, r := range res {
+			if p := r.Process; p != nil {
+				fmt.Fprintf(tw, "%d\t%.1f ms\t%.1f MB\t%.1f MB\t%.0f\t%.1f\t\n", r.Flags, p.ReadyMs, p.RSSMB, p.PeakMB, p.SingleRPS, p.BulkRPS)
+			}
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	if *jsonFile != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
