@@ -24,9 +24,9 @@ type ProcessResult struct {
 	// ReadyMs is from starting the process until /readyz answers 200:
 	// reading and parsing the file, hashing, compiling, listening.
 	ReadyMs float64 `json:"readyMillis"`
-	// RSSMB is the resident set (VmRSS) after the load run (or after
-	// start-up when there was none); PeakMB is the high-water mark
-	// (VmHWM), reached while parsing.
+	// RSSMB is the resident set (VmRSS) after the load run (or 2 s after
+	// becoming ready when there was none); PeakMB is the high-water mark
+	// (VmHWM), reached while parsing or under load.
 	RSSMB  float64 `json:"rssMB"`
 	PeakMB float64 `json:"peakRSSMB"`
 	// SingleRPS and BulkRPS are as in ScaleResult, against this process.
@@ -45,6 +45,10 @@ type ProcessOptions struct {
 	LoadFor     time.Duration // 0: no load run
 	Connections int
 }
+
+// settleAfterReady is how long MeasureProcess waits after readiness before
+// reading memory when there is no load run.
+const settleAfterReady = 2 * time.Second
 
 // MeasureProcess starts `pennon sidecar --file` on doc (loopback, random
 // ports), waits until it is ready, optionally loads it like scaleLoad, reads
@@ -91,6 +95,15 @@ func MeasureProcess(ctx context.Context, doc []byte, o ProcessOptions) (ProcessR
 			return r, err
 		}
 		r.SingleRPS, r.BulkRPS = single, bulk
+	} else {
+		// The sidecar gives start-up's memory back just after it starts
+		// listening (cmd/pennon/sidecar_memory.go): read the settled
+		// figure, not the one of the moment it became ready.
+		select {
+		case <-time.After(settleAfterReady):
+		case <-ctx.Done():
+			return r, ctx.Err()
+		}
 	}
 	status, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status")
 	if err != nil {
