@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"slices"
+	"sync"
 )
 
 // canonicalJSON re-encodes decoded JSON with sorted keys and no whitespace.
@@ -55,10 +56,17 @@ type canonicalDoc struct {
 // one by one (four writes per flag, one of them a concatenated string) they
 // cost more than hashing the bytes (BenchmarkHash).
 func (d *Document) writeCanonical(w io.Writer, schema string) {
-	cw := chunkWriter{buf: make([]byte, 0, canonicalChunk), w: w}
+	buf := chunkPool.Get().(*[]byte)
+	cw := chunkWriter{buf: (*buf)[:0], w: w}
 	d.assembleCanonical(&cw, schema)
 	cw.flush()
+	*buf = cw.buf
+	chunkPool.Put(buf)
 }
+
+// chunkPool keeps writeCanonical's chunks: a sidecar hashes after every
+// change and would otherwise allocate 64 KiB each time.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, canonicalChunk); return &b }}
 
 // canonicalChunk is how much writeCanonical gathers before writing: large
 // enough that the per-write cost of the hash vanishes, small enough to stay
