@@ -6,9 +6,9 @@ package propagation
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -34,6 +34,10 @@ type Options struct {
 	// changed: every sidecar applies each change to a set this large, so
 	// the delay includes what a change costs at that scale. Default 0.
 	Flags int
+	// NoStateDir runs the sidecars without a state dir. By default each
+	// has its own, as deployed (`--state-dir` on an emptyDir), so the
+	// delays include whatever keeping the last-known-good copy costs.
+	NoStateDir bool
 }
 
 // Result holds commit → applied delays over every (change, sidecar) pair.
@@ -47,11 +51,20 @@ type Result struct {
 	Max      time.Duration `json:"max"`
 	// AllP99 is the p99 of "last sidecar applied" per change.
 	AllP99 time.Duration `json:"allSidecarsP99"`
+	// Commit is how long the commit call took (the control plane's
+	// validation, hash, signature and the JetStream write); AfterCommit is
+	// applied minus the commit's return, per (change, sidecar): the
+	// sidecars' share of the delay.
+	CommitP50      time.Duration `json:"commitP50"`
+	CommitP99      time.Duration `json:"commitP99"`
+	AfterCommitP50 time.Duration `json:"afterCommitP50"`
+	AfterCommitP99 time.Duration `json:"afterCommitP99"`
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%d sidecars, %d flags, %d changes: p50 %v, p99 %v, max %v (all sidecars p99 %v)",
-		r.Sidecars, r.Flags, r.Changes, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.AllP99.Round(time.Microsecond))
+	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
+	return fmt.Sprintf("%d sidecars, %d flags, %d changes: p50 %v, p99 %v, max %v (all sidecars p99 %v; commit p50 %v p99 %v; after the commit p50 %v p99 %v)",
+		r.Sidecars, r.Flags, r.Changes, us(r.P50), us(r.P99), us(r.Max), us(r.AllP99), us(r.CommitP50), us(r.CommitP99), us(r.AfterCommitP50), us(r.AfterCommitP99))
 }
 
 // Run starts an embedded JetStream, a store, the admin API and heartbeats,
@@ -127,8 +140,12 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	cars := make([]*flagsync.Remote, o.Sidecars)
 	for i := range cars {
+		stateDir := ""
+		if !o.NoStateDir {
+			stateDir = filepath.Join(dir, fmt.Sprint("sidecar-", i))
+		}
 		r, err := flagsync.NewRemote(flagsync.RemoteOptions{Env: "bench", ServerURL: "http://" + api.Addr(), NATSURL: ns.ClientURL(), Token: tok, ID: fmt.Sprint("bench-", i),
-			TrustKeys: []sign.PublicKey{key.Public()}})
+			TrustKeys: []sign.PublicKey{key.Public()}, StateDir: stateDir})
 		if err != nil {
 			return Result{}, err
 		}
@@ -136,17 +153,19 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = r.Run(rctx) }()
 	}
-	// Wait until every sidecar serves version 1 over a live connection.
-	deadline := time.Now().Add(30 * time.Second)
+	// Wait until every sidecar serves version 1 over a live connection;
+	// at 100,000 flags each parses a 16 MB snapshot first.
+	wait := 30*time.Second + time.Duration(o.Sidecars)*time.Duration(o.Flags)*50*time.Microsecond
+	deadline := time.Now().Add(wait)
 	for _, r := range cars {
 		for r.Current() == nil || r.Current().Version() < 1 || r.Status().(flagsync.RemoteStatus).State != flagsync.StatePush {
 			if time.Now().After(deadline) {
-				return Result{}, errors.New("sidecars did not sync within 30s")
+				return Result{}, fmt.Errorf("sidecars did not sync within %v", wait)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	var delays, worst []time.Duration
+	var delays, worst, commits, after []time.Duration
 	for i := 1; i <= o.Changes; i++ {
 		if err := ctx.Err(); err != nil {
 			return Result{}, err
@@ -169,6 +188,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
+		committed := time.Since(acked)
+		commits = append(commits, committed)
 		var last time.Duration
 		for j, r := range cars {
 			for r.Current().Version() < cs.Version {
@@ -181,6 +202,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			}
 			d := time.Since(acked)
 			delays = append(delays, d)
+			after = append(after, d-committed)
 			last = max(last, d)
 		}
 		worst = append(worst, last)
@@ -189,6 +211,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	res := Result{Sidecars: o.Sidecars, Flags: o.Flags + 1, Changes: o.Changes, Samples: len(delays)}
 	res.P50, res.P99, res.Max = pct(delays, 50), pct(delays, 99), pct(delays, 100)
 	res.AllP99 = pct(worst, 99)
+	res.CommitP50, res.CommitP99 = pct(commits, 50), pct(commits, 99)
+	res.AfterCommitP50, res.AfterCommitP99 = pct(after, 50), pct(after, 99)
 	return res, nil
 }
 

@@ -13,7 +13,8 @@ func TestRunSmall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Samples != 30 || res.Flags != flags+1 || res.P50 <= 0 || res.Max < res.P99 || res.P99 < res.P50 {
+		if res.Samples != 30 || res.Flags != flags+1 || res.P50 <= 0 || res.Max < res.P99 || res.P99 < res.P50 ||
+			res.CommitP50 <= 0 || res.CommitP99 < res.CommitP50 || res.AfterCommitP50 > res.P50 || res.AfterCommitP99 > res.P99 {
 			t.Fatalf("implausible result %+v", res)
 		}
 		t.Log(res)
@@ -32,6 +33,30 @@ func BenchmarkPropagation(b *testing.B) {
 				b.ReportMetric(float64(res.P50.Microseconds()), "p50-µs")
 				b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
 				b.ReportMetric(float64(res.Max.Microseconds()), "max-µs")
+				b.Log(res)
+			}
+		})
+	}
+}
+
+// BenchmarkPropagationFlags is commit → applied for one sidecar (with its
+// state dir, as deployed) following an environment of 1k, 10k and 100k
+// flags, 50 changes each: what a one-flag change costs end to end as the
+// set grows. 100k flags take about a minute to set up (the control plane
+// validates and hashes the set as it is loaded), so run it alone:
+//
+//	go test ./bench/propagation -run xxx -bench PropagationFlags -benchtime 1x -timeout 30m
+func BenchmarkPropagationFlags(b *testing.B) {
+	for _, flags := range []int{1000, 10000, 100000} {
+		b.Run("flags="+itoa(flags), func(b *testing.B) {
+			for b.Loop() {
+				res, err := Run(context.Background(), Options{Sidecars: 1, Changes: 50, SyncAlways: true, Flags: flags - 1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(res.P50.Microseconds()), "p50-µs")
+				b.ReportMetric(float64(res.P99.Microseconds()), "p99-µs")
+				b.ReportMetric(float64(res.AfterCommitP99.Microseconds()), "after-commit-p99-µs")
 				b.Log(res)
 			}
 		})
