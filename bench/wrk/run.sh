@@ -47,17 +47,31 @@ sidecar() {
 wrkrun() {
 	taskset -c "$lcpu" wrk -t1 -c"$conns" -d"$dur" -s bench/wrk/post.lua "$1" | awk '/Requests\/sec/ {print $2}'
 }
+# cputicks PID: the process's user + system CPU time in clock ticks.
+cputicks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+# measure URL PID: "req/s requests cpu-ticks" of one wrk run against the
+# server PID. Requests per CPU second of the server is its cost per request,
+# which other work on the machine disturbs far less than req/s.
+measure() {
+	local t0 t1 r
+	t0=$(cputicks "$2")
+	r=$(taskset -c "$lcpu" wrk -t1 -c"$conns" -d"$dur" -s bench/wrk/post.lua "$1")
+	t1=$(cputicks "$2")
+	awk -v t=$((t1 - t0)) '/Requests\/sec/ {rps = $2} / requests in / {n = $1} END {print rps, n, t}' <<<"$r"
+}
 
 if [ "${ONLY:-}" != rss ]; then
 sidecar 18016 bench/wrk/flags.json
+side=${pids[-1]}
 flags=(static targeting5 rollout)
 port=18081
-declare -A bareurl
+declare -A bareurl barepid
 for f in "${flags[@]}"; do
 	curl -sf -X POST -H 'Content-Type: application/json' -d "$ctxbody" \
 		"http://127.0.0.1:18016/ofrep/v1/evaluate/flags/$f" >"$out/$f.json"
 	taskset -c "$scpu" "$out/bare" -addr "127.0.0.1:$port" -body-file "$out/$f.json" -name pennon &
 	pids+=($!)
+	barepid[$f]=$!
 	bareurl[$f]="http://127.0.0.1:$port/ofrep/v1/evaluate/flags/$f"
 	port=$((port + 1))
 done
@@ -66,20 +80,26 @@ for f in "${flags[@]}"; do
 done
 
 echo "wrk -t1 -c$conns -d$dur, $rounds rounds; servers on cpu $scpu, wrk on cpu $lcpu; $(nproc) cores; $(date -u '+%F %H:%M UTC'); load $(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A sb sp
-for f in "${flags[@]}"; do sb[$f]=0; sp[$f]=0; done
+declare -A sb sp nb np tb tp
+for f in "${flags[@]}"; do sb[$f]=0; sp[$f]=0; nb[$f]=0; np[$f]=0; tb[$f]=0; tp[$f]=0; done
+hz=$(getconf CLK_TCK)
 for r in $(seq "$rounds"); do
 	for f in "${flags[@]}"; do
-		b=$(wrkrun "${bareurl[$f]}")
-		p=$(wrkrun "http://127.0.0.1:18016/ofrep/v1/evaluate/flags/$f")
+		read -r b bn bt < <(measure "${bareurl[$f]}" "${barepid[$f]}")
+		read -r p pn pt < <(measure "http://127.0.0.1:18016/ofrep/v1/evaluate/flags/$f" "$side")
 		sb[$f]=$(awk -v a="${sb[$f]}" -v b="$b" 'BEGIN {print a + b}')
 		sp[$f]=$(awk -v a="${sp[$f]}" -v b="$p" 'BEGIN {print a + b}')
-		printf 'round %d  %-10s  bare (%3d B) %10.0f req/s   pennon %10.0f req/s   ratio %.3f\n' \
-			"$r" "$f" "$(wc -c <"$out/$f.json")" "$b" "$p" "$(awk -v p="$p" -v b="$b" 'BEGIN {print p / b}')"
+		nb[$f]=$((nb[$f] + bn)); np[$f]=$((np[$f] + pn)); tb[$f]=$((tb[$f] + bt)); tp[$f]=$((tp[$f] + pt))
+		printf 'round %d  %-10s  bare (%3d B) %7.0f req/s %7.0f req/cpu-s   pennon %7.0f req/s %7.0f req/cpu-s   ratio %.3f, per cpu-s %.3f\n' \
+			"$r" "$f" "$(wc -c <"$out/$f.json")" "$b" "$(awk -v n="$bn" -v t="$bt" -v hz="$hz" 'BEGIN {print n * hz / t}')" \
+			"$p" "$(awk -v n="$pn" -v t="$pt" -v hz="$hz" 'BEGIN {print n * hz / t}')" \
+			"$(awk -v p="$p" -v b="$b" 'BEGIN {print p / b}')" "$(awk -v a="$pn" -v b="$pt" -v c="$bn" -v d="$bt" 'BEGIN {print (a / b) / (c / d)}')"
 	done
 done
 for f in "${flags[@]}"; do
-	printf 'all rounds  %-10s  pennon / bare = %.3f\n' "$f" "$(awk -v p="${sp[$f]}" -v b="${sb[$f]}" 'BEGIN {print p / b}')"
+	printf 'all rounds  %-10s  pennon / bare: req/s %.3f, requests per server cpu-second %.3f\n' "$f" \
+		"$(awk -v p="${sp[$f]}" -v b="${sb[$f]}" 'BEGIN {print p / b}')" \
+		"$(awk -v a="${np[$f]}" -v b="${tp[$f]}" -v c="${nb[$f]}" -v d="${tb[$f]}" 'BEGIN {print (a / b) / (c / d)}')"
 done
 echo "load after the ratio runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
