@@ -121,17 +121,21 @@ fi
 # rssrun BIN LABEL: a sidecar (BIN) with 1,000 flags, single and bulk load,
 # its memory before and after.
 rssrun() {
-	local bin=$1 label=$2 big s1 s2 bk
+	local bin=$1 label=$2 big rps n t path
 	taskset -c "$scpu" "$bin" sidecar --file "$out/flags1000.json" --addr 127.0.0.1:18026 \
 		--grpc-addr 127.0.0.1:18027 --sync-addr 127.0.0.1:18028 --log-level warn &
 	big=$!
 	for _ in $(seq 100); do curl -sf http://127.0.0.1:18026/readyz >/dev/null && break; sleep 0.1; done
 	rss() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile):/ {printf "%s %.1f MiB  ", $1, $2 / 1024}' "/proc/$big/status"; echo; }
 	echo "$label, 1,000 flags, ready:          $(rss)"
-	s1=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags/f500)
-	s2=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags/f501)
-	bk=$(wrkrun http://127.0.0.1:18026/ofrep/v1/evaluate/flags)
-	echo "$label, load: single f500 $s1 req/s, single f501 $s2 req/s, bulk (1,000 flags) $bk req/s"
+	local hz line
+	hz=$(getconf CLK_TCK)
+	line="$label, load:"
+	for path in flags/f500 flags/f501 flags; do
+		read -r rps n t < <(measure "http://127.0.0.1:18026/ofrep/v1/evaluate/$path" "$big")
+		line+=" $path $rps req/s $(awk -v n="$n" -v t="$t" -v hz="$hz" 'BEGIN {printf "%.0f", n * hz / t}') req/cpu-s;"
+	done
+	echo "$line (flags = bulk over all 1,000)"
 	echo "$label, 1,000 flags, after the load: $(rss)"
 	curl -s http://127.0.0.1:18026/metrics | awk '/^go_memstats_(heap_inuse|heap_idle|heap_released|stack_sys|gc_sys)_bytes / {printf "%s %.1f MiB  ", substr($1, 13), $2 / 1048576} /^go_gc_gogc_percent / {printf "gogc %s  ", $2} END {print ""}'
 	kill "$big"
