@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -201,15 +202,35 @@ func (w *lkgWriter) poke() {
 	}
 }
 
+// Pacing: after a write that took d the writer rests lkgPace×d (at most
+// lkgMaxRest) before the next, so however fast changes arrive it uses at
+// most a tenth of a core, and the rest goes to applying and serving them.
+// Changes meanwhile coalesce; the copy lags by at most a rest and a write,
+// which only matters to a cold start that finds no control plane.
+const (
+	lkgPace    = 9
+	lkgMaxRest = 2 * time.Second
+)
+
 // run writes offered records until ctx ends, then writes the newest one
 // still waiting, so that the copy on disk is what was served last when
 // Remote.Run returns (Run cancels ctx only after its own loop stopped
 // installing).
 func (w *lkgWriter) run(ctx context.Context) {
+	rest := time.NewTimer(0)
+	defer rest.Stop()
 	for {
 		select {
-		case <-w.wake:
+		case <-rest.C:
+		case <-ctx.Done():
 			w.writeNewest()
+			return
+		}
+		select {
+		case <-w.wake:
+			start := time.Now()
+			w.writeNewest()
+			rest.Reset(min(lkgPace*time.Since(start), lkgMaxRest))
 		case <-ctx.Done():
 			w.writeNewest()
 			return
