@@ -75,7 +75,10 @@ func TestExpiresAt(t *testing.T) {
 // BenchmarkHash is the identity hash a sidecar computes after every change
 // and the control plane after every commit: SHA-256 over the whole
 // canonical document, streamed from each flag's cached JSON. The memo is
-// cleared each round so every round hashes.
+// cleared each round so every round hashes. Measured 2026-11-30 on the
+// shared 2-vCPU host, load ~4, alternated with the previous code: 0.38–0.48
+// / 2.9–3.5 / 38–55 ms at 1k / 10k / 100k flags, 10 allocations (before:
+// 0.63–1.19 / 9.2–9.9 / 123–217 ms, 3 allocations per flag).
 func BenchmarkHash(b *testing.B) {
 	for _, n := range []int{1000, 10000, 100000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
