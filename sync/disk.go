@@ -125,11 +125,12 @@ func writeLKGFile(dir string, rec *config.SnapshotRecord, proof *config.SignedCh
 // older record is never written over a newer one; a rewind (the control
 // plane's truth at a lower version) is newer in that order and is written.
 //
-// The record of an applied changeset carries neither its document bytes
-// nor its per-flag versions: both are O(flags) and nothing on the apply
-// path reads them. The writer builds the document from the record's
-// Document and the per-flag versions from the last full record's and the
-// changesets applied since, which the offers keep for it.
+// The records the sidecar serves carry no document bytes (the parsed
+// document is kept instead) and, when built from a changeset, no per-flag
+// versions: both are O(flags) and nothing on the apply path reads them.
+// The writer encodes the document (Document.Canonical) and derives the
+// per-flag versions from the last full record's and the changesets
+// applied since, which the offers keep for it.
 type lkgWriter struct {
 	dir, env string
 	log      *zap.Logger

@@ -88,7 +88,7 @@ type Remote struct {
 	mu          sync.Mutex // guards everything below and serialises installs
 	state       string
 	doc         *config.Document
-	rec         *config.SnapshotRecord  // built from a changeset: no Document or FlagVersions (see applyVerified)
+	rec         *config.SnapshotRecord  // without Document (doc is it); built from a changeset: no FlagVersions either (see applyVerified)
 	proof       *config.SignedChangeset // vouches for an unsigned rec built from a pushed changeset
 	lastSync    time.Time               // last time we confirmed we were current
 	lastHB      time.Time
@@ -427,6 +427,15 @@ func (r *Remote) installVerified(rec *config.SnapshotRecord, doc *config.Documen
 	snap, err := doc.Compile(rec.Version)
 	if err != nil {
 		return err
+	}
+	if rec.Document != nil {
+		// The bytes are doc's canonical form (their hash was checked): the
+		// parsed document is kept, the bytes would only hold 16 MB at
+		// 100,000 flags until the next change. The disk writer rebuilds
+		// them from doc.
+		kept := *rec
+		kept.Document = nil
+		rec = &kept
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
