@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -18,7 +17,22 @@ import (
 	"github.com/pennon-dev/pennon/internal/cowmap"
 )
 
-var flagKeyPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$`)
+// validFlagKey is the flag key rule: ^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$
+// (letters, digits, '_', '-' and '.', not starting with '-' or '.', at most
+// 200 bytes). A loop, not a regexp: it runs once per flag at start-up.
+func validFlagKey(key string) bool {
+	if len(key) == 0 || len(key) > 200 || key[0] == '.' || key[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		switch c := key[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 var (
 	topLevelFields = []string{"$schema", "$evaluators", "flags", "metadata"}
@@ -294,7 +308,7 @@ func (p *parser) metadata(raw json.RawMessage, path string) map[string]any {
 func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 	base := "flags." + key
 	before := len(p.problems)
-	if !flagKeyPattern.MatchString(key) {
+	if !validFlagKey(key) {
 		p.add(base, "invalid flag key %q: use letters, digits, '_', '-' and '.', at most 200 characters", key)
 	}
 	var m map[string]json.RawMessage

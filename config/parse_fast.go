@@ -136,7 +136,7 @@ func indexOf(list []string, s string) int {
 // definition's members straight into the flag: no map of fields, and a
 // repeated field is a bit already set.
 func fastFlag(key string, def []byte, w *fastWorker) *FlagDoc {
-	if !flagKeyPattern.MatchString(key) {
+	if !validFlagKey(key) {
 		return nil
 	}
 	f := &FlagDoc{}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -304,4 +305,20 @@ func FuzzParseFast(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		compareFastExact(t, data)
 	})
+}
+
+// TestValidFlagKey holds the loop to the rule it replaced, the regexp
+// ^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$.
+func TestValidFlagKey(t *testing.T) {
+	rule := regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$`)
+	keys := []string{"", "a", "A-b.c_d", "_x", "0", "-a", ".a", "a b", "a/b", "é", "a\x00", strings.Repeat("k", 200), strings.Repeat("k", 201),
+		"new-checkout.v2", "a..b", "a-", "Z9", "a\n"}
+	for c := 0; c < 256; c++ {
+		keys = append(keys, string(rune(c)), "a"+string([]byte{byte(c)}))
+	}
+	for _, k := range keys {
+		if got, want := validFlagKey(k), rule.MatchString(k); got != want {
+			t.Errorf("validFlagKey(%q) = %v, the rule says %v", k, got, want)
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -103,20 +104,28 @@ func NewSnapshot(version uint64, specs []FlagSpec, opts SnapshotOptions) (*Snaps
 	if s.now == nil {
 		s.now = time.Now
 	}
-	bySpec := make(map[string]*FlagSpec, len(specs))
 	if opts.Compiled != nil && len(opts.Compiled) != len(specs) {
 		return nil, []Problem{{Path: "flags", Reason: fmt.Sprintf("internal: %d compiled flags for %d specs", len(opts.Compiled), len(specs))}}
 	}
+	// The flags in key order, each with its spec: linking walks this list
+	// rather than looking every key up again (100,000 flags at start-up).
+	type entry struct {
+		f  *Flag
+		sp *FlagSpec
+	}
+	entries := make([]entry, 0, len(specs))
 	problems := compileEach(specs, opts.Compiled, func(sp *FlagSpec, f *Flag) {
 		s.flags.Set(sp.Key, f)
-		bySpec[sp.Key] = sp
-		s.keys = append(s.keys, sp.Key)
+		entries = append(entries, entry{f, sp})
 	})
-	sort.Strings(s.keys)
+	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.f.key, b.f.key) })
+	s.keys = make([]string, len(entries))
+	for i, e := range entries {
+		s.keys[i] = e.f.key
+	}
 	// Resolve prerequisites once every flag exists.
-	for _, key := range s.keys {
-		f, _ := s.flags.Get(key)
-		problems = append(problems, linkPrereqs(f, bySpec[key].Prerequisites, s.flags)...)
+	for _, e := range entries {
+		problems = append(problems, linkPrereqs(e.f, e.sp.Prerequisites, s.flags)...)
 	}
 	if cyc := findCycle(s.flags, s.keys); cyc != nil {
 		problems = append(problems, Problem{Path: "flags." + cyc[0] + ".prerequisites", Reason: "cycle " + strings.Join(cyc, " → ")})
@@ -125,12 +134,14 @@ func NewSnapshot(version uint64, specs []FlagSpec, opts SnapshotOptions) (*Snaps
 		return nil, problems
 	}
 	edges := map[string][]string{}
-	for _, key := range s.keys {
-		f, _ := s.flags.Get(key)
-		for _, p := range f.prereqs {
-			edges[key] = append(edges[key], p.key)
+	for _, e := range entries {
+		if len(e.f.prereqs) == 0 {
+			continue
 		}
-		collectReads(f, map[*Flag]bool{})
+		for _, p := range e.f.prereqs {
+			edges[e.f.key] = append(edges[e.f.key], p.key)
+		}
+		collectReads(e.f, map[*Flag]bool{})
 	}
 	s.requiredBy = cowmap.Index(edges)
 	return s, nil
@@ -362,11 +373,13 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 	if f.metadata == nil {
 		f.metadata = noMetadata
 	}
-	mj, err := json.Marshal(f.metadata)
-	if err != nil {
+	if len(f.metadata) == 0 {
+		f.metadataJSON = emptyObject // most flags: one shared "{}"
+	} else if mj, err := json.Marshal(f.metadata); err != nil {
 		problems = append(problems, Problem{Path: base + ".metadata", Reason: err.Error()})
+	} else {
+		f.metadataJSON = mj
 	}
-	f.metadataJSON = mj
 	if f.hasFallback {
 		for why := FallbackReason(0); why < numFallbackReasons; why++ {
 			md := make(map[string]any, len(f.metadata)+2)
@@ -452,6 +465,13 @@ func newVariant(name string, v any) (*variant, error) {
 	default:
 		goVal = v
 	}
+	if b, isBool := v.(bool); isBool { // on/off flags: shared encodings
+		j := falseJSON
+		if b {
+			j = trueJSON
+		}
+		return &variant{name: name, value: goVal, json: j}, nil
+	}
 	j, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("cannot encode value: %v", err)
@@ -529,7 +549,12 @@ func (s *Snapshot) Evaluate(key string, ctx *Context) Result {
 	return s.EvaluateFlag(f, ctx)
 }
 
-var emptyObject = []byte("{}")
+// Shared read-only encodings (capacity = length, so an append copies).
+var (
+	emptyObject = []byte("{}")[:2:2]
+	trueJSON    = []byte("true")[:4:4]
+	falseJSON   = []byte("false")[:5:5]
+)
 
 // noMetadata is the metadata of every flag that has none: read-only,
 // shared instead of an empty map per flag.
