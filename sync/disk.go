@@ -203,13 +203,16 @@ func (w *lkgWriter) poke() {
 	}
 }
 
-// Pacing: after a write that took d the writer rests lkgPace×d (at most
-// lkgMaxRest) before the next, so however fast changes arrive it uses at
-// most a tenth of a core, and the rest goes to applying and serving them.
-// Changes meanwhile coalesce; the copy lags by at most a rest and a write,
-// which only matters to a cold start that finds no control plane.
+// Pacing: after a write that took d the writer rests lkgPace×d, at least
+// lkgMinRest and at most lkgMaxRest, before the next. However fast changes
+// arrive it then uses at most a tenth of a core (the rest goes to applying
+// and serving them) and writes at most ten files a second, even on a disk
+// where a write takes no time: a burst of changes coalesces into a few
+// files. The copy lags by at most a rest and a write, which only matters
+// to a cold start that finds no control plane.
 const (
 	lkgPace    = 9
+	lkgMinRest = 100 * time.Millisecond
 	lkgMaxRest = 2 * time.Second
 )
 
@@ -231,7 +234,7 @@ func (w *lkgWriter) run(ctx context.Context) {
 		case <-w.wake:
 			start := time.Now()
 			w.writeNewest()
-			rest.Reset(min(lkgPace*time.Since(start), lkgMaxRest))
+			rest.Reset(min(max(lkgPace*time.Since(start), lkgMinRest), lkgMaxRest))
 		case <-ctx.Done():
 			w.writeNewest()
 			return

@@ -221,3 +221,36 @@ func waitVersion(t *testing.T, s *sidecar, v uint64) {
 		return nil
 	})
 }
+
+// TestLastKnownGoodBurstIsPaced: without anything holding the writer, a
+// burst of 100 changesets is written at most once per lkgMinRest (plus the
+// first and the last), however fast the disk is.
+func TestLastKnownGoodBurstIsPaced(t *testing.T) {
+	c := startCluster(t)
+	dir := t.TempDir()
+	s := startSidecar(t, RemoteOptions{ServerURL: c.api, NATSURL: c.nats, Token: c.token, StateDir: dir, TrustKeys: []sign.PublicKey{c.key.Public()}})
+	waitVersion(t, s, 1)
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if _, writes := s.r.lkg.status(); writes != 1 {
+			return fmt.Errorf("%d files written, want the bootstrap's", writes)
+		}
+		return nil
+	})
+	start := time.Now()
+	var last uint64
+	for i := range 100 {
+		last = c.setDefault(t, []string{"fast", "safe", "balanced"}[i%3])
+	}
+	checkfor.CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+		if f, err := readLKGFile(dir, "dev"); err != nil || f.rec.Version != last {
+			return fmt.Errorf("disk copy not at v%d yet (%v)", last, err)
+		}
+		return nil
+	})
+	elapsed := time.Since(start)
+	_, writes := s.r.lkg.status()
+	if bound := 1 + int(elapsed/lkgMinRest) + 2; writes > bound || writes >= 100 {
+		t.Fatalf("%d files written for 100 changesets in %v, want at most %d (one per %v)", writes, elapsed.Round(time.Millisecond), bound, lkgMinRest)
+	}
+	t.Logf("100 changesets in %v: %d files written", elapsed.Round(time.Millisecond), writes-1)
+}
