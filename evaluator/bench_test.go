@@ -60,16 +60,25 @@ var context200 = []byte(`{"targetingKey":"user-8f14e45f","email":"ann.lee@exampl
 
 // BenchmarkDecodeContext200B decodes a context into a pooled Context, as
 // the sidecar does for every request to a flag that reads the context.
-func BenchmarkDecodeContext200B(b *testing.B) {
+func BenchmarkDecodeContext200B(b *testing.B) { benchDecode(b, context200) }
+
+// benchDecode decodes data into one pooled Context per iteration.
+func benchDecode(b *testing.B, data []byte) {
 	c := NewContext()
-	b.SetBytes(int64(len(context200)))
+	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := c.Decode(context200, Limits{}); err != nil {
+		if err := c.Decode(data, Limits{}); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
+
+// contextLong has long strings (a UUID, a browser user agent, a URL), where
+// strStopAt's word-at-a-time scan pays.
+var contextLong = []byte(`{"targetingKey":"5f0c6a4e-8c1d-4e2b-9a7f-3d2b1c0e9f8a","userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Safari/605.1.15","url":"https://shop.example.com/checkout/cart?campaign=spring-sale-2026&ref=newsletter"}`)
+
+func BenchmarkDecodeContextLongStrings(b *testing.B) { benchDecode(b, contextLong) }
 
 // BenchmarkDecodeContext200BReadAll decodes the context and evaluates a
 // flag that reads every member (the nested ones by path). With

@@ -3,6 +3,7 @@ package evaluator
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -32,6 +33,10 @@ func TestDecodeContextReuse(t *testing.T) {
 		{"duplicate straddling flatMax: last wins", padded(`{"a":"first","targetingKey":"tk","a":{"k":"last"}}`, flatMax-1)},
 		{"duplicates only", `{"a":1,"a":2,"a":3,"a":4,"a":5,"a":6,"a":7,"a":8,"a":9,"a":10,"a":11,"a":12,"a":13,"a":14,"a":15,"a":16,"a":17,"a":18}`},
 		{"dotted and empty keys", `{"a.b":"literal","a":{"b":"nested"},"":"empty key"}`},
+		// str scans shortStr (16) bytes one at a time, then by words.
+		{"stops around the word scan's start", `{"s15":"abcdefghijklmno","s16":"abcdefghijklmnop","s17":"abcdefghijklmnopq",` +
+			`"e16":"abcdefghijklmnop\n","e17":"abcdefghijklmnopq\"","u16":"abcdefghijklmno\u00e9xyz","n16":"abcdefghijklmnoéxyz0123456789",` +
+			`"n24":"0123456789abcdefghijklmé","long":"` + strings.Repeat("0123456789", 20) + `"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := c.Decode([]byte(tc.js), Limits{}); err != nil {
