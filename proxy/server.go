@@ -296,7 +296,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.health != nil {
 		go func() { herrc <- s.health.Serve(s.hln) }()
 		s.log.Info("health listener", zap.String("addr", s.HealthAddr()))
-		defer func() { _ = s.health.Shutdown(); <-herrc }()
+		defer func() { _ = s.health.Shutdown(); _ = s.hln.Close(); <-herrc }()
 	}
 	watchDone := make(chan struct{})
 	go s.watchVersions(watchDone)
@@ -314,6 +314,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(context.Background(), s.o.DrainTimeout)
 	defer cancel()
 	err := s.srv.ShutdownWithContext(dctx)
+	// fasthttp's Shutdown closes only the listeners its Serve has already
+	// registered. When ctx ends right after start, the Serve goroutine may
+	// not have got that far: it would then accept on the listener forever
+	// and this wait would never end. Closing the listener ourselves makes
+	// such a late Serve return at once (closing twice is harmless).
+	_ = s.ln.Close()
 	<-errc
 	if s.cache != nil {
 		s.cache.Close()

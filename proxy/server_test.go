@@ -425,3 +425,39 @@ func TestGracefulShutdownDrains(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// TestServeStopsWhenCancelledAtOnce: a server whose context ends right
+// after Serve starts must return. fasthttp's Shutdown closes only the
+// listeners its Serve goroutine has registered, so a Shutdown that ran
+// first left that goroutine accepting forever and Serve waiting on it (a
+// hang seen in cmd/pennon's dev-system tests). Each round cancels before
+// or while Serve starts, with and without a health listener.
+func TestServeStopsWhenCancelledAtOnce(t *testing.T) {
+	var h evaluator.Holder
+	h.Store(mustSnapshot(t, testFlags, 1))
+	for i := range 200 {
+		o := Options{Addr: "127.0.0.1:0", Source: &h}
+		if i%2 == 1 {
+			o.HealthAddr = "127.0.0.1:0"
+		}
+		s, err := New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		if i%4 < 2 {
+			cancel() // before Serve
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx) }()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Serve did not return 10 s after its context ended", i)
+		}
+	}
+}
