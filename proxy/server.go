@@ -53,6 +53,10 @@ type Options struct {
 	KeepAlive time.Duration
 	// FreshTimeout bounds FreshSource.Fresh per request; default 250ms.
 	FreshTimeout time.Duration
+	// MaxFlagSeries caps the (flag, variant, reason) series of
+	// pennon_evaluations_total; past it, evaluations count in flag="_other"
+	// (0: DefaultMaxFlagSeries). Usage reports stay per flag.
+	MaxFlagSeries int
 	// HealthAddr, if set, is a second listener serving only /healthz,
 	// /readyz and /metrics, for kubelet probes and Prometheus, which cannot
 	// reach the pod's loopback address. It may bind the pod IP (0.0.0.0).
@@ -160,7 +164,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{o: o, log: o.Logger, src: o.Source, reg: o.Registry, stop: make(chan struct{}), started: time.Now()}
 	s.fresh, _ = o.Source.(FreshSource)
 	s.status, _ = o.Source.(StatusSource)
-	s.m = newMetrics(o.Registry, o.Source)
+	s.m = newMetrics(o.Registry, o.Source, o.MaxFlagSeries)
 	if !o.NoUsage {
 		s.usage = newUsage(s.m)
 		s.m.usage = s.usage

@@ -225,3 +225,39 @@ func TestUsageCountsGRPCEvaluations(t *testing.T) {
 		t.Fatalf("usage counts %v, want static/on/STATIC/ = 3", counts)
 	}
 }
+
+// TestEvaluationSeriesCapped: past MaxFlagSeries label sets, evaluations
+// count in the flag="_other" series of their reason, so a sidecar serving
+// a huge flag set does not give every flag a Prometheus series; the series
+// still add up to every evaluation, and usage reports stay per flag.
+func TestEvaluationSeriesCapped(t *testing.T) {
+	var h evaluator.Holder
+	h.Store(mustSnapshot(t, testFlags, 1))
+	s := startServer(t, &h, func(o *Options) { o.MaxFlagSeries = 2; o.CacheBytes = -1 })
+	base := "http://" + s.Addr()
+	for _, flag := range []string{"static-on", "ratio", "static-on", "disabled", "no-default"} {
+		if code, _, body := do(t, "POST", base+"/ofrep/v1/evaluate/flags/"+flag, "application/json", `{"context":{}}`); code != 200 {
+			t.Fatalf("%s: %d %s", flag, code, body)
+		}
+	}
+	_, _, metrics := do(t, "GET", base+"/metrics", "", "")
+	for _, want := range []string{
+		`pennon_evaluations_total{flag="static-on",reason="STATIC",variant="on"} 2`,
+		`pennon_evaluations_total{flag="ratio",reason="STATIC",variant="low"} 1`,
+		`pennon_evaluations_total{flag="_other",reason="DISABLED",variant="_other"} 1`,
+		`pennon_evaluations_total{flag="_other",reason="DEFAULT",variant="_other"} 1`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(metrics, `flag="disabled"`) || strings.Contains(metrics, `flag="no-default"`) {
+		t.Errorf("a flag past the cap has its own series:\n%s", metrics)
+	}
+	counts, _ := takeUsage(t, s)
+	for k, n := range map[string]uint64{"static-on/on/STATIC/": 2, "ratio/low/STATIC/": 1, "disabled//DISABLED/": 1, "no-default//DEFAULT/": 1} {
+		if counts[k] != n {
+			t.Errorf("usage %s = %d, want %d (all: %v)", k, counts[k], n, counts)
+		}
+	}
+}

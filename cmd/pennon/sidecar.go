@@ -37,6 +37,7 @@ type sidecarOptions struct {
 	allowRemote                                     bool
 	maxBody                                         int
 	cacheMB                                         int
+	flagSeries                                      int
 	reload, drain                                   time.Duration
 	targetingBudget                                 time.Duration
 	overloadInFlight                                int
@@ -74,6 +75,7 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.healthAddr, "health-addr", "", "optional second listener for /healthz, /readyz and /metrics only (for kubelet probes and Prometheus), e.g. 0.0.0.0:8017")
 	fs.IntVar(&o.maxBody, "max-body-bytes", 64<<10, "largest accepted request body")
 	fs.IntVar(&o.cacheMB, "cache-mb", 16, "response cache size in MiB (0 disables)")
+	fs.IntVar(&o.flagSeries, "metrics-flag-series", proxy.DefaultMaxFlagSeries, "most (flag, variant, reason) series of pennon_evaluations_total; evaluations past it count under flag=\"_other\"")
 	fs.DurationVar(&o.reload, "reload-interval", time.Second, "fallback check of the flag file (changes are seen at once through inotify on its directory; this catches anything inotify misses)")
 	fs.DurationVar(&o.drain, "drain-timeout", 5*time.Second, "how long shutdown waits for in-flight requests")
 	fs.DurationVar(&o.targetingBudget, "targeting-budget", 50*time.Microsecond, "evaluation budget of flags with fallbackTargeting: above it (sampled) they serve their fallback rule")
@@ -91,6 +93,10 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer log.Sync() //nolint:errcheck // stderr sync errors are not actionable
 	switch {
+	case o.flagSeries < 1:
+		return fmt.Errorf("--metrics-flag-series must be at least 1 (got %d): it caps the per-flag series of pennon_evaluations_total", o.flagSeries)
+	case o.cacheMB < 0:
+		return fmt.Errorf("--cache-mb must be 0 (off) or more (got %d)", o.cacheMB)
 	case o.file != "" && o.env != "":
 		return fmt.Errorf("--file and --env exclude each other: serve a file, or follow an environment")
 	case o.file == "" && o.env == "":
@@ -149,7 +155,7 @@ func serveSidecar(ctx context.Context, o sidecarOptions, log *zap.Logger, ready 
 	}
 	srv, err := proxy.New(proxy.Options{Experiments: joiner, Addr: o.addr, AllowRemote: o.allowRemote, Source: src, SourceName: name, HealthAddr: o.healthAddr,
 		Logger: log, Registry: reg, MaxBodyBytes: o.maxBody, CacheBytes: cache, DrainTimeout: o.drain,
-		TargetingBudget: o.targetingBudget, OverloadInFlight: o.overloadInFlight})
+		TargetingBudget: o.targetingBudget, OverloadInFlight: o.overloadInFlight, MaxFlagSeries: o.flagSeries})
 	if err != nil {
 		return err
 	}
