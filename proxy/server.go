@@ -544,8 +544,7 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 			}
 			ctx.SetContentType(contentType)
 			ctx.SetBody(buf)
-			*bp = buf
-			s.bufPool.Put(bp)
+			s.putBuf(bp, buf)
 			s.m.latency.Observe(time.Since(start).Seconds())
 			return
 		}
@@ -570,8 +569,7 @@ func (s *Server) evaluateOne(ctx *fasthttp.RequestCtx, key string) {
 	}
 	buf = appendResult(buf, &r)
 	ctx.SetBody(buf)
-	*bp = buf
-	s.bufPool.Put(bp)
+	s.putBuf(bp, buf)
 	s.m.latency.Observe(time.Since(start).Seconds())
 }
 
@@ -704,9 +702,22 @@ func (s *Server) evaluateBulk(ctx *fasthttp.RequestCtx) {
 			app.bulk(plan)
 		}
 	}
+	s.putBuf(bp, buf)
+	s.m.latency.Observe(time.Since(start).Seconds())
+}
+
+// maxPooledBuffer is the largest answer buffer kept for reuse. A bulk
+// answer over 1,000 flags (~90 KB) is reused; one over 100,000 flags
+// (~9 MB) is left to the collector rather than held by the pool.
+const maxPooledBuffer = 1 << 20
+
+// putBuf returns buf to the pool in bp, unless it is too big to keep.
+func (s *Server) putBuf(bp *[]byte, buf []byte) {
+	if cap(buf) > maxPooledBuffer {
+		return
+	}
 	*bp = buf
 	s.bufPool.Put(bp)
-	s.m.latency.Observe(time.Since(start).Seconds())
 }
 
 // appendBulkFailMode is the bulk answer when freshness could not be
