@@ -113,25 +113,27 @@ func (fc *flagCounters) appendCounted(dst []byte, m *metrics, r *evaluator.Resul
 	return dst, c
 }
 
-// bulkPlanFor returns the plan for snap, building it on first use.
+// bulkPlanFor returns the plan for snap, building it on first use. One
+// request builds it while the others asking for the same snapshot wait:
+// at 100,000 flags a build takes a second and tens of megabytes, and every
+// connection's first bulk request used to build its own copy.
 func (s *Server) bulkPlanFor(snap *evaluator.Snapshot) *bulkPlan {
 	if p := s.plan.Load(); p != nil && p.snap == snap {
 		return p
 	}
-	p := newBulkPlan(snap, s.m)
-	for {
-		old := s.plan.Load()
-		if old != nil && old.snap == snap {
-			return old // built concurrently by another request
-		}
-		if s.plan.CompareAndSwap(old, p) {
-			if old != nil {
-				s.m.retirePlan(old)
-			}
-			s.m.addPlan(p)
-			return p
-		}
+	s.planMu.Lock()
+	defer s.planMu.Unlock()
+	old := s.plan.Load()
+	if old != nil && old.snap == snap {
+		return old // built while this request waited
 	}
+	p := newBulkPlan(snap, s.m)
+	s.plan.Store(p)
+	if old != nil {
+		s.m.retirePlan(old)
+	}
+	s.m.addPlan(p)
+	return p
 }
 
 // newBulkPlan encodes snap's request-independent answers.

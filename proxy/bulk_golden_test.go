@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -382,4 +383,48 @@ func etagShape(etag string) string {
 		return `"` + m[1] + `-<24 hex>"`
 	}
 	return etag
+}
+
+// TestBulkPlanBuiltOnce: concurrent first bulk requests on one snapshot
+// share one plan instead of each building its own (a second and tens of
+// megabytes each at 100,000 flags), and all get the same answer.
+func TestBulkPlanBuiltOnce(t *testing.T) {
+	var h evaluator.Holder
+	h.Store(mustSnapshot(t, testFlags, 1))
+	s, err := New(Options{Addr: "127.0.0.1:0", Source: &h, CacheBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler := s.Handler()
+	const n = 8
+	bodies := make([]string, n)
+	built := planIDs.Load()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var ctx fasthttp.RequestCtx
+			request(&ctx, "POST", "/ofrep/v1/evaluate/flags", []byte(`{"context":{"plan":"premium"}}`))
+			handler(&ctx)
+			bodies[i] = string(ctx.Response.Body())
+		}()
+	}
+	wg.Wait()
+	if b := planIDs.Load() - built; b != 1 {
+		t.Errorf("%d bulk plans built for one snapshot, want 1", b)
+	}
+	for i, b := range bodies {
+		if b != bodies[0] || !strings.Contains(b, `"key":"color"`) {
+			t.Fatalf("answer %d differs or is wrong:\n%s\n%s", i, b, bodies[0])
+		}
+	}
+	// A new snapshot gets a new plan; the old one is retired.
+	h.Store(mustSnapshot(t, testFlags, 2))
+	var ctx fasthttp.RequestCtx
+	request(&ctx, "POST", "/ofrep/v1/evaluate/flags", []byte(`{"context":{}}`))
+	handler(&ctx)
+	if p := s.plan.Load(); p == nil || p.snap != h.Current() {
+		t.Fatal("the plan was not rebuilt for the new snapshot")
+	}
 }

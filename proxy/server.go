@@ -100,6 +100,7 @@ type Server struct {
 	cache     *ristretto.Cache[[]byte, *cacheEntry]
 	guard     *cacheGuard              // steps the single-flag cache aside when it stops paying
 	plan      atomic.Pointer[bulkPlan] // bulk.go: the last snapshot's bulk plan
+	planMu    sync.Mutex               // one plan build at a time (bulkPlanFor)
 	door      *doorkeeper              // bulk.go: bulk contexts that missed once
 	bulkAdmit bulkAdmission            // bulk.go: stops caching bulk answers that are not reused
 	bulkUsed  atomic.Bool              // a bulk request was served: plans are built ahead
