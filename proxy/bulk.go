@@ -269,6 +269,19 @@ func (e *cacheEntry) count() {
 	}
 }
 
+// setAnswer makes answer the response body without copying it and returns
+// a buffer for the caller's next use. An answer up to maxPooledBuffer is
+// swapped in (the response's previous buffer comes back, to be reused); a
+// bigger one is only lent (SetBodyRaw), so the connection does not keep a
+// 9 MB buffer between requests once it has been written.
+func setAnswer(ctx *fasthttp.RequestCtx, answer []byte) []byte {
+	if cap(answer) > maxPooledBuffer {
+		ctx.Response.SetBodyRaw(answer)
+		return nil
+	}
+	return ctx.Response.SwapBody(answer)[:0]
+}
+
 // answerBulk writes the bulk answer for ec from plan into ctx, through
 // the response cache when the plan can be keyed. buf is scratch space; a
 // freshly built answer is swapped into the response (SwapBody) rather
@@ -281,7 +294,7 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 	epoch, calm := s.deg.calm(plan.snap)
 	if s.cache == nil || !plan.cacheable || s.o.NoBulkCache {
 		buf, _, _ = plan.appendAnswer(buf, ec, s.m, nil)
-		return ctx.Response.SwapBody(buf)[:0] // the answer becomes the body, no copy
+		return setAnswer(ctx, buf)
 	}
 	buf = plan.appendCacheKey(buf, ec)
 	if e, hit := s.cache.Get(buf); hit {
@@ -298,12 +311,12 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 		// one-off contexts never come back, and copying an ~80 KB answer
 		// that is never reused costs more than the cache saves.
 		body, _, _ := plan.appendAnswer(buf[len(buf):], ec, s.m, nil)
-		return ctx.Response.SwapBody(body)[:0] // the answer becomes the body, no copy
+		return setAnswer(ctx, body)
 	}
 	key := append([]byte(nil), buf...)
 	body, ctrs, clean := plan.appendAnswer(buf[len(buf):], ec, s.m, make([]prometheus.Counter, 0, len(plan.segs)))
 	if !clean || !calm || !s.deg.stillCalm(epoch) {
-		return ctx.Response.SwapBody(body)[:0] // the answer becomes the body, no copy
+		return setAnswer(ctx, body)
 	}
 	e := &cacheEntry{body: append([]byte(nil), body...), ctrs: ctrs, plan: plan}
 	s.cache.Set(key, e, int64(len(e.body)+len(key)+8*len(ctrs)+64))

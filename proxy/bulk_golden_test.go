@@ -428,3 +428,44 @@ func TestBulkPlanBuiltOnce(t *testing.T) {
 		t.Fatal("the plan was not rebuilt for the new snapshot")
 	}
 }
+
+// TestBulkAnswerOverPoolLimit: an answer bigger than maxPooledBuffer is
+// lent to the response rather than swapped in; over a kept-alive
+// connection every such answer must still arrive whole and alike, with a
+// small answer from another snapshot in between.
+func TestBulkAnswerOverPoolLimit(t *testing.T) {
+	var sb strings.Builder
+	sb.WriteString(`{"flags":{`)
+	const n = 14000 // ~90 bytes each: past 1 MiB
+	for i := range n {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `"flag-%05d":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[{"==":[{"var":"plan"},"x"]},"off","on"]}}`, i)
+	}
+	sb.WriteString(`}}`)
+	var h evaluator.Holder
+	h.Store(mustSnapshot(t, sb.String(), 1))
+	s := startServer(t, &h, func(o *Options) { o.CacheBytes = -1 })
+	url := "http://" + s.Addr() + "/ofrep/v1/evaluate/flags"
+	var first string
+	for i := range 3 {
+		code, _, body := do(t, "POST", url, "application/json", `{"context":{"plan":"premium"}}`)
+		if code != 200 || len(body) <= maxPooledBuffer {
+			t.Fatalf("request %d: %d, %d bytes (want > %d)", i, code, len(body), maxPooledBuffer)
+		}
+		var ans struct{ Flags []struct{ Key, Variant string } }
+		if err := json.Unmarshal([]byte(body), &ans); err != nil || len(ans.Flags) != n || ans.Flags[n-1].Variant != "on" {
+			t.Fatalf("request %d: %d flags, %v", i, len(ans.Flags), err)
+		}
+		if i == 0 {
+			first = body
+		} else if body != first {
+			t.Fatalf("request %d: the answer changed", i)
+		}
+	}
+	h.Store(mustSnapshot(t, testFlags, 2))
+	if code, _, body := do(t, "POST", url, "application/json", `{"context":{"plan":"premium"}}`); code != 200 || !strings.Contains(body, `"key":"color"`) || len(body) > 4096 {
+		t.Fatalf("small answer after big ones: %d %q", code, body)
+	}
+}
