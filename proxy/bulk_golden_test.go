@@ -454,7 +454,9 @@ func TestBulkAnswerOverPoolLimit(t *testing.T) {
 		if code != 200 || len(body) <= maxPooledBuffer {
 			t.Fatalf("request %d: %d, %d bytes (want > %d)", i, code, len(body), maxPooledBuffer)
 		}
-		var ans struct{ Flags []struct{ Key, Variant string } }
+		var ans struct {
+			Flags []struct{ Key, Variant string }
+		}
 		if err := json.Unmarshal([]byte(body), &ans); err != nil || len(ans.Flags) != n || ans.Flags[n-1].Variant != "on" {
 			t.Fatalf("request %d: %d flags, %v", i, len(ans.Flags), err)
 		}
