@@ -56,9 +56,15 @@ type canonicalDoc struct {
 // one by one (four writes per flag, one of them a concatenated string) they
 // cost more than hashing the bytes (BenchmarkHash).
 func (d *Document) writeCanonical(w io.Writer, schema string) {
+	d.writeCanonicalWith(w, schema, func(cw *chunkWriter) { d.writeFlags(cw, d.keys) })
+}
+
+// writeCanonicalWith is writeCanonical with the members of "flags" written
+// by flags (ParseCompiled writes them from pieces it gathered).
+func (d *Document) writeCanonicalWith(w io.Writer, schema string, flags func(cw *chunkWriter)) {
 	buf := chunkPool.Get().(*[]byte)
 	cw := chunkWriter{buf: (*buf)[:0], w: w}
-	d.assembleCanonical(&cw, schema)
+	d.assembleCanonical(&cw, schema, flags)
 	cw.flush()
 	*buf = cw.buf
 	chunkPool.Put(buf)
@@ -73,8 +79,9 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, canonicalChunk)
 // in the CPU's cache.
 const canonicalChunk = 64 << 10
 
-// assembleCanonical appends the canonical pieces to cw in order.
-func (d *Document) assembleCanonical(cw *chunkWriter, schema string) {
+// assembleCanonical appends the canonical pieces to cw in order; flags
+// writes the members of "flags".
+func (d *Document) assembleCanonical(cw *chunkWriter, schema string, flags func(cw *chunkWriter)) {
 	head := canonicalJSON(struct {
 		Schema     string                     `json:"$schema,omitempty"`
 		Evaluators map[string]json.RawMessage `json:"$evaluators,omitempty"`
@@ -85,7 +92,7 @@ func (d *Document) assembleCanonical(cw *chunkWriter, schema string) {
 	}
 	cw.write(head)
 	cw.writeString(`"flags":{`)
-	d.writeFlags(cw, d.keys)
+	flags(cw)
 	cw.writeByte('}')
 	if len(d.metadata) > 0 {
 		cw.writeString(`,"metadata":`)
@@ -207,7 +214,7 @@ func (d *Document) canonicalSize() int {
 // insignificant whitespace); Parse(Canonical()) gives an equal document.
 func (d *Document) Canonical() []byte {
 	cw := chunkWriter{buf: make([]byte, 0, d.canonicalSize())}
-	d.assembleCanonical(&cw, d.schema)
+	d.assembleCanonical(&cw, d.schema, func(cw *chunkWriter) { d.writeFlags(cw, d.keys) })
 	return cw.buf
 }
 
@@ -222,6 +229,30 @@ func (d *Document) Hash() string {
 	h := "sha256:" + hex.EncodeToString(sum.Sum(nil))
 	d.hash.Store(&h)
 	return h
+}
+
+// hashWith is Hash with the members of "flags" written by flags.
+func (d *Document) hashWith(flags func(cw *chunkWriter)) string {
+	sum := sha256.New()
+	d.writeCanonicalWith(sum, d.schema, flags)
+	return "sha256:" + hex.EncodeToString(sum.Sum(nil))
+}
+
+// appendFlagMember appends flag k's member of "flags" as writeFlags writes
+// it: a comma unless it is the first, the key, a colon, its canonical JSON.
+func appendFlagMember(b []byte, first bool, k string, canon []byte) []byte {
+	if !first {
+		b = append(b, ',')
+	}
+	if plainKey(k) {
+		b = append(b, '"')
+		b = append(b, k...)
+		b = append(b, '"', ':')
+	} else {
+		b = append(b, canonicalJSON(k)...)
+		b = append(b, ':')
+	}
+	return append(b, canon...)
 }
 
 // DocumentHash is "sha256:" + hex of canonical document bytes.

@@ -104,7 +104,7 @@ func contains(list []string, s string) bool {
 // variants, default/safe variants, $ref, prerequisites and cycles, targeting
 // compilation). Any problem gives a *ValidationError listing all of them.
 func Parse(data []byte) (*Document, error) {
-	doc, p, pre, ok := parseFast(data)
+	doc, p, pre, ok := parseFast(data, true)
 	if !ok {
 		doc, p = parseExact(data)
 		if doc == nil {
@@ -244,9 +244,12 @@ func finishParse(doc *Document, p *parser, pre *precompiled) (*Document, error) 
 // compiled while its decoded rules are fresh and dropped at once; its
 // false means "let the exact path do this document" and makes parseFlags
 // report declined.
-func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, def []byte, w *fastWorker) *FlagDoc, then func(i int, f *FlagDoc) bool) (parsed []*FlagDoc, declined bool) {
+//
+// Worker w takes the contiguous range of flags workerRange(w, ...) gives, in
+// order, so a caller can gather per-worker output in key order.
+func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, def []byte, w *fastWorker) *FlagDoc, then func(w, i int, f *FlagDoc) (keep *FlagDoc, ok bool)) (parsed []*FlagDoc, declined bool) {
 	parsed = make([]*FlagDoc, len(keys))
-	workers := min(runtime.GOMAXPROCS(0), len(keys)/512+1)
+	workers := parseWorkers(len(keys))
 	parts := make([]parser, workers)
 	var decline atomic.Bool
 	one := func(w, i int, fw *fastWorker) {
@@ -262,8 +265,11 @@ func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, d
 					f = nil
 				}
 			}
-			if f != nil && then != nil && !then(i, f) {
-				decline.Store(true)
+			if f != nil && then != nil {
+				var ok bool
+				if f, ok = then(w, i, f); !ok {
+					decline.Store(true)
+				}
 			}
 			parsed[i] = f
 			return
@@ -276,7 +282,8 @@ func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, d
 		go func() {
 			defer wg.Done()
 			var fw fastWorker
-			for i := w; i < len(keys); i += workers {
+			from, to := workerRange(w, workers, len(keys))
+			for i := from; i < to; i++ {
 				one(w, i, &fw)
 			}
 		}()
@@ -286,6 +293,14 @@ func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, d
 		p.problems = append(p.problems, part.problems...)
 	}
 	return parsed, decline.Load()
+}
+
+// parseWorkers is how many goroutines parseFlags uses for n flags.
+func parseWorkers(n int) int { return min(runtime.GOMAXPROCS(0), n/512+1) }
+
+// workerRange is the flags [from, to) worker w of workers takes out of n.
+func workerRange(w, workers, n int) (from, to int) {
+	return w * n / workers, (w + 1) * n / workers
 }
 
 func (p *parser) metadata(raw json.RawMessage, path string) map[string]any {

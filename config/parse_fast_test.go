@@ -104,7 +104,7 @@ func testbedDocs(t *testing.T) map[string][]byte {
 // it but built anything different. It reports whether the fast path took it.
 func compareFastExact(t testing.TB, data []byte) bool {
 	t.Helper()
-	fast, fp, pre, ok := parseFast(data)
+	fast, fp, pre, ok := parseFast(data, true)
 	exact, ep := parseExact(data)
 	if !ok {
 		return false
@@ -223,7 +223,7 @@ func TestParseFastMatchesExact(t *testing.T) {
 func TestParseFastDeclines(t *testing.T) {
 	for name, doc := range slowCases {
 		t.Run(name, func(t *testing.T) {
-			if _, _, _, ok := parseFast([]byte(doc)); ok {
+			if _, _, _, ok := parseFast([]byte(doc), true); ok {
 				t.Fatalf("fast path accepted %s", doc)
 			}
 			// Parse then answers exactly as the exact path does.
@@ -304,6 +304,15 @@ func FuzzParseFast(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		compareFastExact(t, data)
+		// ParseCompiled agrees with Parse on acceptance, error and hash.
+		_, hash, err := ParseCompiled(data, 1)
+		doc, perr := Parse(data)
+		if (err == nil) != (perr == nil) || err != nil && err.Error() != perr.Error() {
+			t.Fatalf("ParseCompiled error %v, Parse error %v", err, perr)
+		}
+		if perr == nil && hash != doc.Hash() {
+			t.Fatalf("ParseCompiled hash %s, Parse's %s", hash, doc.Hash())
+		}
 	})
 }
 
@@ -320,5 +329,51 @@ func TestValidFlagKey(t *testing.T) {
 		if got, want := validFlagKey(k), rule.MatchString(k); got != want {
 			t.Errorf("validFlagKey(%q) = %v, the rule says %v", k, got, want)
 		}
+	}
+}
+
+// TestParseCompiledMatchesParse: ParseCompiled gives what Parse, Compile
+// and Hash give — the same hash, the same answers, the same error — for
+// every test document, valid or not, on the fast path or not.
+func TestParseCompiledMatchesParse(t *testing.T) {
+	docs := map[string][]byte{}
+	for name, doc := range fastCases {
+		docs[name] = []byte(doc)
+	}
+	for name, doc := range slowCases {
+		docs["slow "+name] = []byte(doc)
+	}
+	for name, doc := range testbedDocs(t) {
+		docs[name] = doc
+	}
+	docs["many, 3 workers' worth"] = generatedN(2000)
+	for name, data := range docs {
+		t.Run(name, func(t *testing.T) {
+			snap, hash, err := ParseCompiled(data, 7)
+			doc, perr := Parse(data)
+			if (err == nil) != (perr == nil) || err != nil && err.Error() != perr.Error() {
+				t.Fatalf("ParseCompiled error %v, Parse error %v", err, perr)
+			}
+			if perr != nil {
+				return
+			}
+			if hash != doc.Hash() {
+				t.Fatalf("hash %s, Parse's %s", hash, doc.Hash())
+			}
+			want, err := doc.Compile(7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if snap.Version() != 7 || !slices.Equal(snap.Keys(), want.Keys()) {
+				t.Fatalf("snapshot v%d keys %v, want v7 %v", snap.Version(), snap.Keys(), want.Keys())
+			}
+			for _, k := range want.Keys() {
+				for _, c := range answerContexts {
+					if a, b := snap.Evaluate(k, evaluator.ContextFromMap(c)), want.Evaluate(k, evaluator.ContextFromMap(c)); !reflect.DeepEqual(a, b) {
+						t.Fatalf("flag %q, context %v: %+v, want %+v", k, c, a, b)
+					}
+				}
+			}
+		})
 	}
 }
