@@ -71,10 +71,11 @@ func runBenchPropagation(ctx context.Context, args []string, stdout, stderr io.W
 		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "sidecars\tflags\tchanges\tsamples\tp50\tp99\tmax\tall-sidecars p99\t")
+	fmt.Fprintln(tw, "sidecars\tflags\tchanges\tsamples\tp50\tp99\tmax\tall-sidecars p99\tcommit p50\tcommit p99\tafter commit p50\tafter commit p99\t")
+	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
 	for _, r := range results {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%v\t%v\t%v\t%v\t\n", r.Sidecars, r.Flags, r.Changes, r.Samples,
-			r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.AllP99.Round(time.Microsecond))
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%v\t%v\t%v\t%v\t%v\t%v\t%v\t%v\t\n", r.Sidecars, r.Flags, r.Changes, r.Samples,
+			us(r.P50), us(r.P99), us(r.Max), us(r.AllP99), us(r.CommitP50), us(r.CommitP99), us(r.AfterCommitP50), us(r.AfterCommitP99))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -86,7 +86,7 @@ func TestBenchPropagationCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
-	if !strings.Contains(out.String(), "all-sidecars p99") {
+	if !strings.Contains(out.String(), "all-sidecars p99") || !strings.Contains(out.String(), "after commit p99") {
 		t.Errorf("stdout:\n%s", out.String())
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "p.json"))
