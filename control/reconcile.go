@@ -42,6 +42,18 @@ func (s *Server) Reconcile(ctx context.Context) error { return s.catchUp(ctx) }
 func (s *Server) catchUp(ctx context.Context) error {
 	start := time.Now()
 	chain, err := s.readChain(ctx)
+	// JetStream can refuse for a moment what it will answer a moment later
+	// (no responders while a replica catches up, a leader election): a
+	// replica restarting then must not fail to start. Anything else, or a
+	// refusal that lasts, still stops the start-up.
+	for attempt := 1; err != nil && storeUnavailable(err) && ctx.Err() == nil && attempt <= catchUpRetries; attempt++ {
+		s.log.Warn("audit reconciliation: JetStream not answering; retrying", zap.Int("attempt", attempt), zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+		}
+		chain, err = s.readChain(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("audit reconciliation: read the chain: %w", err)
 	}
@@ -122,6 +134,10 @@ func (s *Server) catchUp(ctx context.Context) error {
 // committedOutcomes are the outcomes of entries that account for a version
 // (details.version is the version): committed, or found foreign.
 var committedOutcomes = map[string]bool{"committed": true, "applied": true, "recovered": true, "foreign": true}
+
+// catchUpRetries bounds catchUp's retries of a transient JetStream refusal:
+// 250 ms, 500 ms, … 2.5 s apart, about 14 s in all.
+const catchUpRetries = 10
 
 // chainSummary is what the start-up pass needs from the chain.
 type chainSummary struct {
