@@ -6,6 +6,8 @@ import (
 	"errors"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/pennon-dev/pennon/internal/jsonlex"
 )
 
 // jsonReader is the single-pass decoder behind Parse's fast path. It reads
@@ -264,7 +266,7 @@ func (r *jsonReader) escaped(start int) (string, error) {
 		case 't':
 			buf = append(buf, '\t')
 		case 'u':
-			ch, ok := hex4(d, r.pos+1)
+			ch, ok := jsonlex.Hex4(d, r.pos+1)
 			if !ok {
 				return "", errSlowPath
 			}
@@ -275,7 +277,7 @@ func (r *jsonReader) escaped(start int) (string, error) {
 				if r.pos+6 >= len(d) || d[r.pos+1] != '\\' || d[r.pos+2] != 'u' {
 					return "", errSlowPath
 				}
-				lo, ok := hex4(d, r.pos+3)
+				lo, ok := jsonlex.Hex4(d, r.pos+3)
 				if !ok {
 					return "", errSlowPath
 				}
@@ -292,27 +294,6 @@ func (r *jsonReader) escaped(start int) (string, error) {
 		r.pos++
 	}
 	return "", errSlowPath
-}
-
-func hex4(d []byte, at int) (rune, bool) {
-	if at+4 > len(d) {
-		return 0, false
-	}
-	var ch rune
-	for _, c := range d[at : at+4] {
-		ch <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			ch |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			ch |= rune(c - 'a' + 10)
-		case c >= 'A' && c <= 'F':
-			ch |= rune(c - 'A' + 10)
-		default:
-			return 0, false
-		}
-	}
-	return ch, true
 }
 
 // key reads an object key and the ':' after it.

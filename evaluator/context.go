@@ -10,6 +10,8 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/pennon-dev/pennon/internal/jsonlex"
 )
 
 // DefaultLimits are the context limits used when a Limits field is zero.
@@ -711,7 +713,7 @@ func (d *decoder) str() (string, error) {
 		case 't':
 			buf = append(buf, '\t')
 		case 'u':
-			r, ok := d.hex4(d.pos + 1)
+			r, ok := jsonlex.Hex4(d.data, d.pos+1)
 			if !ok {
 				return "", d.fail("invalid \\u escape")
 			}
@@ -719,7 +721,7 @@ func (d *decoder) str() (string, error) {
 			if utf16.IsSurrogate(r) {
 				r2, ok2 := rune(0), false
 				if d.pos+2 < len(d.data) && d.data[d.pos+1] == '\\' && d.data[d.pos+2] == 'u' {
-					r2, ok2 = d.hex4(d.pos + 3)
+					r2, ok2 = jsonlex.Hex4(d.data, d.pos+3)
 				}
 				if ok2 {
 					if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
@@ -739,27 +741,6 @@ func (d *decoder) str() (string, error) {
 		d.pos++
 	}
 	return "", d.fail("unterminated string")
-}
-
-func (d *decoder) hex4(at int) (rune, bool) {
-	if at+4 > len(d.data) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range d.data[at : at+4] {
-		r <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			r |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			r |= rune(c - 'a' + 10)
-		case c >= 'A' && c <= 'F':
-			r |= rune(c - 'A' + 10)
-		default:
-			return 0, false
-		}
-	}
-	return r, true
 }
 
 // objectInto decodes an object into m, or into top's top level when top is
