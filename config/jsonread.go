@@ -359,53 +359,51 @@ func (r *jsonReader) open(closing byte) (empty bool, err error) {
 
 func (r *jsonReader) object() (any, error) {
 	m := map[string]any{}
-	empty, err := r.open('}')
-	if err != nil || empty {
-		return m, err
-	}
-	for {
-		k, err := r.key()
-		if err != nil {
-			return nil, err
-		}
+	err := r.members(func(k string, r *jsonReader) error {
 		if _, dup := m[k]; dup {
-			return nil, errSlowPath // reported, with its path, by the exact path
+			return errSlowPath // reported, with its path, by the exact path
 		}
 		v, err := r.value()
-		if err != nil {
-			return nil, err
-		}
 		m[k] = v
-		done, err := r.next('}')
-		if err != nil {
-			return nil, err
-		}
-		if done {
-			r.depth--
-			return m, nil
-		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return m, nil
 }
 
 func (r *jsonReader) array() (any, error) {
 	a := []any{}
+	err := r.elements(func(r *jsonReader) error {
+		v, err := r.value()
+		a = append(a, v)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// elements walks the array at r.pos (its '['), calling each with r at an
+// element; each must consume it.
+func (r *jsonReader) elements(each func(r *jsonReader) error) error {
 	empty, err := r.open(']')
 	if err != nil || empty {
-		return a, err
+		return err
 	}
 	for {
-		v, err := r.value()
-		if err != nil {
-			return nil, err
+		if err := each(r); err != nil {
+			return err
 		}
-		a = append(a, v)
 		done, err := r.next(']')
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if done {
 			r.depth--
-			return a, nil
+			return nil
 		}
 	}
 }
@@ -421,37 +419,10 @@ func (r *jsonReader) skip() ([]byte, error) {
 	}
 	var err error
 	switch c := r.data[r.pos]; {
-	case c == '{' || c == '[':
-		closing := byte('}')
-		if c == '[' {
-			closing = ']'
-		}
-		var empty bool
-		if empty, err = r.open(closing); err != nil || empty {
-			break
-		}
-		for {
-			if closing == '}' {
-				r.space()
-				if err = r.skipString(); err != nil {
-					break
-				}
-				r.space()
-				if r.pos >= len(r.data) || r.data[r.pos] != ':' {
-					err = errSlowPath
-					break
-				}
-				r.pos++
-			}
-			if _, err = r.skip(); err != nil {
-				break
-			}
-			var done bool
-			if done, err = r.next(closing); err != nil || done {
-				r.depth--
-				break
-			}
-		}
+	case c == '[':
+		err = r.elements(func(r *jsonReader) error { _, err := r.skip(); return err })
+	case c == '{':
+		err = r.skipMembers()
 	case c == '"':
 		err = r.skipString()
 	case c == '-' || c >= '0' && c <= '9':
@@ -463,6 +434,37 @@ func (r *jsonReader) skip() ([]byte, error) {
 		return nil, err
 	}
 	return r.data[start:r.pos], nil
+}
+
+// skipMembers passes over the object at r.pos as members does, checking
+// keys without building them.
+func (r *jsonReader) skipMembers() error {
+	empty, err := r.open('}')
+	if err != nil || empty {
+		return err
+	}
+	for {
+		r.space()
+		if err := r.skipString(); err != nil {
+			return err
+		}
+		r.space()
+		if r.pos >= len(r.data) || r.data[r.pos] != ':' {
+			return errSlowPath
+		}
+		r.pos++
+		if _, err := r.skip(); err != nil {
+			return err
+		}
+		done, err := r.next('}')
+		if err != nil {
+			return err
+		}
+		if done {
+			r.depth--
+			return nil
+		}
+	}
 }
 
 // skipString passes over a string, checking it as str does; only a string
