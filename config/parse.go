@@ -106,13 +106,19 @@ func contains(list []string, s string) bool {
 func Parse(data []byte) (*Document, error) {
 	doc, p, pre, ok := parseFast(data, true)
 	if !ok {
-		doc, p = parseExact(data)
-		if doc == nil {
-			return nil, &ValidationError{Problems: p.problems}
-		}
-		pre = nil
+		return parseExactly(data)
 	}
 	return finishParse(doc, &p, pre)
+}
+
+// parseExactly is Parse on the exact path alone: what Parse does once the
+// fast path has declined.
+func parseExactly(data []byte) (*Document, error) {
+	doc, p := parseExact(data)
+	if doc == nil {
+		return nil, &ValidationError{Problems: p.problems}
+	}
+	return finishParse(doc, &p, nil)
 }
 
 // parseExact reads data with encoding/json, reporting every problem it

@@ -131,8 +131,10 @@ func parseFast(data []byte, keepDocs bool) (doc *Document, p parser, pre *precom
 // compiled, and the canonical JSON the hash needs is gathered in a few
 // large buffers that are freed whole.
 func ParseCompiled(data []byte, version uint64) (*evaluator.Snapshot, string, error) {
+	// The exact path, as Parse takes it once the fast path has declined
+	// (running Parse would read the document the fast way a second time).
 	exact := func() (*evaluator.Snapshot, string, error) {
-		doc, err := Parse(data)
+		doc, err := parseExactly(data)
 		if err != nil {
 			return nil, "", err
 		}
