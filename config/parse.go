@@ -455,15 +455,11 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 		}
 	}
 	str("propagation", &f.Propagation)
-	switch f.Propagation {
-	case "", PropagationCacheFirst, PropagationAlwaysFresh, PropagationBackgroundRefresh:
-	default:
+	if !validPropagation(f.Propagation) {
 		p.add(base+".propagation", "%q is not allowed (allowed: always-fresh, background-refresh, cache-first)", f.Propagation)
 	}
 	str("failMode", &f.FailMode)
-	switch f.FailMode {
-	case "", FailModeOpen, FailModeClosed:
-	default:
+	if !validFailMode(f.FailMode) {
 		p.add(base+".failMode", "%q is not allowed (allowed: closed, open)", f.FailMode)
 	}
 	str("safeVariant", &f.SafeVariant)
@@ -475,6 +471,20 @@ func (p *parser) flag(key string, def json.RawMessage) *FlagDoc {
 	}
 	f.canon = canonicalJSON(f)
 	return f
+}
+
+// validPropagation and validFailMode are the allowed values of those
+// fields (empty: the default), for parser.flag and fastFlag alike.
+func validPropagation(s string) bool {
+	switch s {
+	case "", PropagationCacheFirst, PropagationAlwaysFresh, PropagationBackgroundRefresh:
+		return true
+	}
+	return false
+}
+
+func validFailMode(s string) bool {
+	return s == "" || s == FailModeOpen || s == FailModeClosed
 }
 
 // maxTargetingBudget bounds targetingBudget: an evaluation budget is

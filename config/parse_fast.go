@@ -271,14 +271,9 @@ func fastFlag(key string, def []byte, w *fastWorker) *FlagDoc {
 				f.Prerequisites[k] = s
 			}
 		case "propagation":
-			ok = str(v, &f.Propagation)
-			switch f.Propagation {
-			case "", PropagationCacheFirst, PropagationAlwaysFresh, PropagationBackgroundRefresh:
-			default:
-				ok = false
-			}
+			ok = str(v, &f.Propagation) && validPropagation(f.Propagation)
 		case "failMode":
-			ok = str(v, &f.FailMode) && (f.FailMode == "" || f.FailMode == FailModeOpen || f.FailMode == FailModeClosed)
+			ok = str(v, &f.FailMode) && validFailMode(f.FailMode)
 		case "safeVariant":
 			ok = str(v, &f.SafeVariant)
 		default: // systems, retirement, experiment, fallbackTargeting, targetingBudget
