@@ -273,7 +273,7 @@ func TestAppendCanonicalMatchesEncoder(t *testing.T) {
 		}
 		values = append(values, v)
 	}
-	for _, s := range []string{"", "plain", "\x00\x01\x1f\x7f", "\"\\/", "<>&", "\u2028\u2029", "é😀", "\xff\xfe invalid", "a\u00ffb", "\ufffd"} {
+	for _, s := range []string{"", "plain", "\x00\x01\x1f\x7f", "\b\f\n\r\t", "\"\\/", "<>&", "\u2028\u2029", "é😀", "\xff\xfe invalid", "a\u00ffb", "\ufffd"} {
 		values = append(values, s, map[string]any{s: s}, []any{s})
 	}
 	values = append(values, json.Number("-1.5e10"), true, false, nil, []any{}, map[string]any{})
