@@ -6,15 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pennon-dev/pennon/evaluator"
 	"github.com/pennon-dev/pennon/internal/cowmap"
+	"github.com/pennon-dev/pennon/internal/parallel"
 )
 
 // validFlagKey is the flag key rule: ^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$
@@ -251,8 +250,8 @@ func finishParse(doc *Document, p *parser, pre *precompiled) (*Document, error) 
 // false means "let the exact path do this document" and makes parseFlags
 // report declined.
 //
-// Worker w takes the contiguous range of flags workerRange(w, ...) gives, in
-// order, so a caller can gather per-worker output in key order.
+// Worker w takes a contiguous share of the flags, in order
+// (parallel.Ranges), so a caller can gather per-worker output in key order.
 func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, def []byte, w *fastWorker) *FlagDoc, then func(w, i int, f *FlagDoc) (keep *FlagDoc, ok bool)) (parsed []*FlagDoc, declined bool) {
 	parsed = make([]*FlagDoc, len(keys))
 	workers := parseWorkers(len(keys))
@@ -282,19 +281,12 @@ func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, d
 		}
 		parsed[i] = parts[w].flag(keys[i], defs[i])
 	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var fw fastWorker
-			from, to := workerRange(w, workers, len(keys))
-			for i := from; i < to; i++ {
-				one(w, i, &fw)
-			}
-		}()
-	}
-	wg.Wait()
+	parallel.Ranges(len(keys), workers, func(w, from, to int) {
+		var fw fastWorker
+		for i := from; i < to; i++ {
+			one(w, i, &fw)
+		}
+	})
 	for _, part := range parts {
 		p.problems = append(p.problems, part.problems...)
 	}
@@ -302,12 +294,7 @@ func parseFlags(p *parser, keys []string, defs [][]byte, fast func(key string, d
 }
 
 // parseWorkers is how many goroutines parseFlags uses for n flags.
-func parseWorkers(n int) int { return min(runtime.GOMAXPROCS(0), n/512+1) }
-
-// workerRange is the flags [from, to) worker w of workers takes out of n.
-func workerRange(w, workers, n int) (from, to int) {
-	return w * n / workers, (w + 1) * n / workers
-}
+func parseWorkers(n int) int { return parallel.Workers(n, 512) }
 
 func (p *parser) metadata(raw json.RawMessage, path string) map[string]any {
 	var m map[string]any

@@ -103,7 +103,7 @@ func parseFast(data []byte, keepDocs bool) (doc *Document, p parser, pre *precom
 		f.decoded = decodedRules{}
 		if !keepDocs {
 			// Worker w owns a contiguous range of the sorted keys
-			// (workerRange), so its pieces are in key order.
+			// (parallel.Ranges), so its pieces are in key order.
 			pre.pieces[w] = appendFlagMember(pre.pieces[w], i == 0, keys[i], f.json())
 			return nil, true
 		}

@@ -1,9 +1,6 @@
 package evaluator
 
-import (
-	"runtime"
-	"sync"
-)
+import "github.com/pennon-dev/pennon/internal/parallel"
 
 // CompiledFlag is one flag compiled on its own, before its snapshot exists
 // (SnapshotOptions.Compiled); prerequisites are linked by NewSnapshot.
@@ -32,24 +29,10 @@ const parallelCompileMin = 256
 // 100,000 flags spent most of its time compiling them one after another.
 func compileSpecs(specs []FlagSpec) []CompiledFlag {
 	compiled := make([]CompiledFlag, len(specs))
-	one := func(i int) { compiled[i] = CompileFlag(&specs[i]) }
-	workers := min(runtime.GOMAXPROCS(0), len(specs)/parallelCompileMin+1)
-	if workers <= 1 {
-		for i := range specs {
-			one(i)
+	parallel.Ranges(len(specs), parallel.Workers(len(specs), parallelCompileMin), func(_, from, to int) {
+		for i := from; i < to; i++ {
+			compiled[i] = CompileFlag(&specs[i])
 		}
-		return compiled
-	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(specs); i += workers {
-				one(i)
-			}
-		}()
-	}
-	wg.Wait()
+	})
 	return compiled
 }
