@@ -35,7 +35,13 @@ type bulkPlan struct {
 	// segs: static bytes, then the dynamic flag that follows them. The last
 	// segment has no flag.
 	segs []bulkSeg
-	tail []byte // `],"metadata":{"version":"N"},"eventStreams":[...]}`
+	// lists are the dynamic flags' outcome lists (segs[i].ctrs is
+	// &lists[i]); outMu serialises adding outcomes, and tails holds every
+	// outcome's encoded tail once (appendCounted).
+	lists []flagCounters
+	outMu sync.Mutex
+	tails map[string]string
+	tail  []byte // `],"metadata":{"version":"N"},"eventStreams":[...]}`
 
 	// cacheKeyReads is the union of the context paths the dynamic flags
 	// read, sorted; cacheable is false when some flag cannot be keyed (it
@@ -58,6 +64,8 @@ type bulkPlan struct {
 }
 
 type bulkSeg struct {
+	// static ends with the head of flag's answer (appendResultHead), so
+	// only its tail is appended per request.
 	static []byte
 	flag   *evaluator.Flag // nil in the last segment
 	ctrs   *flagCounters
@@ -65,12 +73,17 @@ type bulkSeg struct {
 
 // flagCounters remembers a dynamic flag's outcomes: a flag has a handful
 // (variant, reason, metadata) of them, each with its evaluations counter
-// and its encoded answer, kept in a small copy-on-write list. A bulk
-// request then neither hashes label strings nor re-encodes an answer it
-// has produced before.
+// and the tail of its encoded answer, kept in a small copy-on-write list.
+// A bulk request then neither hashes label strings nor re-encodes an
+// answer it has produced before.
+//
+// At 100,000 flags a bulk answer gives ~40,000 dynamic flags two or three
+// outcomes each, so this is sized with care: the lists of a plan are one
+// slice (bulkPlan.lists), a list is exactly as long as its outcomes, and
+// tails equal across flags (the same variant, value, reason and metadata
+// — most of them) are stored once per plan (bulkPlan.tails).
 type flagCounters struct {
 	list atomic.Pointer[[]outcome]
-	mu   sync.Mutex
 }
 
 type outcome struct {
@@ -79,7 +92,7 @@ type outcome struct {
 	meta    *byte // identity of Result.MetadataJSON (snapshot-owned, immutable)
 	metaLen int
 	c       prometheus.Counter
-	enc     []byte // appendResult of the outcome
+	tail    string // appendResultTail of the outcome, shared (bulkPlan.tails)
 }
 
 // maxOutcomes bounds the list; a flag with more outcomes is counted and
@@ -87,33 +100,42 @@ type outcome struct {
 const maxOutcomes = 16
 
 // appendCounted counts r (a result of this flag without an error code),
-// appends its encoding to dst and returns its counter.
-func (fc *flagCounters) appendCounted(dst []byte, m *metrics, r *evaluator.Result) ([]byte, prometheus.Counter) {
+// appends the tail of its encoding to dst and returns its counter.
+func (p *bulkPlan) appendCounted(dst []byte, fc *flagCounters, m *metrics, r *evaluator.Result) ([]byte, prometheus.Counter) {
 	meta, metaLen := unsafe.SliceData(r.MetadataJSON), len(r.MetadataJSON)
 	if l := fc.list.Load(); l != nil {
 		for i := range *l {
 			o := &(*l)[i]
 			if o.variant == r.Variant && o.reason == r.Reason && o.meta == meta && o.metaLen == metaLen {
 				o.c.Inc()
-				return append(dst, o.enc...), o.c
+				return append(dst, o.tail...), o.c
 			}
 		}
 	}
 	c := m.counter(counterKey{flag: r.Key, variant: r.Variant, reason: r.Reason})
 	c.Inc()
 	start := len(dst)
-	dst = appendResult(dst, r)
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	var next []outcome
+	dst = appendResultTail(dst, r)
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	var cur []outcome
 	if l := fc.list.Load(); l != nil {
-		if len(*l) >= maxOutcomes {
-			return dst, c
-		}
-		next = append(next, *l...)
+		cur = *l
 	}
-	next = append(next, outcome{variant: r.Variant, reason: r.Reason, meta: meta, metaLen: metaLen, c: c,
-		enc: append([]byte(nil), dst[start:]...)})
+	if len(cur) >= maxOutcomes {
+		return dst, c
+	}
+	tail, ok := p.tails[string(dst[start:])] // no allocation for the lookup
+	if !ok {
+		tail = string(dst[start:])
+		if p.tails == nil {
+			p.tails = map[string]string{}
+		}
+		p.tails[tail] = tail
+	}
+	next := make([]outcome, len(cur)+1)
+	copy(next, cur)
+	next[len(cur)] = outcome{variant: r.Variant, reason: r.Reason, meta: meta, metaLen: metaLen, c: c, tail: tail}
 	fc.list.Store(&next)
 	return dst, c
 }
@@ -163,7 +185,8 @@ func newBulkPlan(snap *evaluator.Snapshot, m *metrics) *bulkPlan {
 				continue
 			}
 		}
-		p.segs = append(p.segs, bulkSeg{static: cur, flag: f, ctrs: new(flagCounters)})
+		cur = appendResultHead(cur, f.Key())
+		p.segs = append(p.segs, bulkSeg{static: cur, flag: f})
 		cur = nil
 		if _, ok := f.AppendCacheKey(nil, empty); !ok {
 			p.cacheable = false
@@ -173,6 +196,10 @@ func newBulkPlan(snap *evaluator.Snapshot, m *metrics) *bulkPlan {
 		}
 	}
 	p.segs = append(p.segs, bulkSeg{static: cur})
+	p.lists = make([]flagCounters, len(p.segs)-1)
+	for i := range p.lists {
+		p.segs[i].ctrs = &p.lists[i]
+	}
 	for r := range reads {
 		p.cacheKeyReads = append(p.cacheKeyReads, r)
 	}
@@ -203,11 +230,11 @@ func (p *bulkPlan) appendAnswer(dst []byte, ec *evaluator.Context, m *metrics, c
 		if r.ErrorCode != evaluator.CodeNone {
 			m.countEval(true, &r)
 			clean = false
-			dst = appendResult(dst, &r) // error details can differ per context
+			dst = appendResultTail(dst, &r) // error details can differ per context
 			continue
 		}
 		var c prometheus.Counter
-		dst, c = sg.ctrs.appendCounted(dst, m, &r)
+		dst, c = p.appendCounted(dst, sg.ctrs, m, &r)
 		if ctrs != nil {
 			ctrs = append(ctrs, c)
 		}
@@ -292,7 +319,7 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 	// cached: a fallback answer must never be served later under the full
 	// rule's key (degrade.go, calm).
 	epoch, calm := s.deg.calm(plan.snap)
-	if s.cache == nil || !plan.cacheable || s.o.NoBulkCache {
+	if s.cache == nil || !plan.cacheable || s.o.NoBulkCache || plan.size.Load() > s.o.CacheBytes/maxBulkEntryShare {
 		buf, _, _ = plan.appendAnswer(buf, ec, s.m, nil)
 		return setAnswer(ctx, buf)
 	}
@@ -323,6 +350,13 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 	ctx.Response.SetBodyRaw(e.body)
 	return body
 }
+
+// maxBulkEntryShare: a bulk answer larger than 1/16 of the cache is not
+// cached. At 100,000 flags an answer is 9 MB: one would take half the
+// default cache and evict everything else, and copying it in costs more
+// than evaluating it again saves (the first answer of a plan, with no
+// size yet, is never cached either: the doorkeeper lets no first miss in).
+const maxBulkEntryShare = 16
 
 // doorkeeperSlots is the size of the recently-missed table: enough to
 // remember the distinct contexts of a few seconds of bulk traffic.

@@ -471,3 +471,48 @@ func TestBulkAnswerOverPoolLimit(t *testing.T) {
 		t.Fatalf("small answer after big ones: %d %q", code, body)
 	}
 }
+
+// TestBulkAnswerOverCacheShareNotCached: a bulk answer larger than
+// 1/maxBulkEntryShare of the cache is answered, never cached (one would
+// evict everything else); with a cache large enough the same answers are
+// cached and hit.
+func TestBulkAnswerOverCacheShareNotCached(t *testing.T) {
+	var sb strings.Builder
+	sb.WriteString(`{"flags":{`)
+	const n = 100 // ~95 bytes each: a ~9.5 KB answer
+	for i := range n {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `"flag-%03d":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[{"==":[{"var":"plan"},"x"]},"off","on"]}}`, i)
+	}
+	sb.WriteString(`}}`)
+	for _, tc := range []struct {
+		cacheBytes int64
+		wantHits   bool
+	}{
+		{64 << 10, false}, // limit 4 KiB
+		{1 << 20, true},   // limit 64 KiB
+	} {
+		var h evaluator.Holder
+		h.Store(mustSnapshot(t, sb.String(), 1))
+		s := startServer(t, &h, func(o *Options) { o.CacheBytes = tc.cacheBytes })
+		url := "http://" + s.Addr() + "/ofrep/v1/evaluate/flags"
+		var first string
+		for i := range 4 {
+			code, _, body := do(t, "POST", url, "application/json", `{"context":{"plan":"premium"}}`)
+			if code != 200 || !strings.Contains(body, `{"key":"flag-099","reason":"TARGETING_MATCH","variant":"on","value":true,"metadata":{}}`) {
+				t.Fatalf("cache %d, request %d: %d %.200q", tc.cacheBytes, i, code, body)
+			}
+			if i == 0 {
+				first = body
+			} else if body != first {
+				t.Fatalf("cache %d, request %d: the answer changed", tc.cacheBytes, i)
+			}
+			s.cache.Wait()
+		}
+		if hits := testutil.ToFloat64(s.m.cacheHit); (hits > 0) != tc.wantHits {
+			t.Fatalf("cache %d bytes, %d-byte answers: %v hits, want hits: %v", tc.cacheBytes, len(first), hits, tc.wantHits)
+		}
+	}
+}

@@ -57,8 +57,20 @@ func appendString(dst []byte, s string) []byte {
 // evaluationFailure / flagNotFound when the result carries an error code.
 // A code-default success has no "value" (OFREP's codeDefaultFlag).
 func appendResult(dst []byte, r *evaluator.Result) []byte {
+	dst = appendResultHead(dst, r.Key)
+	return appendResultTail(dst, r)
+}
+
+// appendResultHead appends what every answer of flag key starts with;
+// appendResultTail appends the rest, which does not name the flag (bulk
+// plans keep the head with the static bytes before a flag and share
+// equal tails across flags, bulk.go).
+func appendResultHead(dst []byte, key string) []byte {
 	dst = append(dst, `{"key":`...)
-	dst = appendString(dst, r.Key)
+	return appendString(dst, key)
+}
+
+func appendResultTail(dst []byte, r *evaluator.Result) []byte {
 	if r.ErrorCode != evaluator.CodeNone {
 		dst = append(dst, `,"errorCode":`...)
 		dst = appendString(dst, string(r.ErrorCode))

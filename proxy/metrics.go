@@ -27,13 +27,12 @@ type metrics struct {
 	expired   *prometheus.CounterVec
 	failModes *prometheus.CounterVec
 
-	// counters caches the evaluations counter of each (flag, variant,
-	// reason): a sync.Map, whose reads of settled keys take no lock, and
-	// whose inserts cost O(1) (a copy-on-write map cost O(keys) per new key:
-	// minutes of CPU to warm up 100k flags).
-	mu       sync.Mutex // serialises inserts (the cardinality count)
-	counters sync.Map   // counterKey → prometheus.Counter
-	nCounter int        // entries in counters (under mu)
+	// counters holds the evaluations counter of each (flag, variant,
+	// reason, code), found without a lock (counters.go); mu serialises
+	// inserts and guards the cardinality count.
+	mu       sync.Mutex
+	counters *counterTable
+	nCounter int // keys resolved, including those past maxCounterKeys (under mu)
 	// series are the (flag, variant, reason) label sets given their own
 	// series (under mu), at most maxSeries; past that a new one counts in
 	// the flag="_other" series of its reason. A sidecar serving 100,000
@@ -78,6 +77,7 @@ func newMetrics(reg prometheus.Registerer, src Source, maxSeries int) *metrics {
 	}
 	m := &metrics{
 		maxSeries: maxSeries,
+		counters:  newCounterTable(),
 		evals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_evaluations_total",
 			Help: "Flag evaluations by flag, variant and reason."}, []string{"flag", "variant", "reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pennon_evaluation_errors_total",
@@ -133,28 +133,36 @@ func (m *metrics) countEval(flagKnown bool, r *evaluator.Result) prometheus.Coun
 
 // counter resolves the evaluations counter for k.
 func (m *metrics) counter(k counterKey) prometheus.Counter {
-	if c, ok := m.counters.Load(k); ok {
-		return c.(prometheus.Counter)
+	h := m.counters.hashOf(&k)
+	if e := m.counters.find(&k, h); e != nil {
+		return m.handOut(e)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c, ok := m.counters.Load(k); ok {
-		return c.(prometheus.Counter)
+	if e := m.counters.find(&k, h); e != nil {
+		return m.handOut(e)
 	}
 	c := m.seriesFor(k)
-	if m.nCounter > maxCounterKeys {
-		// Cardinality guard: past this, count without caching the series.
+	if m.nCounter >= maxCounterKeys {
+		// Cardinality guard: past this, count without keeping the key.
 		if m.usage != nil {
-			return m.usage.wrap(k, c, false)
+			return m.usage.wrap(c)
 		}
 		return c
 	}
-	if m.usage != nil {
-		c = m.usage.wrap(k, c, true)
-	}
-	m.counters.Store(k, c)
+	e := &evalCounter{Counter: c, key: k, hash: h}
+	m.counters.insert(e)
 	m.nCounter++
-	return c
+	return m.handOut(e)
+}
+
+// handOut is the counter an evaluation of e's key increments: the bare
+// series, or with usage on the series and the usage count.
+func (m *metrics) handOut(e *evalCounter) prometheus.Counter {
+	if m.usage != nil {
+		return (*usageEvalCounter)(e)
+	}
+	return e.Counter
 }
 
 // DefaultMaxFlagSeries is how many (flag, variant, reason) label sets of

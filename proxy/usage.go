@@ -18,7 +18,8 @@ import (
 // where the hot paths find it without hashing: in the bulk plans, the
 // outcome lists and the response-cache entries (a cache hit increments the
 // counters of the evaluations it replaces). Usage rides on those same
-// counters: with counting on, each is a usageCounter, which adds one
+// counters: with counting on, each is handed out as a usageEvalCounter
+// (counters.go), which adds one
 // atomic increment next to Prometheus's. So counting costs no lookup and
 // no lock, cache hits are counted exactly like misses, and bulk answers'
 // precomputed flags are counted per answer through the plan's flush.
@@ -56,16 +57,17 @@ const (
 	maxAppLen = 64
 )
 
-// usageCounter is an evaluations counter that also counts for usage.
-type usageCounter struct {
+// overflowCounter is the counter of a key past the counters' cardinality
+// guard (metrics.counter): it counts into the shared overflow count,
+// reported as unknown-flag evaluations.
+type overflowCounter struct {
 	prometheus.Counter
-	key counterKey
-	n   *atomic.Uint64 // own, or the shared overflow count
+	n *atomic.Uint64
 }
 
-func (c *usageCounter) Inc() { c.Counter.Inc(); c.n.Add(1) }
+func (c overflowCounter) Inc() { c.Counter.Inc(); c.n.Add(1) }
 
-func (c *usageCounter) Add(v float64) { c.Counter.Add(v); c.n.Add(uint64(v)) }
+func (c overflowCounter) Add(v float64) { c.Counter.Add(v); c.n.Add(uint64(v)) }
 
 // usage is a sidecar's usage state; nil when counting is off.
 type usage struct {
@@ -99,17 +101,10 @@ func newUsage(m *metrics) *usage {
 	return u
 }
 
-// wrap makes c, the evaluations counter of k, count usage too. cached
-// false means the counter is not kept (cardinality guard): it counts into
-// the shared overflow count, reported as unknown-flag evaluations.
-func (u *usage) wrap(k counterKey, c prometheus.Counter, cached bool) prometheus.Counter {
-	uc := &usageCounter{Counter: c, key: k}
-	if cached {
-		uc.n = new(atomic.Uint64)
-	} else {
-		uc.n = &u.overflow
-	}
-	return uc
+// wrap makes c, the evaluations counter of a key past the counters'
+// cardinality guard, count usage into the shared overflow count.
+func (u *usage) wrap(c prometheus.Counter) prometheus.Counter {
+	return overflowCounter{Counter: c, n: &u.overflow}
 }
 
 // app returns the calling app of the request, nil when it names none.
@@ -239,13 +234,10 @@ func (u *usage) Take() (json.RawMessage, error) {
 	u.takeMu.Lock()
 	defer u.takeMu.Unlock()
 	u.m.flushBulk() // bulk answers' precomputed flags
-	u.m.counters.Range(func(_, c any) bool {
-		if uc, ok := c.(*usageCounter); ok {
-			if n := uc.n.Swap(0); n > 0 {
-				u.carry[uc.key] += n
-			}
+	u.m.counters.each(func(c *evalCounter) {
+		if n := c.n.Swap(0); n > 0 {
+			u.carry[c.key] += n
 		}
-		return true
 	})
 	if n := u.overflow.Swap(0); n > 0 {
 		u.carry[counterKey{code: evaluator.CodeFlagNotFound, reason: evaluator.ReasonError}] += n

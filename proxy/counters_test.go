@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/pennon-dev/pennon/evaluator"
+)
+
+// TestCounterTableConcurrent resolves keys from several goroutines while
+// the table grows: every key gets exactly one counter (the same one on
+// every lookup), increments land in its series, and each visits every key
+// once.
+func TestCounterTableConcurrent(t *testing.T) {
+	m := newMetrics(prometheus.NewRegistry(), nil, 100)
+	m.usage = newUsage(m)
+	const keys, workers = 3000, 4
+	key := func(i int) counterKey {
+		return counterKey{flag: "f" + strconv.Itoa(i/3), variant: []string{"a", "b", ""}[i%3],
+			reason: []evaluator.Reason{evaluator.ReasonTargetingMatch, evaluator.ReasonStatic, evaluator.ReasonError}[i%3]}
+	}
+	got := make([][]*usageEvalCounter, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[w] = make([]*usageEvalCounter, keys)
+			for j := range keys {
+				i := (j*7 + w*991) % keys // each worker in its own order
+				c := m.counter(key(i))
+				c.Inc()
+				got[w][i] = c.(*usageEvalCounter)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range keys {
+		for w := 1; w < workers; w++ {
+			if got[w][i] != got[0][i] {
+				t.Fatalf("key %d resolved to two counters", i)
+			}
+		}
+		if n := got[0][i].n.Load(); n != workers {
+			t.Fatalf("key %v counted %d for usage, want %d", key(i), n, workers)
+		}
+	}
+	seen := map[counterKey]int{}
+	m.counters.each(func(e *evalCounter) { seen[e.key]++ })
+	if len(seen) != keys {
+		t.Fatalf("each visited %d keys, want %d", len(seen), keys)
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Fatalf("each visited %v %d times", k, n)
+		}
+	}
+	// The first 100 label sets have their own series; the rest count in
+	// their reason's _other series.
+	var total float64
+	for i := range keys {
+		var d dto.Metric
+		if err := got[0][i].Counter.(prometheus.Metric).Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(d.Label) == "" {
+			t.Fatal("series without labels")
+		}
+		total += d.GetCounter().GetValue()
+	}
+	if total < keys*workers {
+		t.Fatalf("series hold %v increments, want at least %d", total, keys*workers)
+	}
+}
+
+// TestCounterKeySeparators: keys whose fields concatenate to the same
+// bytes are different keys.
+func TestCounterKeySeparators(t *testing.T) {
+	m := newMetrics(prometheus.NewRegistry(), nil, 100)
+	a := m.counter(counterKey{flag: "ab", variant: "c"})
+	b := m.counter(counterKey{flag: "a", variant: "bc"})
+	if a == b {
+		t.Fatal(`("ab","c") and ("a","bc") share a counter`)
+	}
+	if m.counter(counterKey{flag: "ab", variant: "c"}) != a {
+		t.Fatal("the same key resolved twice to different counters")
+	}
+}
+
+func BenchmarkCounterLookup(b *testing.B) {
+	m := newMetrics(prometheus.NewRegistry(), nil, 0)
+	keys := make([]counterKey, 1000)
+	for i := range keys {
+		keys[i] = counterKey{flag: "flag-" + strconv.Itoa(i), variant: "on", reason: evaluator.ReasonTargetingMatch}
+		m.counter(keys[i])
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		m.counter(keys[i%len(keys)]).Inc()
+	}
+}
