@@ -32,10 +32,14 @@ type Document struct {
 	// (documents are immutable, these only cache what they determine).
 	// compiled is the snapshot built from exactly this document (any
 	// version); delta lets Compile build it from the snapshot of the
-	// document Apply started from; hash memoizes Hash.
+	// document Apply started from. tree is the hash's bucket table
+	// (hash_tree.go), hashFrom lets it be built from the table of the
+	// document Apply started from, legacy memoizes the legacy hash.
 	compiled atomic.Pointer[evaluator.Snapshot]
 	delta    atomic.Pointer[docDelta]
-	hash     atomic.Pointer[string]
+	tree     atomic.Pointer[hashTree]
+	hashFrom atomic.Pointer[hashDelta]
+	legacy   atomic.Pointer[string]
 }
 
 // docDelta is how a document differs from the one Apply made it from, for

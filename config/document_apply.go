@@ -22,7 +22,8 @@ import (
 // prerequisites are re-checked. Replacing `$evaluators` re-checks every
 // flag, since any targeting may reference them. When d has been compiled,
 // the result remembers what changed so that its Compile compiles only the
-// changed flags (see Compile).
+// changed flags (see Compile); when d has been hashed, the result's Hash
+// rehashes only the buckets of the changed flags (hash_tree.go).
 func (d *Document) Apply(cs *Changeset) (*Document, error) {
 	next := &Document{schema: d.schema, metadata: d.metadata, evaluators: d.evaluators}
 	var p parser
@@ -109,6 +110,12 @@ func (d *Document) Apply(cs *Changeset) (*Document, error) {
 	if len(problems) > 0 {
 		sortProblems(problems)
 		return nil, &ValidationError{Problems: dedupe(problems)}
+	}
+	// The hash rebuilds only the buckets of the changed keys from d's
+	// table (building d's first if d has one pending, itself O(change)).
+	if d.tree.Load() != nil || d.hashFrom.Load() != nil {
+		next.hashFrom.Store(&hashDelta{base: d.hashTree(), changed: slices.Collect(maps.Keys(changed)),
+			parts: cs.Metadata != nil || cs.Evaluators != nil})
 	}
 	// Flag-set metadata is part of every compiled flag: a new one is
 	// compiled in full. Otherwise Compile starts from d's snapshot.

@@ -162,13 +162,15 @@ func TestApplyMatchesFullParse(t *testing.T) {
 }
 
 // FuzzApply checks that the incremental Apply accepts exactly what a full
-// re-parse of the merged document accepts, and produces the same document.
+// re-parse of the merged document accepts, and produces the same document
+// with the same hash (rebuilt from the parent's buckets) in both formats.
 func FuzzApply(f *testing.F) {
 	f.Add("wallet", []byte(`{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","prerequisites":{"express-checkout":"on"}}`), "")
 	f.Add("payment-api-v2", []byte(`{"state":"ENABLED","variants":{"on":true},"prerequisites":{"new-checkout-ui":"on"}}`), "legacy-payment")
 	f.Add("x", []byte(`{"state":"ENABLED","variants":{"on":true},"targeting":{"if":[{"$ref":"internalUser"},"on",null]}}`), "payment-api-v1")
 	f.Add("performance-mode", []byte(`{"state":"DISABLED","variants":{"safe":"safe"}}`), "")
 	doc := mustParseFile(f, "../examples/checkout.json")
+	_ = doc.Hash() // so each result's hash is built from doc's buckets
 	f.Fuzz(func(t *testing.T, key string, def []byte, deleteKey string) {
 		cs := &Changeset{Changes: []Change{{Flag: key, Op: OpPut, Definition: def}}}
 		if deleteKey != "" && deleteKey != key {
@@ -188,6 +190,9 @@ func FuzzApply(f *testing.F) {
 		}
 		if err == nil && string(got.Canonical()) != string(want.Canonical()) {
 			t.Fatalf("Apply and full parse differ:\n%s\n%s", got.Canonical(), want.Canonical())
+		}
+		if err == nil && (got.Hash() != want.Hash() || !got.MatchesHash(LegacyDocumentHash(want.Canonical()))) {
+			t.Fatalf("hash after Apply %s, full parse %s (or the legacy hashes differ)", got.Hash(), want.Hash())
 		}
 	})
 }

@@ -2,8 +2,6 @@ package config
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"slices"
@@ -54,24 +52,18 @@ type canonicalDoc struct {
 // encoding 100,000 flags by reflection took ~1 s, assembling them is a copy.
 // The pieces are gathered in a 64 KiB chunk before they reach w: written
 // one by one (four writes per flag, one of them a concatenated string) they
-// cost more than hashing the bytes (BenchmarkHash).
+// cost more than hashing the bytes (BenchmarkHash/*/legacy).
 func (d *Document) writeCanonical(w io.Writer, schema string) {
-	d.writeCanonicalWith(w, schema, func(cw *chunkWriter) { d.writeFlags(cw, d.keys) })
-}
-
-// writeCanonicalWith is writeCanonical with the members of "flags" written
-// by flags (ParseCompiled writes them from pieces it gathered).
-func (d *Document) writeCanonicalWith(w io.Writer, schema string, flags func(cw *chunkWriter)) {
 	buf := chunkPool.Get().(*[]byte)
 	cw := chunkWriter{buf: (*buf)[:0], w: w}
-	d.assembleCanonical(&cw, schema, flags)
+	d.assembleCanonical(&cw, schema)
 	cw.flush()
 	*buf = cw.buf
 	chunkPool.Put(buf)
 }
 
-// chunkPool keeps writeCanonical's chunks: a sidecar hashes after every
-// change and would otherwise allocate 64 KiB each time.
+// chunkPool keeps writeCanonical's chunks: checking a legacy hash would
+// otherwise allocate 64 KiB each time.
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, canonicalChunk); return &b }}
 
 // canonicalChunk is how much writeCanonical gathers before writing: large
@@ -79,9 +71,8 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, canonicalChunk)
 // in the CPU's cache.
 const canonicalChunk = 64 << 10
 
-// assembleCanonical appends the canonical pieces to cw in order; flags
-// writes the members of "flags".
-func (d *Document) assembleCanonical(cw *chunkWriter, schema string, flags func(cw *chunkWriter)) {
+// assembleCanonical appends the canonical pieces to cw in order.
+func (d *Document) assembleCanonical(cw *chunkWriter, schema string) {
 	head := canonicalJSON(struct {
 		Schema     string                     `json:"$schema,omitempty"`
 		Evaluators map[string]json.RawMessage `json:"$evaluators,omitempty"`
@@ -92,7 +83,7 @@ func (d *Document) assembleCanonical(cw *chunkWriter, schema string, flags func(
 	}
 	cw.write(head)
 	cw.writeString(`"flags":{`)
-	flags(cw)
+	d.writeFlags(cw, d.keys)
 	cw.writeByte('}')
 	if len(d.metadata) > 0 {
 		cw.writeString(`,"metadata":`)
@@ -108,7 +99,7 @@ func (d *Document) assembleCanonical(cw *chunkWriter, schema string, flags func(
 // ~0.15 µs of SHA-256 for its bytes. So flags are looked up and touched a
 // batch at a time: the loads of one batch do not depend on each other and
 // the CPU overlaps their cache misses (about twice as fast at 100,000
-// flags, BenchmarkHash).
+// flags, BenchmarkHash/*/legacy).
 func (d *Document) writeFlags(cw *chunkWriter, keys []string) {
 	const batch = 32
 	var pieces [batch]json.RawMessage
@@ -214,49 +205,6 @@ func (d *Document) canonicalSize() int {
 // insignificant whitespace); Parse(Canonical()) gives an equal document.
 func (d *Document) Canonical() []byte {
 	cw := chunkWriter{buf: make([]byte, 0, d.canonicalSize())}
-	d.assembleCanonical(&cw, d.schema, func(cw *chunkWriter) { d.writeFlags(cw, d.keys) })
+	d.assembleCanonical(&cw, d.schema)
 	return cw.buf
-}
-
-// Hash is DocumentHash(d.Canonical()), computed once per document and
-// streamed into the hash without building the canonical bytes.
-func (d *Document) Hash() string {
-	if h := d.hash.Load(); h != nil {
-		return *h
-	}
-	sum := sha256.New()
-	d.writeCanonical(sum, d.schema)
-	h := "sha256:" + hex.EncodeToString(sum.Sum(nil))
-	d.hash.Store(&h)
-	return h
-}
-
-// hashWith is Hash with the members of "flags" written by flags.
-func (d *Document) hashWith(flags func(cw *chunkWriter)) string {
-	sum := sha256.New()
-	d.writeCanonicalWith(sum, d.schema, flags)
-	return "sha256:" + hex.EncodeToString(sum.Sum(nil))
-}
-
-// appendFlagMember appends flag k's member of "flags" as writeFlags writes
-// it: a comma unless it is the first, the key, a colon, its canonical JSON.
-func appendFlagMember(b []byte, first bool, k string, canon []byte) []byte {
-	if !first {
-		b = append(b, ',')
-	}
-	if plainKey(k) {
-		b = append(b, '"')
-		b = append(b, k...)
-		b = append(b, '"', ':')
-	} else {
-		b = append(b, canonicalJSON(k)...)
-		b = append(b, ':')
-	}
-	return append(b, canon...)
-}
-
-// DocumentHash is "sha256:" + hex of canonical document bytes.
-func DocumentHash(canonical []byte) string {
-	sum := sha256.Sum256(canonical)
-	return "sha256:" + hex.EncodeToString(sum[:])
 }

@@ -29,8 +29,11 @@ func TestCanonicalIgnoresLayout(t *testing.T) {
 	if got := string(da.Canonical()); got != want {
 		t.Fatalf("canonical\n got %s\nwant %s", got, want)
 	}
-	if h := da.Hash(); !strings.HasPrefix(h, "sha256:") || len(h) != len("sha256:")+64 {
+	if h := da.Hash(); !strings.HasPrefix(h, "sha256t1:") || len(h) != len("sha256t1:")+64 {
 		t.Fatalf("hash %q", h)
+	}
+	if h := da.HashLike("sha256:"); !strings.HasPrefix(h, "sha256:") || len(h) != len("sha256:")+64 || h != db.HashLike("sha256:") {
+		t.Fatalf("legacy hash %q, of the other layout %q", h, db.HashLike("sha256:"))
 	}
 	dc, _ := Parse([]byte(strings.Replace(a, `"defaultVariant":"on"`, `"defaultVariant":"off"`, 1)))
 	if dc.Hash() == da.Hash() {
@@ -72,31 +75,48 @@ func TestExpiresAt(t *testing.T) {
 	}
 }
 
-// BenchmarkHash is the identity hash a sidecar computes after every change
-// and the control plane after every commit: SHA-256 over the whole
-// canonical document, streamed from each flag's cached JSON. The memo is
-// cleared each round so every round hashes. Measured 2026-11-30 on the
-// shared 2-vCPU host, load ~4, alternated with the previous code: 0.38–0.48
-// / 2.9–3.5 / 38–55 ms at 1k / 10k / 100k flags, 10 allocations (before:
-// 0.63–1.19 / 9.2–9.9 / 123–217 ms, 3 allocations per flag).
+// BenchmarkHash is the identity hash computed in full, the memo cleared
+// each round. "tree" is Hash as after Parse: every flag looked up and put
+// in its bucket, every bucket and the root hashed (a document from Apply
+// costs far less: BenchmarkHashAfterOneFlagChange). "legacy" is the
+// "sha256:" hash over the whole canonical document, streamed from each
+// flag's cached JSON, which a reader computes only to check a value signed
+// in that format (2026-11-30, shared 2-vCPU host, load ~4: 38–55 ms at
+// 100k flags, 10 allocations). Numbers: bench/results/scale.md.
 func BenchmarkHash(b *testing.B) {
 	for _, n := range []int{1000, 10000, 100000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			doc := benchDoc(b, n)
-			b.SetBytes(int64(len(doc.Canonical())))
-			b.ReportAllocs()
-			for b.Loop() {
-				doc.hash.Store(nil)
-				_ = doc.Hash()
-			}
-		})
+		for _, format := range []string{"tree", "legacy"} {
+			b.Run(fmt.Sprintf("%d/%s", n, format), func(b *testing.B) {
+				doc := benchDoc(b, n)
+				b.SetBytes(int64(len(doc.Canonical())))
+				b.ReportAllocs()
+				for b.Loop() {
+					rehash(doc, format, nil)
+				}
+			})
+		}
 	}
 }
 
-// TestHashStreamsTheCanonicalBytes: Hash gathers the canonical pieces in
-// chunks and batches of flags; whatever the boundaries (a flag larger than
-// a chunk, flags spanning many chunks, a last batch cut short) it must hash
-// exactly the bytes Canonical returns, which must be encoding/json's.
+// rehash computes doc's hash in format ("tree" or "legacy") again, its
+// memo cleared; pending is what Apply left the tree to be built from (nil:
+// a full build).
+func rehash(doc *Document, format string, pending *hashDelta) {
+	if format == "legacy" {
+		doc.legacy.Store(nil)
+		_ = doc.HashLike(legacyHash)
+		return
+	}
+	doc.tree.Store(nil)
+	doc.hashFrom.Store(pending)
+	_ = doc.Hash()
+}
+
+// TestHashStreamsTheCanonicalBytes: the legacy hash gathers the canonical
+// pieces in chunks and batches of flags; whatever the boundaries (a flag
+// larger than a chunk, flags spanning many chunks, a last batch cut short)
+// it must hash exactly the bytes Canonical returns, which must be
+// encoding/json's. Hash must be DocumentHash of those bytes.
 func TestHashStreamsTheCanonicalBytes(t *testing.T) {
 	var big strings.Builder // one flag whose JSON alone exceeds a chunk
 	for i := range 12000 {
@@ -132,8 +152,11 @@ func TestHashStreamsTheCanonicalBytes(t *testing.T) {
 			if want := canonicalJSON(canonicalDoc{Schema: doc.schema, Evaluators: doc.evaluators, Flags: flags, Metadata: doc.metadata}); !bytes.Equal(canon, want) {
 				t.Fatalf("Canonical differs from encoding/json's encoding:\n got %.300s\nwant %.300s", canon, want)
 			}
-			if got, want := doc.Hash(), DocumentHash(canon); got != want {
-				t.Fatalf("Hash() = %s, hash of Canonical() = %s", got, want)
+			if got, want := doc.HashLike("sha256:"), LegacyDocumentHash(canon); got != want {
+				t.Fatalf("legacy hash %s, hash of Canonical() %s", got, want)
+			}
+			if got, want := doc.Hash(), mustDocumentHash(t, canon); got != want {
+				t.Fatalf("Hash() = %s, DocumentHash(Canonical()) = %s", got, want)
 			}
 			var viaWriter bytes.Buffer
 			doc.writeCanonical(&viaWriter, doc.schema)
@@ -142,4 +165,13 @@ func TestHashStreamsTheCanonicalBytes(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mustDocumentHash(t testing.TB, canonical []byte) string {
+	t.Helper()
+	h, err := DocumentHash(canonical)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

@@ -88,9 +88,11 @@ var propertyContexts = []map[string]any{
 // another, each to the document (and compiled snapshot) the previous one
 // produced, and checks every step against a full rebuild of the same flag
 // set from JSON: the same accept/reject decision, a byte-identical
-// canonical document and hash (also against encoding/json's own encoding
-// of the document), the same keys and version, and the same answer, reads
-// and cost for every flag and every context.
+// canonical document, the same hash (built from the previous document's
+// buckets, against a full build from the re-parsed canonical bytes) and
+// legacy hash (also against encoding/json's own encoding of the
+// document), the same keys and version, and the same answer, reads and
+// cost for every flag and every context.
 func TestIncrementalMatchesFullRebuild(t *testing.T) {
 	for seed := range uint64(3) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -128,6 +130,9 @@ func TestIncrementalMatchesFullRebuild(t *testing.T) {
 				version++
 				if doc.compiled.Load() != nil && cs.Metadata == nil && cs.Evaluators == nil && next.delta.Load() == nil {
 					t.Fatalf("step %d: applied to a compiled document without remembering the change: Compile would rebuild everything", step)
+				}
+				if doc.tree.Load() != nil && next.hashFrom.Load() == nil {
+					t.Fatalf("step %d: applied to a hashed document without remembering the change: Hash would rebuild every bucket", step)
 				}
 				compareDocuments(t, step, next, want)
 				if rng.IntN(5) == 0 {
@@ -204,8 +209,11 @@ func compareDocuments(t *testing.T, step int, got, want *Document) {
 	if !bytes.Equal(got.Canonical(), encoded) {
 		t.Fatalf("step %d: assembled canonical JSON differs from encoding/json's:\n%s\n%s", step, got.Canonical(), encoded)
 	}
-	if got.Hash() != want.Hash() || got.Hash() != DocumentHash(encoded) {
-		t.Fatalf("step %d: hash %s, full rebuild %s, encoding/json %s", step, got.Hash(), want.Hash(), DocumentHash(encoded))
+	if got.Hash() != want.Hash() || got.Hash() != mustDocumentHash(t, encoded) {
+		t.Fatalf("step %d: hash %s, full rebuild %s, encoding/json %s", step, got.Hash(), want.Hash(), mustDocumentHash(t, encoded))
+	}
+	if g, w := got.HashLike("sha256:"), LegacyDocumentHash(encoded); g != w || !got.MatchesHash(w) || !got.MatchesHash(want.Hash()) {
+		t.Fatalf("step %d: legacy hash %s, of encoding/json's bytes %s", step, g, w)
 	}
 	if !slices.Equal(got.FlagKeys(), want.FlagKeys()) {
 		t.Fatalf("step %d: keys differ", step)

@@ -147,22 +147,30 @@ func BenchmarkOneFlagChange(b *testing.B) {
 	}
 }
 
-// BenchmarkHashAfterOneFlagChange is the identity check that follows: the
-// hash covers the whole canonical document, so it is O(bytes), not O(change)
-// (sha256 at ~1 GB/s on the bench host: ~16 ms at 100k flags).
+// BenchmarkHashAfterOneFlagChange is the identity check that follows a
+// one-flag change (Apply itself: BenchmarkOneFlagChange): "tree" is Hash,
+// which rebuilds the changed flag's bucket from the parent's table and the
+// root; "legacy" is the "sha256:" hash over the whole canonical document,
+// what Hash was before and what a reader still computes to check a value
+// signed in that format. Each round rebuilds from the same pending state.
+// Numbers: bench/results/scale.md (2026-11-30, hash tree).
 func BenchmarkHashAfterOneFlagChange(b *testing.B) {
 	for _, n := range []int{1000, 10000, 100000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			doc := benchDoc(b, n)
-			cs := &Changeset{Changes: []Change{{Flag: "flag-10", Op: OpPut, Definition: []byte(`{"state":"DISABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}`)}}}
-			b.ReportAllocs()
-			for b.Loop() {
+		for _, format := range []string{"tree", "legacy"} {
+			b.Run(fmt.Sprintf("%d/%s", n, format), func(b *testing.B) {
+				doc := benchDoc(b, n)
+				_ = doc.Hash()
+				cs := &Changeset{Changes: []Change{{Flag: "flag-10", Op: OpPut, Definition: []byte(`{"state":"DISABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}`)}}}
 				next, err := doc.Apply(cs)
 				if err != nil {
 					b.Fatal(err)
 				}
-				_ = next.Hash()
-			}
-		})
+				pending := next.hashFrom.Load()
+				b.ReportAllocs()
+				for b.Loop() {
+					rehash(next, format, pending)
+				}
+			})
+		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 // user sees comes from one place.
 //
 // With keepDocs false (ParseCompiled) the returned document keeps no flags:
-// each flag's member of the canonical JSON goes to pre.pieces instead, and
+// each flag's hash leaf (key and canonical JSON) goes to pre.pieces instead, and
 // its definition is garbage as soon as it is compiled.
 func parseFast(data []byte, keepDocs bool) (doc *Document, p parser, pre *precompiled, ok bool) {
 	r := jsonReader{data: data}
@@ -103,8 +103,8 @@ func parseFast(data []byte, keepDocs bool) (doc *Document, p parser, pre *precom
 		f.decoded = decodedRules{}
 		if !keepDocs {
 			// Worker w owns a contiguous range of the sorted keys
-			// (parallel.Ranges), so its pieces are in key order.
-			pre.pieces[w] = appendFlagMember(pre.pieces[w], i == 0, keys[i], f.json())
+			// (parallel.Ranges), so its hash leaves are in key order.
+			pre.pieces[w] = appendLeaf(pre.pieces[w], keys[i], f.json())
 			return nil, true
 		}
 		return f, true
@@ -128,8 +128,8 @@ func parseFast(data []byte, keepDocs bool) (doc *Document, p parser, pre *precom
 // their definitions' memory, once dropped, as holes between the compiled
 // flags (at 100,000 flags about 70 MB of heap spans a file-mode sidecar
 // kept resident); here each definition is garbage as soon as its flag is
-// compiled, and the canonical JSON the hash needs is gathered in a few
-// large buffers that are freed whole.
+// compiled, and the flags' hash leaves (key and canonical JSON) are
+// gathered in a few large buffers that are freed whole.
 func ParseCompiled(data []byte, version uint64) (*evaluator.Snapshot, string, error) {
 	// The exact path, as Parse takes it once the fast path has declined
 	// (running Parse would read the document the fast way a second time).
@@ -152,17 +152,12 @@ func ParseCompiled(data []byte, version uint64) (*evaluator.Snapshot, string, er
 	if len(ps) > 0 {
 		return exact() // an invalid document: Parse words the problems
 	}
-	hash := doc.hashWith(func(cw *chunkWriter) {
-		for _, piece := range pre.pieces {
-			cw.write(piece)
-		}
-	})
-	return snap, hash, nil
+	return snap, doc.hashOfLeaves(pre.pieces, len(doc.keys)), nil
 }
 
 // precompiled is what Parse's fast path compiled while reading: the specs
 // (key and prerequisites only) and compiled flags NewSnapshot links, and
-// for ParseCompiled each worker's members of the canonical "flags" object.
+// for ParseCompiled each worker's hash leaves (appendLeaf), in key order.
 type precompiled struct {
 	specs    []evaluator.FlagSpec
 	compiled []evaluator.CompiledFlag

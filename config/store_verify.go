@@ -157,7 +157,15 @@ func (s *Store) step(st *State, cs *Changeset) *State {
 	if cs.Foreign == "" {
 		next, err := advance(st, cs)
 		if err == nil {
-			if cs.Hash != "" && cs.Hash != next.Hash {
+			// A version's hash is the string signed for it, in its format
+			// (a changeset from a control plane before the tree format
+			// carries a legacy "sha256:" one; one without a hash predates
+			// hashes in changesets, and such versions were always reported
+			// with the legacy hash): recomputing it in another format would
+			// change a version's identity under the fleet.
+			if cs.Hash == "" {
+				next.Hash = next.Doc.HashLike(legacyHash)
+			} else if next.Hash = next.Doc.HashLike(cs.Hash); next.Hash != cs.Hash {
 				s.noteDiverged(st.Env, cs.Version, cs.Hash, next.Hash)
 			}
 			return next
@@ -199,7 +207,7 @@ func (s *Store) verifySnapshot(env string, rec *SnapshotRecord) (*Document, stri
 	if err != nil {
 		return nil, ForeignUnparsable, err
 	}
-	if h := doc.Hash(); h != rec.Hash {
+	if h := doc.HashLike(rec.Hash); h != rec.Hash {
 		return nil, ForeignBadSignature, fmt.Errorf("document hash %s, record says %s", h, rec.Hash)
 	}
 	return doc, "", nil

@@ -413,8 +413,8 @@ func (r *Remote) installChecked(rec *config.SnapshotRecord, proof *config.Signed
 	if err != nil {
 		return fmt.Errorf("snapshot %d: %w", rec.Version, err)
 	}
-	if doc.Hash() != rec.Hash {
-		err := fmt.Errorf("snapshot %d: hash mismatch (have %s, record says %s)", rec.Version, doc.Hash(), rec.Hash)
+	if !doc.MatchesHash(rec.Hash) { // also a legacy "sha256:" hash, kept as the record's
+		err := fmt.Errorf("snapshot %d: hash mismatch (have %s, record says %s)", rec.Version, doc.HashLike(rec.Hash), rec.Hash)
 		r.reject(kind, whyHashMismatch, rec.Version, err)
 		return err
 	}
@@ -621,7 +621,7 @@ func (r *Remote) applyChangeset(ctx context.Context, cs *config.Changeset, proof
 // checks the result against the hash the control plane signed: a mismatch
 // means our base drifted, so we take a snapshot instead of serving it.
 // Nothing here builds the document's bytes or copies its per-flag
-// versions: the hash is streamed (config.Document.Hash) and the record
+// versions: the hash rehashes only what changed (config.Document.Hash) and the record
 // leaves Document and FlagVersions empty; only the last-known-good writer
 // needs them and builds them off this path (disk.go).
 func (r *Remote) applyVerified(ctx context.Context, cs *config.Changeset, proof *config.SignedChangeset, via string) bool {
@@ -637,7 +637,9 @@ func (r *Remote) applyVerified(ctx context.Context, cs *config.Changeset, proof 
 		r.poll(ctx)
 		return false
 	}
-	rec := &config.SnapshotRecord{Env: r.o.Env, Version: cs.Version, Time: cs.Time, Hash: doc.Hash()}
+	// In the format the control plane signed (a legacy "sha256:" one costs
+	// O(size)), so our reports and heartbeats agree on the version's hash.
+	rec := &config.SnapshotRecord{Env: r.o.Env, Version: cs.Version, Time: cs.Time, Hash: doc.HashLike(cs.Hash)}
 	if rec.Hash != cs.Hash {
 		r.reject(rejectChangeset, whyHashMismatch, cs.Version, fmt.Errorf("applying it to our v%d gives %s, the control plane signed %s: our flag set drifted; taking a snapshot", cur.Version, rec.Hash, cs.Hash))
 		r.poll(ctx)
