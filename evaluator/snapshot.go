@@ -29,20 +29,14 @@ type Snapshot struct {
 
 // Flag is one compiled flag inside a Snapshot.
 type Flag struct {
-	key         string
-	disabled    bool
-	variants    variantSet
-	def         *variant // nil: code default
-	rule        node     // nil: no targeting
-	propagation Propagation
-	failMode    FailMode
-	safe        *variant
-	prereqs     []prereq
-	reads       []string // context paths the answer depends on, incl. prerequisites'
-	readsTime   bool
-	dynamic     bool // reads the context in ways that cannot be enumerated
-	cost        int  // compiled rule nodes, including prerequisites'
-	collected   bool // prerequisites folded into reads/cost (build time only)
+	key      string
+	variants variantSet
+	def      *variant // nil: code default
+	rule     node     // nil: no targeting
+	safe     *variant
+	prereqs  []prereq
+	reads    []string // context paths the answer depends on, incl. prerequisites'
+	cost     int      // compiled rule nodes, including prerequisites'
 	// own is what the flag's rules read and cost before prerequisites are
 	// folded in: Update relinks a dependent from it without recompiling.
 	own     ownFacts
@@ -50,17 +44,22 @@ type Flag struct {
 	// experiment is the flag's experiment metrics (nil: not an experiment).
 	experiment []string
 
-	// fallback is the cheaper rule served under pressure (nil with
-	// hasFallback: the default variant); fbMeta[reason] is the flag's
-	// metadata plus pennonTargeting "fallback" and the reason, encoded at
-	// load so a degraded answer allocates nothing.
-	fallback    node
-	hasFallback bool
-	budget      time.Duration
-	fbMeta      [numFallbackReasons]fallbackMeta
+	// fb is the cheaper rule served under pressure; nil when the flag has
+	// none (most flags: kept out of line, it would make every Flag 80
+	// bytes larger — 8 MB at 100,000 flags).
+	fb *fallbackRule
 
 	metadata     map[string]any
 	metadataJSON []byte
+
+	// The one-byte fields last, together: spread between the words they
+	// cost 26 bytes of padding per flag.
+	disabled    bool
+	propagation Propagation
+	failMode    FailMode
+	readsTime   bool
+	dynamic     bool // reads the context in ways that cannot be enumerated
+	collected   bool // prerequisites folded into reads/cost (build time only)
 }
 
 type ownFacts struct {
@@ -68,6 +67,16 @@ type ownFacts struct {
 	readsTime bool
 	dynamic   bool
 	cost      int
+}
+
+// fallbackRule is a flag's fallbackTargeting compiled: rule is nil for
+// the default variant; meta[reason] is the flag's metadata plus
+// pennonTargeting "fallback" and the reason, encoded at load so a degraded
+// answer allocates nothing.
+type fallbackRule struct {
+	rule   node
+	budget time.Duration
+	meta   [numFallbackReasons]fallbackMeta
 }
 
 type fallbackMeta struct {
@@ -380,7 +389,7 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 	} else {
 		f.metadataJSON = mj
 	}
-	if f.hasFallback {
+	if f.fb != nil {
 		for why := FallbackReason(0); why < numFallbackReasons; why++ {
 			md := make(map[string]any, len(f.metadata)+2)
 			for k, v := range f.metadata {
@@ -389,7 +398,7 @@ func compileFlag(sp *FlagSpec, base string) (*Flag, []Problem) {
 			md["pennonTargeting"] = "fallback"
 			md["pennonFallbackReason"] = why.String()
 			j, _ := json.Marshal(md) // f.metadata marshalled above
-			f.fbMeta[why] = fallbackMeta{m: md, j: j}
+			f.fb.meta[why] = fallbackMeta{m: md, j: j}
 		}
 	}
 	return f, problems
@@ -405,12 +414,12 @@ func compileFallback(f *Flag, sp *FlagSpec, base string) []Problem {
 	if sp.TargetingBudget < 0 {
 		problems = append(problems, Problem{Path: base + ".targetingBudget", Reason: "must be positive (e.g. \"20us\")"})
 	}
-	f.hasFallback, f.budget = true, sp.TargetingBudget
+	f.fb = &fallbackRule{budget: sp.TargetingBudget}
 	if isEmptyRule(sp.FallbackTargeting) {
 		return problems
 	}
 	c := newCompiler(sp.Key)
-	f.fallback = c.compile(normalizeRule(sp.FallbackTargeting), "")
+	f.fb.rule = c.compile(normalizeRule(sp.FallbackTargeting), "")
 	for _, p := range c.problems {
 		problems = append(problems, Problem{Path: joinPath(base+".fallbackTargeting", p.Path), Reason: p.Reason})
 	}
@@ -579,13 +588,13 @@ func (s *Snapshot) eval(f *Flag, ctx *Context, depth int) Result {
 // EvaluateFlag: callers never change the answer of a flag that did not ask
 // for it. Like EvaluateFlag it does not allocate.
 func (s *Snapshot) EvaluateFallback(f *Flag, ctx *Context, why FallbackReason) Result {
-	if !f.hasFallback || why >= numFallbackReasons {
+	if f.fb == nil || why >= numFallbackReasons {
 		return s.EvaluateFlag(f, ctx)
 	}
 	if ctx == nil {
 		ctx = NewContext()
 	}
-	return s.evalRule(f, f.fallback, &f.fbMeta[why], ctx, 0)
+	return s.evalRule(f, f.fb.rule, &f.fb.meta[why], ctx, 0)
 }
 
 // evalRule evaluates f with rule; fb, when not nil, replaces the metadata
@@ -674,11 +683,16 @@ func (f *Flag) Key() string { return f.key }
 
 // HasFallback reports whether the flag declares fallbackTargeting: only
 // such flags may be degraded (EvaluateFallback).
-func (f *Flag) HasFallback() bool { return f.hasFallback }
+func (f *Flag) HasFallback() bool { return f.fb != nil }
 
 // TargetingBudget is the flag's own evaluation budget (targetingBudget),
 // zero when it uses the sidecar's default.
-func (f *Flag) TargetingBudget() time.Duration { return f.budget }
+func (f *Flag) TargetingBudget() time.Duration {
+	if f.fb == nil {
+		return 0
+	}
+	return f.fb.budget
+}
 
 // Propagation is the flag's propagation strategy.
 func (f *Flag) Propagation() Propagation { return f.propagation }

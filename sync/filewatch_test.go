@@ -1,12 +1,16 @@
 package flagsync
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pennon-dev/pennon/evaluator"
 )
 
 const fileGood = `{"flags":{"f":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}}}`
@@ -121,5 +125,54 @@ func TestFileSourceReloadSequence(t *testing.T) {
 		if got := counter(t, reg, "pennon_reload_failures_total"); got != s.failures {
 			t.Fatalf("%s: failures %v, want %v", s.name, got, s.failures)
 		}
+	}
+}
+
+// TestUnchangedFileIsNotReadWhole: the interval check hashes an unchanged
+// file through a small buffer instead of reading it into memory (a 16 MB
+// file every second kept an idle 100,000-flag sidecar collecting), and a
+// changed file is still loaded.
+func TestUnchangedFileIsNotReadWhole(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flags.json")
+	var sb strings.Builder
+	sb.WriteString(`{"flags":{`)
+	for i := range 20000 { // ~2 MB
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `"flag-%05d":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}`, i)
+	}
+	sb.WriteString(`}}`)
+	writeFlags(t, path, sb.String())
+	fs, err := NewFileSource(FileOptions{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.reload(); err != nil { // warm the buffer pool
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 5 {
+		if err := fs.reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 256<<10 {
+		t.Fatalf("5 checks of an unchanged %d-byte file allocated %d bytes", sb.Len(), got)
+	}
+	if v := fs.Status().(FileStatus).Version; v != 1 {
+		t.Fatalf("version %d after unchanged checks, want 1", v)
+	}
+	writeFlags(t, path, strings.Replace(sb.String(), `"flag-00000":{"state":"ENABLED"`, `"flag-00000":{"state":"DISABLED"`, 1))
+	if err := fs.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if v := fs.Status().(FileStatus).Version; v != 2 {
+		t.Fatalf("version %d after a change, want 2", v)
+	}
+	if r := fs.Current().Evaluate("flag-00000", nil); r.Reason != evaluator.ReasonDisabled {
+		t.Fatalf("flag-00000 after the change: %+v, want DISABLED", r)
 	}
 }
