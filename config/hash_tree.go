@@ -192,43 +192,29 @@ func (t *hashTree) finish() *hashTree {
 	return t
 }
 
-// buildTree builds d's table from all its flags. The entries of every
-// bucket share one array (24 bytes per flag, no slack); the flags are
-// looked up and the buckets hashed on all cores, in contiguous shares of
-// the buckets.
+// buildTree builds d's table from all its flags: each bucket's entries
+// sized exactly (24 bytes per flag), then the flags looked up and the
+// buckets hashed on all cores, in contiguous shares of the buckets. Each
+// bucket has allocations of its own: entries shared in one array would
+// keep, after Apply replaced some buckets, the replaced flags' old
+// definitions alive for as long as any bucket of the first build is.
 func (d *Document) buildTree() *hashTree {
 	t := &hashTree{buckets: make([]*hashBucket, hashBuckets), parts: d.hashParts()}
 	of := make([]uint16, len(d.keys))
-	var start [hashBuckets + 1]int
+	var count [hashBuckets]int
 	for i, k := range d.keys {
 		b := hashBucketOf(k)
 		of[i] = uint16(b)
-		start[b+1]++
+		count[b]++
 	}
-	for b := range hashBuckets {
-		start[b+1] += start[b]
-	}
-	all := make([]hashEntry, len(d.keys))
-	next := start
-	for i, k := range d.keys {
-		b := of[i]
-		all[next[b]].key = k
-		next[b]++
-	}
-	// The buckets too are one allocation (a small set would otherwise
-	// allocate one per flag).
-	used := 0
-	for b := range hashBuckets {
-		if start[b] != start[b+1] {
-			used++
+	for b, n := range count {
+		if n > 0 {
+			t.buckets[b] = &hashBucket{entries: make([]hashEntry, 0, n)}
 		}
 	}
-	store := make([]hashBucket, 0, used)
-	for b := range hashBuckets {
-		if start[b] != start[b+1] {
-			store = append(store, hashBucket{entries: all[start[b]:start[b+1]:start[b+1]]})
-			t.buckets[b] = &store[len(store)-1]
-		}
+	for i, k := range d.keys { // in key order, so each bucket is sorted
+		bk := t.buckets[of[i]]
+		bk.entries = append(bk.entries, hashEntry{key: k})
 	}
 	work := parallel.Workers(len(d.keys), 4096)
 	parallel.Ranges(hashBuckets, work, func(_, from, to int) {
