@@ -192,12 +192,16 @@ func (t *hashTree) finish() *hashTree {
 	return t
 }
 
-// buildTree builds d's table from all its flags: each bucket's entries
-// sized exactly (24 bytes per flag), then the flags looked up and the
-// buckets hashed on all cores, in contiguous shares of the buckets. Each
-// bucket has allocations of its own: entries shared in one array would
-// keep, after Apply replaced some buckets, the replaced flags' old
-// definitions alive for as long as any bucket of the first build is.
+// buildTree builds d's table from all its flags. The flags are visited
+// in key order, which is about the order their definitions sit in memory
+// (Parse allocates them so), and each one's leaf is streamed into its
+// bucket's SHA-256 (bucketHashers): hashing bucket by bucket instead read
+// the definitions in random order and took twice as long at 100,000 flags
+// (BenchmarkHash, 2026-11-30). The buckets are split between the cores,
+// each reading the keys and hashing the flags of its buckets. Each bucket
+// has its entries (24 bytes per flag) in an allocation of its own: one
+// shared array would keep, after Apply replaced some buckets, the replaced
+// flags' old definitions alive as long as any bucket of this build.
 func (d *Document) buildTree() *hashTree {
 	t := &hashTree{buckets: make([]*hashBucket, hashBuckets), parts: d.hashParts()}
 	of := make([]uint16, len(d.keys))
@@ -212,59 +216,104 @@ func (d *Document) buildTree() *hashTree {
 			t.buckets[b] = &hashBucket{entries: make([]hashEntry, 0, n)}
 		}
 	}
-	for i, k := range d.keys { // in key order, so each bucket is sorted
-		bk := t.buckets[of[i]]
-		bk.entries = append(bk.entries, hashEntry{key: k})
-	}
-	work := parallel.Workers(len(d.keys), 4096)
-	parallel.Ranges(hashBuckets, work, func(_, from, to int) {
-		scratch := hashScratch.Get().(*[]byte)
-		defer hashScratch.Put(scratch)
-		for _, bk := range t.buckets[from:to] {
-			if bk == nil {
-				continue
+	parallel.Ranges(hashBuckets, parallel.Workers(len(d.keys), 4096), func(_, from, to int) {
+		hs := newBucketHashers(from, to)
+		var head []byte
+		// The flags are looked up a batch at a time: the lookups of a
+		// batch do not depend on each other, so the CPU overlaps their
+		// cache misses (as writeFlags does for the legacy hash).
+		const batch = 32
+		var pending [batch]int
+		var flags [batch]*FlagDoc
+		n := 0
+		flush := func() {
+			for j, i := range pending[:n] {
+				flags[j] = d.Flag(d.keys[i])
 			}
-			for j := range bk.entries {
-				bk.entries[j].f = d.Flag(bk.entries[j].key)
+			for j, i := range pending[:n] {
+				k, f, b := d.keys[i], flags[j], int(of[i])
+				bk := t.buckets[b]
+				bk.entries = append(bk.entries, hashEntry{k, f})
+				canon := f.json()
+				head = binary.BigEndian.AppendUint64(appendPrefixed(head[:0], k), uint64(len(canon)))
+				h := hs.of(b)
+				h.Write(head)
+				h.Write(canon)
 			}
-			*scratch = bk.sumBucket(*scratch)
+			n = 0
+		}
+		for i := range d.keys {
+			if b := int(of[i]); b >= from && b < to {
+				pending[n] = i
+				if n++; n == batch {
+					flush()
+				}
+			}
+		}
+		flush()
+		for b := from; b < to; b++ {
+			if bk := t.buckets[b]; bk != nil {
+				hs.sum(b, &bk.sum)
+			}
 		}
 	})
 	return t.finish()
 }
 
+// bucketHashers are the SHA-256 states of the buckets [from, to) while
+// their leaves are streamed in, each started with the bucket tag: the
+// same bytes sumBucket hashes from a bucket's entries.
+type bucketHashers struct {
+	from int
+	hs   []hash.Hash
+}
+
+func newBucketHashers(from, to int) *bucketHashers {
+	return &bucketHashers{from: from, hs: make([]hash.Hash, to-from)}
+}
+
+// of returns bucket b's hash, started on first use.
+func (s *bucketHashers) of(b int) hash.Hash {
+	h := s.hs[b-s.from]
+	if h == nil {
+		h = sha256.New()
+		h.Write([]byte(bucketTag))
+		s.hs[b-s.from] = h
+	}
+	return h
+}
+
+// sum writes bucket b's digest to dst; false if no leaf was written to it.
+func (s *bucketHashers) sum(b int, dst *[32]byte) bool {
+	h := s.hs[b-s.from]
+	if h != nil {
+		h.Sum(dst[:0])
+	}
+	return h != nil
+}
+
 // hashOfLeaves is Hash for a document that kept no flags (ParseCompiled):
 // pieces hold every flag's leaf (appendLeaf), in key order across and
-// within pieces. Each bucket is streamed into its own SHA-256 (the same
-// bytes sumBucket hashes); the buckets are split between the cores, each
-// reading every leaf and hashing those of its buckets.
+// within pieces. As in buildTree, the buckets are split between the cores,
+// each reading every leaf and streaming those of its buckets.
 func (d *Document) hashOfLeaves(pieces [][]byte, n int) string {
 	sums := make([][32]byte, hashBuckets)
 	present := make([]bool, hashBuckets)
 	parallel.Ranges(hashBuckets, parallel.Workers(n, 4096), func(_, from, to int) {
-		hs := make([]hash.Hash, to-from)
+		hs := newBucketHashers(from, to)
 		for _, p := range pieces {
 			for len(p) > 0 {
 				klen := binary.BigEndian.Uint64(p)
 				key := p[8 : 8+klen]
 				size := 16 + klen + binary.BigEndian.Uint64(p[8+klen:])
 				if b := hashBucketOf(key); b >= from && b < to {
-					h := hs[b-from]
-					if h == nil {
-						h = sha256.New()
-						h.Write([]byte(bucketTag))
-						hs[b-from] = h
-					}
-					h.Write(p[:size])
+					hs.of(b).Write(p[:size])
 				}
 				p = p[size:]
 			}
 		}
-		for i, h := range hs {
-			if h != nil {
-				h.Sum(sums[from+i][:0])
-				present[from+i] = true
-			}
+		for b := from; b < to; b++ {
+			present[b] = hs.sum(b, &sums[b])
 		}
 	})
 	return rootHash(d.hashParts(), func(i int) (*[32]byte, bool) { return &sums[i], present[i] })
