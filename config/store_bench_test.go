@@ -79,3 +79,24 @@ func BenchmarkStoreCommitSigned(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNextFlagVersions is the per-flag version map a commit derives
+// for the new head (one flag put). Measured 2026-11-30, load 2.8, against
+// the loop that inserted every entry into a new map, same run: 32 µs /
+// 0.43 ms / 3.5 ms at 1k / 10k / 100k flags, before 63 µs / 0.74 ms /
+// 12.7 ms.
+func BenchmarkNextFlagVersions(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		fv := map[string]uint64{}
+		for i := range n {
+			fv[fmt.Sprintf("flag-%d", i)] = uint64(i)
+		}
+		cs := &Changeset{Version: uint64(n + 1), Changes: []Change{{Flag: "flag-10", Op: OpPut}}}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = NextFlagVersions(fv, cs)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ package config
 
 import (
 	"encoding/json"
+	"maps"
 	"strconv"
 	"time"
 )
@@ -186,11 +187,14 @@ func LoadChangeset(env string, doc *Document, author, reason string) *Changeset 
 }
 
 // NextFlagVersions returns the per-flag versions after cs: puts take cs's
-// version, deletes drop the flag. fv is not modified.
+// version, deletes drop the flag. fv is not modified. The copy is still
+// O(flags) (the control plane pays it at every commit): maps.Clone copies
+// the map's table as it is, 3.5 ms at 100,000 flags where inserting every
+// entry into a new map took 12.7 ms (BenchmarkNextFlagVersions).
 func NextFlagVersions(fv map[string]uint64, cs *Changeset) map[string]uint64 {
-	next := make(map[string]uint64, len(fv)+len(cs.Changes))
-	for k, v := range fv {
-		next[k] = v
+	next := maps.Clone(fv)
+	if next == nil {
+		next = make(map[string]uint64, len(cs.Changes))
 	}
 	for _, ch := range cs.Changes {
 		if ch.Op == OpDelete {
