@@ -38,13 +38,14 @@ import (
 // every part hashed is part of the canonical form, taken as it is there.
 //
 // Why two levels of 1,024 and no leaf digests: an update hashes the
-// touched buckets' leaves (about a hundredth of a percent of the set at
-// 100,000 flags, ~16 KB) and the root (34 bytes per non-empty bucket,
-// ~35 KB), some 50 KB whatever the set's size up to a few hundred thousand
-// flags; a stored digest per flag would add 32 bytes per flag to hash the
-// same bytes less often. What each document keeps is a bucket table
-// (hashTree) whose entries point at the flags it already holds: 24 bytes
-// per flag. Apply's result shares every bucket it does not touch.
+// touched buckets' leaves (a thousandth of the set, ~16 KB at 100,000
+// flags) and the root (34 bytes per non-empty bucket, ~35 KB), some 50 KB
+// whatever the set's size up to a few hundred thousand flags; a stored
+// digest per flag would add 32 bytes per flag to hash the same bytes less
+// often. What each document keeps is a bucket table (hashTree) whose
+// entries point at the flags it already holds: 24 bytes per flag (27 B
+// retained at 100,000 flags with allocation rounding). Apply's result
+// shares every bucket it does not touch.
 const (
 	hashFormat  = "sha256t1:"
 	hashBuckets = 1 << 10
@@ -55,7 +56,10 @@ const (
 
 // hashBucketOf is the bucket of flag key k: FNV-1a (32-bit) over the key's
 // bytes, modulo hashBuckets. It is part of the hash format: changing it
-// (or hashBuckets) is a new format, not a refactoring.
+// (or hashBuckets) is a new format, not a refactoring. It is not keyed:
+// keys chosen to share a bucket only make updates of that bucket cost in
+// proportion to its size, never change what the hash covers, and only
+// writers of flags choose keys.
 func hashBucketOf[K string | []byte](k K) int {
 	h := uint32(2166136261)
 	for i := 0; i < len(k); i++ {
