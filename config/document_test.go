@@ -125,8 +125,13 @@ func FuzzParseDocument(f *testing.F) {
 		if string(doc.Canonical()) != before {
 			t.Fatal("Compile modified the document")
 		}
-		if _, err := Parse(doc.Canonical()); err != nil {
+		again, err := Parse(doc.Canonical())
+		if err != nil {
 			t.Fatalf("canonical form must parse: %v", err)
+		}
+		// The hash is a function of the canonical form, in both formats.
+		if again.Hash() != doc.Hash() || !again.MatchesHash(LegacyDocumentHash([]byte(before))) || !doc.MatchesHash(again.HashLike(legacyHash)) {
+			t.Fatalf("hash %s, of the re-parsed canonical form %s", doc.Hash(), again.Hash())
 		}
 	})
 }
