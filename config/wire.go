@@ -52,8 +52,10 @@ type Changeset struct {
 	// non-nil, replaces `$evaluators`. Both are rare and validated like flags.
 	Metadata   map[string]any             `json:"metadata,omitempty"`
 	Evaluators map[string]json.RawMessage `json:"evaluators,omitempty"`
-	// Hash is the content hash (DocumentHash) of the environment's flag set
-	// after this changeset. It is signed with the rest, so a sidecar that
+	// Hash is the content hash of the environment's flag set after this
+	// changeset: Document.Hash ("sha256t1:"), or the legacy "sha256:" form
+	// in changesets committed before the hash tree (Document.MatchesHash
+	// accepts both). It is signed with the rest, so a sidecar that
 	// applies the changeset to a base that drifted ends with a different
 	// hash and knows to take a snapshot instead of serving the result.
 	Hash string `json:"hash,omitempty"`
@@ -95,7 +97,7 @@ type SnapshotRecord struct {
 	Env      string          `json:"env"`
 	Version  uint64          `json:"version"`
 	Time     time.Time       `json:"time"`     // commit time of Version
-	Hash     string          `json:"hash"`     // DocumentHash(Document)
+	Hash     string          `json:"hash"`     // Document's hash as signed: "sha256t1:", or legacy "sha256:" (MatchesHash)
 	Document json.RawMessage `json:"document"` // canonical JSON
 	// FlagVersions is, per flag, the version at which it last changed.
 	FlagVersions map[string]uint64 `json:"flagVersions"`
