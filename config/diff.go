@@ -138,7 +138,7 @@ func (s *Store) StateAt(ctx context.Context, env string, v uint64) (*State, erro
 	if v == head.Version {
 		return head, nil
 	}
-	st := &State{Env: env, Doc: Empty(), FlagVersions: map[string]uint64{}, Hash: Empty().Hash()}
+	st := emptyState(env)
 	for i := uint64(1); i <= v; i++ {
 		cs, err := s.Changeset(ctx, env, i)
 		if err != nil {

@@ -91,7 +91,7 @@ func (p *ApplyPlan) Changeset(author, reason string) *Changeset {
 // could not be committed is a *ValidationError.
 func PlanApply(head *State, doc *Document, prune bool, bases map[string]uint64) (*ApplyPlan, error) {
 	if bases == nil {
-		bases = head.FlagVersions
+		bases = head.flagVersionMap()
 	}
 	p := &ApplyPlan{Env: head.Env, Head: head.Version, Prune: prune, Flags: []FlagDiff{}, Kept: []string{},
 		Evaluators: []EvaluatorDiff{}, Notes: []string{}, Changes: []Change{}, FlagBases: map[string]uint64{}, HeadHash: head.Hash}

@@ -21,7 +21,7 @@ const planFlag = `{"state":"ENABLED","variants":{"on":true,"off":false},"default
 // TestPlanApply checks what a plan commits and what it says, case by case.
 func TestPlanApply(t *testing.T) {
 	cur := mustParse(t, `{"metadata":{"team":"a"},"$evaluators":{"e":true,"g":false},"flags":{"a":`+planFlag+`,"b":`+planFlag+`}}`)
-	head := &State{Env: "dev", Version: 7, Doc: cur, FlagVersions: map[string]uint64{"a": 3, "b": 7}, Hash: cur.Hash()}
+	head := &State{Env: "dev", Version: 7, Doc: cur, flagVersions: flagVersionsFrom(map[string]uint64{"a": 3, "b": 7}), Hash: cur.Hash()}
 	tests := []struct {
 		name, file string
 		prune      bool
@@ -84,7 +84,7 @@ func TestPlanApply(t *testing.T) {
 	// A file valid on its own whose result, with the flags it keeps, is
 	// invalid is refused with the problem's path.
 	dep := mustParse(t, `{"flags":{"dep":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on","prerequisites":{"b":"on"}},"b":`+planFlag+`}}`)
-	st := &State{Env: "dev", Version: 1, Doc: dep, FlagVersions: map[string]uint64{"dep": 1, "b": 1}, Hash: dep.Hash()}
+	st := &State{Env: "dev", Version: 1, Doc: dep, flagVersions: flagVersionsFrom(map[string]uint64{"dep": 1, "b": 1}), Hash: dep.Hash()}
 	_, err := PlanApply(st, mustParse(t, `{"flags":{"b":{"state":"ENABLED","variants":{"yes":true},"defaultVariant":"yes"}}}`), false, nil)
 	if err == nil || !strings.Contains(err.Error(), "flags.dep.prerequisites.b") {
 		t.Fatalf("a kept flag's prerequisite broken: %v", err)

@@ -27,8 +27,8 @@ func TestEnvsPromotionAndReads(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		head, _ := s.Head(ctx, "staging")
 		if _, err := s.Commit(ctx, &Changeset{Env: "staging", Author: "ann", Changes: []Change{
-			{Flag: "n", Op: OpPut, Definition: counterDef(i), BaseVersion: head.FlagVersions["n"]},
-			{Flag: "m", Op: OpPut, Definition: counterDef(-i), BaseVersion: head.FlagVersions["m"]},
+			{Flag: "n", Op: OpPut, Definition: counterDef(i), BaseVersion: head.FlagVersion("n")},
+			{Flag: "m", Op: OpPut, Definition: counterDef(-i), BaseVersion: head.FlagVersion("m")},
 		}}); err != nil {
 			t.Fatal(err)
 		}

@@ -114,7 +114,7 @@ func (s *Store) PlanRollback(ctx context.Context, env string, to uint64, flags [
 		Changes: []Change{}, Affected: []Affected{}, Systems: []string{}, Risks: []Risk{}}
 	for _, d := range plan.Diff {
 		plan.Flags = append(plan.Flags, d.Flag)
-		ch := Change{Flag: d.Flag, BaseVersion: head.FlagVersions[d.Flag]}
+		ch := Change{Flag: d.Flag, BaseVersion: head.FlagVersion(d.Flag)}
 		if d.Change == "removed" {
 			ch.Op = OpDelete
 		} else {
@@ -368,7 +368,7 @@ func (s *Store) PromotionChanges(ctx context.Context, from, to string, flags []s
 		if def == nil {
 			return nil, "", &ValidationError{Problems: problems("flags", fmt.Sprintf("%s does not exist in %s", f, from))}
 		}
-		changes = append(changes, Change{Flag: f, Op: OpPut, Definition: def, BaseVersion: dst.FlagVersions[f]})
+		changes = append(changes, Change{Flag: f, Op: OpPut, Definition: def, BaseVersion: dst.FlagVersion(f)})
 	}
 	return changes, fmt.Sprintf("%s@%d", from, src.Version), nil
 }

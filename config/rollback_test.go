@@ -71,7 +71,7 @@ func checkoutHistory(t *testing.T) *Store {
 		b, _ := json.Marshal(m)
 		return b
 	}
-	base := func(flag string) uint64 { h, _ := s.Head(ctx, "production"); return h.FlagVersions[flag] }
+	base := func(flag string) uint64 { h, _ := s.Head(ctx, "production"); return h.FlagVersion(flag) }
 	commit(&Changeset{Author: "alice", Reason: "canary for the new API", Changes: []Change{{Flag: "payment-api-v2", Op: OpPut, BaseVersion: base("payment-api-v2"),
 		Definition: edit("payment-api-v2", func(m map[string]any) {
 			m["variants"].(map[string]any)["canary"] = true

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"regexp"
 	"sort"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/pennon-dev/pennon/internal/cowmap"
 	"github.com/pennon-dev/pennon/internal/sign"
 )
 
@@ -83,15 +85,75 @@ type State struct {
 	Version uint64
 	Time    time.Time // commit time of Version (zero at version 0)
 	Doc     *Document
-	// FlagVersions is, per flag, the version at which it last changed.
-	FlagVersions map[string]uint64
+	// flagVersions is, per flag, the version at which it last changed. It
+	// is copy-on-write (cowmap) because every commit derives the next
+	// head's from the current one: a plain map cost a 3.5 ms clone per
+	// commit at 100,000 flags, this costs the one shard the change touches.
+	// Read it through FlagVersion, LookupFlagVersion, FlagVersionCount and
+	// AllFlagVersions; a zero State has none.
+	flagVersions *cowmap.Map[uint64]
 	Hash         string
 }
 
-// Record returns the state as a SnapshotRecord.
+// FlagVersion is the version at which flag last changed; 0 when the state
+// does not hold it (what a Change's BaseVersion says for a new flag).
+func (st *State) FlagVersion(flag string) uint64 {
+	v, _ := st.LookupFlagVersion(flag)
+	return v
+}
+
+// LookupFlagVersion is FlagVersion that also reports whether the state
+// holds flag.
+func (st *State) LookupFlagVersion(flag string) (uint64, bool) {
+	if st.flagVersions == nil {
+		return 0, false
+	}
+	return st.flagVersions.Get(flag)
+}
+
+// FlagVersionCount is the number of flags with a version.
+func (st *State) FlagVersionCount() int {
+	if st.flagVersions == nil {
+		return 0
+	}
+	return st.flagVersions.Len()
+}
+
+// AllFlagVersions iterates over every flag's version, in no particular
+// order. It is O(flags): per-flag reads should use FlagVersion.
+func (st *State) AllFlagVersions() iter.Seq2[string, uint64] {
+	if st.flagVersions == nil {
+		return func(func(string, uint64) bool) {}
+	}
+	return st.flagVersions.All()
+}
+
+// flagVersionMap copies the per-flag versions into a plain map (O(flags)):
+// the SnapshotRecord's wire form, built only when a record is encoded.
+func (st *State) flagVersionMap() map[string]uint64 {
+	m := make(map[string]uint64, st.FlagVersionCount())
+	for k, v := range st.AllFlagVersions() {
+		m[k] = v
+	}
+	return m
+}
+
+// flagVersionsFrom builds the copy-on-write form of a record's per-flag
+// versions (nil gives an empty set).
+func flagVersionsFrom(fv map[string]uint64) *cowmap.Map[uint64] {
+	m := cowmap.New[uint64](len(fv))
+	for k, v := range fv {
+		m.Set(k, v)
+	}
+	return m
+}
+
+// Record returns the state as a SnapshotRecord. Its FlagVersions is a
+// fresh map (O(flags), like the canonical document beside it): records
+// are built for snapshots and served copies, never per commit.
 func (st *State) Record() *SnapshotRecord {
 	return &SnapshotRecord{Env: st.Env, Version: st.Version, Time: st.Time, Hash: st.Hash,
-		Document: st.Doc.Canonical(), FlagVersions: st.FlagVersions}
+		Document: st.Doc.Canonical(), FlagVersions: st.flagVersionMap()}
 }
 
 // FlagConflict describes one flag a write touched that changed since the
@@ -335,11 +397,35 @@ func advance(st *State, cs *Changeset) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &State{Env: st.Env, Version: cs.Version, Time: cs.Time, Doc: doc, FlagVersions: NextFlagVersions(st.FlagVersions, cs), Hash: doc.Hash()}, nil
+	return &State{Env: st.Env, Version: cs.Version, Time: cs.Time, Doc: doc, flagVersions: nextFlagVersions(st.flagVersions, cs), Hash: doc.Hash()}, nil
+}
+
+// nextFlagVersions returns the per-flag versions after cs: puts take cs's
+// version, deletes drop the flag. fv (the previous head's, shared with
+// readers) is not modified; the result shares every shard cs did not touch,
+// so a one-flag commit copies one shard of ~32 entries where cloning a Go
+// map of 100,000 flags took 3.5 ms (BenchmarkNextFlagVersions). nil fv is
+// an empty set.
+func nextFlagVersions(fv *cowmap.Map[uint64], cs *Changeset) *cowmap.Map[uint64] {
+	if fv == nil {
+		fv = cowmap.New[uint64](len(cs.Changes))
+	}
+	if len(cs.Changes) == 0 {
+		return fv
+	}
+	return fv.Edit(func(e *cowmap.Editor[uint64]) {
+		for _, ch := range cs.Changes {
+			if ch.Op == OpDelete {
+				e.Delete(ch.Flag)
+			} else {
+				e.Set(ch.Flag, cs.Version)
+			}
+		}
+	})
 }
 
 func emptyState(env string) *State {
-	return &State{Env: env, Doc: Empty(), FlagVersions: map[string]uint64{}, Hash: Empty().Hash()}
+	return &State{Env: env, Doc: Empty(), flagVersions: cowmap.New[uint64](0), Hash: Empty().Hash()}
 }
 
 // loadSnapshot is where a reader starts: the KV snapshot when it is valid,
@@ -378,10 +464,7 @@ func (s *Store) readSnapshot(ctx context.Context, env string) (st *State, why st
 	if why != "" {
 		return nil, why, nil
 	}
-	if rec.FlagVersions == nil {
-		rec.FlagVersions = map[string]uint64{}
-	}
-	return &State{Env: env, Version: rec.Version, Time: rec.Time, Doc: doc, FlagVersions: rec.FlagVersions, Hash: rec.Hash}, "", nil
+	return &State{Env: env, Version: rec.Version, Time: rec.Time, Doc: doc, flagVersions: flagVersionsFrom(rec.FlagVersions), Hash: rec.Hash}, "", nil
 }
 
 // Changeset returns one committed changeset. A version whose message is
@@ -556,7 +639,7 @@ func (s *Store) writeSnapshot(ctx context.Context, st *State) error {
 func (s *Store) checkConflicts(ctx context.Context, head *State, cs *Changeset) error {
 	var conflicts []FlagConflict
 	for _, ch := range cs.Changes {
-		cur := head.FlagVersions[ch.Flag]
+		cur := head.FlagVersion(ch.Flag)
 		if cur == ch.BaseVersion {
 			continue
 		}

@@ -138,7 +138,7 @@ func TestStoreLinearizable(t *testing.T) {
 						}
 						var n int
 						fmt.Sscanf(string(head.Doc.Flag(f).Variants["v"]), "%d", &n)
-						base := head.FlagVersions[f]
+						base := head.FlagVersion(f)
 						record(porcupine.Operation{ClientId: id, Input: linIn{flag: f, read: true}, Call: call, Output: linOut{version: base, value: n}, Return: now()})
 						call = now()
 						cs, err := s.Commit(ctx, &Changeset{Env: "lin", Author: fmt.Sprint("w", id), Changes: []Change{{Flag: f, Op: OpPut, Definition: counterDef(n + 1), BaseVersion: base}}})

@@ -22,7 +22,7 @@ func TestReadsCostPagesNotVersions(t *testing.T) {
 	}
 	for i := 0; i < 300; i++ {
 		head, _ := w.Head(ctx, "dev")
-		if _, err := w.Commit(ctx, &Changeset{Env: "dev", Author: "t", Changes: []Change{{Flag: fmt.Sprint("f", i%7), Op: OpPut, Definition: counterDef(i), BaseVersion: head.FlagVersions[fmt.Sprint("f", i%7)]}}}); err != nil {
+		if _, err := w.Commit(ctx, &Changeset{Env: "dev", Author: "t", Changes: []Change{{Flag: fmt.Sprint("f", i%7), Op: OpPut, Definition: counterDef(i), BaseVersion: head.FlagVersion(fmt.Sprint("f", i%7))}}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -141,7 +141,7 @@ func TestConcurrentWritersNoLostUpdate(t *testing.T) {
 				}
 				var n int
 				fmt.Sscanf(string(head.Doc.Flag("n").Variants["v"]), "%d", &n)
-				base := head.FlagVersions["n"]
+				base := head.FlagVersion("n")
 				record(porcupine.Operation{ClientId: id, Input: casIn{read: true}, Call: call, Output: casOut{version: base, value: n}, Return: now()})
 				call = now()
 				cs, err := s.Commit(ctx, &Changeset{Env: "load", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(n + 1), BaseVersion: base}}})
@@ -220,7 +220,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	s.CreateEnv(ctx, EnvSettings{Name: "prod", Protected: true})
 	for i := 0; i < 5; i++ {
 		head, _ := s.Head(ctx, "prod")
-		if _, err := s.Commit(ctx, &Changeset{Env: "prod", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(i), BaseVersion: head.FlagVersions["n"]}}}); err != nil {
+		if _, err := s.Commit(ctx, &Changeset{Env: "prod", Changes: []Change{{Flag: "n", Op: OpPut, Definition: counterDef(i), BaseVersion: head.FlagVersion("n")}}}); err != nil {
 			t.Fatal(err)
 		}
 	}

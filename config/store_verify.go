@@ -172,7 +172,7 @@ func (s *Store) step(st *State, cs *Changeset) *State {
 		}
 		s.noteForeign(st.Env, cs.Version, ForeignNotApplicable, err)
 	}
-	return &State{Env: st.Env, Version: cs.Version, Time: st.Time, Doc: st.Doc, FlagVersions: st.FlagVersions, Hash: st.Hash}
+	return &State{Env: st.Env, Version: cs.Version, Time: st.Time, Doc: st.Doc, flagVersions: st.flagVersions, Hash: st.Hash}
 }
 
 // noteDiverged logs once that replaying a signed changeset did not give the

@@ -674,7 +674,7 @@ func (s *Server) listFlags(w http.ResponseWriter, r *http.Request, _ principal) 
 	}
 	out := []item{}
 	for _, k := range head.Doc.FlagKeys() {
-		out = append(out, item{Key: k, Version: head.FlagVersions[k], Definition: head.Doc.FlagJSON(k)})
+		out = append(out, item{Key: k, Version: head.FlagVersion(k), Definition: head.Doc.FlagJSON(k)})
 	}
 	return writeJSON(w, 200, map[string]any{"version": head.Version, "flags": out})
 }
@@ -689,8 +689,8 @@ func (s *Server) getFlag(w http.ResponseWriter, r *http.Request, _ principal) er
 	if def == nil {
 		return newErr(CodeNotFound, "flag %q not found in %s", key, env)
 	}
-	out := map[string]any{"key": key, "version": head.FlagVersions[key], "definition": def}
-	if cs, err := s.o.Store.Changeset(r.Context(), env, head.FlagVersions[key]); err == nil {
+	out := map[string]any{"key": key, "version": head.FlagVersion(key), "definition": def}
+	if cs, err := s.o.Store.Changeset(r.Context(), env, head.FlagVersion(key)); err == nil {
 		out["author"], out["time"] = cs.Author, cs.Time
 	}
 	return writeJSON(w, 200, out)

@@ -64,7 +64,7 @@ func commit(t *testing.T, st *config.Store, env, author string, changes ...confi
 		t.Fatal(err)
 	}
 	for i := range changes {
-		changes[i].BaseVersion = head.FlagVersions[changes[i].Flag]
+		changes[i].BaseVersion = head.FlagVersion(changes[i].Flag)
 	}
 	if _, err := st.Commit(context.Background(), &config.Changeset{Env: env, Author: author, Changes: changes}); err != nil {
 		t.Fatal(err)

@@ -319,7 +319,7 @@ func TestBulkChecksFreshnessOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	def := `{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","propagation":"always-fresh","failMode":"open"}`
-	if _, err := c.store.Commit(ctx, &config.Changeset{Env: "dev", Author: "test", Changes: []config.Change{{Flag: "kill-switch", Op: config.OpPut, Definition: []byte(def), BaseVersion: head.FlagVersions["kill-switch"]}}}); err != nil {
+	if _, err := c.store.Commit(ctx, &config.Changeset{Env: "dev", Author: "test", Changes: []config.Change{{Flag: "kill-switch", Op: config.OpPut, Definition: []byte(def), BaseVersion: head.FlagVersion("kill-switch")}}}); err != nil {
 		t.Fatal(err)
 	}
 	cp := newCountingPlane(t, c.api)
@@ -374,7 +374,7 @@ func TestFailOpenServesLastKnownValueMarkedStale(t *testing.T) {
 	}
 	def := `{"state":"ENABLED","variants":{"red":"red","blue":"blue"},"defaultVariant":"blue","propagation":"always-fresh","failMode":"open",
 		"targeting":{"if":[{"==":[{"var":"plan"},"premium"]},"red","blue"]}}`
-	if _, err := c.store.Commit(ctx, &config.Changeset{Env: "dev", Author: "test", Changes: []config.Change{{Flag: "theme", Op: config.OpPut, Definition: []byte(def), BaseVersion: head.FlagVersions["theme"]}}}); err != nil {
+	if _, err := c.store.Commit(ctx, &config.Changeset{Env: "dev", Author: "test", Changes: []config.Change{{Flag: "theme", Op: config.OpPut, Definition: []byte(def), BaseVersion: head.FlagVersion("theme")}}}); err != nil {
 		t.Fatal(err)
 	}
 	s := startSidecar(t, RemoteOptions{ServerURL: c.api, Token: c.token, LeaseFor: 50 * time.Millisecond})

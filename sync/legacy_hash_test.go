@@ -62,7 +62,7 @@ func TestSidecarsAcrossTheHashUpgrade(t *testing.T) {
 		}
 		def := fmt.Sprintf(`{"state":"ENABLED","variants":{"fast":"fast","balanced":"balanced","safe":"safe"},"defaultVariant":%q}`, variant)
 		cs := &config.Changeset{Env: "dev", Version: head.Version + 1, PrevVersion: head.Version, Author: "old replica", Time: time.Now().UTC(),
-			Changes: []config.Change{{Flag: "performance-mode", Op: config.OpPut, Definition: []byte(def), BaseVersion: head.FlagVersions["performance-mode"]}}}
+			Changes: []config.Change{{Flag: "performance-mode", Op: config.OpPut, Definition: []byte(def), BaseVersion: head.FlagVersion("performance-mode")}}}
 		next, err := head.Doc.Apply(cs)
 		if err != nil {
 			t.Fatal(err)

@@ -95,9 +95,9 @@ func TestLastKnownGoodWriterCoalescesAndFlushes(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, _ := readLKGFile(dir, "dev")
-	if f.rec.Hash != head.Hash || !maps.Equal(f.rec.FlagVersions, head.FlagVersions) || f.Proof == nil || f.Proof.Version != last {
+	if f.rec.Hash != head.Hash || !maps.Equal(f.rec.FlagVersions, maps.Collect(head.AllFlagVersions())) || f.Proof == nil || f.Proof.Version != last {
 		t.Fatalf("disk copy v%d %s flag versions %v proof %v; control plane v%d %s flag versions %v",
-			f.rec.Version, f.rec.Hash, f.rec.FlagVersions, f.Proof != nil, head.Version, head.Hash, head.FlagVersions)
+			f.rec.Version, f.rec.Hash, f.rec.FlagVersions, f.Proof != nil, head.Version, head.Hash, maps.Collect(head.AllFlagVersions()))
 	}
 
 	// Shutdown while a write is under way and newer versions wait behind it.

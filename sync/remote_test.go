@@ -124,7 +124,7 @@ func (c *cluster) setDefault(t *testing.T, variant string) uint64 {
 		t.Fatal(err)
 	}
 	def := fmt.Sprintf(`{"state":"ENABLED","variants":{"fast":"fast","balanced":"balanced","safe":"safe"},"defaultVariant":%q}`, variant)
-	cs, err := c.store.Commit(ctx, &config.Changeset{Env: "dev", Author: "test", Changes: []config.Change{{Flag: "performance-mode", Op: config.OpPut, Definition: []byte(def), BaseVersion: head.FlagVersions["performance-mode"]}}})
+	cs, err := c.store.Commit(ctx, &config.Changeset{Env: "dev", Author: "test", Changes: []config.Change{{Flag: "performance-mode", Op: config.OpPut, Definition: []byte(def), BaseVersion: head.FlagVersion("performance-mode")}}})
 	if err != nil {
 		t.Fatal(err)
 	}

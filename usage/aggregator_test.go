@@ -258,7 +258,7 @@ func TestAnomalyOnlyWithoutChange(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cs.Changes = append(cs.Changes, config.Change{Flag: k, Op: config.OpPut, Definition: def, BaseVersion: head.FlagVersions[k]})
+			cs.Changes = append(cs.Changes, config.Change{Flag: k, Op: config.OpPut, Definition: def, BaseVersion: head.FlagVersion(k)})
 		}
 		if _, err := store.Commit(ctx, cs); err != nil {
 			t.Fatal(err)

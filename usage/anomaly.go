@@ -324,7 +324,7 @@ func (an *anomalies) explained(ctx context.Context, head *config.State, flag str
 		return true, nil
 	}
 	for _, f := range append([]string{flag}, config.NewGraph(head.Doc).Prerequisites(flag)...) {
-		v, ok := head.FlagVersions[f]
+		v, ok := head.LookupFlagVersion(f)
 		if !ok {
 			return true, nil // a prerequisite that does not exist: changed, or broken by a change
 		}

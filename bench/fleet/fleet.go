@@ -376,7 +376,7 @@ func (h *harness) rebase(ctx context.Context, store *config.Store, err error) {
 		head, herr := store.Head(hctx, Env)
 		cancel()
 		if herr == nil {
-			h.counterVer = head.FlagVersions[counterFlag]
+			h.counterVer = head.FlagVersion(counterFlag)
 			h.head.Store(head.Version)
 			return
 		}

@@ -184,7 +184,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		// JetStream write and its ack included) to when this loop sees the
 		// sidecar's new snapshot: an upper bound on commit → applied.
 		acked := time.Now()
-		cs, err := store.Commit(ctx, &config.Changeset{Env: "bench", Changes: []config.Change{{Flag: "counter", Op: config.OpPut, Definition: flagDef(i), BaseVersion: head.FlagVersions["counter"]}}})
+		cs, err := store.Commit(ctx, &config.Changeset{Env: "bench", Changes: []config.Change{{Flag: "counter", Op: config.OpPut, Definition: flagDef(i), BaseVersion: head.FlagVersion("counter")}}})
 		if err != nil {
 			return Result{}, err
 		}

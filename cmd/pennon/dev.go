@@ -108,7 +108,7 @@ func runDevSystem(ctx context.Context, o devOptions, log *zap.Logger, stdout io.
 	case err := <-done:
 		return fmt.Errorf("sidecar: %w", err)
 	}
-	printDevBanner(stdout, sidecarAddr, apiURL, rs.NATSURL, admin, head.FlagVersions["performance-mode"])
+	printDevBanner(stdout, sidecarAddr, apiURL, rs.NATSURL, admin, head.FlagVersion("performance-mode"))
 	if o.grpcAddr != "" || o.syncAddr != "" {
 		fmt.Fprintf(stdout, "  flagd providers: RPC mode %s, in-process (sync) %s\n\n", orOff(o.grpcAddr), orOff(o.syncAddr))
 	}

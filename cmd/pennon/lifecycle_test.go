@@ -57,7 +57,7 @@ func TestLifecycleAndRefsGolden(t *testing.T) {
 		var ch []config.Change
 		for _, k := range []string{"legacy", "needs-legacy", "old-promo", "checkout-v2", "dark-mode", "new-banner"} {
 			if d, ok := defs[k]; ok {
-				ch = append(ch, config.Change{Flag: k, Op: config.OpPut, Definition: json.RawMessage(d), BaseVersion: head.FlagVersions[k]})
+				ch = append(ch, config.Change{Flag: k, Op: config.OpPut, Definition: json.RawMessage(d), BaseVersion: head.FlagVersion(k)})
 			}
 		}
 		if _, err := store.Commit(ctx, &config.Changeset{Env: "prod", Author: author, Changes: ch}); err != nil {
