@@ -29,8 +29,18 @@ func Ranges(n, workers int, fn func(w, from, to int)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fn(w, w*n/workers, (w+1)*n/workers)
+			from, to := Share(n, workers, w)
+			fn(w, from, to)
 		}()
 	}
 	wg.Wait()
+}
+
+// Share is worker w's share [from, to) of [0, n) in Ranges, for a caller
+// that sizes per-worker state before the loop.
+func Share(n, workers, w int) (from, to int) {
+	if workers <= 1 {
+		return 0, n
+	}
+	return w * n / workers, (w + 1) * n / workers
 }

@@ -24,6 +24,11 @@ func TestRanges(t *testing.T) {
 				t.Fatalf("n=%d workers=%d: index %d visited %d times", c.n, c.workers, i, n)
 			}
 		}
+		for w := range max(c.workers, 1) {
+			if from, to := Share(c.n, c.workers, w); from != froms[w] || to != tos[w] {
+				t.Fatalf("n=%d workers=%d: Share(%d) = %d–%d, Ranges gave %d–%d", c.n, c.workers, w, from, to, froms[w], tos[w])
+			}
+		}
 		if c.workers > 1 {
 			for w := range c.workers {
 				if w > 0 && froms[w] != tos[w-1] || froms[0] != 0 || tos[c.workers-1] != c.n {
