@@ -36,7 +36,8 @@ type StoreOptions struct {
 	// Replicas for streams and buckets: 1 embedded, 3 on a cluster.
 	Replicas int
 	// SnapshotEvery writes a SnapshotRecord every N changesets (default 20),
-	// so readers bootstrap without replaying the whole log.
+	// so readers bootstrap without replaying the whole log. The write runs
+	// off the commit path (store_snapshots.go); FlushSnapshots waits for it.
 	SnapshotEvery int
 	Logger        *zap.Logger
 	// Now is the clock for changeset timestamps; nil means time.Now.
@@ -203,6 +204,7 @@ type Store struct {
 
 	reads  readCache // environments, stream handles, verified changesets (store_read.go)
 	served map[string]*servedSnapshot
+	snapw  snapshotWriter // KV snapshots written off the commit path (store_snapshots.go)
 }
 
 // OpenStore creates (or opens) the buckets the store needs.
@@ -616,24 +618,15 @@ func (s *Store) Commit(ctx context.Context, cs *Changeset) (*Changeset, error) {
 		}
 		s.remember(st)
 		if next.Version%uint64(s.o.SnapshotEvery) == 0 {
-			if err := s.writeSnapshot(ctx, st); err != nil {
-				s.log.Warn("snapshot not written", zap.String("env", cs.Env), zap.Uint64("version", st.Version), zap.Error(err))
-			}
+			// Written off the commit path (store_snapshots.go): encoding
+			// and storing 16 MB at 100,000 flags must not hold the lock.
+			s.snapshotDue(st)
 		}
 		if next.Emergency {
 			s.log.Warn("emergency change committed", zap.String("env", cs.Env), zap.Uint64("version", next.Version), zap.String("author", next.Author), zap.String("reason", next.Reason))
 		}
 		return &next, nil
 	}
-}
-
-func (s *Store) writeSnapshot(ctx context.Context, st *State) error {
-	_, data, err := s.servedRecord(st)
-	if err != nil {
-		return err
-	}
-	_, err = s.snaps.Put(ctx, st.Env, data)
-	return err
 }
 
 func (s *Store) checkConflicts(ctx context.Context, head *State, cs *Changeset) error {

@@ -38,6 +38,9 @@ func TestSnapshotRecordRoundTripsByteIdentically(t *testing.T) {
 			t.Fatalf("commit %d: %v", i+1, err)
 		}
 	}
+	if err := w.FlushSnapshots(ctx); err != nil {
+		t.Fatal(err)
+	}
 	ent, err := w.snaps.Get(ctx, "dev")
 	if err != nil {
 		t.Fatalf("the snapshot due at version 4 is not in KV: %v", err)

@@ -32,6 +32,14 @@ func openTestStore(t testing.TB, srv *natsrun.Server, o StoreOptions) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Runs before nc.Close (cleanups run last first), as an owner's
+	// shutdown does; a test whose server is gone by then fails its
+	// pending writes, which the test does not check.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), snapshotWriteTimeout)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
 	return s
 }
 
@@ -225,6 +233,9 @@ func TestStateSurvivesRestart(t *testing.T) {
 		}
 	}
 	want, _ := s.Head(ctx, "prod")
+	if err := s.FlushSnapshots(ctx); err != nil { // the snapshot of version 3, before the server stops
+		t.Fatal(err)
+	}
 	srv.Shutdown()
 	srv.WaitForShutdown()
 	srv2, err := natsrun.Start(natsrun.Options{DataDir: dir, KeysDir: filepath.Join(dir, "keys"), SyncAlways: true})

@@ -152,7 +152,7 @@ func listen(ctx context.Context, addr string) (net.Listener, error) {
 // registry and NATS connection.
 func (cp *controlPlane) stop() {
 	cp.mu.Lock()
-	srv, cancel, reg, nc := cp.srv, cp.cancel, cp.reg, cp.nc
+	srv, cancel, reg, nc, store := cp.srv, cp.cancel, cp.reg, cp.nc, cp.store
 	cp.srv, cp.cancel, cp.reg, cp.nc, cp.store, cp.toks = nil, nil, nil, nil, nil, nil
 	cp.mu.Unlock()
 	if srv == nil {
@@ -162,6 +162,11 @@ func (cp *controlPlane) stop() {
 	cancel()
 	cp.wg.Wait()
 	_ = reg.Close()
+	// The replica's due KV snapshot: written or given up within 5 s
+	// before its connection goes, as a stopping control plane does.
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = store.Close(sctx)
+	scancel()
 	nc.Close()
 }
 

@@ -104,6 +104,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	defer func() { _ = store.Close(context.Background()) }() // before nc.Close: flushes the due KV snapshot
 	toks, err := control.OpenTokens(ctx, js, 1, nil)
 	if err != nil {
 		return Result{}, err

@@ -90,6 +90,14 @@ func (r *runningServer) Close() error {
 	r.wg.Wait()
 	err := <-r.errc
 	r.closeNotify()
+	if r.Store != nil {
+		// The API and heartbeats are stopped: write the due KV snapshot
+		// before the connection closes. A failure is the store's to log;
+		// the next start replays the log from the previous snapshot.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = r.Store.Close(ctx)
+		cancel()
+	}
 	if r.Conn != nil {
 		r.Conn.Close()
 	}
