@@ -166,11 +166,12 @@ func (s *Store) writeSnapshot(ctx context.Context, st *State) error {
 	return nil
 }
 
-// FlushSnapshots waits until every snapshot that was due when it was
-// called has been written (or its write failed), and reports the
-// environments whose latest snapshot write failed. Tests use it to see
-// the snapshot of the Nth commit in KV; Close uses it on shutdown. It
-// returns ctx's error if ctx ends first.
+// FlushSnapshots waits until no snapshot write is due or running (every
+// one due so far was written or failed), and reports the environments
+// whose latest snapshot write failed. Tests use it to see the snapshot of
+// the Nth commit in KV; Close uses it on shutdown, after which no new
+// writer starts. While commits keep making snapshots due it may wait for
+// those too; it returns ctx's error if ctx ends first.
 func (s *Store) FlushSnapshots(ctx context.Context) error {
 	w := &s.snapw
 	w.mu.Lock()
