@@ -103,14 +103,9 @@ const maxOutcomes = 16
 // appends the tail of its encoding to dst and returns its counter.
 func (p *bulkPlan) appendCounted(dst []byte, fc *flagCounters, m *metrics, r *evaluator.Result) ([]byte, prometheus.Counter) {
 	meta, metaLen := unsafe.SliceData(r.MetadataJSON), len(r.MetadataJSON)
-	if l := fc.list.Load(); l != nil {
-		for i := range *l {
-			o := &(*l)[i]
-			if o.variant == r.Variant && o.reason == r.Reason && o.meta == meta && o.metaLen == metaLen {
-				o.c.Inc()
-				return append(dst, o.tail...), o.c
-			}
-		}
+	if o := fc.find(r, meta, metaLen); o != nil {
+		o.c.Inc()
+		return append(dst, o.tail...), o.c
 	}
 	c := m.counter(counterKey{flag: r.Key, variant: r.Variant, reason: r.Reason})
 	c.Inc()
@@ -122,8 +117,8 @@ func (p *bulkPlan) appendCounted(dst []byte, fc *flagCounters, m *metrics, r *ev
 	if l := fc.list.Load(); l != nil {
 		cur = *l
 	}
-	if len(cur) >= maxOutcomes {
-		return dst, c
+	if len(cur) >= maxOutcomes || fc.find(r, meta, metaLen) != nil {
+		return dst, c // full, or another request added it meanwhile
 	}
 	tail, ok := p.tails[string(dst[start:])] // no allocation for the lookup
 	if !ok {
@@ -138,6 +133,19 @@ func (p *bulkPlan) appendCounted(dst []byte, fc *flagCounters, m *metrics, r *ev
 	next[len(cur)] = outcome{variant: r.Variant, reason: r.Reason, meta: meta, metaLen: metaLen, c: c, tail: tail}
 	fc.list.Store(&next)
 	return dst, c
+}
+
+// find returns the outcome of r, nil when the list does not have it yet.
+func (fc *flagCounters) find(r *evaluator.Result, meta *byte, metaLen int) *outcome {
+	if l := fc.list.Load(); l != nil {
+		for i := range *l {
+			o := &(*l)[i]
+			if o.variant == r.Variant && o.reason == r.Reason && o.meta == meta && o.metaLen == metaLen {
+				return o
+			}
+		}
+	}
+	return nil
 }
 
 // bulkPlanFor returns the plan for snap, building it on first use. One

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 
@@ -513,6 +514,40 @@ func TestBulkAnswerOverCacheShareNotCached(t *testing.T) {
 		}
 		if hits := testutil.ToFloat64(s.m.cacheHit); (hits > 0) != tc.wantHits {
 			t.Fatalf("cache %d bytes, %d-byte answers: %v hits, want hits: %v", tc.cacheBytes, len(first), hits, tc.wantHits)
+		}
+	}
+}
+
+// TestBulkOutcomeAddedOnce: requests racing to add a flag's first outcome
+// leave it in the list once (the loser re-checks under the lock), so
+// duplicates never use up the list's slots.
+func TestBulkOutcomeAddedOnce(t *testing.T) {
+	snap := mustSnapshot(t, testFlags, 1)
+	m := newMetrics(prometheus.NewRegistry(), nil, 0)
+	for round := range 20 {
+		p := newBulkPlan(snap, m)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.appendAnswer(nil, evaluator.ContextFromMap(map[string]any{"plan": "premium"}), m, nil)
+			}()
+		}
+		wg.Wait()
+		for i := range p.lists {
+			l := p.lists[i].list.Load()
+			if l == nil {
+				continue // a flag that answered with an error: not listed
+			}
+			for a := range *l {
+				for b := a + 1; b < len(*l); b++ {
+					x, y := (*l)[a], (*l)[b]
+					if x.variant == y.variant && x.reason == y.reason && x.meta == y.meta && x.metaLen == y.metaLen {
+						t.Fatalf("round %d, %s: outcome %s/%s listed twice", round, p.segs[i].flag.Key(), x.variant, x.reason)
+					}
+				}
+			}
 		}
 	}
 }
