@@ -117,8 +117,10 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if givenOnCommandLine(args, "token") {
 		log.Warn("the API token was given with --token on the command line, where any process can read it (ps); use --token-file or PENNON_TOKEN instead")
 	}
-	// Memory (sidecar_memory.go): once listening with the flag set loaded,
-	// the GC default, and what start-up used and serving never uses again.
+	// Memory (sidecar_memory.go): the GC target for loading the flag set,
+	// then once listening with it loaded the one for serving, and what
+	// start-up used and serving never uses again.
+	applyStartupGC()
 	ready := make(chan string, 1)
 	served := make(chan struct{})
 	defer close(served)

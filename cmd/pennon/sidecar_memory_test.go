@@ -28,9 +28,16 @@ func TestSidecarGCPercent(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			pct, set := sidecarGCPercent(func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
-			if pct != tc.wantPct || set != tc.wantSet {
-				t.Fatalf("sidecarGCPercent = %d, %v; want %d, %v", pct, set, tc.wantPct, tc.wantSet)
+			lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+			for _, want := range []int{sidecarGOGC, sidecarStartupGOGC} {
+				wantPct := tc.wantPct
+				if tc.wantSet {
+					wantPct = want
+				}
+				pct, set := sidecarGCPercent(lookup, want)
+				if pct != wantPct || set != tc.wantSet {
+					t.Fatalf("sidecarGCPercent(%d) = %d, %v; want %d, %v", want, pct, set, wantPct, tc.wantSet)
+				}
 			}
 		})
 	}
