@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bytes"
+	"io"
 	"slices"
 	"sort"
 	"strconv"
@@ -307,14 +309,77 @@ func (e *cacheEntry) count() {
 // setAnswer makes answer the response body without copying it and returns
 // a buffer for the caller's next use. An answer up to maxPooledBuffer is
 // swapped in (the response's previous buffer comes back, to be reused); a
-// bigger one is only lent (SetBodyRaw), so the connection does not keep a
-// 9 MB buffer between requests once it has been written.
-func setAnswer(ctx *fasthttp.RequestCtx, answer []byte) []byte {
+// bigger one is lent to the response as a body stream, and its buffer goes
+// back to s.big once fasthttp has written it (lentAnswer), so neither the
+// connection keeps a 9 MB buffer between requests nor does every answer
+// leave one to the collector.
+func (s *Server) setAnswer(ctx *fasthttp.RequestCtx, answer []byte) []byte {
 	if cap(answer) > maxPooledBuffer {
-		ctx.Response.SetBodyRaw(answer)
+		la := &lentAnswer{buf: answer, owner: s.big}
+		la.r.Reset(answer)
+		ctx.Response.SetBodyStream(la, len(answer))
 		return nil
 	}
 	return ctx.Response.SwapBody(answer)[:0]
+}
+
+// bigAnswers keeps the buffers of the last bulk answers over
+// maxPooledBuffer for the next ones. At 100,000 flags an answer is 9 MB;
+// each one built in a new buffer made ~100 MB/s of garbage under bulk load,
+// and the collector's headroom for it and the answers not yet collected
+// made the sidecar's RSS swing by ±20 MB around 300 MB. A bounded channel,
+// not a sync.Pool: the pool empties at every collection, which at that
+// rate is several times a second. An idle sidecar keeps at most
+// maxBigAnswers buffers (the size of its last answers).
+type bigAnswers struct{ free chan []byte }
+
+// maxBigAnswers is how many big answer buffers are kept: one per
+// concurrently built answer on a 2-core sidecar.
+const maxBigAnswers = 2
+
+func newBigAnswers() *bigAnswers { return &bigAnswers{free: make(chan []byte, maxBigAnswers)} }
+
+// get returns an empty buffer with room for n bytes: a kept one, or a new
+// one when none is free or the free one is too small.
+func (b *bigAnswers) get(n int) []byte {
+	select {
+	case buf := <-b.free:
+		if cap(buf) >= n {
+			return buf[:0]
+		}
+	default:
+	}
+	return make([]byte, 0, n)
+}
+
+// put keeps buf for a later answer, unless enough are kept.
+func (b *bigAnswers) put(buf []byte) {
+	select {
+	case b.free <- buf[:0]:
+	default:
+	}
+}
+
+// lentAnswer is a big answer as a response body stream. fasthttp writes it
+// (WriteTo: one write of the whole answer) and closes it when the body is
+// written or the response is reset; only then does the buffer go back.
+type lentAnswer struct {
+	r      bytes.Reader
+	buf    []byte
+	owner  *bigAnswers
+	closed atomic.Bool
+}
+
+func (l *lentAnswer) Read(p []byte) (int, error) { return l.r.Read(p) }
+
+func (l *lentAnswer) WriteTo(w io.Writer) (int64, error) { return l.r.WriteTo(w) }
+
+func (l *lentAnswer) Close() error {
+	if l.closed.CompareAndSwap(false, true) {
+		l.owner.put(l.buf)
+		l.buf = nil
+	}
+	return nil
 }
 
 // answerBulk writes the bulk answer for ec from plan into ctx, through
@@ -327,9 +392,13 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 	// cached: a fallback answer must never be served later under the full
 	// rule's key (degrade.go, calm).
 	epoch, calm := s.deg.calm(plan.snap)
-	if s.cache == nil || !plan.cacheable || s.o.NoBulkCache || plan.size.Load() > s.o.CacheBytes/maxBulkEntryShare {
+	size := plan.size.Load()
+	if s.cache == nil || !plan.cacheable || s.o.NoBulkCache || size > s.o.CacheBytes/maxBulkEntryShare {
+		if size > maxPooledBuffer {
+			buf = s.big.get(int(size + size/16)) // answers vary a little with the context
+		}
 		buf, _, _ = plan.appendAnswer(buf, ec, s.m, nil)
-		return setAnswer(ctx, buf)
+		return s.setAnswer(ctx, buf)
 	}
 	buf = plan.appendCacheKey(buf, ec)
 	if e, hit := s.cache.Get(buf); hit {
@@ -346,12 +415,12 @@ func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan
 		// one-off contexts never come back, and copying an ~80 KB answer
 		// that is never reused costs more than the cache saves.
 		body, _, _ := plan.appendAnswer(buf[len(buf):], ec, s.m, nil)
-		return setAnswer(ctx, body)
+		return s.setAnswer(ctx, body)
 	}
 	key := append([]byte(nil), buf...)
 	body, ctrs, clean := plan.appendAnswer(buf[len(buf):], ec, s.m, make([]prometheus.Counter, 0, len(plan.segs)))
 	if !clean || !calm || !s.deg.stillCalm(epoch) {
-		return setAnswer(ctx, body)
+		return s.setAnswer(ctx, body)
 	}
 	e := &cacheEntry{body: append([]byte(nil), body...), ctrs: ctrs, plan: plan}
 	s.cache.Set(key, e, int64(len(e.body)+len(key)+8*len(ctrs)+64))
