@@ -223,10 +223,10 @@ func (r *Remote) natsOptions() []nats.Option {
 
 func (r *Remote) natsDown(err error) {
 	r.mu.Lock()
-	planned := r.rotating
+	planned := r.rotating || r.closing
 	r.mu.Unlock()
 	if planned {
-		return // renewing credentials: the reconnect follows at once
+		return // renewing credentials (the reconnect follows at once), or stopping
 	}
 	if err != nil && isNATSAuthError(err) {
 		r.natsError(err)

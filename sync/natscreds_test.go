@@ -244,3 +244,35 @@ func TestStalledNATSLeavesPush(t *testing.T) {
 		return nil
 	})
 }
+
+// TestStoppingIsNotLosingPush: a sidecar on push that stops closes its own
+// NATS connection, which calls the disconnect handler; that is no loss of
+// push — no state change to polling, no incident, nothing logged as one.
+func TestStoppingIsNotLosingPush(t *testing.T) {
+	c := startCluster(t)
+	core, logs := observer.New(zap.InfoLevel)
+	s := startSidecar(t, RemoteOptions{ServerURL: c.api, NATSURL: c.nats, Token: c.token, Logger: zap.New(core), SilenceAfter: 2 * time.Second})
+	checkfor.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if st := state(s); st != StatePush {
+			return fmt.Errorf("state %s", st)
+		}
+		return nil
+	})
+	s.stop()
+	// The disconnect callback runs on nats.go's own goroutine, possibly
+	// after Run returned: watch for it for a while (an absence has no
+	// event to wait for).
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if st := remoteStatus(s); st.State != StatePush || st.Transitions[StatePolling] > 0 {
+			t.Fatalf("after stopping: state %s, transitions %v", st.State, st.Transitions)
+		}
+	}
+	for _, e := range logs.FilterMessage("sync state changed").All() {
+		if e.ContextMap()["to"] == StatePolling {
+			t.Fatalf("stopping logged a state change: %v", e.ContextMap())
+		}
+	}
+	if n := logs.FilterMessage("incident opened").Len(); n > 0 {
+		t.Fatalf("stopping opened %d incident(s)", n)
+	}
+}

@@ -99,6 +99,7 @@ type Remote struct {
 	authErr     string           // why the control plane or NATS refused us, until it accepts us again
 	credsUntil  time.Time        // when the current NATS credentials expire
 	rotating    bool             // a planned reconnect (credential renewal) is under way
+	closing     bool             // Run is closing its NATS connection: the disconnect is ours, not a loss of push
 	defaultsDoc *config.Document // the secure defaults, while they are served
 	natsSince   time.Time        // when the NATS connection last came up
 	behindSince time.Time        // first heartbeat announcing a version we do not have yet
@@ -190,6 +191,13 @@ func (r *Remote) setStateLocked(state, why string) {
 // Run syncs until ctx ends. It owns the NATS connection and every goroutine
 // it starts.
 func (r *Remote) Run(ctx context.Context) error {
+	// From the moment ctx ends, a NATS disconnect is the stop, not a loss
+	// of push: our own Close calls the disconnect handler, and in
+	// `pennon dev` the embedded NATS server stops alongside this loop.
+	r.mu.Lock()
+	r.closing = false
+	r.mu.Unlock()
+	defer context.AfterFunc(ctx, r.markClosing)()
 	var nc *nats.Conn
 	msgs := make(chan *nats.Msg, 1024)
 	hbs := make(chan *nats.Msg, 16)
@@ -214,6 +222,7 @@ func (r *Remote) Run(ctx context.Context) error {
 	defer func() {
 		r.nc.Store(nil)
 		if nc != nil {
+			r.markClosing() // Close calls the disconnect handler
 			nc.Close()
 		}
 	}()
@@ -286,6 +295,14 @@ func (r *Remote) Run(ctx context.Context) error {
 			poll.Reset(jitter(r.o.PollInterval, 0.2))
 		}
 	}
+}
+
+// markClosing records that Run is stopping: a NATS disconnect from now on
+// changes no state and opens no incident (natsDown).
+func (r *Remote) markClosing() {
+	r.mu.Lock()
+	r.closing = true
+	r.mu.Unlock()
 }
 
 func (r *Remote) poke() {
