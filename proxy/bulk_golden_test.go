@@ -439,18 +439,9 @@ func TestBulkPlanBuiltOnce(t *testing.T) {
 // connection every such answer must still arrive whole and alike, with a
 // small answer from another snapshot in between.
 func TestBulkAnswerOverPoolLimit(t *testing.T) {
-	var sb strings.Builder
-	sb.WriteString(`{"flags":{`)
-	const n = 14000 // ~90 bytes each: past 1 MiB
-	for i := range n {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		fmt.Fprintf(&sb, `"flag-%05d":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[{"==":[{"var":"plan"},"x"]},"off","on"]}}`, i)
-	}
-	sb.WriteString(`}}`)
+	const n = 14000 // ~95 bytes each: past 1 MiB
 	var h evaluator.Holder
-	h.Store(mustSnapshot(t, sb.String(), 1))
+	h.Store(mustSnapshot(t, planFlags(n), 1))
 	s := startServer(t, &h, func(o *Options) { o.CacheBytes = -1 })
 	url := "http://" + s.Addr() + "/ofrep/v1/evaluate/flags"
 	var first string
@@ -482,16 +473,7 @@ func TestBulkAnswerOverPoolLimit(t *testing.T) {
 // evict everything else); with a cache large enough the same answers are
 // cached and hit.
 func TestBulkAnswerOverCacheShareNotCached(t *testing.T) {
-	var sb strings.Builder
-	sb.WriteString(`{"flags":{`)
-	const n = 100 // ~95 bytes each: a ~9.5 KB answer
-	for i := range n {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		fmt.Fprintf(&sb, `"flag-%03d":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on","targeting":{"if":[{"==":[{"var":"plan"},"x"]},"off","on"]}}`, i)
-	}
-	sb.WriteString(`}}`)
+	doc := planFlags(100) // a ~9.7 KB answer
 	for _, tc := range []struct {
 		cacheBytes int64
 		wantHits   bool
@@ -500,13 +482,13 @@ func TestBulkAnswerOverCacheShareNotCached(t *testing.T) {
 		{1 << 20, true},   // limit 64 KiB
 	} {
 		var h evaluator.Holder
-		h.Store(mustSnapshot(t, sb.String(), 1))
+		h.Store(mustSnapshot(t, doc, 1))
 		s := startServer(t, &h, func(o *Options) { o.CacheBytes = tc.cacheBytes })
 		url := "http://" + s.Addr() + "/ofrep/v1/evaluate/flags"
 		var first string
 		for i := range 4 {
 			code, _, body := do(t, "POST", url, "application/json", `{"context":{"plan":"premium"}}`)
-			if code != 200 || !strings.Contains(body, `{"key":"flag-099","reason":"TARGETING_MATCH","variant":"on","value":true,"metadata":{}}`) {
+			if code != 200 || !strings.Contains(body, `{"key":"flag-00099","reason":"TARGETING_MATCH","variant":"on","value":true,"metadata":{}}`) {
 				t.Fatalf("cache %d, request %d: %d %.200q", tc.cacheBytes, i, code, body)
 			}
 			if i == 0 {
@@ -556,12 +538,12 @@ func TestBulkOutcomeAddedOnce(t *testing.T) {
 	}
 }
 
-// bigFlagSet is a flag set whose bulk answer is over maxPooledBuffer: each
-// flag answers "off" for plan "x" and "on" otherwise.
-func bigFlagSet() string {
+// planFlags is a flag set of n flags (flag-00000, ...), each answering
+// "off" for plan "x" and "on" otherwise: ~95 bytes of bulk answer each.
+func planFlags(n int) string {
 	var sb strings.Builder
 	sb.WriteString(`{"flags":{`)
-	for i := range 14000 {
+	for i := range n {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
@@ -570,6 +552,9 @@ func bigFlagSet() string {
 	sb.WriteString(`}}`)
 	return sb.String()
 }
+
+// bigFlagSet is a flag set whose bulk answer is over maxPooledBuffer.
+func bigFlagSet() string { return planFlags(14000) }
 
 // TestBigAnswerBuffersReused: a big answer's buffer goes back to the
 // server once the response is written and the next big answer is built in
