@@ -1,7 +1,6 @@
 package flagsync
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -246,13 +245,8 @@ func (w *watch) close() { _ = w.w.Close() }
 // a 16 MB file (100,000 flags) each time made 16 MB of garbage a second
 // that kept an idle sidecar collecting and its heap near the goal.
 func (fs *FileSource) reload() error {
-	if sum, err := fileSum(fs.o.Path); err == nil {
-		fs.mu.Lock()
-		same := sum == fs.sum && fs.version > 0
-		fs.mu.Unlock()
-		if same {
-			return nil
-		}
+	if sum, err := fileSum(fs.o.Path); err == nil && fs.seen(sum) {
+		return nil
 	}
 	data, err := os.ReadFile(fs.o.Path)
 	if err != nil {
@@ -261,10 +255,7 @@ func (fs *FileSource) reload() error {
 	// The bytes parsed are the bytes recorded: the file may have changed
 	// again since it was hashed.
 	sum := sha256.Sum256(data)
-	fs.mu.Lock()
-	same := bytes.Equal(sum[:], fs.sum[:]) && fs.version > 0
-	fs.mu.Unlock()
-	if same {
+	if fs.seen(sum) {
 		return nil
 	}
 	fs.mu.Lock()
@@ -284,6 +275,14 @@ func (fs *FileSource) reload() error {
 	fs.reloads.Inc()
 	fs.log.Info("flags loaded", zap.String("file", fs.o.Path), zap.Uint64("version", next), zap.Int("flags", snap.Len()), zap.String("hash", hash))
 	return nil
+}
+
+// seen reports whether content with this SHA-256 was loaded or rejected
+// last, so there is nothing to do.
+func (fs *FileSource) seen(sum [32]byte) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return sum == fs.sum && fs.version > 0
 }
 
 // fileSum is the SHA-256 of the file at path, read through a pooled
