@@ -95,28 +95,21 @@ func (s *Server) envUsage(w http.ResponseWriter, r *http.Request, _ principal) e
 	if err != nil {
 		return err
 	}
-	days := 0
-	if q.flag != "" {
-		days = q.days
-	}
-	all, err := s.o.Usage.FlagUsage(env, days)
-	if err != nil {
-		return err
-	}
 	out := map[string]any{"env": env, "time": now}
 	if q.flag != "" {
+		all, err := s.o.Usage.FlagUsage(env, q.days)
+		if err != nil {
+			return err
+		}
 		fu, ok := all[q.flag]
-		if !ok && days > 0 { // never evaluated within the retention: zero days
-			fu = zeroDays(days)
+		if !ok && q.days > 0 { // never evaluated within the retention: zero days
+			fu = zeroDays(q.days)
 		}
 		out["flag"] = q.flag
 		out["usage"] = fu
 	} else {
-		if all == nil {
-			all = map[string]usage.FlagUsage{}
-		}
-		out["flags"] = all
-		out["totals24h"] = s.o.Usage.Totals24h(env)
+		// One read, so the totals add up to the flags' counts.
+		out["flags"], out["totals24h"] = s.o.Usage.Overview(env)
 	}
 	if q.series {
 		pts, err := s.o.Usage.Series(r.Context(), env, q.flag, q.gran, q.since)

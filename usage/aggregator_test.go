@@ -328,3 +328,60 @@ func TestAnomalyOnlyWithoutChange(t *testing.T) {
 		t.Errorf("pennon_flag_anomalies_open = %v, want 0", n)
 	}
 }
+
+// TestOverviewAddsUp reads the overview while batches are being applied:
+// every answer's totals are exactly its flags' 24-hour counts plus the
+// unknown keys, however the reads and the applies interleave.
+func TestOverviewAddsUp(t *testing.T) {
+	r := newRig(t)
+	a := r.open(t, Options{})
+	now := time.Now().UTC()
+	batch := delta.Payload{Counts: []delta.Count{
+		{Flag: "checkout", Variant: "on", Reason: "TARGETING_MATCH", N: 7},
+		{Flag: "banner", Variant: "shown", Reason: "STATIC", N: 2},
+		{Reason: "ERROR", Code: "FLAG_NOT_FOUND", N: 1},
+	}}
+	data, err := json.Marshal(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batches = 60
+	sent := make(chan error, 1)
+	go func() { // owned by the test: it waits for sent before returning
+		for seq := uint64(1); seq <= batches; seq++ {
+			b := telemetry.Batch{Kind: telemetry.KindUsage, Env: "dev", Sidecar: "s1", Boot: "00c0ffee", Seq: seq,
+				From: now.Add(-10 * time.Second), To: now, Data: data}
+			if err := r.ing.Accept(context.Background(), b, "test"); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	reads := 0
+	for finished := false; !finished; reads++ {
+		select {
+		case err := <-sent:
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitApplied(t, r, a)
+			finished = true
+		default:
+		}
+		flags, tot := a.Overview("dev")
+		sum := tot.UnknownFlags
+		for _, u := range flags {
+			sum += u.Last24h
+		}
+		if sum != tot.Evaluations || tot.Sidecars["s1"] != tot.Evaluations {
+			if !finished {
+				<-sent // the sender stops before the rig goes
+			}
+			t.Fatalf("read %d: flags+unknown=%d, totals=%d, sidecars=%v", reads, sum, tot.Evaluations, tot.Sidecars)
+		}
+		if finished && tot.Evaluations != 10*batches {
+			t.Fatalf("after every batch: %d evaluations, want %d", tot.Evaluations, 10*batches)
+		}
+	}
+}

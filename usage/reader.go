@@ -13,10 +13,25 @@ const MaxDays = 400
 // rollup's retention. Counts over "the last 24 h" and "7 d" are sums of
 // hour buckets, the current (partial) hour included.
 func (a *Aggregator) FlagUsage(env string, days int) (map[string]FlagUsage, error) {
-	days = min(max(days, 0), MaxDays)
 	now := a.o.Now().UTC()
 	a.mu.RLock()
 	defer a.mu.RUnlock()
+	return a.flagUsageLocked(env, days, now), nil
+}
+
+// Overview answers env's per-flag usage (as FlagUsage without days) and its
+// 24-hour totals from one view of the rollups: the totals are then exactly
+// the flags' 24-hour counts plus the unknown keys, which two separate
+// reads could not promise while batches are being applied between them.
+func (a *Aggregator) Overview(env string) (map[string]FlagUsage, EnvTotals) {
+	now := a.o.Now().UTC()
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.flagUsageLocked(env, 0, now), a.totalsLocked(env, now)
+}
+
+func (a *Aggregator) flagUsageLocked(env string, days int, now time.Time) map[string]FlagUsage {
+	days = min(max(days, 0), MaxDays)
 	out := map[string]FlagUsage{}
 	get := func(flag string) FlagUsage { return out[flag] }
 	for k, b := range a.b[Day] {
@@ -67,7 +82,7 @@ func (a *Aggregator) FlagUsage(env string, days int) (map[string]FlagUsage, erro
 			out[flag] = u
 		}
 	}
-	return out, nil
+	return out
 }
 
 func mergeInto(dst *map[string]uint64, src map[string]uint64) {
@@ -95,10 +110,15 @@ type EnvTotals struct {
 
 // Totals24h sums env's hour buckets of the last 24 h.
 func (a *Aggregator) Totals24h(env string) EnvTotals {
-	hourNow := a.o.Now().UTC().Truncate(time.Hour)
-	from := hourNow.Add(-23 * time.Hour).Unix()
+	now := a.o.Now().UTC()
 	a.mu.RLock()
 	defer a.mu.RUnlock()
+	return a.totalsLocked(env, now)
+}
+
+func (a *Aggregator) totalsLocked(env string, now time.Time) EnvTotals {
+	hourNow := now.Truncate(time.Hour)
+	from := hourNow.Add(-23 * time.Hour).Unix()
 	var t EnvTotals
 	for k, b := range a.b[Hour] {
 		if k.env != env || k.start < from || k.start > hourNow.Unix() {
