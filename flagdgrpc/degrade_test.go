@@ -16,14 +16,17 @@ func TestFallbackTargetingOverGRPC(t *testing.T) {
 	  "fallbackTargeting": {"if": [true, "cheap", "cheap"]},
 	  "targetingBudget": "1ns"}}}`
 	h := newDocHolder(t, doc)
-	ofrep, err := proxy.New(proxy.Options{Addr: "127.0.0.1:0", Source: h, CacheBytes: -1})
+	ofrep, err := proxy.New(proxy.Options{Addr: "127.0.0.1:0", Source: h, CacheBytes: -1, CostSampleEvery: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := start(t, Options{Source: h, EvaluateFlag: ofrep.EvaluateFlag})
 	var last string
 	var md map[string]any
-	for i := 0; i < 400; i++ { // one evaluation in 64 is timed; a 1ns budget is exceeded at once
+	// Every other evaluation is timed (and, as the probe, answers with the
+	// full rule); a flag is judged once its average holds 8 samples, and a
+	// 1ns budget is exceeded by every one. The 41st is not a probe.
+	for i := 0; i < 41; i++ {
 		r, err := c.eval.ResolveString(callCtx(t), &evalv1.ResolveStringRequest{FlagKey: "tiered"})
 		if err != nil {
 			t.Fatal(err)
@@ -31,6 +34,6 @@ func TestFallbackTargetingOverGRPC(t *testing.T) {
 		last, md = r.GetValue(), r.GetMetadata().AsMap()
 	}
 	if last != "cheap" || md["pennonTargeting"] != "fallback" || md["pennonFallbackReason"] != "cost" {
-		t.Fatalf("after 400 evaluations over budget: value %q metadata %v; want the fallback rule's answer, marked", last, md)
+		t.Fatalf("after 41 evaluations over budget: value %q metadata %v; want the fallback rule's answer, marked", last, md)
 	}
 }

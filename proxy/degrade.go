@@ -73,6 +73,7 @@ type flagLoad struct {
 	budget atomic.Int64  // nanoseconds
 	n      atomic.Uint32 // evaluations seen, for sampling
 	ewma   atomic.Int64  // nanoseconds, 0 before the first sample
+	taken  atomic.Uint32 // samples folded into ewma, counted up to minCostSamples
 	slow   atomic.Bool   // over budget (with hysteresis)
 	mode   atomic.Uint32 // what is served now: modeFull, modeCost, modeOverload
 	since  atomic.Int64  // unix nanoseconds of the last transition
@@ -303,6 +304,14 @@ func (fl *flagLoad) observe(took time.Duration) {
 		next = 1 // 0 means "never sampled"
 	}
 	fl.ewma.Store(next)
+	if fl.taken.Load() < minCostSamples {
+		// The first samples are the whole average: one descheduled
+		// evaluation among them would be it. A flag degrades for cost
+		// only once minCostSamples samples agree.
+		if fl.taken.Add(1) < minCostSamples {
+			return
+		}
+	}
 	switch {
 	case next > budget:
 		fl.slow.Store(true)
@@ -310,6 +319,13 @@ func (fl *flagLoad) observe(took time.Duration) {
 		fl.slow.Store(false)
 	}
 }
+
+// minCostSamples is how many samples a flag's average must hold before it
+// can degrade the flag for cost. A sample counts at most twice the budget
+// and each new one weighs a quarter, so after eight an outlier among them
+// weighs at most 0.75⁷·2 ≈ 0.27 budgets: the average stays under budget
+// while the other samples are under 0.85 of it.
+const minCostSamples = 8
 
 // evaluate answers f when the degradation logic must: handled is false
 // when f has no fallback, or is served by its full rule and this

@@ -428,3 +428,45 @@ func TestDegradeFollowsSnapshot(t *testing.T) {
 	s.deg.exit()
 	s.deg.exit()
 }
+
+// TestCostAverageIgnoresOneOutlier: a sample stretched by descheduling
+// does not degrade a flag that is under budget, whether it is the first
+// sample or a later one, while a rule really over budget degrades once the
+// average holds minCostSamples samples and recovers under half the budget.
+func TestCostAverageIgnoresOneOutlier(t *testing.T) {
+	const budget = 50 * time.Microsecond
+	outlier := 10 * time.Millisecond
+	tests := []struct {
+		name    string
+		samples []time.Duration
+		slow    bool
+	}{
+		{"outlier first", append([]time.Duration{outlier}, repeat(40*time.Microsecond, minCostSamples-1)...), false},
+		{"outlier first, then cheap", append([]time.Duration{outlier}, repeat(3*time.Microsecond, 20)...), false},
+		{"outlier later", append(repeat(30*time.Microsecond, 10), outlier), false},
+		{"over budget", repeat(80*time.Microsecond, minCostSamples), true},
+		{"over budget, one sample short", repeat(80*time.Microsecond, minCostSamples-1), false},
+		{"over budget, then cheap", append(repeat(80*time.Microsecond, minCostSamples), repeat(5*time.Microsecond, 10)...), false},
+		{"over budget, then just under", append(repeat(80*time.Microsecond, minCostSamples), repeat(45*time.Microsecond, 20)...), true}, // hysteresis
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var fl flagLoad
+			fl.budget.Store(int64(budget))
+			for _, s := range tc.samples {
+				fl.observe(s)
+			}
+			if got := fl.slow.Load(); got != tc.slow {
+				t.Fatalf("over budget = %v after %v (average %v), want %v", got, tc.samples, time.Duration(fl.ewma.Load()), tc.slow)
+			}
+		})
+	}
+}
+
+func repeat(d time.Duration, n int) []time.Duration {
+	out := make([]time.Duration, n)
+	for i := range out {
+		out[i] = d
+	}
+	return out
+}
