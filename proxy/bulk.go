@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"io"
 	"slices"
 	"sort"
 	"strconv"
@@ -63,6 +62,10 @@ type bulkPlan struct {
 	// buffer of about that size, instead of doubling its way up (at
 	// 100,000 flags, 9 MB answers that left another 9 MB of garbage each).
 	size atomic.Int64
+	// minSize is the length of the answer's fixed parts, a lower bound of
+	// every answer's: it tells a plan's first answer is big before one
+	// was built.
+	minSize int64
 }
 
 type bulkSeg struct {
@@ -104,7 +107,7 @@ const maxOutcomes = 16
 // appendCounted counts r (a result of this flag without an error code),
 // appends the tail of its encoding to dst and returns its counter.
 func (p *bulkPlan) appendCounted(dst []byte, fc *flagCounters, m *metrics, r *evaluator.Result) ([]byte, prometheus.Counter) {
-	meta, metaLen := unsafe.SliceData(r.MetadataJSON), len(r.MetadataJSON)
+	meta, metaLen := unsafeMeta(r)
 	if o := fc.find(r, meta, metaLen); o != nil {
 		o.c.Inc()
 		return append(dst, o.tail...), o.c
@@ -138,6 +141,11 @@ func (p *bulkPlan) appendCounted(dst []byte, fc *flagCounters, m *metrics, r *ev
 }
 
 // find returns the outcome of r, nil when the list does not have it yet.
+// unsafeMeta is the identity of r's metadata (find's meta, metaLen).
+func unsafeMeta(r *evaluator.Result) (*byte, int) {
+	return unsafe.SliceData(r.MetadataJSON), len(r.MetadataJSON)
+}
+
 func (fc *flagCounters) find(r *evaluator.Result, meta *byte, metaLen int) *outcome {
 	if l := fc.list.Load(); l != nil {
 		for i := range *l {
@@ -217,6 +225,10 @@ func newBulkPlan(snap *evaluator.Snapshot, m *metrics) *bulkPlan {
 	p.tail = append(p.tail, `],"metadata":{"version":`...)
 	p.tail = appendString(p.tail, strconv.FormatUint(snap.Version(), 10))
 	p.tail = append(p.tail, `},"eventStreams":[{"type":"sse","endpoint":{"requestUri":"/v1/stream"},"inactivityDelaySec":120}]}`...)
+	p.minSize = int64(len(bulkHead) + len(p.tail))
+	for i := range p.segs {
+		p.minSize += int64(len(p.segs[i].static))
+	}
 	return p
 }
 
@@ -228,7 +240,7 @@ func (p *bulkPlan) appendAnswer(dst []byte, ec *evaluator.Context, m *metrics, c
 	if want := int(p.size.Load()); cap(dst)-start < want {
 		dst = slices.Grow(dst, want+want/16) // answers vary a little with the context
 	}
-	dst = append(dst, `{"flags":[`...)
+	dst = append(dst, bulkHead...)
 	clean := true // no error answers: safe to cache
 	for i := range p.segs {
 		sg := &p.segs[i]
@@ -236,16 +248,10 @@ func (p *bulkPlan) appendAnswer(dst []byte, ec *evaluator.Context, m *metrics, c
 		if sg.flag == nil {
 			break
 		}
-		r := m.deg.evaluateFlag(p.snap, sg.flag, ec) // full rule, or fallback under pressure (degrade.go)
-		if r.ErrorCode != evaluator.CodeNone {
-			m.countEval(true, &r)
-			clean = false
-			dst = appendResultTail(dst, &r) // error details can differ per context
-			continue
-		}
 		var c prometheus.Counter
-		dst, c = p.appendCounted(dst, sg.ctrs, m, &r)
-		if ctrs != nil {
+		if dst, c = p.appendDynamic(dst, sg, ec, m); c == nil {
+			clean = false
+		} else if ctrs != nil {
 			ctrs = append(ctrs, c)
 		}
 	}
@@ -253,6 +259,21 @@ func (p *bulkPlan) appendAnswer(dst []byte, ec *evaluator.Context, m *metrics, c
 	dst = append(dst, p.tail...)
 	p.size.Store(int64(len(dst) - start))
 	return dst, ctrs, clean
+}
+
+// bulkHead opens every bulk answer.
+const bulkHead = `{"flags":[`
+
+// appendDynamic evaluates sg's flag for ec, counts it and appends the tail
+// of its answer; c is its outcome's counter, nil for an error answer
+// (counted too, but not by a counter a cache entry may replay).
+func (p *bulkPlan) appendDynamic(dst []byte, sg *bulkSeg, ec *evaluator.Context, m *metrics) (_ []byte, c prometheus.Counter) {
+	r := m.deg.evaluateFlag(p.snap, sg.flag, ec) // full rule, or fallback under pressure (degrade.go)
+	if r.ErrorCode != evaluator.CodeNone {
+		m.countEval(true, &r)
+		return appendResultTail(dst, &r), nil // error details can differ per context
+	}
+	return p.appendCounted(dst, sg.ctrs, m, &r)
 }
 
 // appendCacheKey appends the plan's id and the values of every path the
@@ -309,93 +330,33 @@ func (e *cacheEntry) count() {
 // setAnswer makes answer the response body without copying it and returns
 // a buffer for the caller's next use. An answer up to maxPooledBuffer is
 // swapped in (the response's previous buffer comes back, to be reused); a
-// bigger one is lent to the response as a body stream, and its buffer goes
-// back to s.big once fasthttp has written it (lentAnswer), so neither the
-// connection keeps a 9 MB buffer between requests nor does every answer
-// leave one to the collector.
+// bigger one (a big answer on its way into a large cache: the others are
+// streamed, bulk_stream.go) is given to the response as a body stream, so
+// the connection does not keep its buffer between requests.
 func (s *Server) setAnswer(ctx *fasthttp.RequestCtx, answer []byte) []byte {
 	if cap(answer) > maxPooledBuffer {
-		la := &lentAnswer{buf: answer, owner: s.big}
-		la.r.Reset(answer)
-		ctx.Response.SetBodyStream(la, len(answer))
+		ctx.Response.SetBodyStream(bytes.NewReader(answer), len(answer))
 		return nil
 	}
 	return ctx.Response.SwapBody(answer)[:0]
-}
-
-// bigAnswers keeps the buffers of the last bulk answers over
-// maxPooledBuffer for the next ones. At 100,000 flags an answer is 9 MB;
-// each one built in a new buffer made ~100 MB/s of garbage under bulk load,
-// and the collector's headroom for it and the answers not yet collected
-// made the sidecar's RSS swing by ±20 MB around 300 MB. A bounded channel,
-// not a sync.Pool: the pool empties at every collection, which at that
-// rate is several times a second. An idle sidecar keeps at most
-// maxBigAnswers buffers (the size of its last answers).
-type bigAnswers struct{ free chan []byte }
-
-// maxBigAnswers is how many big answer buffers are kept: one per
-// concurrently built answer on a 2-core sidecar.
-const maxBigAnswers = 2
-
-func newBigAnswers() *bigAnswers { return &bigAnswers{free: make(chan []byte, maxBigAnswers)} }
-
-// get returns an empty buffer with room for n bytes: a kept one, or a new
-// one when none is free or the free one is too small.
-func (b *bigAnswers) get(n int) []byte {
-	select {
-	case buf := <-b.free:
-		if cap(buf) >= n {
-			return buf[:0]
-		}
-	default:
-	}
-	return make([]byte, 0, n)
-}
-
-// put keeps buf for a later answer, unless enough are kept.
-func (b *bigAnswers) put(buf []byte) {
-	select {
-	case b.free <- buf[:0]:
-	default:
-	}
-}
-
-// lentAnswer is a big answer as a response body stream. fasthttp writes it
-// (WriteTo: one write of the whole answer) and closes it when the body is
-// written or the response is reset; only then does the buffer go back.
-type lentAnswer struct {
-	r      bytes.Reader
-	buf    []byte
-	owner  *bigAnswers
-	closed atomic.Bool
-}
-
-func (l *lentAnswer) Read(p []byte) (int, error) { return l.r.Read(p) }
-
-func (l *lentAnswer) WriteTo(w io.Writer) (int64, error) { return l.r.WriteTo(w) }
-
-func (l *lentAnswer) Close() error {
-	if l.closed.CompareAndSwap(false, true) {
-		l.owner.put(l.buf)
-		l.buf = nil
-	}
-	return nil
 }
 
 // answerBulk writes the bulk answer for ec from plan into ctx, through
 // the response cache when the plan can be keyed. buf is scratch space; a
 // freshly built answer is swapped into the response (SwapBody) rather
 // than copied, and the response's previous buffer is returned for the
-// pool.
+// pool. An answer over maxPooledBuffer that is not cached is streamed
+// (streamAnswer).
 func (s *Server) answerBulk(ctx *fasthttp.RequestCtx, buf []byte, plan *bulkPlan, ec *evaluator.Context) []byte {
 	// While any flag serves its fallback, answers are looked up but not
 	// cached: a fallback answer must never be served later under the full
 	// rule's key (degrade.go, calm).
 	epoch, calm := s.deg.calm(plan.snap)
-	size := plan.size.Load()
+	size := max(plan.size.Load(), plan.minSize)
 	if s.cache == nil || !plan.cacheable || s.o.NoBulkCache || size > s.o.CacheBytes/maxBulkEntryShare {
 		if size > maxPooledBuffer {
-			buf = s.big.get(int(size + size/16)) // answers vary a little with the context
+			s.streamAnswer(ctx, plan, ec)
+			return buf
 		}
 		buf, _, _ = plan.appendAnswer(buf, ec, s.m, nil)
 		return s.setAnswer(ctx, buf)

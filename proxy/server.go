@@ -102,7 +102,6 @@ type Server struct {
 	plan      atomic.Pointer[bulkPlan] // bulk.go: the last snapshot's bulk plan
 	planMu    sync.Mutex               // one plan build at a time (bulkPlanFor)
 	door      *doorkeeper              // bulk.go: bulk contexts that missed once
-	big       *bigAnswers              // bulk.go: buffers of answers over maxPooledBuffer, for the next ones
 	bulkAdmit bulkAdmission            // bulk.go: stops caching bulk answers that are not reused
 	bulkUsed  atomic.Bool              // a bulk request was served: plans are built ahead
 	srv       *fasthttp.Server
@@ -197,7 +196,6 @@ func New(o Options) (*Server, error) {
 		o.Registry.MustRegister(bypass)
 		s.guard = newCacheGuard(s.log, bypass)
 	}
-	s.big = newBigAnswers()
 	s.ctxPool.New = func() any { return evaluator.NewContext() }
 	s.bufPool.New = func() any { b := make([]byte, 0, 1024); return &b }
 	s.srv = &fasthttp.Server{
@@ -717,8 +715,7 @@ const maxPooledBuffer = 1 << 20
 // putBuf returns buf to the pool in bp, unless it is too big to keep.
 func (s *Server) putBuf(bp *[]byte, buf []byte) {
 	if cap(buf) > maxPooledBuffer {
-		s.big.put(buf) // a bulk answer's buffer (copied into the cache): for the next big answer
-		return
+		return // a big answer's buffer (copied into the cache): left to the collector
 	}
 	*bp = buf
 	s.bufPool.Put(bp)
