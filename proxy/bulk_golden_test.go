@@ -431,7 +431,7 @@ func TestBulkPlanBuiltOnce(t *testing.T) {
 }
 
 // TestBulkAnswerOverPoolLimit: an answer bigger than maxPooledBuffer is
-// lent to the response rather than swapped in; over a kept-alive
+// streamed rather than swapped in; over a kept-alive
 // connection every such answer must still arrive whole and alike, with a
 // small answer from another snapshot in between.
 func TestBulkAnswerOverPoolLimit(t *testing.T) {
