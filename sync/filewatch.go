@@ -245,8 +245,15 @@ func (w *watch) close() { _ = w.w.Close() }
 // a 16 MB file (100,000 flags) each time made 16 MB of garbage a second
 // that kept an idle sidecar collecting and its heap near the goal.
 func (fs *FileSource) reload() error {
-	if sum, err := fileSum(fs.o.Path); err == nil && fs.seen(sum) {
-		return nil
+	fs.mu.Lock()
+	loaded := fs.version > 0
+	fs.mu.Unlock()
+	// Hashing the file first only pays when there is something it could
+	// equal: not at start-up (16 MB at 100,000 flags).
+	if loaded {
+		if sum, err := fileSum(fs.o.Path); err == nil && fs.seen(sum) {
+			return nil
+		}
 	}
 	data, err := os.ReadFile(fs.o.Path)
 	if err != nil {
