@@ -140,12 +140,12 @@ func (p *bulkPlan) appendCounted(dst []byte, fc *flagCounters, m *metrics, r *ev
 	return dst, c
 }
 
-// find returns the outcome of r, nil when the list does not have it yet.
 // unsafeMeta is the identity of r's metadata (find's meta, metaLen).
 func unsafeMeta(r *evaluator.Result) (*byte, int) {
 	return unsafe.SliceData(r.MetadataJSON), len(r.MetadataJSON)
 }
 
+// find returns the outcome of r, nil when the list does not have it yet.
 func (fc *flagCounters) find(r *evaluator.Result, meta *byte, metaLen int) *outcome {
 	if l := fc.list.Load(); l != nil {
 		for i := range *l {
