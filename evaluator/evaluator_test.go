@@ -2,6 +2,7 @@ package evaluator
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -390,5 +391,39 @@ func TestEvaluateFallback(t *testing.T) {
 	bad.FallbackTargeting, bad.HasFallback = map[string]any{"if": []any{map[string]any{"nope": []any{1}}, "on", nil}}, true
 	if _, ps := NewSnapshot(1, []FlagSpec{bad}, SnapshotOptions{}); len(ps) != 1 || ps[0].Path != "flags.b.fallbackTargeting.if[0]" {
 		t.Fatalf("problems %v, want one at flags.b.fallbackTargeting.if[0]", ps)
+	}
+}
+
+// TestDuplicateKeys: a key given twice is a problem (the second is
+// dropped), whether the specs come sorted (the equal keys are
+// neighbours), unsorted, or sorted and unique (no problem at all).
+func TestDuplicateKeys(t *testing.T) {
+	def := `{"variants":{"on":true},"defaultVariant":"on"}`
+	tests := []struct {
+		keys []string
+		want []string
+	}{
+		{[]string{"a", "b", "c"}, nil},
+		{[]string{"a", "b", "b", "c"}, []string{"flags.b: duplicate flag key"}},
+		{[]string{"b", "a", "b"}, []string{"flags.b: duplicate flag key"}},
+		{[]string{"c", "a", "b"}, nil},
+		{[]string{"a", "", "b"}, []string{"flags: flag key must not be empty"}},
+	}
+	for _, tc := range tests {
+		specs := make([]FlagSpec, len(tc.keys))
+		for i, k := range tc.keys {
+			specs[i] = spec(t, k, def)
+		}
+		s, problems := NewSnapshot(1, specs, SnapshotOptions{})
+		var got []string
+		for _, p := range problems {
+			got = append(got, p.String())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%q: problems %q, want %q", tc.keys, got, tc.want)
+		}
+		if s != nil && len(tc.want) == 0 && s.Len() != len(tc.keys) {
+			t.Errorf("%q: %d flags", tc.keys, s.Len())
+		}
 	}
 }

@@ -161,22 +161,29 @@ func NewSnapshot(version uint64, specs []FlagSpec, opts SnapshotOptions) (*Snaps
 // to add and returns the problems.
 func compileEach(specs []FlagSpec, compiled []CompiledFlag, add func(sp *FlagSpec, f *Flag)) []Problem {
 	var problems []Problem
-	seen := make(map[string]bool, len(specs))
+	// Keys in strictly ascending order (a parsed document's) cannot
+	// repeat: checking that is a compare per flag, where the set of keys
+	// seen cost 20-30 ms at 100,000 flags.
+	var seen map[string]bool
+	if !slices.IsSortedFunc(specs, func(a, b FlagSpec) int { return strings.Compare(a.Key, b.Key) }) || hasEqualNeighbours(specs) {
+		seen = make(map[string]bool, len(specs))
+	}
 	if compiled == nil {
 		compiled = compileSpecs(specs)
 	}
 	for i := range specs {
 		sp := &specs[i]
-		base := "flags." + sp.Key
 		if sp.Key == "" {
 			problems = append(problems, Problem{Path: "flags", Reason: "flag key must not be empty"})
 			continue
 		}
-		if seen[sp.Key] {
-			problems = append(problems, Problem{Path: base, Reason: "duplicate flag key"})
-			continue
+		if seen != nil {
+			if seen[sp.Key] {
+				problems = append(problems, Problem{Path: "flags." + sp.Key, Reason: "duplicate flag key"})
+				continue
+			}
+			seen[sp.Key] = true
 		}
-		seen[sp.Key] = true
 		c := compiled[i]
 		if c.flag == nil {
 			c = CompileFlag(sp)
@@ -185,6 +192,16 @@ func compileEach(specs []FlagSpec, compiled []CompiledFlag, add func(sp *FlagSpe
 		add(sp, c.flag)
 	}
 	return problems
+}
+
+// hasEqualNeighbours reports whether two consecutive specs share a key.
+func hasEqualNeighbours(specs []FlagSpec) bool {
+	for i := 1; i < len(specs); i++ {
+		if specs[i].Key == specs[i-1].Key {
+			return true
+		}
+	}
+	return false
 }
 
 // linkPrereqs resolves f's prerequisites (flag key → required variant)
