@@ -269,11 +269,16 @@ const bulkHead = `{"flags":[`
 // (counted too, but not by a counter a cache entry may replay).
 func (p *bulkPlan) appendDynamic(dst []byte, sg *bulkSeg, ec *evaluator.Context, m *metrics) (_ []byte, c prometheus.Counter) {
 	r := m.deg.evaluateFlag(p.snap, sg.flag, ec) // full rule, or fallback under pressure (degrade.go)
+	return p.appendEvaluated(dst, sg, m, &r)
+}
+
+// appendEvaluated is appendDynamic for a result already evaluated.
+func (p *bulkPlan) appendEvaluated(dst []byte, sg *bulkSeg, m *metrics, r *evaluator.Result) (_ []byte, c prometheus.Counter) {
 	if r.ErrorCode != evaluator.CodeNone {
-		m.countEval(true, &r)
-		return appendResultTail(dst, &r), nil // error details can differ per context
+		m.countEval(true, r)
+		return appendResultTail(dst, r), nil // error details can differ per context
 	}
-	return p.appendCounted(dst, sg.ctrs, m, &r)
+	return p.appendCounted(dst, sg.ctrs, m, r)
 }
 
 // appendCacheKey appends the plan's id and the values of every path the

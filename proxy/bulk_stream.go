@@ -63,11 +63,9 @@ func (p *bulkPlan) tailOf(sg *bulkSeg, ec *evaluator.Context, m *metrics) string
 			o.c.Inc()
 			return o.tail
 		}
-		b, _ := p.appendCounted(nil, sg.ctrs, m, &r) // a first outcome (or past maxOutcomes)
-		return string(b)
 	}
-	m.countEval(true, &r)
-	return string(appendResultTail(nil, &r))
+	b, _ := p.appendEvaluated(nil, sg, m, &r) // an error, a first outcome (or past maxOutcomes)
+	return string(b)
 }
 
 // WriteTo writes the rest of the answer, a piece at a time; fasthttp's

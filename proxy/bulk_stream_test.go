@@ -80,12 +80,18 @@ func postRaw(addr, proto, path, body string) (http.Header, string, error) {
 // built whole.
 func bulkAnswerOf(t *testing.T, s *Server, body string) string {
 	t.Helper()
+	b, _, _ := s.bulkPlanFor(s.src.Current()).appendAnswer(nil, contextOf(t, body), s.m, nil)
+	return string(b)
+}
+
+// contextOf decodes a request body's "context".
+func contextOf(t *testing.T, body string) *evaluator.Context {
+	t.Helper()
 	ec := evaluator.NewContext()
 	if err := ec.DecodeField([]byte(body), "context", evaluator.Limits{}); err != nil {
 		t.Fatal(err)
 	}
-	b, _, _ := s.bulkPlanFor(s.src.Current()).appendAnswer(nil, ec, s.m, nil)
-	return string(b)
+	return ec
 }
 
 // TestBulkStreamMatchesBuffered: an answer over maxPooledBuffer is
@@ -185,10 +191,7 @@ func TestBulkStreamRead(t *testing.T) {
 	plan := s.bulkPlanFor(s.src.Current())
 	const body = `{"context":{"plan":"premium"}}`
 	want := bulkAnswerOf(t, s, body)
-	ec := evaluator.NewContext()
-	if err := ec.DecodeField([]byte(body), "context", evaluator.Limits{}); err != nil {
-		t.Fatal(err)
-	}
+	ec := contextOf(t, body)
 	tails := make([]string, len(plan.segs)-1)
 	for i := range tails {
 		tails[i] = plan.tailOf(&plan.segs[i], ec, s.m)
