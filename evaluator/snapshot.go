@@ -165,7 +165,7 @@ func compileEach(specs []FlagSpec, compiled []CompiledFlag, add func(sp *FlagSpe
 	// repeat: checking that is a compare per flag, where the set of keys
 	// seen cost 20-30 ms at 100,000 flags.
 	var seen map[string]bool
-	if !slices.IsSortedFunc(specs, func(a, b FlagSpec) int { return strings.Compare(a.Key, b.Key) }) || hasEqualNeighbours(specs) {
+	if !strictlyAscending(specs) {
 		seen = make(map[string]bool, len(specs))
 	}
 	if compiled == nil {
@@ -194,14 +194,15 @@ func compileEach(specs []FlagSpec, compiled []CompiledFlag, add func(sp *FlagSpe
 	return problems
 }
 
-// hasEqualNeighbours reports whether two consecutive specs share a key.
-func hasEqualNeighbours(specs []FlagSpec) bool {
+// strictlyAscending reports whether every spec's key sorts after the one
+// before it.
+func strictlyAscending(specs []FlagSpec) bool {
 	for i := 1; i < len(specs); i++ {
-		if specs[i].Key == specs[i-1].Key {
-			return true
+		if specs[i-1].Key >= specs[i].Key {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 // linkPrereqs resolves f's prerequisites (flag key → required variant)

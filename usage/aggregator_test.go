@@ -111,7 +111,7 @@ func summary(t *testing.T, a *Aggregator, env string) string {
 		f := u[k]
 		out += fmt.Sprintf("%s: 24h=%d 7d=%d variants=%v apps=%v errors=%v day=%d; ", k, f.Last24h, f.Last7d, f.Variants24h, f.Apps, f.Errors24h, f.Days[0].Evaluations)
 	}
-	tot := a.Totals24h(env)
+	_, tot := a.Overview(env)
 	return out + fmt.Sprintf("total=%d unknown=%d sidecars=%v", tot.Evaluations, tot.UnknownFlags, tot.Sidecars)
 }
 

@@ -108,14 +108,7 @@ type EnvTotals struct {
 	Sidecars map[string]uint64 `json:"sidecars,omitempty"`
 }
 
-// Totals24h sums env's hour buckets of the last 24 h.
-func (a *Aggregator) Totals24h(env string) EnvTotals {
-	now := a.o.Now().UTC()
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.totalsLocked(env, now)
-}
-
+// totalsLocked sums env's hour buckets of the last 24 h (Overview).
 func (a *Aggregator) totalsLocked(env string, now time.Time) EnvTotals {
 	hourNow := now.Truncate(time.Hour)
 	from := hourNow.Add(-23 * time.Hour).Unix()
